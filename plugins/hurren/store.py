@@ -1,0 +1,213 @@
+"""The municipal store's schema, derived from the spec (SQLAlchemy Core).
+
+One table per spec entity, with the spec's field names as columns and its key as the primary key,
+plus the operational tables the pipeline keeps its state in. Written against SQLAlchemy Core
+only, so the same metadata creates on PostgreSQL (the default store) and SQLite (local runs), and
+compiles for Oracle and SQL Server.
+
+Choices, and why:
+- A report's PDF is not stored as a blob: it lives in S3/MinIO, and the store keeps its object
+  key, SHA-256 and size (``pdf_object_key``, ``pdf_sha256``, ``pdf_size``).
+- PACS views become ``pacs_instance`` / ``pacs_study`` with lower-case column names: a table whose
+  name starts with ``v_`` would read as a view, and upper-case names need quoting everywhere.
+- Every spec table carries ``etl_content_hash`` (the version of the row pushed to the platform),
+  ``etl_run_id`` and ``etl_loaded_at``. The ``etl_`` prefix keeps them apart from spec fields
+  and, unlike a leading underscore, is a valid unquoted Oracle identifier.
+- Generic operational tables name a record by its entity and ``record_key``: the JSON array of
+  its key values in the entity's key order (``record_key()``), so quarantine, outbox and push log
+  serve reports, daily counts and accept/quote records alike.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Date,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.types import TypeEngine
+
+from hurren import spec
+
+metadata = MetaData()
+
+TABLE_NAMES = {"v_web_jcjg": "pacs_instance", "v_web_jctj": "pacs_study"}
+"""Store table of an entity, where it is not the entity's own name."""
+
+_TEXT_LIMIT = 4000  # Oracle VARCHAR2 maximum (standard MAX_STRING_SIZE); longer is Text/CLOB
+
+
+def table_name(entity: str) -> str:
+    return TABLE_NAMES.get(entity, entity)
+
+
+def column_name(entity: spec.Entity, field_name: str) -> str:
+    return field_name.lower() if entity.kind == "view" else field_name
+
+
+def _column_type(f: spec.Field) -> TypeEngine[Any]:
+    match f.type:
+        case "text" | "uid":
+            return String(f.length) if f.length and f.length <= _TEXT_LIMIT else Text()
+        case "number":
+            if f.length is None or f.length > 9:
+                return BigInteger()
+            return SmallInteger() if f.length <= 4 else Integer()
+        case "date":
+            return Date()
+        case "datetime":
+            return DateTime()
+    raise spec.SpecError(f"no store type for {f.name} of type {f.type}")
+
+
+def _entity_table(ent: spec.Entity) -> Table:
+    columns: list[Column[Any]] = []
+    for f in ent.fields:
+        if f.type == "pdf":
+            columns += [
+                Column("pdf_object_key", String(512), nullable=f.nullable, comment="S3 object key of the PDF"),
+                Column("pdf_sha256", String(64), nullable=f.nullable),
+                Column("pdf_size", Integer, nullable=f.nullable),
+            ]
+            continue
+        columns.append(
+            Column(
+                column_name(ent, f.name),
+                _column_type(f),
+                primary_key=f.name in ent.key,
+                # Nullability is the validator's to enforce (with a reason); the store only
+                # insists on keys, so an optional-in-practice field never breaks a load.
+                nullable=f.name not in ent.key,
+                comment=f.zh_name,
+            )
+        )
+    columns += [
+        Column("etl_content_hash", String(64), nullable=False, comment="SHA-256 of the row as pushed"),
+        Column("etl_run_id", String(250), nullable=True),
+        Column("etl_loaded_at", DateTime, nullable=False, server_default=func.current_timestamp()),
+    ]
+    table = Table(table_name(ent.name), metadata, *columns, comment=f"{ent.title} (spec {ent.section})")
+    if ent.kind == "item" and ent.parent:
+        parent = spec.entity(ent.parent)
+        shared = [k for k in ent.key if k in parent.key]
+        Index(f"ix_{table.name}_master", *(table.c[k] for k in shared))
+    return table
+
+
+SPEC_TABLES: dict[str, Table] = {name: _entity_table(ent) for name, ent in spec.entities().items()}
+
+Index("ix_pacs_instance_study", SPEC_TABLES["v_web_jcjg"].c.studiuiid)
+Index("ix_exammaster_study", SPEC_TABLES["exammaster"].c.study_instance_uid)
+
+watermark = Table(
+    "etl_watermark",
+    metadata,
+    Column("source", String(128), primary_key=True, comment="hospital source id"),
+    Column("stream", String(64), primary_key=True, comment="lab | exam | pacs_instance | …"),
+    Column("initial_value", DateTime, nullable=False),
+    Column("last_value", DateTime, nullable=False, comment="highest watermark column value loaded"),
+    Column("run_id", String(250)),
+    Column("updated_at", DateTime, nullable=False, server_default=func.current_timestamp()),
+    comment="incremental extraction cursors, moved only after the load commits",
+)
+
+run = Table(
+    "etl_run",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", String(250), nullable=False),
+    Column("dag_id", String(250), nullable=False),
+    Column("source", String(128), nullable=False),
+    Column("stream", String(64), nullable=False),
+    Column("interval_start", DateTime),
+    Column("interval_end", DateTime),
+    Column("started_at", DateTime, nullable=False, server_default=func.current_timestamp()),
+    Column("finished_at", DateTime),
+    Column("status", String(16), nullable=False, comment="running | success | failed"),
+    Column("extracted", Integer, nullable=False, server_default="0"),
+    Column("loaded", Integer, nullable=False, server_default="0"),
+    Column("quarantined", Integer, nullable=False, server_default="0"),
+    Column("details", Text, comment="JSON: per-rule counts, timings"),
+    UniqueConstraint("run_id", "source", "stream", name="uq_etl_run"),
+    comment="one row per extraction run per source and stream: the counts that prove nothing was lost",
+)
+
+quarantine = Table(
+    "etl_quarantine",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("run_id", String(250), nullable=False),
+    Column("source", String(128), nullable=False),
+    Column("org_code", String(128)),
+    Column("entity", String(64), nullable=False, comment="the master entity of the held report"),
+    Column("record_key", String(1024), nullable=False, comment="JSON array of the key values"),
+    Column("content_hash", String(64), nullable=False),
+    Column("rules", Text, nullable=False, comment="JSON: every rule broken, with field and entity"),
+    Column("reason", Text, nullable=False, comment="readable reason, identifiers masked"),
+    Column("payload", Text, nullable=False, comment="JSON of the held rows as extracted"),
+    Column("quarantined_at", DateTime, nullable=False, server_default=func.current_timestamp()),
+    Column("resolved_at", DateTime, comment="set when a corrected version of the report loads"),
+    Index("ix_etl_quarantine_open", "source", "entity", "resolved_at"),
+    Index("ix_etl_quarantine_key", "entity", "record_key"),
+    comment="reports held back by validation, whole, with every rule they broke",
+)
+
+outbox = Table(
+    "push_outbox",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("entity", String(64), nullable=False),
+    Column("org_code", String(128), nullable=False),
+    Column("record_key", String(1024), nullable=False),
+    Column("content_hash", String(64), nullable=False, comment="the version queued"),
+    Column("action", String(16), nullable=False, comment="register | void"),
+    Column("status", String(16), nullable=False, comment="queued | sending | acked | rejected | dead"),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", DateTime),
+    Column("last_error", Text),
+    Column("answer_text", Text, comment="ok:<text> of a void: who already quoted the report"),
+    Column("created_at", DateTime, nullable=False, server_default=func.current_timestamp()),
+    Column("updated_at", DateTime, nullable=False, server_default=func.current_timestamp()),
+    UniqueConstraint("entity", "record_key", "content_hash", "action", name="uq_push_outbox_version"),
+    Index("ix_push_outbox_due", "status", "next_attempt_at"),
+    comment="each version of each record to push, queued once",
+)
+
+push_log = Table(
+    "push_log",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("outbox_id", BigInteger, nullable=False, index=True),
+    Column("attempt", Integer, nullable=False),
+    Column("method", String(32), nullable=False),
+    Column("sent_at", DateTime, nullable=False),
+    Column("answered_at", DateTime),
+    Column("outcome", String(16), nullable=False, comment="ok | error | transport"),
+    Column("answer", Text),
+    comment="every call to the platform and what it answered",
+)
+
+
+def record_key(entity: spec.Entity, row: Mapping[str, Any]) -> str:
+    """The canonical text form of a record's key: a JSON array in the entity's key order."""
+    return json.dumps([None if row[k] is None else str(row[k]) for k in entity.key], ensure_ascii=False)
+
+
+def create_all(engine: Engine, tables: Sequence[Table] | None = None) -> None:
+    """Create the store schema (idempotent: existing tables are left as they are)."""
+    metadata.create_all(engine, tables=tables, checkfirst=True)
