@@ -1,0 +1,150 @@
+"""Connection settings: the one place they come from.
+
+Each setting is read from an environment variable, with a default that points at the local
+loopback services started by ``scripts/services`` (those defaults are dev/test values, not
+secrets; production passes its own through the environment or Airflow connections).
+
+=========================  =====================================================================
+variable                   default
+=========================  =====================================================================
+HURREN_STORE_URL           built from the five below:
+                           ``postgresql+psycopg://hurren:hurren@127.0.0.1:55432/hurren_store``
+HURREN_PG_HOST             ``127.0.0.1``
+HURREN_PG_PORT             ``55432``
+HURREN_PG_USER             ``hurren``
+HURREN_PG_PASSWORD         ``hurren``
+HURREN_STORE_DB            ``hurren_store``
+HURREN_S3_ENDPOINT         ``127.0.0.1:$HURREN_S3_PORT`` (port default ``58333``)
+HURREN_S3_ACCESS_KEY       ``hurren``
+HURREN_S3_SECRET_KEY       ``hurren-secret-local``
+HURREN_S3_SECURE           ``false`` (``1/true/yes/on`` for TLS)
+HURREN_S3_REGION           ``us-east-1`` (saves the client a bucket-location round trip)
+HURREN_S3_BUCKET_REPORTS   ``hurren-reports``
+HURREN_S3_BUCKET_DOCS      ``hurren-docs``
+HURREN_SIMULATOR_URL       ``http://127.0.0.1:$HURREN_SIM_PORT/Myhealth`` (port default ``58080``)
+=========================  =====================================================================
+
+``scripts/services`` reads the same HURREN_PG_*, HURREN_S3_* and HURREN_SIM_PORT variables, so a
+changed port or credential reaches the services and the code alike.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cache
+
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+__all__ = ["Settings", "SettingsError", "settings"]
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+_DB_NAME = re.compile(r"^[a-z0-9_]{1,50}$")
+
+
+class SettingsError(ValueError):
+    """A setting from the environment cannot be used; the message names the variable to fix."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    store_url: str = field(repr=False)
+    """SQLAlchemy URL of the municipal store (psycopg 3 driver for PostgreSQL)."""
+    s3_endpoint: str
+    """``host:port``, no scheme (the minio client's form)."""
+    s3_access_key: str
+    s3_secret_key: str = field(repr=False)
+    s3_secure: bool = False
+    s3_region: str | None = "us-east-1"
+    s3_bucket_reports: str = "hurren-reports"
+    s3_bucket_docs: str = "hurren-docs"
+    simulator_url: str
+    """The region platform's SOAP endpoint (our simulator in tests and the demo)."""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+
+        def get(name: str, default: str) -> str:
+            return env.get(name) or default
+
+        store_url = env.get("HURREN_STORE_URL") or URL.create(
+            "postgresql+psycopg",
+            username=get("HURREN_PG_USER", "hurren"),
+            password=get("HURREN_PG_PASSWORD", "hurren"),
+            host=get("HURREN_PG_HOST", "127.0.0.1"),
+            port=_port(env, "HURREN_PG_PORT", 55432),
+            database=get("HURREN_STORE_DB", "hurren_store"),
+        ).render_as_string(hide_password=False)
+        try:
+            make_url(store_url)
+        except ArgumentError as exc:
+            raise SettingsError(f"HURREN_STORE_URL is not a SQLAlchemy URL: {exc}") from None
+
+        endpoint = get("HURREN_S3_ENDPOINT", f"127.0.0.1:{_port(env, 'HURREN_S3_PORT', 58333)}")
+        if "://" in endpoint:
+            raise SettingsError(
+                f"HURREN_S3_ENDPOINT must be host:port without a scheme (got {endpoint!r}); "
+                "set HURREN_S3_SECURE=true for https"
+            )
+        return cls(
+            store_url=store_url,
+            s3_endpoint=endpoint,
+            s3_access_key=get("HURREN_S3_ACCESS_KEY", "hurren"),
+            s3_secret_key=get("HURREN_S3_SECRET_KEY", "hurren-secret-local"),
+            s3_secure=_bool(env, "HURREN_S3_SECURE", False),
+            s3_region=env.get("HURREN_S3_REGION", "us-east-1") or None,
+            s3_bucket_reports=get("HURREN_S3_BUCKET_REPORTS", "hurren-reports"),
+            s3_bucket_docs=get("HURREN_S3_BUCKET_DOCS", "hurren-docs"),
+            simulator_url=get(
+                "HURREN_SIMULATOR_URL", f"http://127.0.0.1:{_port(env, 'HURREN_SIM_PORT', 58080)}/Myhealth"
+            ),
+        )
+
+    def database_url(self, database: str) -> str:
+        """The store's URL (same server, user and driver) with another database name."""
+        return make_url(self.store_url).set(database=database).render_as_string(hide_password=False)
+
+    def hospital_url(self, name: str) -> str:
+        """URL of the synthetic hospital database ``hospital_<name>`` on the store's server."""
+        if not _DB_NAME.match(name):
+            raise SettingsError(
+                f"hospital name {name!r} must be 1-50 characters of a-z, 0-9 and _ "
+                "(it becomes the database name hospital_<name>)"
+            )
+        return self.database_url(f"hospital_{name}")
+
+
+@cache
+def settings() -> Settings:
+    """The process's settings, read from the environment once (``settings.cache_clear()`` rereads)."""
+    return Settings.from_env()
+
+
+def _port(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        port = int(raw)
+    except ValueError:
+        port = 0
+    if not 0 < port < 65536:
+        raise SettingsError(f"{name} must be a TCP port number (1-65535), got {raw!r}")
+    return port
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise SettingsError(f"{name} must be one of true/false/1/0/yes/no/on/off, got {raw!r}")
