@@ -1,0 +1,10 @@
+-- lab plan: one row per (last_update_dtime, report_form_no) of the masters in [:since, :until), with its count, in extraction order; hurren.extract.plan_chunks cuts it into chunks.
+-- SQL Server: datetime2 binds.
+-- Bind parameters: :since, :until. The double-brace placeholders (view, columns, study_uid) are
+-- filled by hurren.extract.render_sql from checked configuration and the spec, nothing else.
+SELECT m.last_update_dtime, COALESCE(m.report_form_no, ' '), COUNT(*)
+FROM {{view:labmaster}} m
+WHERE m.last_update_dtime >= CAST(:since AS datetime2)
+  AND m.last_update_dtime < CAST(:until AS datetime2)
+GROUP BY m.last_update_dtime, COALESCE(m.report_form_no, ' ')
+ORDER BY m.last_update_dtime, COALESCE(m.report_form_no, ' ')

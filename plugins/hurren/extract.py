@@ -1,0 +1,567 @@
+"""Incremental extraction of reports and records from a hospital database.
+
+The cursor model follows dlt's incremental loading:
+
+- :class:`CursorState` is the cursor of one (source, stream): ``initial_value`` (where a new
+  cursor starts) and ``last_value`` (the highest cursor value committed to the store). It lives
+  in ``store.watermark``, written by :func:`hurren.load.advance_watermark` in the transaction that
+  commits the rows, so it never passes a row that is not committed.
+- :func:`apply_overlap` is the one pure function that moves the window's start back by the
+  overlap (late commits at the source) and never before ``initial_value``.
+- :func:`window` turns a cursor and the run's end time into the half-open window
+  ``[since, until)`` in the source's local time; :func:`backfill_window` makes any past window.
+
+Reading a window of reports (:func:`read_reports`) takes three queries per stream from
+``include/sql/<dialect>/``: ``<stream>_plan.sql`` lists ``(last_update_dtime, report_form_no)``
+with counts, :func:`plan_chunks` cuts that list into chunks of about ``chunk_size`` masters, and
+for each chunk ``<stream>_masters.sql`` and ``<stream>_items.sql`` read exactly the chunk's
+masters and the sub-items of those masters (the same predicate on the master). Memory is bounded
+by one chunk; only one result set is open at a time (pymssql allows no more); no LIMIT/OFFSET
+and no key lists are needed; every comparison is made by the source database itself, so its
+collation never has to agree with Python's. Records and PACS rows have no sub-items and are
+streamed from one query with ``fetchmany`` (:func:`read_records`).
+
+Rows become the canonical form the validator reads: DataFrames with the spec's field names as
+columns and strings or ``None`` as values (:func:`canonical`): datetimes as
+``YYYY-MM-DD HH:MM:SS``, dates as ``YYYY-MM-DD``, whole numbers as digits, strings unchanged
+(never stripped or fixed: the validator judges them), NaN as ``None``.
+
+Exceptions::
+
+    ExtractError            anything this module raises on purpose
+    ├── ExtractSettingsError  a setting cannot work (overlap, chunk size, window): says what to set
+    └── SqlTemplateError      an extraction SQL file or a name substituted into it is unusable
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import math
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from functools import cache
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pandas as pd
+from sqlalchemy import select, text
+from sqlalchemy.engine import Connection, Engine
+
+from hurren import spec, store
+from hurren.sources import IDENTIFIER, STREAMS, Dialect, Source, Stream, StreamDef
+
+__all__ = [
+    "Chunk",
+    "CursorState",
+    "ExtractError",
+    "ExtractSettingsError",
+    "RecordBatch",
+    "ReportBatch",
+    "SqlTemplateError",
+    "Window",
+    "apply_overlap",
+    "backfill_window",
+    "canonical",
+    "canonical_frame",
+    "executable_sql",
+    "next_window",
+    "plan_chunks",
+    "read_cursor",
+    "read_records",
+    "read_reports",
+    "render_sql",
+    "source_snapshot",
+    "to_source_time",
+    "window",
+]
+
+log = logging.getLogger(__name__)
+
+SQL_DIR = spec.INCLUDE / "sql"
+REPORT_STREAMS: tuple[Stream, ...] = ("lab", "exam")
+RECORD_STREAMS: tuple[Stream, ...] = ("pacs_instance", "pacs_study", "accept", "quote")
+CURSOR_FIELDS = frozenset(s.cursor for s in STREAMS.values()) | {"last_update_dtime"}
+
+
+class ExtractError(Exception):
+    """Anything this module raises on purpose."""
+
+
+class ExtractSettingsError(ExtractError, ValueError):
+    """A setting cannot work; the message says which and what to set instead."""
+
+
+class SqlTemplateError(ExtractError):
+    """An extraction SQL file, or a name to substitute into it, is unusable."""
+
+
+# --------------------------------------------------------------------------------------------
+# the cursor and its window
+
+
+@dataclass(frozen=True, slots=True)
+class CursorState:
+    """The incremental cursor of one (source, stream), as kept in ``store.watermark``."""
+
+    initial_value: datetime  # where a new cursor starts (source local time, naive)
+    last_value: datetime | None = None  # highest cursor value committed; None: nothing yet
+
+    @property
+    def start_value(self) -> datetime:
+        return self.initial_value if self.last_value is None else self.last_value
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """The half-open window ``[since, until)`` of cursor values to read, source local time."""
+
+    since: datetime
+    until: datetime
+
+    @property
+    def empty(self) -> bool:
+        return self.until <= self.since
+
+
+def apply_overlap(last_value: datetime, overlap: timedelta, initial_value: datetime | None) -> datetime:
+    """The window's start: ``overlap`` before ``last_value``, never before ``initial_value``.
+
+    Re-reading the overlap picks up rows committed late with a cursor value just below the
+    watermark; loading them again is a no-op (same content hash).
+    """
+    if overlap < timedelta(0):
+        raise ExtractSettingsError(f"overlap must not be negative, got {overlap}; use 0 for no overlap")
+    start = last_value - overlap
+    if initial_value is not None and start < initial_value:
+        return initial_value
+    return start
+
+
+def to_source_time(value: datetime, tz: ZoneInfo | str) -> datetime:
+    """``value`` as the source's naive local time, to the second (the spec's precision).
+
+    An aware value (Airflow's data interval, UTC) is converted to the source's zone; a naive one
+    is taken to be in source local time already.
+    """
+    zone = ZoneInfo(tz) if isinstance(tz, str) else tz
+    if value.tzinfo is not None:
+        value = value.astimezone(zone).replace(tzinfo=None)
+    return value.replace(microsecond=0)
+
+
+def window(state: CursorState, *, until: datetime, overlap: timedelta, tz: ZoneInfo | str) -> Window:
+    """The next incremental window of a cursor, ending at ``until`` (exclusive).
+
+    An empty window (``until`` not after the start) means there is nothing to read yet.
+    """
+    end = to_source_time(until, tz)
+    if state.last_value is None:
+        return Window(state.initial_value, end)
+    return Window(apply_overlap(state.last_value, overlap, state.initial_value), end)
+
+
+def next_window(source: Source, state: CursorState, until: datetime) -> Window:
+    """:func:`window` with the source's configured overlap and time zone (what a DAG task calls)."""
+    return window(state, until=until, overlap=timedelta(minutes=source.overlap_minutes), tz=source.tz)
+
+
+def backfill_window(since: datetime, until: datetime, *, tz: ZoneInfo | str) -> Window:
+    """Any past window, for a backfill (which must not advance the cursor: see hurren.load)."""
+    w = Window(to_source_time(since, tz), to_source_time(until, tz))
+    if w.empty:
+        raise ExtractSettingsError(f"backfill window is empty: since {w.since} is not before until {w.until}")
+    return w
+
+
+def read_cursor(store_conn: Connection, source: Source, stream: Stream) -> CursorState:
+    """The cursor of (source, stream) from ``store.watermark``; a new one starts at the source's
+    ``initial_value``."""
+    wm = store.watermark
+    row = store_conn.execute(
+        select(wm.c.initial_value, wm.c.last_value).where(wm.c.source == source.id, wm.c.stream == stream)
+    ).first()
+    if row is None:
+        return CursorState(initial_value=source.initial_value)
+    return CursorState(initial_value=row.initial_value, last_value=row.last_value)
+
+
+# --------------------------------------------------------------------------------------------
+# SQL files
+
+
+_PLACEHOLDER = re.compile(r"\{\{([^{}]*)\}\}")
+
+
+@cache
+def _template(dialect: str, name: str) -> str:
+    path = SQL_DIR / dialect / f"{name}.sql"
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SqlTemplateError(f"no extraction SQL {path}; every dialect needs {name}.sql") from None
+
+
+def sql_path(dialect: str, name: str) -> Path:
+    return SQL_DIR / dialect / f"{name}.sql"
+
+
+def _quote(name: str, dialect: Dialect) -> str:
+    """A spec column name as the source query writes it: lower-case names bare (every database
+    folds them to its own case); upper-case PACS names quoted, so they match exactly."""
+    if not IDENTIFIER.match(name):
+        raise SqlTemplateError(f"{name!r} is not a plain identifier and cannot be put into SQL")
+    if name == name.lower():
+        return name
+    return f"[{name}]" if dialect == "mssql" else f'"{name}"'
+
+
+def _source_column(source: Source, entity: spec.Entity, field_name: str) -> str:
+    if entity.kind == "view" and field_name == "STUDIUIID":
+        return source.pacs_study_uid_column
+    return field_name
+
+
+def _relation(source: Source, entity: str) -> str:
+    name = source.view(entity)
+    if not all(IDENTIFIER.match(part) for part in name.split(".")) or name.count(".") > 1:
+        raise SqlTemplateError(f"{source.id}: view name {name!r} for {entity} is not a plain identifier")
+    return name
+
+
+def render_sql(source: Source, name: str) -> str:
+    """The extraction query ``name`` for ``source``: its dialect's file with the placeholders
+    filled from the checked configuration and the spec.
+
+    ``{{view:<entity>}}`` the source's view/table for the entity; ``{{columns:<entity>:<alias>}}``
+    the entity's fields in spec order (the result is read by position); ``{{study_uid:<alias>}}``
+    the PACS study-UID column (D11). Values are never substituted: they are bind parameters.
+    """
+    dialect = source.dialect
+
+    def fill(m: re.Match[str]) -> str:
+        parts = m.group(1).split(":")
+        kind, args = parts[0], parts[1:]
+        if not all(IDENTIFIER.match(a) for a in args):
+            raise SqlTemplateError(f"{sql_path(dialect, name)}: bad placeholder {m.group(0)!r}")
+        if kind == "view" and len(args) == 1:
+            spec.entity(args[0])
+            return _relation(source, args[0])
+        if kind == "columns" and len(args) == 2:
+            entity, alias = spec.entity(args[0]), args[1]
+            cols = []
+            for f in entity.fields:
+                col = f"{alias}.{_quote(_source_column(source, entity, f.name), dialect)}"
+                if dialect == "sqlite" and f.name in CURSOR_FIELDS:
+                    col = f"datetime({col})"  # SQLite keeps timestamps as text of any shape
+                cols.append(col)
+            return ", ".join(cols)
+        if kind == "study_uid" and len(args) == 1:
+            return f"{args[0]}.{_quote(source.pacs_study_uid_column, dialect)}"
+        raise SqlTemplateError(f"{sql_path(dialect, name)}: unknown placeholder {m.group(0)!r}")
+
+    return _PLACEHOLDER.sub(fill, _template(dialect, name))
+
+
+def executable_sql(source: Source, name: str) -> str:
+    """:func:`render_sql` without its comment lines: SQLAlchemy's ``text()`` would read a ``:word``
+    in a comment (``HH:MM``, ``:since``) as a bind parameter."""
+    lines = render_sql(source, name).splitlines()
+    return "\n".join(line for line in lines if not line.lstrip().startswith("--")).strip() + "\n"
+
+
+def _bind_time(value: Any, dialect: str) -> Any:
+    """A cursor value as a bind parameter: SQLite compares text; the others take datetimes."""
+    if dialect == "sqlite" and isinstance(value, datetime):
+        return value.strftime(spec.DATETIME_FORMAT)
+    return value
+
+
+@contextmanager
+def source_snapshot(engine: Engine, source: Source) -> Iterator[Connection]:
+    """A read-only connection whose queries all see one snapshot of the source, where the
+    dialect offers one: PostgreSQL REPEATABLE READ, Oracle SET TRANSACTION READ ONLY, SQLite's
+    read transaction. SQL Server's default READ COMMITTED gives none (SNAPSHOT isolation must be
+    enabled on the database first); the chunk predicate still keeps masters and sub-items of a
+    chunk together, and a report changed between its two queries is read again next run.
+    """
+    with engine.connect() as conn:
+        if source.dialect == "postgresql":
+            conn = conn.execution_options(isolation_level="REPEATABLE READ")
+        with conn.begin() as tx:
+            if source.dialect == "oracle":
+                conn.exec_driver_sql("SET TRANSACTION READ ONLY")
+            try:
+                yield conn
+            finally:
+                tx.rollback()
+
+
+# --------------------------------------------------------------------------------------------
+# canonical values
+
+
+def canonical(value: Any) -> str | None:
+    """One source value in the canonical string form the validator and the hash read."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, datetime):  # before date: datetime is a date; pandas Timestamp too
+        if value is pd.NaT:
+            return None
+        return value.strftime(spec.DATETIME_FORMAT)
+    if isinstance(value, date):
+        return value.strftime(spec.DATE_FORMAT)
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            return None
+        if value == value.to_integral_value():
+            return str(int(value))
+        return format(value.normalize(), "f")
+    if isinstance(value, float):
+        if math.isnan(value) or math.isinf(value):
+            return None
+        return str(int(value)) if value.is_integer() else repr(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):  # a PDF BLOB: the spec sends Base64
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if hasattr(value, "read"):  # an unconverted Oracle LOB
+        return canonical(value.read())
+    if value is pd.NA or value is pd.NaT:
+        return None
+    if hasattr(value, "item"):  # numpy scalars
+        return canonical(value.item())
+    return str(value)
+
+
+def _canonical_column(values: Sequence[Any]) -> list[str | None]:
+    if all(v is None or type(v) is str for v in values):
+        return list(values)
+    return [canonical(v) for v in values]
+
+
+def canonical_frame(rows: Sequence[Sequence[Any]], names: Sequence[str]) -> pd.DataFrame:
+    """Rows read by position into a DataFrame of canonical strings/None (object dtype)."""
+    columns = list(zip(*rows, strict=True)) if rows else [() for _ in names]
+    if len(columns) != len(names):
+        raise SqlTemplateError(f"query returned {len(columns)} columns, expected {len(names)}: {list(names)}")
+    return pd.DataFrame(
+        {n: pd.Series(_canonical_column(c), dtype=object) for n, c in zip(names, columns, strict=True)},
+        columns=list(names),
+    )
+
+
+def _max_cursor(values: Iterable[str | None]) -> datetime | None:
+    best: datetime | None = None
+    for v in values:
+        if v is None:
+            continue
+        try:
+            d = datetime.strptime(v[:19], spec.DATETIME_FORMAT)  # noqa: DTZ007 - naive source time
+        except ValueError:
+            continue
+        if best is None or d > best:
+            best = d
+    return best
+
+
+# --------------------------------------------------------------------------------------------
+# reports: plan, chunks, batches
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """Masters from (first_dtime, first_form_no) to (last_dtime, last_form_no), inclusive.
+
+    Values are as the source returned them (bound back unchanged, so equality is exact)."""
+
+    first_dtime: Any
+    first_form_no: str
+    last_dtime: Any
+    last_form_no: str
+    planned: int  # masters the plan counted in it
+
+    def params(self, dialect: str) -> dict[str, Any]:
+        return {
+            "first_dtime": _bind_time(self.first_dtime, dialect),
+            "first_form_no": self.first_form_no,
+            "last_dtime": _bind_time(self.last_dtime, dialect),
+            "last_form_no": self.last_form_no,
+        }
+
+
+def plan_chunks(groups: Iterable[Sequence[Any]], chunk_size: int) -> Iterator[Chunk]:
+    """Cut the plan — ``(cursor value, report_form_no, count)`` rows in extraction order — into
+    chunks of ``chunk_size`` masters. A group (one cursor value and form number) is never split,
+    so a chunk is larger only when one group alone is."""
+    if chunk_size < 1:
+        raise ExtractSettingsError(f"chunk_size must be at least 1, got {chunk_size}")
+    first: tuple[Any, str] | None = None
+    last: tuple[Any, str] | None = None
+    count = 0
+    for dtime, form_no, n in groups:
+        n = int(n)
+        if first is not None and last is not None and count + n > chunk_size:
+            yield Chunk(first[0], first[1], last[0], last[1], count)
+            first, count = None, 0
+        if first is None:
+            first = (dtime, form_no)
+        last = (dtime, form_no)
+        count += n
+        if count >= chunk_size:
+            yield Chunk(first[0], first[1], last[0], last[1], count)
+            first, count = None, 0
+    if first is not None and last is not None:
+        yield Chunk(first[0], first[1], last[0], last[1], count)
+
+
+@dataclass(frozen=True, slots=True)
+class ReportBatch:
+    """A chunk of reports: the masters and exactly their sub-items, canonical strings."""
+
+    stream: Stream
+    masters: pd.DataFrame
+    items: pd.DataFrame
+    chunk: Chunk
+    index: int  # 0-based position in the window
+    chunks: int  # how many chunks the window was planned in
+    max_cursor: datetime | None  # the highest master cursor value in the batch
+
+    @property
+    def definition(self) -> StreamDef:
+        return STREAMS[self.stream]
+
+
+@dataclass(frozen=True, slots=True)
+class RecordBatch:
+    """A chunk of rows of a stream without sub-items (PACS rows, accept/quote records)."""
+
+    stream: Stream
+    records: pd.DataFrame
+    index: int
+    max_cursor: datetime | None
+
+    @property
+    def definition(self) -> StreamDef:
+        return STREAMS[self.stream]
+
+
+def _check_stream(source: Source, stream: str, allowed: tuple[str, ...]) -> StreamDef:
+    if stream not in allowed:
+        raise ExtractSettingsError(f"stream {stream!r} is not one of {allowed}")
+    if stream not in source.streams:
+        raise ExtractSettingsError(
+            f"{source.id} does not extract stream {stream!r}; add it to the hospital's streams in the sources configuration"
+        )
+    return STREAMS[stream]
+
+
+def _check_window(since: datetime, until: datetime, chunk_size: int) -> None:
+    if since.tzinfo is not None or until.tzinfo is not None:
+        raise ExtractSettingsError(
+            "since/until must be naive source local time; convert with to_source_time()"
+        )
+    if chunk_size < 1:
+        raise ExtractSettingsError(f"chunk_size must be at least 1, got {chunk_size}")
+
+
+def read_reports(
+    conn: Connection,
+    source: Source,
+    stream: Stream,
+    since: datetime,
+    until: datetime,
+    chunk_size: int | None = None,
+) -> Iterator[ReportBatch]:
+    """The reports of ``stream`` ("lab" or "exam") whose master's ``last_update_dtime`` is in
+    ``[since, until)``, in chunks of about ``chunk_size`` masters with their sub-items, oldest
+    first (so a watermark advanced after each committed batch never passes an uncommitted row).
+
+    ``conn`` is a connection to the source (use :func:`source_snapshot` for a consistent read).
+    """
+    d = _check_stream(source, stream, REPORT_STREAMS)
+    size = source.chunk_size if chunk_size is None else chunk_size
+    _check_window(since, until, size)
+    if until <= since:
+        return
+    master, item = spec.entity(d.master), spec.entity(d.item or "")
+    params = {"since": _bind_time(since, source.dialect), "until": _bind_time(until, source.dialect)}
+    plan = conn.execute(
+        text(executable_sql(source, f"{stream}_plan")),
+        params,
+        execution_options={"stream_results": True, "yield_per": 10_000},
+    )
+    chunks = list(plan_chunks(plan, size))  # only the bounds stay in memory
+    planned = sum(c.planned for c in chunks)
+    log.info(
+        "%s/%s: %s masters planned in %s chunk(s) for [%s, %s)",
+        source.id,
+        stream,
+        planned,
+        len(chunks),
+        since,
+        until,
+    )
+    masters_sql = text(executable_sql(source, f"{stream}_masters"))
+    items_sql = text(executable_sql(source, f"{stream}_items"))
+    read = 0
+    for i, chunk in enumerate(chunks):
+        p = chunk.params(source.dialect)
+        masters = canonical_frame(conn.execute(masters_sql, p).fetchall(), master.names)
+        items = canonical_frame(conn.execute(items_sql, p).fetchall(), item.names)
+        read += len(masters)
+        yield ReportBatch(
+            stream=stream,
+            masters=masters,
+            items=items,
+            chunk=chunk,
+            index=i,
+            chunks=len(chunks),
+            max_cursor=_max_cursor(masters[d.cursor]),
+        )
+    if read != planned:
+        log.warning(
+            "%s/%s: read %s masters where the plan counted %s (rows changed during the read; "
+            "the next window reads them)",
+            source.id,
+            stream,
+            read,
+            planned,
+        )
+
+
+def read_records(
+    conn: Connection,
+    source: Source,
+    stream: Stream,
+    since: datetime,
+    until: datetime,
+    chunk_size: int | None = None,
+) -> Iterator[RecordBatch]:
+    """The rows of a stream without sub-items ("pacs_instance", "pacs_study", "accept", "quote")
+    whose cursor value is in ``[since, until)``, oldest first, ``chunk_size`` rows at a time from
+    one streamed query."""
+    d = _check_stream(source, stream, RECORD_STREAMS)
+    size = source.chunk_size if chunk_size is None else chunk_size
+    _check_window(since, until, size)
+    if until <= since:
+        return
+    entity = spec.entity(d.master)
+    params = {"since": _bind_time(since, source.dialect), "until": _bind_time(until, source.dialect)}
+    result = conn.execute(
+        text(executable_sql(source, stream)),
+        params,
+        execution_options={"stream_results": True, "yield_per": size},
+    )
+    for i, rows in enumerate(result.partitions(size)):
+        frame = canonical_frame(rows, entity.names)
+        yield RecordBatch(stream=stream, records=frame, index=i, max_cursor=_max_cursor(frame[d.cursor]))
