@@ -528,6 +528,22 @@ def read_reports(
             chunks=len(chunks),
             max_cursor=_max_cursor(masters[d.cursor]),
         )
+    # Sub-items whose master does not exist at all never match a chunk: read them once, so they
+    # are quarantined (orphan_item) rather than never seen.
+    orphans = canonical_frame(
+        conn.execute(text(executable_sql(source, f"{stream}_orphans")), params).fetchall(), item.names
+    )
+    if len(orphans):
+        log.warning("%s/%s: %s sub-item(s) without a master in [%s, %s)", source.id, stream, len(orphans), since, until)
+        yield ReportBatch(
+            stream=stream,
+            masters=canonical_frame([], master.names),
+            items=orphans,
+            chunk=Chunk(since, " ", until, " ", 0),
+            index=len(chunks),
+            chunks=len(chunks),
+            max_cursor=None,
+        )
     if read != planned:
         log.warning(
             "%s/%s: read %s masters where the plan counted %s (rows changed during the read; "

@@ -28,6 +28,8 @@ QUERIES = {
     "exam_plan": ({"since", "until"}, None),
     "exam_masters": ({"first_dtime", "first_form_no", "last_dtime", "last_form_no"}, "exammaster"),
     "exam_items": ({"first_dtime", "first_form_no", "last_dtime", "last_form_no"}, "exam_subitem"),
+    "lab_orphans": ({"since", "until"}, "lab_subitem"),
+    "exam_orphans": ({"since", "until"}, "exam_subitem"),
     "pacs_instance": ({"since", "until"}, "v_web_jcjg"),
     "pacs_study": ({"since", "until"}, "v_web_jctj"),
     "accept": ({"since", "until"}, "sehr_accept_record"),
@@ -56,7 +58,7 @@ def test_every_dialect_has_every_query_and_nothing_else(dialect: str) -> None:
 
 
 def test_every_stream_has_its_queries() -> None:
-    expected = {f"{s}_{q}" for s in extract.REPORT_STREAMS for q in ("plan", "masters", "items")}
+    expected = {f"{s}_{q}" for s in extract.REPORT_STREAMS for q in ("plan", "masters", "items", "orphans")}
     expected |= set(extract.RECORD_STREAMS)
     assert expected == set(QUERIES)
 
@@ -131,6 +133,8 @@ def sqlite_hospital(tmp_path_factory: pytest.TempPathFactory) -> str:
         seed=5,
         peers=hs,
         pdf_kb=1,
+        defect_rate=0.1,  # orphan sub-items, so the *_orphans queries have rows to find
+        defect_kinds=("lab_orphan_item", "exam_orphan_item"),
     )
     return f"sqlite:///{path}"
 
