@@ -1,0 +1,3 @@
+"""Shared test set-up: the real local services and an Airflow metadata DB, as pytest plugins."""
+
+pytest_plugins = ["tests.fixtures.services", "tests.fixtures.airflow"]
