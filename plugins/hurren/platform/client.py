@@ -1,0 +1,505 @@
+"""The SOAP client of the region platform's Myhealth service: ten methods, typed answers.
+
+    client = PlatformClient(endpoint=url, credential=Credential(...), public_key=platform_sm2_key)
+    ack = client.archive_lab_report(master, subitems)        # Ack, or raises (see exceptions)
+    result = client.get_lab_info(id_no=..., id_type="01", event_no=...)   # QueryResult
+
+How a call goes: build the XML (``hurren.platform.xml``) → SM4 + Base64 with the current session
+key, credential encrypted once per key, strKey wrapped once per key (``Envelope``) → SOAP 1.1 via
+zeep over a keep-alive ``requests`` pool → the answer read into ``Ack`` / ``QueryResult`` or
+raised as ``BusinessError`` (``error:``), ``TransportError`` (no answer) or ``AnswerError``
+(an answer we cannot read). The client never retries: the caller decides (every submission is an
+upsert by key on the platform, so retrying after a transport error is safe).
+
+Choices:
+
+- The WSDL we ship (``Myhealth.wsdl``, see its header for the assumption) is the default;
+  ``wsdl="live"`` loads ``<endpoint>?wsdl``, any other text is a path or URL. Loaded on first use,
+  so building a client (in a DAG file) touches no network.
+- One ``requests.Session`` with a pool of ``pool_size`` connections, no proxy from the
+  environment (``trust_env=False``; pass ``proxies`` explicitly). zeep's transport is replaced by
+  one that never logs message bodies, whatever the log level.
+- Thread-safe: the zeep service, the session pool and the key ring may be shared by threads.
+- Credentials and the platform key come from the caller; they never reach a log line or an
+  exception message (``repr`` of the client shows the endpoint and org code only).
+"""
+
+from __future__ import annotations
+
+import http.client
+import logging
+import re
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import requests
+import urllib3.exceptions
+from requests.adapters import HTTPAdapter
+from zeep import Client as ZeepClient
+from zeep import Settings as ZeepSettings
+from zeep import exceptions as zeep_exceptions
+from zeep.transports import Transport
+from zeep.wsdl.bindings.soap import Soap11Binding
+
+from hurren import crypto, spec
+from hurren.platform import xml
+from hurren.platform.answers import Ack, QueryResult, read_query, read_status, read_submit
+from hurren.platform.envelope import Credential, Envelope, Sealed
+from hurren.platform.exceptions import (
+    AnswerError,
+    ConfigurationError,
+    ConnectError,
+    HTTPStatusError,
+    PlatformError,
+    RemoteProtocolError,
+    TimeoutError,
+    TransportError,
+)
+from hurren.platform.methods import METHODS, Method, method
+
+__all__ = ["DEFAULT_WSDL", "PlatformClient"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_WSDL = Path(__file__).with_name("Myhealth.wsdl")
+_DOCTYPE = re.compile(rb"<!\s*(?:DOCTYPE|ENTITY)", re.I)
+
+
+class _QuietTransport(Transport):
+    """zeep's transport without its DEBUG dump of every envelope (they carry patient data, encrypted or not)."""
+
+    def post(self, address: str, message: bytes | str, headers: dict[str, str]) -> requests.Response:
+        response = self.session.post(address, data=message, headers=headers, timeout=self.operation_timeout)
+        content_type = response.headers.get("Content-Type", "").lower()
+        if response.status_code >= 300 and "xml" not in content_type:
+            # an error page, not a SOAP fault: zeep would read an XHTML page as an "unknown fault"
+            raise _HTTPStatus(response.status_code)
+        if _DOCTYPE.search(response.content[:4096]):  # a DOCTYPE can only come before the root element
+            raise _DoctypeAnswer
+        return response
+
+
+class _DoctypeAnswer(Exception):
+    pass
+
+
+class _HTTPStatus(Exception):
+    def __init__(self, status_code: int) -> None:
+        super().__init__(status_code)
+        self.status_code = status_code
+
+
+class PlatformClient:
+    """A client of one region platform for one credential. Use it as a context manager, or ``close()``."""
+
+    def __init__(
+        self,
+        *,
+        endpoint: str,
+        credential: Credential,
+        public_key: str | bytes,
+        wsdl: str | Path | None = None,
+        timeout: float = 30.0,
+        connect_timeout: float = 5.0,
+        wsdl_timeout: float = 30.0,
+        pool_size: int = 8,
+        crypto_options: crypto.CryptoOptions | None = None,
+        spec_options: spec.SpecOptions | None = None,
+        key_max_uses: int | None = 1000,
+        key_max_age_s: float | None = 600.0,
+        proxies: Mapping[str, str] | None = None,
+        verify: bool | str = True,
+        session: requests.Session | None = None,
+    ) -> None:
+        if not isinstance(endpoint, str) or not endpoint.startswith(("http://", "https://")):
+            raise ConfigurationError(
+                f"endpoint must be an http(s) URL of the Myhealth service, got {endpoint!r}; "
+                "e.g. http://127.0.0.1:58080/Myhealth"
+            )
+        if not timeout > 0 or not connect_timeout > 0:
+            raise ConfigurationError("timeout and connect_timeout must be positive numbers of seconds")
+        if pool_size < 1:
+            raise ConfigurationError(f"pool_size must be at least 1, got {pool_size}")
+        self._endpoint = endpoint.split("?", 1)[0]
+        self._envelope = Envelope(
+            credential=credential,
+            public_key=public_key,
+            crypto_options=crypto_options,
+            key_max_uses=key_max_uses,
+            key_max_age_s=key_max_age_s,
+        )
+        self._spec_options = spec_options or spec.SpecOptions()
+        self._encoding = self._envelope.options.text_encoding
+        self._aliases = xml.reverse_aliases(self._spec_options)
+        if wsdl is None:
+            self._wsdl = str(DEFAULT_WSDL)
+        elif str(wsdl) == "live":
+            self._wsdl = self._endpoint + "?wsdl"
+        else:
+            self._wsdl = str(wsdl)
+        self._timeout = (connect_timeout, timeout)
+        self._wsdl_timeout = wsdl_timeout
+        self._own_session = session is None
+        self._session = session or self._new_session(pool_size, proxies, verify)
+        self._service: Any = None
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _new_session(
+        pool_size: int, proxies: Mapping[str, str] | None, verify: bool | str
+    ) -> requests.Session:
+        session = requests.Session()
+        session.trust_env = False  # no proxy or .netrc picked up from the environment by surprise
+        if proxies:
+            session.proxies.update(proxies)
+        session.verify = verify
+        adapter = HTTPAdapter(pool_connections=2, pool_maxsize=pool_size, max_retries=0)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        return session
+
+    # ---------------------------------------------------------------------------------------
+    # life cycle
+    # ---------------------------------------------------------------------------------------
+
+    @property
+    def endpoint(self) -> str:
+        return self._endpoint
+
+    @property
+    def wsdl(self) -> str:
+        return self._wsdl
+
+    def close(self) -> None:
+        if self._own_session:
+            self._session.close()
+
+    def __enter__(self) -> PlatformClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"PlatformClient(endpoint={self._endpoint!r}, org_code={self._envelope.org_code!r})"
+
+    def __reduce_ex__(self, protocol: object) -> object:
+        raise TypeError("a PlatformClient holds credentials and keys and must not be pickled or sent to XCom")
+
+    def _service_proxy(self) -> Any:
+        with self._lock:
+            if self._service is None:
+                self._service = self._load_service()
+            return self._service
+
+    def _load_service(self) -> Any:
+        transport = _QuietTransport(
+            session=self._session, timeout=self._wsdl_timeout, operation_timeout=self._timeout
+        )
+        settings = ZeepSettings(
+            strict=True, xml_huge_tree=False, forbid_dtd=True, forbid_entities=True, forbid_external=True
+        )
+        try:
+            client = ZeepClient(self._wsdl, transport=transport, settings=settings)
+        except requests.RequestException as exc:
+            raise _transport_error(exc, what=f"loading the WSDL {self._wsdl}") from None
+        except (zeep_exceptions.Error, OSError, ValueError) as exc:
+            raise ConfigurationError(
+                f"cannot use the WSDL {self._wsdl}: {type(exc).__name__}: {str(exc)[:200]}; "
+                "check the path or URL (wsdl=None uses the one we ship)"
+            ) from None
+        candidates = [
+            port.binding
+            for service in client.wsdl.services.values()
+            for port in service.ports.values()
+            if all(name in port.binding.all() for name in METHODS)
+        ]
+        # SOAP 1.1 first: what the spec's platforms (and our simulator) speak
+        candidates.sort(key=lambda b: not isinstance(b, Soap11Binding))
+        binding = candidates[0] if candidates else None
+        if binding is None:
+            raise ConfigurationError(
+                f"the WSDL {self._wsdl} has no SOAP binding offering all of {sorted(METHODS)}; "
+                "is it the region platform's Myhealth service?"
+            )
+        return client.create_service(binding.name, self._endpoint)
+
+    # ---------------------------------------------------------------------------------------
+    # low level
+    # ---------------------------------------------------------------------------------------
+
+    def invoke(self, method_name: str, *, payload: str, credential: str, key: str) -> str:
+        """One SOAP call with the three strings exactly as given; the raw answer text.
+
+        For the command line and tests of malformed input; everything else goes through ``call``.
+        """
+        m = method(method_name)
+        service = self._service_proxy()
+        started = time.perf_counter()
+        try:
+            answer = getattr(service, m.name)(payload, credential, key)
+        except requests.RequestException as exc:
+            raise _transport_error(exc, what=m.name) from None
+        except zeep_exceptions.Fault as exc:
+            code = (exc.code or "").rsplit(":", 1)[-1]
+            status = 400 if code.lower() in ("client", "sender") else 500
+            raise HTTPStatusError(
+                f"{m.name}: the platform answered with a SOAP fault ({code or 'no code'}): {str(exc.message)[:200]}",
+                method=m.name,
+                status_code=status,
+            ) from None
+        except _DoctypeAnswer:
+            raise AnswerError(
+                f"{m.name}: the SOAP answer contains a DOCTYPE; refused (XXE protection)", method=m.name
+            ) from None
+        except zeep_exceptions.TransportError as exc:
+            if exc.status_code == 200:  # HTTP was fine, the SOAP envelope was not XML
+                raise AnswerError(
+                    f"{m.name}: the SOAP answer is not well-formed XML", method=m.name
+                ) from None
+            raise HTTPStatusError(
+                f"{m.name}: the platform answered HTTP {exc.status_code} instead of a SOAP answer; "
+                "retry later, and check the endpoint if it persists",
+                method=m.name,
+                status_code=exc.status_code or None,
+            ) from None
+        except _HTTPStatus as exc:
+            raise HTTPStatusError(
+                f"{m.name}: the platform answered HTTP {exc.status_code} instead of a SOAP answer; "
+                "retry later, and check the endpoint if it persists",
+                method=m.name,
+                status_code=exc.status_code or None,
+            ) from None
+        except (zeep_exceptions.Error, ValueError) as exc:  # XML syntax, DTD, unexpected elements
+            raise AnswerError(
+                f"{m.name}: the SOAP answer cannot be read ({type(exc).__name__}: {str(exc)[:160]})",
+                method=m.name,
+            ) from None
+        elapsed = time.perf_counter() - started
+        if answer is not None and not isinstance(answer, str):
+            raise AnswerError(
+                f"{m.name}: expected one string as the answer, got {type(answer).__name__}", method=m.name
+            )
+        log.debug("%s answered in %.1f ms (%d chars)", m.name, elapsed * 1000, len(answer or ""))
+        return answer  # type: ignore[return-value]
+
+    def seal(self, payload: bytes) -> Sealed:
+        """Encrypt a payload for one call (exposed for the command line and the benchmark)."""
+        return self._envelope.seal(payload)
+
+    def call(self, method_name: str, payload: bytes) -> Ack | QueryResult:
+        """Encrypt ``payload`` (XML bytes), send it, read the answer by the method's kind."""
+        m = method(method_name)
+        sealed = self._envelope.seal(payload)
+        answer = self.invoke(m.name, payload=sealed.payload, credential=sealed.credential, key=sealed.key)
+        return self._read(m, answer, sealed)
+
+    def call_xml(self, method_name: str, payload: bytes) -> tuple[Ack | None, bytes | None]:
+        """Like ``call``, but a query's decrypted XML is returned as bytes, unparsed (command line)."""
+        m = method(method_name)
+        sealed = self._envelope.seal(payload)
+        answer = self.invoke(m.name, payload=sealed.payload, credential=sealed.credential, key=sealed.key)
+        if m.kind != "query":
+            return read_submit(answer, method=m.name), None
+        ack = read_status(answer, method=m.name)
+        if ack is not None:
+            return ack, None
+        return None, self._envelope.open_answer(answer, sealed.session, method=m.name)
+
+    def _read(self, m: Method, answer: str | None, sealed: Sealed) -> Ack | QueryResult:
+        if m.kind != "query":
+            return read_submit(answer, method=m.name)
+        ack = read_status(answer, method=m.name)
+        if ack is not None:
+            assert answer is not None
+            raise AnswerError(
+                f"{m.name} answered {answer.strip()[:40]!r} where encrypted XML was expected; the query "
+                "result is unknown",
+                method=m.name,
+            )
+        assert answer is not None
+        data = self._envelope.open_answer(answer, sealed.session, method=m.name)
+        return read_query(data, method=m.name, aliases=self._aliases, encoding=self._encoding)
+
+    def _submit(self, method_name: str, payload: bytes) -> Ack:
+        result = self.call(method_name, payload)
+        assert isinstance(result, Ack)
+        return result
+
+    def _query(self, method_name: str, payload: bytes) -> QueryResult:
+        result = self.call(method_name, payload)
+        assert isinstance(result, QueryResult)
+        return result
+
+    # ---------------------------------------------------------------------------------------
+    # the ten methods
+    # ---------------------------------------------------------------------------------------
+
+    def archive_report(
+        self, kind: xml.ReportKind, master: Mapping[str, Any], items: Iterable[Mapping[str, Any]]
+    ) -> Ack:
+        """ArchiveAutoReport with one lab (``kind="lab"``) or exam report and its sub-items."""
+        payload = xml.build_report(kind, master, items, options=self._spec_options, encoding=self._encoding)
+        return self._submit("ArchiveAutoReport", payload)
+
+    def archive_lab_report(self, master: Mapping[str, Any], items: Iterable[Mapping[str, Any]]) -> Ack:
+        """ArchiveAutoReport, §1.2.2.1: labmaster + lab_subitem."""
+        return self.archive_report("lab", master, items)
+
+    def archive_exam_report(self, master: Mapping[str, Any], items: Iterable[Mapping[str, Any]]) -> Ack:
+        """ArchiveAutoReport, §1.2.2.3: exammaster + exam_subitem."""
+        return self.archive_report("exam", master, items)
+
+    def archive_daily_counts(self, rows: Iterable[Mapping[str, Any]]) -> Ack:
+        """ArchiveAutoReport, §1.2.2.5: lab_exam_report rows (per org, day and ordering department)."""
+        return self._submit(
+            "ArchiveAutoReport",
+            xml.build_daily_counts(rows, options=self._spec_options, encoding=self._encoding),
+        )
+
+    def delete_lab_report(self, report: Mapping[str, Any]) -> Ack:
+        """DeleteLabInfo, §1.2.2.2. ``Ack.text`` names who quoted the report, if anybody did."""
+        payload = xml.build_void_filter("lab", report, options=self._spec_options, encoding=self._encoding)
+        return self._submit("DeleteLabInfo", payload)
+
+    def delete_exam_report(self, report: Mapping[str, Any]) -> Ack:
+        """DeleteExamInfo, §1.2.2.4. ``Ack.text`` names who quoted the report, if anybody did."""
+        payload = xml.build_void_filter("exam", report, options=self._spec_options, encoding=self._encoding)
+        return self._submit("DeleteExamInfo", payload)
+
+    def submit_accept(self, records: Iterable[Mapping[str, Any]]) -> Ack:
+        """SubmitAccept, §1.3.2.5 / §1.4.2.3: sehr_accept_record rows."""
+        payload = xml.build_records(
+            "sehr_accept_record", records, options=self._spec_options, encoding=self._encoding
+        )
+        return self._submit("SubmitAccept", payload)
+
+    def submit_quote(self, records: Iterable[Mapping[str, Any]]) -> Ack:
+        """SubmitQuote, §1.3.2.6 / §1.4.2.6: sehr_quote_record rows."""
+        payload = xml.build_records(
+            "sehr_quote_record", records, options=self._spec_options, encoding=self._encoding
+        )
+        return self._submit("SubmitQuote", payload)
+
+    def get_check_lab_list(self, *, id_no: str, id_type: str) -> QueryResult:
+        """GetCheckLabList, §1.3.2.1 / §1.4.2.1: recent reports → ``result["item"]``."""
+        payload = xml.build_query_filter(
+            "GetCheckLabList", id_no=id_no, id_type=id_type, encoding=self._encoding
+        )
+        return self._query("GetCheckLabList", payload)
+
+    def get_check_lab_info(self, *, id_no: str, id_type: str, event_no: str | None = None) -> QueryResult:
+        """GetCheckLabInfo, §1.3.2.2: recognisable reports → labmaster/lab_subitem/exammaster/exam_subitem."""
+        payload = xml.build_query_filter(
+            "GetCheckLabInfo", id_no=id_no, id_type=id_type, event_no=event_no, encoding=self._encoding
+        )
+        return self._query("GetCheckLabInfo", payload)
+
+    def exists_recure_info(
+        self,
+        *,
+        id_no: str,
+        id_type: str,
+        event_no: str | None = None,
+        dept_code: str | None = None,
+        dept_name: str | None = None,
+        dept_std_code: str | None = None,
+        dept_std_name: str | None = None,
+        doc_code: str | None = None,
+        doc_name: str | None = None,
+        check: Sequence[str] = (),
+        lab: Sequence[str] = (),
+    ) -> QueryResult:
+        """ExistsReCureInfo, §1.4.2.2: which of these exam (``check``) / lab codes are recognisable."""
+        payload = xml.build_recure_filter(
+            id_no=id_no,
+            id_type=id_type,
+            event_no=event_no,
+            dept_code=dept_code,
+            dept_name=dept_name,
+            dept_std_code=dept_std_code,
+            dept_std_name=dept_std_name,
+            doc_code=doc_code,
+            doc_name=doc_name,
+            check=check,
+            lab=lab,
+            encoding=self._encoding,
+        )
+        return self._query("ExistsReCureInfo", payload)
+
+    def get_lab_info(self, *, id_no: str, id_type: str, event_no: str | None = None) -> QueryResult:
+        """GetLabInfo, §1.4.2.4: lab reports to quote → ``result["labmaster"]`` with ``items``."""
+        payload = xml.build_query_filter(
+            "GetLabInfo", id_no=id_no, id_type=id_type, event_no=event_no, encoding=self._encoding
+        )
+        return self._query("GetLabInfo", payload)
+
+    def get_exam_info(self, *, id_no: str, id_type: str, event_no: str | None = None) -> QueryResult:
+        """GetExamInfo, §1.4.2.5: exam reports to quote → ``result["exammaster"]``."""
+        payload = xml.build_query_filter(
+            "GetExamInfo", id_no=id_no, id_type=id_type, event_no=event_no, encoding=self._encoding
+        )
+        return self._query("GetExamInfo", payload)
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    seen = set()
+    while exc.__context__ is not None or exc.__cause__ is not None:
+        nxt = exc.__cause__ or exc.__context__
+        if nxt is None or id(nxt) in seen:
+            break
+        seen.add(id(nxt))
+        exc = nxt
+    return exc
+
+
+def _reasons(exc: BaseException) -> list[BaseException]:
+    """The chain of causes, including urllib3's wrapped ``reason`` attributes."""
+    out: list[BaseException] = []
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        cur = todo.pop()
+        if cur is None or any(cur is seen for seen in out):
+            continue
+        out.append(cur)
+        todo.extend([cur.__cause__, cur.__context__])
+        for arg in getattr(cur, "args", ()):
+            if isinstance(arg, BaseException):
+                todo.append(arg)
+        reason = getattr(cur, "reason", None)
+        if isinstance(reason, BaseException):
+            todo.append(reason)
+    return out
+
+
+def _transport_error(exc: requests.RequestException, *, what: str) -> PlatformError:
+    """requests/urllib3 failures → our TransportError subclasses, with what to do next."""
+    causes = _reasons(exc)
+    if isinstance(exc, requests.Timeout):
+        phase = "connecting" if isinstance(exc, requests.ConnectTimeout) else "waiting for the answer"
+        return TimeoutError(
+            f"{what}: timed out {phase}; the platform is slow or unreachable, retry later", method=what
+        )
+    if any(isinstance(c, urllib3.exceptions.NewConnectionError | ConnectionRefusedError) for c in causes):
+        return ConnectError(
+            f"{what}: cannot connect to the platform (connection refused or unreachable); check the endpoint "
+            "and that the service is up, then retry",
+            method=what,
+        )
+    # before resets: RemoteDisconnected is a ConnectionResetError
+    if any(isinstance(c, http.client.RemoteDisconnected | http.client.IncompleteRead) for c in causes):
+        return RemoteProtocolError(
+            f"{what}: the platform closed the connection without answering; it may have processed the "
+            "call, retrying is safe (submissions are upserts by key)",
+            method=what,
+        )
+    if any(isinstance(c, ConnectionResetError | BrokenPipeError) for c in causes):
+        return ConnectError(f"{what}: the platform reset the connection; retry later", method=what)
+    if isinstance(exc, requests.ConnectionError):
+        return ConnectError(
+            f"{what}: connection failed ({type(_root_cause(exc)).__name__}); retry later", method=what
+        )
+    return TransportError(f"{what}: HTTP request failed ({type(exc).__name__}); retry later", method=what)
