@@ -38,12 +38,13 @@ class SelfCheckFailed(RuntimeError):
 
 @task
 def check_store() -> dict[str, Any]:
-    from hurren.connections import store_engine
-    from hurren.settings import settings
     from sqlalchemy import text
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import SQLAlchemyError
     from sqlalchemy.pool import NullPool
+
+    from hurren.connections import store_engine
+    from hurren.settings import settings
 
     url = make_url(settings().store_url)
     shown = url.render_as_string(hide_password=True)
@@ -81,9 +82,10 @@ def check_store() -> dict[str, Any]:
 @task
 def check_s3() -> dict[str, Any]:
     import httpx
+    from minio.error import S3Error
+
     from hurren.connections import minio_client
     from hurren.settings import settings
-    from minio.error import S3Error
 
     s = settings()
     base = f"{'https' if s.s3_secure else 'http'}://{s.s3_endpoint}"

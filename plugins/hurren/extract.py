@@ -432,7 +432,7 @@ class ReportBatch:
     masters: pd.DataFrame
     items: pd.DataFrame
     chunk: Chunk
-    index: int  # 0-based position in the window
+    index: int  # 0-based position in the window; -1 for the orphan sub-items, read first
     chunks: int  # how many chunks the window was planned in
     max_cursor: datetime | None  # the highest master cursor value in the batch
 
@@ -511,6 +511,23 @@ def read_reports(
         since,
         until,
     )
+    # Sub-items whose master does not exist at all never match a chunk: read them once, first
+    # (before any chunk can move the watermark past them), so they are quarantined (orphan_item)
+    # rather than never seen. Their batch has no masters and does not move the watermark.
+    orphans = canonical_frame(
+        conn.execute(text(executable_sql(source, f"{stream}_orphans")), params).fetchall(), item.names
+    )
+    if len(orphans):
+        log.warning("%s/%s: %s sub-item(s) without a master in [%s, %s)", source.id, stream, len(orphans), since, until)
+        yield ReportBatch(
+            stream=stream,
+            masters=canonical_frame([], master.names),
+            items=orphans,
+            chunk=Chunk(since, " ", until, " ", 0),
+            index=-1,
+            chunks=len(chunks),
+            max_cursor=None,
+        )
     masters_sql = text(executable_sql(source, f"{stream}_masters"))
     items_sql = text(executable_sql(source, f"{stream}_items"))
     read = 0
@@ -527,22 +544,6 @@ def read_reports(
             index=i,
             chunks=len(chunks),
             max_cursor=_max_cursor(masters[d.cursor]),
-        )
-    # Sub-items whose master does not exist at all never match a chunk: read them once, so they
-    # are quarantined (orphan_item) rather than never seen.
-    orphans = canonical_frame(
-        conn.execute(text(executable_sql(source, f"{stream}_orphans")), params).fetchall(), item.names
-    )
-    if len(orphans):
-        log.warning("%s/%s: %s sub-item(s) without a master in [%s, %s)", source.id, stream, len(orphans), since, until)
-        yield ReportBatch(
-            stream=stream,
-            masters=canonical_frame([], master.names),
-            items=orphans,
-            chunk=Chunk(since, " ", until, " ", 0),
-            index=len(chunks),
-            chunks=len(chunks),
-            max_cursor=None,
         )
     if read != planned:
         log.warning(

@@ -171,11 +171,14 @@ class Verdicts:
         idx = self._by_key.get(record_key)
         if idx is None:
             return []
+        # Which sub-item, by its own key (e.g. "[serial_no=3]"), never by position: a record's
+        # rules must not depend on how the batch around it was cut.
         cols = ["entity", "row", "field", "rule", "check", "severity"]
-        return [
-            {k: (int(v) if k == "row" else v) for k, v in zip(cols, rec, strict=True)}
-            for rec in self.failures.iloc[idx][cols].itertuples(index=False, name=None)
-        ]
+        out = []
+        for entity, row, *rest in self.failures.iloc[idx][cols].itertuples(index=False, name=None):
+            item = self._labels.get((entity, int(row)), "")
+            out.append(dict(zip(["entity", "item", *cols[2:]], [entity, item, *rest], strict=True)))
+        return out
 
     def reason(self, record_key: str) -> str:
         """A readable text for analysts: every rule the record broke, field by field, with no

@@ -382,9 +382,12 @@ def test_every_broken_rule_is_in_the_reason():
     for rule in ("dictionary", "xml_chars", "pdf", "pq_numeric"):
         assert f" {rule}: " in reason
     assert reason.startswith("labmaster: 暂扣 held; 4 项错误 error(s), 0 项警告 warning(s)")
-    assert v.rules_broken(key_of(report[0][0]))[0] == {
-        "entity": LM, "row": 0, "field": "report_title", "rule": "xml_chars", "check": "bad_char", "severity": "error",
+    broken = v.rules_broken(key_of(report[0][0]))
+    assert broken[0] == {
+        "entity": LM, "item": "", "field": "report_title", "rule": "xml_chars", "check": "bad_char", "severity": "error",
     }  # fmt: skip
+    item = next(b for b in broken if b["rule"] == "pq_numeric")
+    assert item["entity"] == "lab_subitem" and "serial_no" in item["item"]  # by its key, not its position
 
 
 # --- severities are data ---------------------------------------------------------------------

@@ -1,0 +1,27 @@
+"""
+### exam_reports__&lt;hospital&gt;: audited exam reports (检查报告) into the municipal store
+
+One DAG per hospital in the sources configuration (`include/sources.json`, or the file named by
+`HURREN_SOURCES_FILE`). Each run reads `exammaster` + `exam_subitem` from the hospital's database
+incrementally (watermark `last_update_dtime`, less the hospital's overlap), maps its local codes,
+validates every report against the spec with Great Expectations, loads valid reports (PDFs to
+S3) and quarantines the rest whole, with every rule they broke.
+
+| task | does |
+|---|---|
+| `prepare_store` | creates the store schema where missing |
+| `extract_validate_load` | the window, in chunks; returns extracted / loaded / unchanged / quarantined and the rules broken |
+
+**Backfill** a past window without moving the watermark: trigger with params `since` / `until`
+(source local time), or `airflow backfill create --dag-id exam_reports__<id> --from-date … --to-date …`.
+**Fails** only when the database cannot be read, or when more than `max_quarantine_ratio` of the
+window is quarantined (everything valid is loaded first). Runs in the hospital's pool.
+"""
+
+from hurren.dagfactory import report_dag
+from hurren.sources import resolve_sources
+
+for _source in resolve_sources().enabled:
+    if "exam" in _source.streams:
+        _dag = report_dag(_source, "exam", doc_md=__doc__)
+        globals()[_dag.dag_id] = _dag

@@ -1,0 +1,188 @@
+"""One extraction run of one hospital and one stream: extract → map codes → validate → load.
+
+This is what a DAG task calls (``dags/*_reports.py``); it takes engines and clients, so tests
+call it directly too. The invariant it keeps, and reports: every extracted master (or record)
+is either loaded, unchanged (already in the store), or quarantined with its reasons —
+``extracted == loaded + unchanged + quarantined`` for every batch and for the run.
+
+Windows: a scheduled run reads from the stream's watermark (less the source's overlap) to the
+end of its data interval and moves the watermark with each committed batch. A backfill reads
+exactly the window it is given and leaves the watermark alone (moving it from a past window
+would skip the rows between).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any, Literal
+
+from sqlalchemy.engine import Engine
+
+from hurren import extract, load, mapping, spec, validation
+from hurren.sources import STREAMS, Source
+
+log = logging.getLogger(__name__)
+
+Mode = Literal["incremental", "backfill"]
+
+THRESHOLD_MIN_RECORDS = 20  # below this many records a run's quarantine share is noise, not a signal
+
+
+class QuarantineThresholdExceeded(RuntimeError):
+    """More of a run was quarantined than the configured share: the source needs a look.
+
+    Everything valid was loaded and everything else is in quarantine before this is raised."""
+
+
+@dataclass(slots=True)
+class RunSummary:
+    """What one run of (source, stream) did: the counts that prove nothing was lost."""
+
+    source: str
+    org_code: str
+    stream: str
+    mode: Mode
+    since: str
+    until: str
+    batches: int = 0
+    counts: load.LoadCounts = field(default_factory=load.LoadCounts)
+    errors_by_rule: Counter[str] = field(default_factory=Counter)  # failures that held a record
+    warnings_by_rule: Counter[str] = field(default_factory=Counter)
+    mapped: Counter[str] = field(default_factory=Counter)  # local codes mapped to standard ones
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-safe (XCom, run details); carries counts and rule ids only, no patient data."""
+        return {
+            "source": self.source,
+            "org_code": self.org_code,
+            "stream": self.stream,
+            "mode": self.mode,
+            "window": [self.since, self.until],
+            "batches": self.batches,
+            **self.counts.as_dict(),
+            "errors_by_rule": dict(self.errors_by_rule),
+            "warnings_by_rule": dict(self.warnings_by_rule),
+            "mapped": dict(self.mapped),
+        }
+
+
+def _rule_counts(verdicts: validation.Verdicts) -> tuple[Counter[str], Counter[str]]:
+    f = verdicts.failures
+    if f.empty:
+        return Counter(), Counter()
+    errors = Counter(f.loc[f["severity"] == "error", "rule"].tolist())
+    warnings = Counter(f.loc[f["severity"] == "warning", "rule"].tolist())
+    return errors, warnings
+
+
+def _map(frame: Any, entity: str, codes: mapping.CodeMapping | None, summary: RunSummary) -> Any:
+    if codes is None or frame.empty:
+        return frame
+    result = mapping.apply_mapping(frame, entity, codes)
+    summary.mapped.update(result.mapped)
+    return result.frame
+
+
+def run_stream(
+    *,
+    source: Source,
+    stream: str,
+    source_engine: Engine,
+    store_engine: Engine,
+    pdfs: load.Pdfs | None,
+    run_id: str,
+    dag_id: str,
+    until: datetime,
+    backfill_since: datetime | None = None,
+    options: spec.SpecOptions | None = None,
+    validator: validation.Engine = "gx",
+    max_quarantine_ratio: float = 1.0,
+) -> RunSummary:
+    """Extract, validate and load one window of ``stream`` from ``source`` into the store.
+
+    ``until`` ends the window (Airflow's data interval end; aware values are converted to the
+    source's time zone). With ``backfill_since`` the window is exactly [backfill_since, until)
+    and the watermark does not move. Raises :class:`QuarantineThresholdExceeded` after loading
+    when more than ``max_quarantine_ratio`` of the extracted records were held (in a window of
+    at least ``THRESHOLD_MIN_RECORDS``).
+    """
+    d = STREAMS[stream]
+    options = options or spec.SpecOptions()
+    codes = mapping.mapping_for(source)
+    with store_engine.connect() as conn:
+        state = extract.read_cursor(conn, source, stream)  # type: ignore[arg-type]
+    if backfill_since is not None:
+        w = extract.backfill_window(backfill_since, until, tz=source.tz)
+        cursor, mode = None, "backfill"
+    else:
+        w = extract.next_window(source, state, until)
+        cursor, mode = state, "incremental"
+    summary = RunSummary(source.id, source.org_code, stream, mode, str(w.since), str(w.until))  # type: ignore[arg-type]
+    run_pk = load.start_run(
+        store_engine, run_id=run_id, dag_id=dag_id, source=source.id, stream=stream,
+        interval_start=w.since, interval_end=w.until,
+    )  # fmt: skip
+    log.info("%s/%s: %s window [%s, %s)", source.id, stream, mode, w.since, w.until)
+    try:
+        with extract.source_snapshot(source_engine, source) as conn:
+            if d.item:
+                batches = extract.read_reports(conn, source, stream, w.since, w.until)  # type: ignore[arg-type]
+            else:
+                batches = extract.read_records(conn, source, stream, w.since, w.until)  # type: ignore[arg-type]
+            for batch in batches:
+                summary.batches += 1
+                summary.counts += _load_batch(batch, d, codes, summary, options, validator, store_engine,
+                                              source=source, run_id=run_id, pdfs=pdfs, run_pk=run_pk, cursor=cursor)  # fmt: skip
+    except BaseException:
+        load.finish_run(store_engine, run_pk, status="failed", details=summary.as_dict())
+        raise
+    load.finish_run(store_engine, run_pk, status="success", details=summary.as_dict())
+    c = summary.counts
+    log.info(
+        "%s/%s: extracted %s, loaded %s, unchanged %s, quarantined %s in %s batch(es); errors by rule %s",
+        source.id, stream, c.extracted, c.loaded, c.unchanged, c.quarantined, summary.batches,
+        dict(summary.errors_by_rule),
+    )  # fmt: skip
+    if c.extracted >= THRESHOLD_MIN_RECORDS and c.quarantined / c.extracted > max_quarantine_ratio:
+        raise QuarantineThresholdExceeded(
+            f"{source.id}/{stream}: {c.quarantined} of {c.extracted} records quarantined "
+            f"(over the allowed {max_quarantine_ratio:.0%}); the valid ones are loaded. Look at the "
+            f"rules broken {dict(summary.errors_by_rule)} with the hospital, then re-run."
+        )
+    return summary
+
+
+def _load_batch(
+    batch: extract.ReportBatch | extract.RecordBatch,
+    d: Any,
+    codes: mapping.CodeMapping | None,
+    summary: RunSummary,
+    options: spec.SpecOptions,
+    validator: validation.Engine,
+    store_engine: Engine,
+    **load_args: Any,
+) -> load.LoadCounts:
+    if isinstance(batch, extract.ReportBatch):
+        batch = replace(
+            batch,
+            masters=_map(batch.masters, d.master, codes, summary),
+            items=_map(batch.items, d.item, codes, summary),
+        )
+        verdicts = validation.validate_reports(
+            batch.masters, batch.items, master_entity=d.master, options=options, engine=validator
+        )
+        holds = load.holds_from_verdicts(verdicts)
+        counts = load.load_reports(store_engine, batch, holds=holds, **load_args)
+    else:
+        batch = replace(batch, records=_map(batch.records, d.master, codes, summary))
+        verdicts = validation.validate_records(batch.records, entity=d.master, options=options, engine=validator)
+        holds = load.holds_from_verdicts(verdicts)
+        load_args.pop("pdfs")
+        counts = load.load_records(store_engine, batch, holds=holds, **load_args)
+    errors, warnings = _rule_counts(verdicts)
+    summary.errors_by_rule.update(errors)
+    summary.warnings_by_rule.update(warnings)
+    return counts
