@@ -24,6 +24,7 @@ import cryptography  # noqa: E402
 from cryptography.hazmat.backends.openssl import backend  # noqa: E402
 from gmssl.sm2 import CryptSM2  # noqa: E402
 from gmssl.sm4 import SM4_DECRYPT, SM4_ENCRYPT, CryptSM4  # noqa: E402
+
 from hurren import crypto  # noqa: E402
 
 MB = 1024 * 1024

@@ -6,6 +6,7 @@ import socket
 from collections.abc import Iterator
 
 import pytest
+
 from hurren.settings import settings
 
 DAG_ID = "hurren_selfcheck"

@@ -7,10 +7,11 @@ from collections.abc import Callable
 from datetime import date, datetime, timedelta
 
 import pytest
-from hurren import extract, sources, spec, synthetic
-from hurren.extract import CursorState
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
+
+from hurren import extract, sources, spec, synthetic
+from hurren.extract import CursorState
 
 pytestmark = pytest.mark.services
 

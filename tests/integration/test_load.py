@@ -12,12 +12,13 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import create_engine, func, select, text
+from sqlalchemy.engine import Engine
+
 from hurren import extract, load, sources, spec, store, synthetic, validation
 from hurren.extract import Chunk, CursorState, ReportBatch, canonical_frame
 from hurren.load import Hold, LoadCounts, Pdfs
 from hurren.synthetic.reports import HospitalDay
-from sqlalchemy import create_engine, func, select, text
-from sqlalchemy.engine import Engine
 
 pytestmark = pytest.mark.services
 

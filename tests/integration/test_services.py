@@ -14,13 +14,13 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 
 import pytest
-from hurren.connections import minio_client
-from hurren.settings import Settings
 from minio import Minio
 from minio.error import S3Error
 from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, create_engine, select, text
 from sqlalchemy.engine import Engine, make_url
 
+from hurren.connections import minio_client
+from hurren.settings import Settings
 from tests.fixtures.services import ROOT, S3Session, run_services
 
 pytestmark = pytest.mark.services

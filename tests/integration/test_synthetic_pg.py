@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hurren import synthetic
-from hurren.synthetic import LABEL_TABLE, SOURCE_ENTITIES, WATERMARKS
 from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import Engine
+
+from hurren import synthetic
+from hurren.synthetic import LABEL_TABLE, SOURCE_ENTITIES, WATERMARKS
 
 pytestmark = pytest.mark.services
 

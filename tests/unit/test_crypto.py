@@ -14,6 +14,9 @@ import pytest
 from gmssl import sm3 as gm_sm3
 from gmssl.sm2 import CryptSM2
 from gmssl.sm4 import SM4_DECRYPT, SM4_ENCRYPT, CryptSM4
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from hurren import crypto
 from hurren.crypto import (
     Base64FormatError,
@@ -42,8 +45,6 @@ from hurren.crypto import (
     validate_public_key,
     wrap_key,
 )
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 CURVE = crypto.SM2P256V1
 PRIVATE, PUBLIC = generate_keypair()  # one pair for the whole module: keeps hypothesis fast

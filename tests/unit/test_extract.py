@@ -11,6 +11,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from sqlalchemy import create_engine, insert
+from sqlalchemy.engine import Engine
+
 from hurren import extract, sources, spec, store, synthetic
 from hurren.extract import (
     Chunk,
@@ -24,8 +27,6 @@ from hurren.extract import (
     plan_chunks,
     window,
 )
-from sqlalchemy import create_engine, insert
-from sqlalchemy.engine import Engine
 
 T0 = datetime(2024, 3, 11, 12, 0, 0)
 DAY = date(2024, 3, 11)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+
 from hurren import mapping, sources
 from hurren.mapping import MappingError, apply_mapping, load_mapping, name_field
 from hurren.spec import entity

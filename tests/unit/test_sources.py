@@ -9,6 +9,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+
 from hurren import sources
 from hurren.sources import SOURCE_ENTITIES, STREAMS, SourcesError, parse_sources, resolve_sources
 

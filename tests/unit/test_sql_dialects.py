@@ -15,10 +15,11 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from hurren import extract, sources, spec, synthetic
 from sqlalchemy import create_engine, text
 from sqlalchemy.dialects import mssql, oracle, postgresql, sqlite
 from sqlalchemy.engine import Dialect
+
+from hurren import extract, sources, spec, synthetic
 
 QUERIES = {
     # name: (bind parameters, entity whose fields are selected, or None for the plan)

@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import DateTime, Text, create_engine
+
 from hurren import spec, synthetic
 from hurren.synthetic import DEFECT_KINDS, LABEL_TABLE, SOURCE_ENTITIES, WATERMARKS
 from hurren.synthetic.__main__ import main as cli_main
-from sqlalchemy import DateTime, Text, create_engine
 
 DAY = date(2026, 11, 24)
 SEED = 11
