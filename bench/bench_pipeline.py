@@ -15,6 +15,7 @@ Everything it created is dropped at the end.
 from __future__ import annotations
 
 import argparse
+import json
 import resource
 import secrets
 import sys
@@ -68,10 +69,9 @@ def main() -> int:
         print(f"generated in {time.perf_counter() - t0:.1f} s: {manifest.summary()}")
         print(f"max RSS after generating: {rss_mb():.0f} MB\n")
 
-        source = parse_sources(
-            '{"hospitals": [{"id": "bench", "org_code": "%s", "org_name": "bench", "conn_id": "x",'
-            ' "dialect": "postgresql", "chunk_size": %d}]}' % (org.org_code, args.chunk)
-        ).get("bench")
+        hospital = {"id": "bench", "org_code": org.org_code, "org_name": "bench", "conn_id": "x",
+                    "dialect": "postgresql", "chunk_size": args.chunk}  # fmt: skip
+        source = parse_sources(json.dumps({"hospitals": [hospital]})).get("bench")
         src = create_engine(s.database_url(src_db))
         dst = create_engine(s.database_url(store_db))
         store.create_all(dst)
