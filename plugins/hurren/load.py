@@ -15,9 +15,11 @@ One call loads one batch (:func:`load_reports` for a :class:`~hurren.extract.Rep
    left by a crash before the commit is harmless and is simply put again (same key, same bytes).
 4. One transaction: masters upserted by the spec key (only when the hash differs), the old
    sub-items of each written report deleted and the new ones inserted (a sub-item removed at the
-   source disappears); held reports written whole to ``etl_quarantine`` (once per version);
-   open quarantine entries of every valid report resolved; the run's counts added to
-   ``etl_run``; the cursor advanced to the batch's highest cursor value (:func:`advance_watermark`).
+   source disappears); each written report version queued in ``push_outbox`` (``hurren.push``;
+   a void when its data_status is void, D15); held reports written whole to ``etl_quarantine``
+   (once per version); open quarantine entries of every valid report resolved; the run's counts
+   added to ``etl_run``; the cursor advanced to the batch's highest cursor value
+   (:func:`advance_watermark`).
 
 The watermark moves in the same transaction as the rows it covers: batches arrive oldest first
 and later batches only hold cursor values at or above it, and the next window starts at or
@@ -58,6 +60,7 @@ from sqlalchemy.exc import DBAPIError
 
 from hurren import spec, store
 from hurren.extract import CursorState, RecordBatch, ReportBatch
+from hurren.push import outbox as push_outbox
 from hurren.sources import STREAMS, Source
 
 __all__ = [
@@ -167,6 +170,7 @@ class LoadCounts:
     resolved: int = 0  # open quarantine entries closed by a valid version
     items_written: int = 0
     pdfs_put: int = 0
+    queued: int = 0  # push_outbox entries added (report versions to send, key-change voids)
 
     def __add__(self, other: LoadCounts) -> LoadCounts:
         return LoadCounts(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)})
@@ -803,8 +807,10 @@ def _commit(
     run_pk: int | None,
     cursor: CursorState | None,
     max_cursor: datetime | None,
+    void_data_status: Sequence[str] = ("0",),
 ) -> None:
-    """The batch's one transaction: rows, quarantine, resolutions, run counts, watermark."""
+    """The batch's one transaction: rows, their push_outbox entries, quarantine, resolutions, run
+    counts, watermark."""
     with engine.begin() as conn:
         written = b.to_write
         if written and how == "copy":
@@ -815,6 +821,10 @@ def _commit(
             _write_portable(conn, b.master, b.item, b.new, b.changed)
         counts.loaded = len(written)
         counts.items_written = sum(len(u.typed_items) for u in written)
+        if written:  # a committed version and its queue entry commit together (hurren.push)
+            counts.queued = push_outbox.enqueue_reports(
+                conn, b.master, [u.typed_master for u in written], void_data_status=void_data_status
+            )
         counts.quarantine_written = _quarantine(conn, b.master, b.held, source=source, run_id=run_id)
         counts.resolved = _resolve(conn, b.master, sorted({u.key for u in b.valid}), source=source)
         if run_pk is not None:
@@ -846,6 +856,7 @@ def _load(
     run_pk: int | None,
     cursor: CursorState | None,
     method: Method,
+    options: spec.SpecOptions | None = None,
 ) -> LoadCounts:
     how = _method(engine, method)
     units = _units(master, item, masters, items)
@@ -872,6 +883,7 @@ def _load(
             run_pk=run_pk,
             cursor=cursor,
             max_cursor=max_cursor,
+            void_data_status=(options or spec.SpecOptions()).void_data_status,
         )
     except _db_errors() as exc:
         raise StoreWriteError(
@@ -906,6 +918,7 @@ def load_reports(
     run_pk: int | None = None,
     cursor: CursorState | None = None,
     method: Method = "auto",
+    options: spec.SpecOptions | None = None,
 ) -> LoadCounts:
     """Load one batch of reports (masters with their sub-items and PDFs) into the store.
 
@@ -913,7 +926,9 @@ def load_reports(
     (:func:`holds_from_verdicts`). ``run_pk``: the ``etl_run`` row to add the counts to
     (:func:`start_run`). ``cursor``: the stream's cursor, advanced to the batch's highest
     value in the same transaction; None for a backfill. ``method``: "copy" (PostgreSQL),
-    "portable", or "auto" (copy when the store is PostgreSQL with psycopg).
+    "portable", or "auto" (copy when the store is PostgreSQL with psycopg). Every report written
+    is queued for the platform in the same transaction (``hurren.push.outbox.enqueue_reports``;
+    ``options.void_data_status`` says which are voids, D15).
     """
     d = STREAMS[batch.stream]
     return _load(
@@ -931,6 +946,7 @@ def load_reports(
         run_pk=run_pk,
         cursor=cursor,
         method=method,
+        options=options,
     )
 
 

@@ -24,6 +24,29 @@ HURREN_S3_BUCKET_DOCS      ``hurren-docs``
 HURREN_SIMULATOR_URL       ``http://127.0.0.1:$HURREN_SIM_PORT/Myhealth`` (port default ``58080``)
 =========================  =====================================================================
 
+The region platform (the push; the same names ``python -m hurren.platform`` reads). The push DAG
+prefers the Airflow connection ``hurren_platform`` and falls back to these (docs/push.md):
+
+==================================  ==============================================================
+variable                            default
+==================================  ==============================================================
+HURREN_PLATFORM_URL                 ``$HURREN_SIMULATOR_URL``: the SOAP endpoint
+HURREN_PLATFORM_PUBLIC_KEY          none (required): the platform's SM2 public key (hex, Base64
+                                    SPKI or PEM); ``simulator`` asks the simulator's /_admin
+HURREN_PLATFORM_ORG_CODE            none (required): credential 医疗机构编码
+HURREN_PLATFORM_ORG_NAME            empty: credential 医疗机构名称
+HURREN_PLATFORM_VISITOR_CODE        none (required): credential 用户名
+HURREN_PLATFORM_VISITOR_KEY         none (required): credential 密码 (a secret: env or connection)
+HURREN_PLATFORM_WSDL                ``shipped`` (or ``live``, or a path/URL)
+HURREN_PLATFORM_TIMEOUT             ``30`` seconds to wait for an answer
+HURREN_PLATFORM_SM2_MODE            ``C1C3C2`` (or ``C1C2C3``)
+HURREN_PLATFORM_SM2_04              ``true``: SM2 ciphertext with the 04 prefix
+HURREN_PLATFORM_KEY_FORM            ``raw`` (or ``hex``)
+HURREN_PLATFORM_TEXT_ENCODING       ``utf-8`` (or ``gbk``, ``gb18030``)
+HURREN_PLATFORM_KEY_MAX_USES        ``1000`` calls per SM4 session key (and its wrapped strKey)
+HURREN_PLATFORM_KEY_MAX_AGE_S       ``600`` seconds before the session key is rotated
+==================================  ==============================================================
+
 ``scripts/services`` reads the same HURREN_PG_*, HURREN_S3_* and HURREN_SIM_PORT variables, so a
 changed port or credential reaches the services and the code alike.
 """
@@ -39,7 +62,7 @@ from functools import cache
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
-__all__ = ["Settings", "SettingsError", "settings"]
+__all__ = ["PlatformSettings", "Settings", "SettingsError", "settings"]
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -48,6 +71,47 @@ _DB_NAME = re.compile(r"^[a-z0-9_]{1,50}$")
 
 class SettingsError(ValueError):
     """A setting from the environment cannot be used; the message names the variable to fix."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlatformSettings:
+    """The region platform's endpoint, key, credential and envelope options (HURREN_PLATFORM_*).
+
+    Secrets (``visitor_key``) never show in ``repr``; empty strings mean "not set"."""
+
+    url: str
+    public_key: str | None = None
+    org_code: str | None = None
+    org_name: str = ""
+    visitor_code: str | None = None
+    visitor_key: str | None = field(default=None, repr=False)
+    wsdl: str = "shipped"
+    timeout_s: float = 30.0
+    sm2_mode: str = "C1C3C2"
+    sm2_04: bool = True
+    key_form: str = "raw"
+    text_encoding: str = "utf-8"
+    key_max_uses: int | None = 1000
+    key_max_age_s: float | None = 600.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], *, default_url: str) -> PlatformSettings:
+        return cls(
+            url=env.get("HURREN_PLATFORM_URL") or default_url,
+            public_key=env.get("HURREN_PLATFORM_PUBLIC_KEY") or None,
+            org_code=env.get("HURREN_PLATFORM_ORG_CODE") or None,
+            org_name=env.get("HURREN_PLATFORM_ORG_NAME", ""),
+            visitor_code=env.get("HURREN_PLATFORM_VISITOR_CODE") or None,
+            visitor_key=env.get("HURREN_PLATFORM_VISITOR_KEY") or None,
+            wsdl=env.get("HURREN_PLATFORM_WSDL") or "shipped",
+            timeout_s=_positive(env, "HURREN_PLATFORM_TIMEOUT", 30.0),
+            sm2_mode=env.get("HURREN_PLATFORM_SM2_MODE") or "C1C3C2",
+            sm2_04=_bool(env, "HURREN_PLATFORM_SM2_04", True),
+            key_form=env.get("HURREN_PLATFORM_KEY_FORM") or "raw",
+            text_encoding=env.get("HURREN_PLATFORM_TEXT_ENCODING") or "utf-8",
+            key_max_uses=int(_positive(env, "HURREN_PLATFORM_KEY_MAX_USES", 1000)),
+            key_max_age_s=_positive(env, "HURREN_PLATFORM_KEY_MAX_AGE_S", 600.0),
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,7 +127,9 @@ class Settings:
     s3_bucket_reports: str = "hurren-reports"
     s3_bucket_docs: str = "hurren-docs"
     simulator_url: str
-    """The region platform's SOAP endpoint (our simulator in tests and the demo)."""
+    """The simulator's SOAP endpoint (the demo's and tests' region platform)."""
+    platform: PlatformSettings | None = None
+    """The region platform for the push (HURREN_PLATFORM_*); None: the simulator's URL, no credential."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -91,6 +157,9 @@ class Settings:
                 f"HURREN_S3_ENDPOINT must be host:port without a scheme (got {endpoint!r}); "
                 "set HURREN_S3_SECURE=true for https"
             )
+        simulator_url = get(
+            "HURREN_SIMULATOR_URL", f"http://127.0.0.1:{_port(env, 'HURREN_SIM_PORT', 58080)}/Myhealth"
+        )
         return cls(
             store_url=store_url,
             s3_endpoint=endpoint,
@@ -100,9 +169,8 @@ class Settings:
             s3_region=env.get("HURREN_S3_REGION", "us-east-1") or None,
             s3_bucket_reports=get("HURREN_S3_BUCKET_REPORTS", "hurren-reports"),
             s3_bucket_docs=get("HURREN_S3_BUCKET_DOCS", "hurren-docs"),
-            simulator_url=get(
-                "HURREN_SIMULATOR_URL", f"http://127.0.0.1:{_port(env, 'HURREN_SIM_PORT', 58080)}/Myhealth"
-            ),
+            simulator_url=simulator_url,
+            platform=PlatformSettings.from_env(env, default_url=simulator_url),
         )
 
     def database_url(self, database: str) -> str:
@@ -148,3 +216,16 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     if value in _FALSE:
         return False
     raise SettingsError(f"{name} must be one of true/false/1/0/yes/no/on/off, got {raw!r}")
+
+
+def _positive(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise SettingsError(f"{name} must be a positive number, got {raw!r}")
+    return value

@@ -1,0 +1,523 @@
+"""The outbox in the store (``push_outbox``, ``push_log``): queueing versions, claiming, recording.
+
+SQLAlchemy Core only (PostgreSQL in production, SQLite in unit tests). Times are UTC, naive.
+
+A version is queued by :func:`enqueue_reports`, called by ``hurren.load`` in the transaction that
+writes the report (a committed version and its queue entry commit together; a load that writes
+nothing queues nothing, so re-running a window queues nothing). Per written master row:
+
+- action ``void`` when its ``data_status`` is one of ``void_data_status`` (D15), else ``register``;
+- nothing when the key's latest entry is already this version (same hash and action);
+- the key's older entries that never reached the platform (``queued``, ``rejected``, ``dead``)
+  become ``superseded``: only the newest version of a report is worth sending;
+- **key change**: every *other* key of the same (entity, org_code, report_form_no) whose latest
+  entry is a ``register`` gets a ``void`` (``cause`` = ``key_change``), its unsent entries
+  superseded. The platform holds a report under its full primary key; when the hospital changes
+  patient_id, event_type or event_no of a report, the store holds both rows and the old key must
+  be voided there (§1.2.2.2: 先作废后在重新提交). The latest load wins. Such a void is skipped at
+  send time when the old key never reached the platform, or when ``key_change`` is ``off``.
+
+A run claims due entries (:func:`claim`: ``queued``, due, no other entry of the same key in
+flight; voids first, then oldest first), marks them ``sending`` with a lease, calls the platform,
+and :func:`record` writes the outcome and one ``push_log`` row in one transaction. A run that dies
+between the call and the record leaves ``sending`` entries; :func:`recover_stale` takes them back
+once their lease has expired (logged ``lost``): they are sent again (an upsert on the platform).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, case, exists, func, insert, select, tuple_, update
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.orm import aliased
+
+from hurren import spec, store
+from hurren.push.options import REPORT_ENTITIES
+
+__all__ = [
+    "Call",
+    "Entry",
+    "check_schema",
+    "claim",
+    "counts",
+    "enqueue_reports",
+    "key_values",
+    "letters",
+    "method_of",
+    "next_due",
+    "on_platform",
+    "record",
+    "recover_stale",
+    "release",
+    "requeue",
+    "sync_from_store",
+    "utcnow",
+]
+
+OPEN = ("queued", "rejected", "dead")  # never reached the platform in this version: supersedable
+_IN = 500  # values per IN list
+
+ob = store.outbox
+log_t = store.push_log
+
+
+def check_schema(engine: Engine) -> None:
+    """Fail early, saying what to do, when the store's outbox tables predate hurren.push."""
+    from sqlalchemy import inspect
+
+    from hurren.push.exceptions import PushConfigError
+
+    found = inspect(engine)
+    for table in (ob, log_t):
+        if not found.has_table(table.name):
+            raise PushConfigError(f"the store has no table {table.name}: run prepare_store (store.create_all) first")
+        have = {c["name"] for c in found.get_columns(table.name)}
+        missing = sorted(set(table.c.keys()) - have)
+        if missing:
+            raise PushConfigError(
+                f"the store's {table.name} lacks column(s) {missing}: it was created from the schema sketch "
+                "before hurren.push existed (and never written). Drop push_outbox and push_log, then run "
+                "prepare_store (store.create_all) and python -m hurren.push sync"
+            )
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def method_of(entity: str, action: str) -> str:
+    return "ArchiveAutoReport" if action == "register" else REPORT_ENTITIES[entity][2]
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One claimed outbox entry: which version of which report, and what to do with it."""
+
+    id: int
+    entity: str
+    org_code: str
+    report_form_no: str | None
+    record_key: str
+    content_hash: str
+    action: str
+    cause: str
+    attempts: int
+
+    @property
+    def method(self) -> str:
+        return method_of(self.entity, self.action)
+
+    def describe(self) -> str:
+        """For logs: no key values beyond the report number (the key holds patient_id)."""
+        return f"outbox {self.id} {self.entity} {self.action} org {self.org_code} form {self.report_form_no}"
+
+
+def _chunks(values: Sequence[Any], size: int = _IN) -> Iterable[Sequence[Any]]:
+    for i in range(0, len(values), size):
+        yield values[i : i + size]
+
+
+# --------------------------------------------------------------------------------------------
+# queueing
+
+
+def _latest(conn: Connection, entity: str, keys: Sequence[str]) -> dict[str, Mapping[str, Any]]:
+    """The newest entry of each key (by id)."""
+    out: dict[str, Mapping[str, Any]] = {}
+    for part in _chunks(sorted(set(keys))):
+        rows = conn.execute(
+            select(ob.c.id, ob.c.record_key, ob.c.content_hash, ob.c.action, ob.c.status)
+            .where(ob.c.entity == entity, ob.c.record_key.in_(part))
+            .order_by(ob.c.id)
+        ).mappings()
+        for r in rows:
+            out[r["record_key"]] = r
+    return out
+
+
+def _supersede(conn: Connection, entity: str, keys: Iterable[str], now: datetime, why: str) -> int:
+    n = 0
+    for part in _chunks(sorted(set(keys))):
+        n += conn.execute(
+            update(ob)
+            .where(ob.c.entity == entity, ob.c.record_key.in_(part), ob.c.status.in_(OPEN))
+            .values(status="superseded", last_error=why, updated_at=now)
+        ).rowcount or 0
+    return n
+
+
+def _groups(conn: Connection, entity: str, forms: set[tuple[str, str]]) -> dict[tuple[str, str], dict[str, dict[str, Any]]]:
+    """The latest entry of every key of these reports: ``{(org_code, report_form_no): {key: entry}}``."""
+    out: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
+    for part in _chunks(sorted(forms)):
+        rows = conn.execute(
+            select(ob.c.org_code, ob.c.report_form_no, ob.c.record_key, ob.c.content_hash, ob.c.action, ob.c.status)
+            .where(ob.c.entity == entity, tuple_(ob.c.org_code, ob.c.report_form_no).in_(part))
+            .order_by(ob.c.id)
+        ).mappings()
+        for r in rows:
+            out.setdefault((r["org_code"], r["report_form_no"]), {})[r["record_key"]] = dict(r)
+    return out
+
+
+def enqueue_reports(
+    conn: Connection,
+    entity: spec.Entity,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    void_data_status: Sequence[str] = ("0",),
+    now: datetime | None = None,
+) -> int:
+    """Queue the versions of report masters just written (store rows: key columns, data_status,
+    last_update_dtime, etl_content_hash), in the caller's transaction. Returns the entries added,
+    key-change voids included. Three statements whatever the batch size: read the reports' entries,
+    supersede, insert."""
+    if entity.name not in REPORT_ENTITIES or not rows:
+        return 0
+    now = now or utcnow()
+    void = {str(v) for v in void_data_status}
+    ordered = sorted(rows, key=lambda r: (str(r.get("last_update_dtime") or ""), store.record_key(entity, r)))
+    groups = _groups(conn, entity.name, {(str(r["org_code"]), str(r["report_form_no"])) for r in ordered})
+    plan: dict[str, dict[str, Any]] = {}  # key -> the entry to insert (one per key: the last decision)
+    stale: set[str] = set()  # keys whose unsent entries in the store become superseded
+    for r in ordered:
+        key = store.record_key(entity, r)
+        org, form = str(r["org_code"]), str(r["report_form_no"])
+        group = groups.setdefault((org, form), {})
+        action = "void" if str(r.get("data_status")) in void else "register"
+        last = group.get(key)
+        if last is not None and last["status"] != "superseded" and \
+                (last["content_hash"], last["action"]) == (r["etl_content_hash"], action):  # fmt: skip
+            continue
+        entry = {"org_code": org, "report_form_no": form, "record_key": key,
+                 "content_hash": r["etl_content_hash"], "action": action, "cause": "load", "status": "queued"}  # fmt: skip
+        plan[key], group[key] = entry, entry
+        stale.add(key)
+        for other, info in group.items():  # key change: void the report's other keys
+            if other != key and info["action"] == "register":
+                voided = {**info, "action": "void", "cause": "key_change", "status": "queued"}
+                plan[other], group[other] = voided, voided
+                stale.add(other)
+    if not plan:
+        return 0
+    _supersede(conn, entity.name, stale, now, "a newer version was queued")
+    conn.execute(
+        insert(ob),
+        [{**{k: e[k] for k in ("org_code", "report_form_no", "record_key", "content_hash", "action", "cause",
+                               "status")},
+          "entity": entity.name, "attempts": 0, "created_at": now, "updated_at": now} for e in plan.values()],
+    )  # fmt: skip
+    return len(plan)
+
+
+def sync_from_store(
+    engine: Engine,
+    *,
+    entities: Sequence[str] = tuple(REPORT_ENTITIES),
+    org_codes: Sequence[str] = (),
+    void_data_status: Sequence[str] = ("0",),
+) -> dict[str, int]:
+    """Queue every store version the outbox does not hold as its key's latest (reports loaded
+    before the outbox existed, or a store edited by hand). Idempotent. Returns entries per entity."""
+    out: dict[str, int] = {}
+    for name in entities:
+        ent = spec.entity(name)
+        table = store.SPEC_TABLES[name]
+        cols = [table.c[k] for k in ent.key] + [table.c.data_status, table.c.last_update_dtime,
+                                                 table.c.etl_content_hash]  # fmt: skip
+        stmt = select(*cols)
+        if org_codes:
+            stmt = stmt.where(table.c.org_code.in_(list(org_codes)))
+        with engine.connect() as conn:
+            rows = [dict(r) for r in conn.execute(stmt).mappings()]
+            latest = _latest(conn, name, [store.record_key(ent, r) for r in rows])
+        void = set(void_data_status)
+        todo = []
+        for r in rows:
+            last = latest.get(store.record_key(ent, r))
+            action = "void" if str(r["data_status"]) in void else "register"
+            if last is None or (last["content_hash"], last["action"]) != (r["etl_content_hash"], action) \
+                    or last["status"] == "superseded":  # fmt: skip
+                todo.append(r)
+        n = 0
+        for part in _chunks(todo):
+            with engine.begin() as conn:
+                n += enqueue_reports(conn, ent, part, void_data_status=void_data_status)
+        out[name] = n
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# claiming and recording
+
+
+def _scope(stmt: Any, entities: Sequence[str], org_codes: Sequence[str]) -> Any:
+    stmt = stmt.where(ob.c.entity.in_(list(entities)))
+    if org_codes:
+        stmt = stmt.where(ob.c.org_code.in_(list(org_codes)))
+    return stmt
+
+
+def _entry(r: Any) -> Entry:
+    return Entry(r.id, r.entity, r.org_code, r.report_form_no, r.record_key, r.content_hash, r.action,
+                 r.cause, r.attempts)  # fmt: skip
+
+
+def claim(
+    conn: Connection,
+    *,
+    limit: int,
+    claimed_by: str,
+    entities: Sequence[str] = tuple(REPORT_ENTITIES),
+    org_codes: Sequence[str] = (),
+    now: datetime | None = None,
+) -> list[Entry]:
+    """Mark up to ``limit`` due entries ``sending`` for ``claimed_by`` (in the caller's
+    transaction; commit it before calling the platform) and return them. Entries locked by another
+    run are skipped (PostgreSQL ``FOR UPDATE SKIP LOCKED``)."""
+    now = now or utcnow()
+    busy = aliased(ob)
+    in_flight = exists().where(
+        busy.c.entity == ob.c.entity, busy.c.record_key == ob.c.record_key, busy.c.status == "sending"
+    )
+    stmt = (
+        select(ob)
+        .where(ob.c.status == "queued", (ob.c.next_attempt_at.is_(None)) | (ob.c.next_attempt_at <= now),
+               ~in_flight)  # fmt: skip
+        .order_by(case((ob.c.action == "void", 0), else_=1), ob.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True, of=ob)
+    )
+    rows = conn.execute(_scope(stmt, entities, org_codes)).all()
+    if not rows:
+        return []
+    conn.execute(
+        update(ob)
+        .where(ob.c.id.in_([r.id for r in rows]))
+        .values(status="sending", claimed_at=now, claimed_by=claimed_by[:128], updated_at=now)
+    )
+    return [_entry(r) for r in rows]
+
+
+def release(conn: Connection, ids: Sequence[int], *, claimed_by: str, now: datetime | None = None) -> int:
+    """Give claimed entries that were never sent back to the queue (no attempt counted)."""
+    n = 0
+    for part in _chunks(list(ids)):
+        n += conn.execute(
+            update(ob)
+            .where(ob.c.id.in_(part), ob.c.status == "sending", ob.c.claimed_by == claimed_by[:128])
+            .values(status="queued", claimed_at=None, claimed_by=None, updated_at=now or utcnow())
+        ).rowcount or 0
+    return n
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One call to the platform, for ``push_log``."""
+
+    sent_at: datetime
+    answered_at: datetime | None
+    outcome: str  # ok | error | transport
+    answer: str | None
+
+
+def record(
+    conn: Connection,
+    entry: Entry,
+    *,
+    claimed_by: str,
+    status: str,
+    attempts: int,
+    next_attempt_at: datetime | None = None,
+    last_error: str | None = None,
+    answer_text: str | None = None,
+    call: Call | None = None,
+    now: datetime | None = None,
+) -> bool:
+    """Write one entry's outcome (and its call to ``push_log``) in the caller's transaction.
+    False when the entry is no longer this run's (its lease expired and another run took it):
+    nothing is written then."""
+    now = now or utcnow()
+    values: dict[str, Any] = {
+        "status": status, "attempts": attempts, "next_attempt_at": next_attempt_at, "claimed_at": None,
+        "claimed_by": None, "updated_at": now,
+    }  # fmt: skip
+    if last_error is not None or status == "acked":
+        values["last_error"] = last_error
+    if answer_text is not None:
+        values["answer_text"] = answer_text
+    if status == "acked":
+        values["acked_at"] = now
+    done = conn.execute(
+        update(ob)
+        .where(ob.c.id == entry.id, ob.c.status == "sending", ob.c.claimed_by == claimed_by[:128])
+        .values(**values)
+    ).rowcount
+    if not done:
+        return False
+    if call is not None:
+        conn.execute(
+            insert(log_t).values(
+                outbox_id=entry.id, attempt=attempts, method=entry.method, run_id=claimed_by[:128],
+                sent_at=call.sent_at, answered_at=call.answered_at, outcome=call.outcome, answer=call.answer,
+            )  # fmt: skip
+        )
+    return True
+
+
+def recover_stale(
+    conn: Connection, *, lease_s: float, max_attempts: int, now: datetime | None = None
+) -> list[Entry]:
+    """Entries left ``sending`` longer than ``lease_s`` (their run died between the call and the
+    record) back to ``queued``, due now: the call may have happened, so it counts as an attempt
+    and is logged ``lost``; at ``max_attempts`` the entry is dead (a report that kills the
+    process must not kill every run)."""
+    now = now or utcnow()
+    stmt = (
+        select(ob)
+        .where(ob.c.status == "sending", ob.c.claimed_at <= now - timedelta(seconds=lease_s))
+        .with_for_update(skip_locked=True)
+    )
+    rows = conn.execute(stmt).all()
+    for r in rows:
+        attempts = r.attempts + 1
+        dead = attempts >= max_attempts
+        text = "the run that sent it ended before recording the answer (lost); sent again as an upsert"
+        conn.execute(
+            update(ob)
+            .where(ob.c.id == r.id)
+            .values(status="dead" if dead else "queued", attempts=attempts, next_attempt_at=now,
+                    claimed_at=None, claimed_by=None, last_error=text, updated_at=now)  # fmt: skip
+        )
+        conn.execute(
+            insert(log_t).values(outbox_id=r.id, attempt=attempts, method=method_of(r.entity, r.action),
+                                 run_id=r.claimed_by, sent_at=r.claimed_at or now, answered_at=None,
+                                 outcome="lost", answer=None)  # fmt: skip
+        )
+    return [_entry(r) for r in rows]
+
+
+def on_platform(conn: Connection, entity: str, record_key: str) -> bool:
+    """Does the platform hold this key, as far as the outbox knows (its latest acknowledged
+    entry is a register)?"""
+    action = conn.execute(
+        select(ob.c.action)
+        .where(ob.c.entity == entity, ob.c.record_key == record_key, ob.c.status == "acked")
+        .order_by(ob.c.id.desc())
+        .limit(1)
+    ).scalar_one_or_none()
+    return action == "register"
+
+
+def next_due(
+    conn: Connection, *, entities: Sequence[str] = tuple(REPORT_ENTITIES), org_codes: Sequence[str] = ()
+) -> datetime | None:
+    """When the earliest queued entry falls due (None: nothing queued)."""
+    stmt = _scope(select(func.min(func.coalesce(ob.c.next_attempt_at, ob.c.created_at))).where(
+        ob.c.status == "queued"), entities, org_codes)  # fmt: skip
+    return conn.execute(stmt).scalar_one_or_none()
+
+
+# --------------------------------------------------------------------------------------------
+# the engineer's view
+
+
+def counts(conn: Connection, *, entities: Sequence[str] = tuple(REPORT_ENTITIES)) -> dict[str, dict[str, dict[str, int]]]:
+    """``{entity: {org_code: {status: n}}}`` over the whole outbox."""
+    out: dict[str, dict[str, dict[str, int]]] = {}
+    stmt = (
+        select(ob.c.entity, ob.c.org_code, ob.c.status, func.count())
+        .where(ob.c.entity.in_(list(entities)))
+        .group_by(ob.c.entity, ob.c.org_code, ob.c.status)
+    )
+    for entity, org, status, n in conn.execute(stmt):
+        out.setdefault(entity, {}).setdefault(org, {})[status] = int(n)
+    return out
+
+
+def _letter(r: Any) -> dict[str, Any]:
+    return {
+        "id": r.id, "entity": r.entity, "org_code": r.org_code, "report_form_no": r.report_form_no,
+        "action": r.action, "cause": r.cause, "status": r.status, "attempts": r.attempts,
+        "last_error": (r.last_error or "")[:500], "updated_at": str(r.updated_at),
+    }  # fmt: skip
+
+
+def letters(
+    conn: Connection,
+    *,
+    statuses: Sequence[str] = ("dead",),
+    entity: str | None = None,
+    org_code: str | None = None,
+    limit: int = 50,
+) -> list[dict[str, Any]]:
+    """Dead (or rejected) entries, newest first, with their last error: what the engineer reads."""
+    stmt = select(ob).where(ob.c.status.in_(list(statuses))).order_by(ob.c.updated_at.desc(), ob.c.id.desc())
+    if entity:
+        stmt = stmt.where(ob.c.entity == entity)
+    if org_code:
+        stmt = stmt.where(ob.c.org_code == org_code)
+    return [_letter(r) for r in conn.execute(stmt.limit(limit))]
+
+
+def requeue(
+    conn: Connection,
+    *,
+    ids: Sequence[int] = (),
+    statuses: Sequence[str] = ("dead",),
+    entity: str | None = None,
+    org_code: str | None = None,
+    error_contains: str | None = None,
+    dry_run: bool = False,
+    now: datetime | None = None,
+) -> list[dict[str, Any]]:
+    """Put dead / rejected entries back in the queue (attempts reset, due now), after a fix.
+
+    Selected by ``ids``, or by status plus optional entity, org code and text of the last error.
+    An entry whose key has a newer entry is not requeued but marked ``superseded`` (``status`` in
+    the returned rows says which). ``dry_run``: only list what would happen."""
+    allowed = {"dead", "rejected"}
+    if not set(statuses) <= allowed:
+        raise ValueError(f"requeue takes entries in status {sorted(allowed)}, got {list(statuses)}")
+    now = now or utcnow()
+    stmt = select(ob).where(ob.c.status.in_(list(statuses)))
+    if ids:
+        stmt = stmt.where(ob.c.id.in_([int(i) for i in ids]))
+    if entity:
+        stmt = stmt.where(ob.c.entity == entity)
+    if org_code:
+        stmt = stmt.where(ob.c.org_code == org_code)
+    if error_contains:
+        stmt = stmt.where(ob.c.last_error.contains(error_contains, autoescape=True))
+    rows = conn.execute(stmt.order_by(ob.c.id)).all()
+    newest: dict[tuple[str, str], int] = {}
+    for entity_name in {r.entity for r in rows}:
+        for key, last in _latest(conn, entity_name, [r.record_key for r in rows if r.entity == entity_name]).items():
+            newest[entity_name, key] = last["id"]
+    out = []
+    for r in rows:
+        superseded = newest.get((r.entity, r.record_key), r.id) != r.id
+        result = {**_letter(r), "status": "superseded" if superseded else "queued"}
+        out.append(result)
+        if dry_run:
+            continue
+        values: dict[str, Any] = {"updated_at": now}
+        if superseded:
+            values |= {"status": "superseded", "last_error": "a newer version was queued"}
+        else:
+            values |= {"status": "queued", "attempts": 0, "next_attempt_at": None}
+        conn.execute(update(ob).where(and_(ob.c.id == r.id, ob.c.status == r.status)).values(**values))
+    return out
+
+
+def key_values(entity: spec.Entity, record_key: str) -> dict[str, Any]:
+    """The store's typed key values of a record key (its JSON text)."""
+    from hurren.load import to_store_value  # load imports this module: import at call time
+
+    values = json.loads(record_key)
+    return {k: to_store_value(entity.field(k), v) for k, v in zip(entity.key, values, strict=True)}

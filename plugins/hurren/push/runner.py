@@ -1,0 +1,472 @@
+"""One push run: claim due versions, send them with bounded concurrency, record every answer.
+
+    result = Pusher(engine=..., client=..., objects=minio, bucket=..., options=PushOptions()).run()
+
+The main thread claims entries (``concurrency`` at a time, so at most twice that many are
+``sending``), hands them to a pool of ``concurrency`` workers and feeds the circuit breaker with
+their outcomes. A worker does one entry end to end: read the store row (and sub-items), fetch and
+check the PDF, build the XML, seal it (SM4 + Base64, strKey from the key ring), call the platform,
+classify the answer (``hurren.push.policy``) and record it with its ``push_log`` row in one
+transaction. Nothing is retried inside a run's worker: a failed version goes back to the queue
+with a due time, and the run picks it up again when it falls due (within ``max_wait_s``) or the
+next run does. A run ends when nothing is due, when ``max_run_s`` is up, or on an error it cannot
+attribute to one version (store down, bad configuration): in-flight calls finish and are recorded,
+claimed but unsent entries go back to the queue.
+
+``HURREN_PUSH_KILL_AFTER_ANSWERS=N`` (tests only) makes the process SIGKILL itself right after the
+N-th answer arrives and before it is recorded: the crash the outbox must survive.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.engine import Engine
+
+from hurren import spec
+from hurren.platform import ConfigurationError, PayloadError, PlatformClient, PlatformError
+from hurren.platform import xml as payloads
+from hurren.platform.answers import read_submit
+from hurren.push import outbox, payload
+from hurren.push.connection import TimedSession
+from hurren.push.exceptions import PushConfigError
+from hurren.push.options import REPORT_ENTITIES, PushOptions
+from hurren.push.policy import CircuitBreaker, Outcome, backoff_s, classify
+
+__all__ = ["Pusher", "RunResult", "Tally", "Timings"]
+
+log = logging.getLogger("hurren.push")
+
+KILL_ENV = "HURREN_PUSH_KILL_AFTER_ANSWERS"
+
+
+@dataclass(slots=True)
+class Tally:
+    """What one run did to the versions of one report type of one hospital."""
+
+    sent: int = 0  # calls made
+    acked: int = 0
+    rejected: int = 0
+    retried: int = 0  # back in the queue after a failure
+    dead: int = 0
+    superseded: int = 0
+    skipped: int = 0
+    lost: int = 0  # taken back from a run that died between call and record
+
+    def add(self, other: Tally) -> None:
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+
+@dataclass(slots=True)
+class Timings:
+    """Seconds spent per phase, summed over workers (shares, not wall time)."""
+
+    store: float = 0.0  # reading the master and sub-items
+    pdf: float = 0.0  # S3 get + SHA-256 check
+    xml: float = 0.0  # lxml build
+    sm4: float = 0.0  # seal: SM4 + Base64 (and an SM2 wrap when the key rotates)
+    soap: float = 0.0  # zeep: envelope out, answer in
+    wait: float = 0.0  # HTTP: sending, the platform's work, receiving
+    record: float = 0.0  # writing the outcome and push_log
+
+    def add(self, other: Timings) -> None:
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+    def shares(self) -> dict[str, float]:
+        total = sum(getattr(self, f.name) for f in fields(self)) or 1.0
+        return {f.name: getattr(self, f.name) / total for f in fields(self)}
+
+
+@dataclass(slots=True)
+class RunResult:
+    run_id: str
+    tallies: dict[tuple[str, str], Tally] = field(default_factory=dict)  # (entity, org_code)
+    quoted: list[dict[str, Any]] = field(default_factory=list)  # voids answered ok:<who quoted it>
+    dead_letters: list[dict[str, Any]] = field(default_factory=list)  # dead in this run
+    outbox: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)  # after the run
+    breaker: str = "closed"
+    breaker_opened: int = 0
+    timings: Timings = field(default_factory=Timings)
+    elapsed_s: float = 0.0
+
+    @property
+    def platform_down(self) -> bool:
+        """The run ended while the platform was not answering."""
+        return self.breaker != "closed"
+
+    def total(self) -> Tally:
+        t = Tally()
+        for v in self.tallies.values():
+            t.add(v)
+        return t
+
+    def by(self, part: int) -> dict[str, dict[str, int]]:
+        out: dict[str, Tally] = {}
+        for key, t in self.tallies.items():
+            out.setdefault(key[part], Tally()).add(t)
+        return {k: asdict(v) for k, v in sorted(out.items())}
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-safe (XCom): counts, report numbers and errors; no patient data, no keys."""
+        return {
+            "run_id": self.run_id,
+            "elapsed_s": round(self.elapsed_s, 2),
+            "total": asdict(self.total()),
+            "by_entity": self.by(0),
+            "by_org": self.by(1),
+            "outbox": self.outbox,
+            "quoted_voids": self.quoted,
+            "dead_letters": self.dead_letters,
+            "breaker": {"state": self.breaker, "opened": self.breaker_opened},
+            "time_shares": {k: round(v, 4) for k, v in self.timings.shares().items()},
+        }
+
+
+@dataclass(slots=True)
+class _Done:
+    entry: outbox.Entry
+    outcome: Outcome
+    status: str
+    recorded: bool
+    timings: Timings
+    last_error: str | None
+
+
+class Pusher:
+    """One run against one platform client. Build a new one per run."""
+
+    def __init__(
+        self,
+        *,
+        engine: Engine,
+        client: PlatformClient,
+        objects: payload.ObjectReader,
+        bucket: str,
+        options: PushOptions | None = None,
+        spec_options: spec.SpecOptions | None = None,
+        text_encoding: str = "utf-8",
+        session: TimedSession | None = None,
+        run_id: str = "manual",
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.engine = engine
+        self.client = client
+        self.objects = objects
+        self.bucket = bucket
+        self.options = options or PushOptions()
+        self.spec_options = spec_options or spec.SpecOptions()
+        self.encoding = text_encoding
+        self.session = session
+        self.run_id = run_id
+        self.claimed_by = f"{run_id}@{socket.gethostname()}:{os.getpid()}"[:128]
+        self._clock = clock
+        self._sleep = sleep
+        self.breaker = CircuitBreaker(
+            threshold=self.options.breaker_threshold,
+            cooldown_s=self.options.breaker_cooldown_s,
+            max_cooldown_s=self.options.breaker_max_cooldown_s,
+            clock=clock,
+        )
+        kill = os.environ.get(KILL_ENV, "").strip()
+        self._kill_after = int(kill) if kill.isdigit() and int(kill) > 0 else None
+        self._answers = 0
+        self._answers_lock = threading.Lock()
+        self._due_but_blocked = 0
+
+    # ------------------------------------------------------------------------------------------
+    # the run
+
+    def run(self) -> RunResult:
+        o = self.options
+        started = self._clock()
+        deadline = started + o.max_run_s
+        result = RunResult(run_id=self.run_id)
+        with self.engine.begin() as conn:
+            for e in outbox.recover_stale(conn, lease_s=o.lease_s, max_attempts=o.max_attempts):
+                self._tally(result, e).lost += 1
+                log.warning("%s: its run died before recording the answer; queued again", e.describe())
+        pending: deque[outbox.Entry] = deque()
+        inflight: dict[Future[_Done], outbox.Entry] = {}
+        exhausted = False
+        with ThreadPoolExecutor(max_workers=o.concurrency, thread_name_prefix="push") as pool:
+            try:
+                while True:
+                    # dispatch what the breaker and the deadline allow
+                    while len(inflight) < o.concurrency and self._clock() < deadline:
+                        if not pending:
+                            if exhausted:
+                                break
+                            pending.extend(self._claim(o.concurrency))
+                            if not pending:
+                                exhausted = True
+                                break
+                        if not self.breaker.allow():
+                            break
+                        entry = pending.popleft()
+                        inflight[pool.submit(self._deliver, entry)] = entry
+                    if inflight:
+                        done, _ = wait(list(inflight), timeout=1.0, return_when=FIRST_COMPLETED)
+                        for future in done:
+                            inflight.pop(future)
+                            self._absorb(result, future.result())
+                        if done:
+                            exhausted = False
+                        if self.breaker.state == "open" and pending:
+                            self._release(pending)
+                        continue
+                    if self._clock() >= deadline:
+                        break
+                    if self.breaker.state == "open":
+                        self._release(pending)
+                        pause = min(self.breaker.wait_s(), deadline - self._clock())
+                        log.warning("platform not answering: waiting %.1f s before one probe call", pause)
+                        self._sleep(max(pause, 0.01))
+                        continue
+                    if exhausted and not self._wait_for_due(deadline):
+                        break
+                    exhausted = False
+            finally:
+                # in-flight calls finish (the pool waits for them); unsent claims go back
+                for future in list(inflight):
+                    try:
+                        self._absorb(result, future.result())
+                    except BaseException:  # noqa: BLE001,S110 - the first error is the one re-raised
+                        pass
+                self._release(pending)
+        result.elapsed_s = self._clock() - started
+        result.breaker, result.breaker_opened = self.breaker.state, self.breaker.opened
+        with self.engine.connect() as conn:
+            result.outbox = outbox.counts(conn, entities=o.entities)
+        self._log_summary(result)
+        return result
+
+    def _claim(self, limit: int) -> list[outbox.Entry]:
+        o = self.options
+        with self.engine.begin() as conn:
+            got = outbox.claim(conn, limit=limit, claimed_by=self.claimed_by, entities=o.entities,
+                               org_codes=o.org_codes)  # fmt: skip
+        if got:
+            self._due_but_blocked = 0
+        return got
+
+    def _release(self, pending: deque[outbox.Entry]) -> None:
+        if pending:
+            with self.engine.begin() as conn:
+                outbox.release(conn, [e.id for e in pending], claimed_by=self.claimed_by)
+            pending.clear()
+
+    def _wait_for_due(self, deadline: float) -> bool:
+        """Sleep until the next retry falls due if that is soon enough; False: end the run."""
+        o = self.options
+        with self.engine.connect() as conn:
+            due = outbox.next_due(conn, entities=o.entities, org_codes=o.org_codes)
+        if due is None:
+            return False
+        pause = (due - outbox.utcnow()).total_seconds()
+        if pause <= 0:  # due, yet the last claim found nothing: claim once more (it may just have
+            # fallen due), then end: its key is in flight in another run (or a dead run's lease)
+            self._due_but_blocked += 1
+            return self._due_but_blocked <= 1
+        if pause > o.max_wait_s or self._clock() + pause >= deadline:
+            return False
+        self._sleep(max(pause, 0.01))
+        return True
+
+    def _tally(self, result: RunResult, e: outbox.Entry) -> Tally:
+        return result.tallies.setdefault((e.entity, e.org_code), Tally())
+
+    def _absorb(self, result: RunResult, done: _Done) -> None:
+        e, outcome = done.entry, done.outcome
+        result.timings.add(done.timings)
+        if outcome.called:
+            self.breaker.record(outcome)
+        if not done.recorded:
+            log.warning("%s: another run took it over (lease expired); its answer was not recorded", e.describe())
+            return
+        t = self._tally(result, e)
+        t.sent += int(outcome.called)
+        match done.status:
+            case "acked":
+                t.acked += 1
+                if outcome.text:
+                    result.quoted.append({"outbox_id": e.id, "entity": e.entity, "org_code": e.org_code,
+                                          "report_form_no": e.report_form_no, "answer": outcome.text})  # fmt: skip
+                    log.info("%s acked; the platform says it was quoted by: %s", e.describe(), outcome.text)
+            case "rejected":
+                t.rejected += 1
+                log.warning("%s rejected: %s", e.describe(), (outcome.text or "")[:300])
+            case "queued":
+                t.retried += 1
+            case "dead":
+                t.dead += 1
+                result.dead_letters.append({"outbox_id": e.id, "entity": e.entity, "org_code": e.org_code,
+                                            "report_form_no": e.report_form_no, "action": e.action,
+                                            "last_error": (done.last_error or "")[:500]})  # fmt: skip
+                log.warning("%s dead-lettered: %s", e.describe(), (done.last_error or "")[:300])
+            case "superseded":
+                t.superseded += 1
+            case "skipped":
+                t.skipped += 1
+
+    # ------------------------------------------------------------------------------------------
+    # one entry (worker thread)
+
+    def _deliver(self, entry: outbox.Entry) -> _Done:
+        t = Timings()
+        try:
+            outcome, sent_at = self._attempt(entry, t)
+        except (ConfigurationError, PushConfigError) as exc:
+            with self.engine.begin() as conn:
+                outbox.release(conn, [entry.id], claimed_by=self.claimed_by)
+            raise PushConfigError(f"the platform client is misconfigured: {exc}") from None
+        started = time.perf_counter()
+        status, values = self._decide(entry, outcome)
+        call = None
+        if outcome.called:
+            call = outbox.Call(sent_at=sent_at or outbox.utcnow(), answered_at=outbox.utcnow(), outcome=outcome.log_outcome,
+                               answer=(outcome.text or "")[:4000] or None)  # fmt: skip
+        with self.engine.begin() as conn:
+            recorded = outbox.record(conn, entry, claimed_by=self.claimed_by, status=status, call=call, **values)
+        t.record += time.perf_counter() - started
+        return _Done(entry, outcome, status, recorded, t, values.get("last_error"))
+
+    def _attempt(self, entry: outbox.Entry, t: Timings) -> tuple[Outcome, datetime | None]:
+        """Send one entry; its outcome and when the call went out (None: no call)."""
+        outcome = self._check(entry, t)
+        if isinstance(outcome, Outcome):
+            return outcome, None
+        body = outcome
+        started = time.perf_counter()
+        sealed = self.client.seal(body)
+        t.sm4 += time.perf_counter() - started
+        sent_at = outbox.utcnow()
+        started = time.perf_counter()
+        result: Any
+        try:
+            answer = self.client.invoke(entry.method, payload=sealed.payload, credential=sealed.credential,
+                                        key=sealed.key)  # fmt: skip
+            result = read_submit(answer, method=entry.method)
+        except ConfigurationError:
+            raise
+        except PlatformError as exc:
+            result = exc
+        elapsed = time.perf_counter() - started
+        waited = self.session.take_waited() if self.session is not None else 0.0
+        t.wait += waited
+        t.soap += max(0.0, elapsed - waited)
+        self._answered()
+        return classify(result, transient=self.options.is_transient), sent_at
+
+    def _check(self, entry: outbox.Entry, t: Timings) -> Outcome | bytes:
+        """The payload to send, or the outcome that makes sending pointless or impossible."""
+        kind = REPORT_ENTITIES[entry.entity][0]
+        started = time.perf_counter()
+        with self.engine.connect() as conn:
+            master = payload.read_master(conn, entry.entity, entry.record_key)
+            if master is None:
+                return Outcome("broken", "the store has no row for this key any more; nothing to send",
+                               called=False)  # fmt: skip
+            stale = master.get("etl_content_hash") != entry.content_hash
+            if entry.action == "register" or entry.cause == "load":
+                if stale:
+                    return Outcome("superseded", "the store holds a newer version of this report", called=False)
+            if entry.action == "void":
+                if entry.cause == "key_change" and self.options.key_change == "off":
+                    return Outcome("skipped", "key-change voids are off (push option key_change)", called=False)
+                if not outbox.on_platform(conn, entry.entity, entry.record_key):
+                    return Outcome("skipped", "the platform does not hold this key (never acknowledged as "
+                                   "registered): nothing to void", called=False)  # fmt: skip
+                items: list[dict[str, Any]] = []
+            else:
+                items = payload.read_items(conn, entry.entity, master)
+        t.store += time.perf_counter() - started
+        pdf = None
+        if entry.action == "register" and "pdf_object_key" in master:
+            started = time.perf_counter()
+            try:
+                pdf = payload.fetch_pdf(self.objects, self.bucket, master)
+            except (payload.MissingPdf, payload.PdfMismatch) as exc:
+                return Outcome("broken", str(exc), called=False)
+            except Exception as exc:  # S3 unreachable or refusing: try again later
+                return Outcome("retry", f"S3: {type(exc).__name__}: {str(exc)[:200]}; retried later", called=False)
+            finally:
+                t.pdf += time.perf_counter() - started
+        fields_ = payload.report_fields(entry.entity, master, pdf)
+        started = time.perf_counter()
+        try:
+            if entry.action == "register":
+                body = payloads.build_report(kind, fields_, items, options=self.spec_options, encoding=self.encoding)  # type: ignore[arg-type]
+            else:
+                body = payloads.build_void_filter(kind, fields_, options=self.spec_options, encoding=self.encoding)  # type: ignore[arg-type]
+        except PayloadError as exc:
+            return classify(exc)
+        finally:
+            t.xml += time.perf_counter() - started
+        return body
+
+    def _answered(self) -> None:
+        """The test hook: die like a SIGKILL between the answer and its record."""
+        if self._kill_after is None:
+            return
+        with self._answers_lock:
+            self._answers += 1
+            if self._answers >= self._kill_after:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    def _decide(self, entry: outbox.Entry, outcome: Outcome) -> tuple[str, dict[str, Any]]:
+        """The entry's new status and fields for an outcome."""
+        o = self.options
+        attempts = entry.attempts + (1 if outcome.called or outcome.kind == "retry" else 0)
+        base = {"attempts": attempts}
+        match outcome.kind:
+            case "ok":
+                return "acked", base | {"answer_text": outcome.text}
+            case "rejected":
+                return "rejected", base | {"last_error": outcome.text}
+            case "retry" | "unreachable":
+                if outcome.kind == "retry" and attempts >= o.max_attempts:
+                    return "dead", base | {"last_error": f"{outcome.text} (gave up after {attempts} attempts: "
+                                           "fix the cause, then requeue it)"}  # fmt: skip
+                delay = backoff_s(attempts or 1, base_s=o.backoff_base_s, max_s=o.backoff_max_s, salt=entry.id)
+                return "queued", base | {"last_error": outcome.text,
+                                         "next_attempt_at": outbox.utcnow() + timedelta(seconds=delay)}  # fmt: skip
+            case "broken":
+                return "dead", base | {"last_error": f"{outcome.text} (fix it, then requeue)"}
+            case _:  # superseded | skipped
+                return outcome.kind, base | {"last_error": outcome.text}
+
+    # ------------------------------------------------------------------------------------------
+
+    def _log_summary(self, result: RunResult) -> None:
+        total = result.total()
+        log.info(
+            "push run %s: %s call(s) in %.1f s: %s acked, %s rejected, %s to retry, %s dead, %s superseded, "
+            "%s skipped, %s lost; breaker %s (opened %s time(s))",
+            result.run_id, total.sent, result.elapsed_s, total.acked, total.rejected, total.retried, total.dead,
+            total.superseded, total.skipped, total.lost, result.breaker, result.breaker_opened,
+        )  # fmt: skip
+        head = f"{'entity':<11} {'org_code':<14} {'sent':>5} {'acked':>5} {'rejected':>8} {'retried':>7} {'dead':>4}"
+        head += f" | outbox: {'queued':>6} {'acked':>6} {'rejected':>8} {'dead':>5}"
+        lines = [head]
+        for (entity, org), t in sorted(result.tallies.items()):
+            box = result.outbox.get(entity, {}).get(org, {})
+            lines.append(
+                f"{entity:<11} {org:<14} {t.sent:>5} {t.acked:>5} {t.rejected:>8} {t.retried:>7} {t.dead:>4}"
+                f" | outbox: {box.get('queued', 0):>6} {box.get('acked', 0):>6} {box.get('rejected', 0):>8}"
+                f" {box.get('dead', 0):>5}"
+            )
+        log.info("push run %s by report type and hospital:\n%s", result.run_id, "\n".join(lines))
