@@ -171,21 +171,32 @@ outbox = Table(
     "push_outbox",
     metadata,
     Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
-    Column("entity", String(64), nullable=False),
+    Column("entity", String(64), nullable=False, comment="labmaster | exammaster"),
     Column("org_code", String(128), nullable=False),
-    Column("record_key", String(1024), nullable=False),
-    Column("content_hash", String(64), nullable=False, comment="the version queued"),
+    Column("report_form_no", String(128), comment="groups the keys of one report (key changes)"),
+    Column("record_key", String(1024), nullable=False, comment="JSON array of the key values"),
+    Column("content_hash", String(64), nullable=False, comment="the version queued (etl_content_hash)"),
     Column("action", String(16), nullable=False, comment="register | void"),
-    Column("status", String(16), nullable=False, comment="queued | sending | acked | rejected | dead"),
-    Column("attempts", Integer, nullable=False, server_default="0"),
-    Column("next_attempt_at", DateTime),
-    Column("last_error", Text),
+    Column("cause", String(16), nullable=False, server_default="load", comment="load | key_change"),
+    Column(
+        "status",
+        String(16),
+        nullable=False,
+        comment="queued | sending | acked | rejected | dead | superseded | skipped",
+    ),
+    Column("attempts", Integer, nullable=False, server_default="0", comment="calls that count"),
+    Column("next_attempt_at", DateTime, comment="UTC; not sent before"),
+    Column("claimed_at", DateTime, comment="UTC; while sending: the lease start"),
+    Column("claimed_by", String(128), comment="while sending: which run holds it"),
+    Column("last_error", Text, comment="error:<reason>, transport failure, or why it stopped"),
     Column("answer_text", Text, comment="ok:<text> of a void: who already quoted the report"),
+    Column("acked_at", DateTime, comment="UTC"),
     Column("created_at", DateTime, nullable=False, server_default=func.current_timestamp()),
     Column("updated_at", DateTime, nullable=False, server_default=func.current_timestamp()),
-    UniqueConstraint("entity", "record_key", "content_hash", "action", name="uq_push_outbox_version"),
     Index("ix_push_outbox_due", "status", "next_attempt_at"),
-    comment="each version of each record to push, queued once",
+    Index("ix_push_outbox_key", "entity", "record_key"),
+    Index("ix_push_outbox_form", "entity", "org_code", "report_form_no"),
+    comment="each version of each report to push, queued once (hurren.push, docs/push.md)",
 )
 
 push_log = Table(
@@ -195,10 +206,11 @@ push_log = Table(
     Column("outbox_id", BigInteger, nullable=False, index=True),
     Column("attempt", Integer, nullable=False),
     Column("method", String(32), nullable=False),
-    Column("sent_at", DateTime, nullable=False),
-    Column("answered_at", DateTime),
-    Column("outcome", String(16), nullable=False, comment="ok | error | transport"),
-    Column("answer", Text),
+    Column("run_id", String(128), comment="the run (claimed_by) that made the call"),
+    Column("sent_at", DateTime, nullable=False, comment="UTC"),
+    Column("answered_at", DateTime, comment="UTC"),
+    Column("outcome", String(16), nullable=False, comment="ok | error | transport | lost"),
+    Column("answer", Text, comment="ok text, error reason, or the transport failure"),
     comment="every call to the platform and what it answered",
 )
 
@@ -211,3 +223,72 @@ def record_key(entity: spec.Entity, row: Mapping[str, Any]) -> str:
 def create_all(engine: Engine, tables: Sequence[Table] | None = None) -> None:
     """Create the store schema (idempotent: existing tables are left as they are)."""
     metadata.create_all(engine, tables=tables, checkfirst=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Reconciliation: PACS studies (hurren.pacs) and daily counts (hurren.daily_counts).
+# Derived facts, rebuilt by their jobs (a re-run replaces its rows); nothing here is pushed.
+
+RECON_INDEXES = (
+    # the day-scoped reads of the reconciliations and the daily counts (one org, one day)
+    Index("ix_labmaster_auth_day", SPEC_TABLES["labmaster"].c.org_code, SPEC_TABLES["labmaster"].c.authenticator_dtime),
+    Index("ix_exammaster_auth_day", SPEC_TABLES["exammaster"].c.org_code, SPEC_TABLES["exammaster"].c.authenticator_dtime),
+    Index("ix_exammaster_perf_day", SPEC_TABLES["exammaster"].c.org_code, SPEC_TABLES["exammaster"].c.performer_dtime),
+    Index("ix_pacs_study_day", SPEC_TABLES["v_web_jctj"].c.institutioncode, SPEC_TABLES["v_web_jctj"].c.studytime),
+    Index("ix_pacs_instance_day", SPEC_TABLES["v_web_jcjg"].c.institutioncode, SPEC_TABLES["v_web_jcjg"].c.studydate),
+)
+
+pacs_recon = Table(
+    "pacs_recon",
+    metadata,
+    Column("org_code", String(128), primary_key=True, comment="INSTITUTIONCODE / exammaster.org_code"),
+    Column("study_uid", String(512), primary_key=True, comment="STUDIUIID = exammaster.study_instance_uid"),
+    Column("study_day", Date, nullable=False, comment="day of STUDYTIME (else STUDYDATE, else performer_dtime)"),
+    Column("modality", String(64)),
+    Column("access_no", String(128)),
+    Column("study_rows", SmallInteger, nullable=False, comment="1: the study is in v_web_jctj (store)"),
+    Column("instance_count", Integer, comment="INSTANCECOUNT of the study row, as a number"),
+    Column("instances", Integer, nullable=False, comment="instance rows received (store)"),
+    Column("file_size", BigInteger, comment="FILESIZE of the study row"),
+    Column("instance_size", BigInteger, comment="sum of FILESIZE over the instance rows received"),
+    Column("reports", Integer, nullable=False, comment="exam reports naming the study"),
+    Column("report_form_no", String(128), comment="one of them"),
+    Column("status", String(16), nullable=False, comment="ok | mismatch"),
+    Column("issues", String(256), nullable=False, comment="comma-separated (hurren.pacs.ISSUES); '' when ok"),
+    Column("run_id", String(250)),
+    Column("checked_at", DateTime, nullable=False),
+    Index("ix_pacs_recon_day", "org_code", "study_day", "status"),
+    comment="per study: the statistics view against the instance rows received, and the exam reports",
+)
+
+daily_count_recon = Table(
+    "daily_count_recon",
+    metadata,
+    Column("org_code", String(128), primary_key=True),
+    Column("date_t", Date, primary_key=True),
+    Column("dept_code", String(128), primary_key=True),
+    Column("lab_counted", Integer, nullable=False, comment="lab reports counted in the store (not clamped)"),
+    Column("exam_counted", Integer, nullable=False),
+    Column("lab_num", SmallInteger, nullable=False, comment="as sent (D8: clamped to daily_count_max)"),
+    Column("exam_num", SmallInteger, nullable=False),
+    Column("overflow", String(32), nullable=False, comment="fields clamped (D8): '' | lab_num | exam_num | both"),
+    Column("lab_acked", Integer, comment="lab reports of the day the platform acknowledged (push_outbox); null: unknown"),
+    Column("exam_acked", Integer),
+    Column("push_status", String(16), nullable=False, comment="not_sent | queued | acked | error"),
+    Column("push_answer", Text, comment="the platform's answer to the counts"),
+    Column("pushed_at", DateTime),
+    Column("issues", String(256), nullable=False, comment="comma-separated (hurren.daily_counts.ISSUES)"),
+    Column("run_id", String(250)),
+    Column("checked_at", DateTime, nullable=False),
+    comment="daily counts: what the store holds, what was sent, what the platform acknowledged",
+)
+
+RECON_TABLES = (pacs_recon, daily_count_recon)
+
+
+def create_reconciliation(engine: Engine) -> None:
+    """The reconciliation tables and the day-scoped indexes, where missing (idempotent; also on a
+    store created before them: ``create_all`` only indexes tables it creates itself)."""
+    create_all(engine)
+    for ix in RECON_INDEXES:
+        ix.create(engine, checkfirst=True)
