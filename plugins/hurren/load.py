@@ -194,6 +194,12 @@ def _json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"), default=str)
 
 
+def _storable(text: str) -> str:
+    """``text`` with lone surrogates (which no UTF-8 database column can hold) written as ``\\udXXX``:
+    a report that validation holds for them must still reach the quarantine, not fail the batch."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def content_hash(
     master: Mapping[str, Any], items: Sequence[Mapping[str, Any]] = (), pdf_sha256: str | None = None
 ) -> str:
@@ -204,11 +210,11 @@ def content_hash(
     if "pdf" in master:
         row["pdf"] = pdf_sha256
     body = {"master": row, "items": sorted((dict(i) for i in items), key=_json)}
-    return hashlib.sha256(_json(body).encode("utf-8")).hexdigest()
+    return hashlib.sha256(_json(body).encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _row_hash(row: Mapping[str, Any]) -> str:
-    return hashlib.sha256(_json(dict(row)).encode("utf-8")).hexdigest()
+    return hashlib.sha256(_json(dict(row)).encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def to_store_value(f: spec.Field, value: str | None) -> Any:
@@ -608,12 +614,10 @@ def _quarantine(
                 "entity": master.name,
                 "record_key": u.key,
                 "content_hash": u.hash,
-                "rules": _json(list(u.hold.rules)),
-                "reason": u.hold.reason,
-                "payload": json.dumps(
-                    {"master": None if u.orphan else u.master, "items": u.items},
-                    ensure_ascii=False,
-                    default=str,
+                "rules": _storable(_json(list(u.hold.rules))),
+                "reason": _storable(u.hold.reason),
+                "payload": _storable(
+                    json.dumps({"master": None if u.orphan else u.master, "items": u.items}, ensure_ascii=False, default=str)
                 ),
             }
         )
