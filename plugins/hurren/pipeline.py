@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from sqlalchemy.engine import Engine
 
-from hurren import extract, load, mapping, spec, validation
+from hurren import extract, load, mapping, reports, spec, validation
 from hurren.sources import STREAMS, Source
 
 log = logging.getLogger(__name__)
@@ -182,6 +182,7 @@ def _load_batch(
         holds = load.holds_from_verdicts(verdicts)
         load_args.pop("pdfs")
         counts = load.load_records(store_engine, batch, holds=holds, **load_args)
+    reports.keep_validation(store_engine, verdicts, summary, source=load_args["source"], run_id=load_args["run_id"])
     errors, warnings = _rule_counts(verdicts)
     summary.errors_by_rule.update(errors)
     summary.warnings_by_rule.update(warnings)
