@@ -101,3 +101,374 @@ def report_dag(source: Source, stream: str, *, doc_md: str) -> DAG:
         )(source_id=source.id, stream=stream)
         prepare >> evl
     return dag
+
+
+# ============================================================================================
+# PACS views, accept/quote records, daily counts (dags/pacs_views.py, dags/mutual_recognition_records.py,
+# dags/daily_counts.py). Wiring only; the work is in hurren.pipeline, hurren.pacs, hurren.daily_counts.
+
+PACS_ASSET = Asset("hurren://store/pacs")
+RECORD_ASSETS = {
+    "accept": Asset("hurren://store/accept_records"),
+    "quote": Asset("hurren://store/quote_records"),
+}
+DAILY_COUNTS_ASSET = Asset("hurren://store/daily_counts")
+PACS_CHUNK_SIZE = 50_000  # instance rows per batch: bench/bench_pacs.py (memory vs. GX's cost per batch)
+RECORD_PUSH_BATCH = 200  # records per SubmitAccept / SubmitQuote call
+BEIJING = "Asia/Shanghai"
+
+
+def pacs_dag_id(source: Source) -> str:
+    return f"pacs__{source.id}"
+
+
+def records_dag_id(source: Source) -> str:
+    return f"records__{source.id}"
+
+
+def _run_scope(ctx: Any) -> str:
+    """The etl run id of a task's rows: the DAG id with its run id (run ids alone repeat across
+    hospitals' DAGs, and the records' direct push selects what its own run loaded)."""
+    return f"{ctx['dag_run'].dag_id}:{ctx['dag_run'].run_id}"
+
+
+def _window(ctx: Any) -> tuple[datetime | None, datetime]:
+    """(backfill_since or None, until) of a task, as extract_validate_load reads them."""
+    params, run = ctx["params"], ctx["dag_run"]
+    interval_start, interval_end = ctx["data_interval_start"], ctx["data_interval_end"]
+    since, until = None, interval_end or run.run_after
+    if params.get("since"):
+        since = datetime.fromisoformat(params["since"])
+        until = datetime.fromisoformat(params["until"]) if params.get("until") else until
+    elif str(run.run_type).endswith("backfill") and interval_start is not None:
+        since = interval_start
+    return since, until
+
+
+def load_stream(source_id: str, stream: str) -> dict[str, Any]:
+    """One window of a record stream (PACS views, accept/quote records) into the store.
+
+    As :func:`extract_validate_load`, plus the DAG's ``chunk_size`` (PACS instance rows come by
+    the million: rows per batch bound the memory) and ``validator`` params; the rows written carry
+    ``etl_run_id`` = ``<dag id>:<run id>``."""
+    import dataclasses
+
+    from hurren import pipeline
+    from hurren.connections import store_engine
+    from hurren.hooks import source_engine
+    from hurren.sources import resolve_sources
+
+    ctx = get_current_context()
+    source = resolve_sources().get(source_id)
+    params = ctx["params"]
+    if params.get("chunk_size"):
+        source = dataclasses.replace(source, chunk_size=int(params["chunk_size"]))
+    since, until = _window(ctx)
+    engine = store_engine()
+    try:
+        summary = pipeline.run_stream(
+            source=source,
+            stream=stream,
+            source_engine=source_engine(source.conn_id),
+            store_engine=engine,
+            pdfs=None,
+            run_id=_run_scope(ctx),
+            dag_id=ctx["dag_run"].dag_id,
+            until=until,
+            backfill_since=since,
+            validator=params.get("validator") or "gx",
+            max_quarantine_ratio=float(params["max_quarantine_ratio"]),
+        )
+    finally:
+        engine.dispose()
+    return summary.as_dict()
+
+
+def reconcile_pacs(source_id: str) -> dict[str, Any]:
+    """The PACS reconciliation of the hospital's last ``reconcile_days`` days (Beijing) up to the
+    run's data interval end; the summary is the task's result and the ``etl_run`` row's details
+    (stream ``pacs_recon``)."""
+    from hurren import load, pacs, store
+    from hurren.connections import store_engine
+    from hurren.daily_counts import BEIJING as TZ
+    from hurren.sources import resolve_sources
+
+    ctx = get_current_context()
+    source = resolve_sources().get(source_id)
+    params, run = ctx["params"], ctx["dag_run"]
+    _, until = _window(ctx)
+    last = (until.astimezone(TZ) if until.tzinfo else until) - timedelta(seconds=1)
+    first_day, last_day = pacs.days_ending(last.date(), int(params["reconcile_days"]))
+    engine = store_engine()
+    try:
+        store.create_reconciliation(engine)
+        run_pk = load.start_run(engine, run_id=_run_scope(ctx), dag_id=run.dag_id, source=source.id, stream="pacs_recon",
+                                interval_start=datetime.combine(first_day, datetime.min.time()),
+                                interval_end=datetime.combine(last_day + timedelta(days=1), datetime.min.time()))  # fmt: skip
+        try:
+            summary = pacs.reconcile(engine, org_code=source.org_code, first_day=first_day, last_day=last_day,
+                                     run_id=_run_scope(ctx))  # fmt: skip
+        except BaseException:
+            load.finish_run(engine, run_pk, status="failed")
+            raise
+        load.finish_run(engine, run_pk, status="success", details=summary.as_dict())
+    finally:
+        engine.dispose()
+    return summary.as_dict()
+
+
+def prepare_reconciliation() -> None:
+    """The store schema, the reconciliation tables and their day indexes, where missing."""
+    from hurren import store
+    from hurren.connections import store_engine
+
+    engine = store_engine()
+    try:
+        store.create_reconciliation(engine)
+    finally:
+        engine.dispose()
+
+
+def _stream_params(chunk_size: int) -> dict[str, Param]:
+    return {
+        "since": Param(None, type=["null", "string"], description="backfill from (source local time, YYYY-MM-DD HH:MM:SS); leaves the watermark alone"),
+        "until": Param(None, type=["null", "string"], description="backfill until (exclusive); default the run's data interval end"),
+        "max_quarantine_ratio": Param(0.5, type="number", minimum=0, maximum=1, description="fail the task (after loading) when more than this share is quarantined"),
+        "chunk_size": Param(chunk_size, type="integer", minimum=1, maximum=200_000, description="rows per batch (memory is bounded by one batch)"),
+        "validator": Param("gx", enum=["gx", "pandas"], description="validation engine: Great Expectations (Data Docs) or the equivalent pandas masks (faster)"),
+    }  # fmt: skip
+
+
+def pacs_dag(source: Source, *, doc_md: str) -> DAG:
+    """The DAG that moves ``source``'s PACS views into the store and reconciles them per study."""
+    with DAG(
+        dag_id=pacs_dag_id(source),
+        description=f"{source.org_name} ({source.org_code}): PACS v_web_jcjg / v_web_jctj → municipal store, per-study reconciliation",
+        doc_md=doc_md,
+        schedule=source.schedule,
+        start_date=START,
+        catchup=False,
+        max_active_runs=1,
+        default_args=DEFAULT_ARGS,
+        tags=["hurren", "pacs", f"org:{source.org_code}"],
+        params={
+            **_stream_params(PACS_CHUNK_SIZE),
+            "reconcile_days": Param(2, type="integer", minimum=1, maximum=366, description="days of studies reconciled, ending with the run's day (Beijing)"),
+        },  # fmt: skip
+    ) as dag:
+        prepare = task(prepare_reconciliation, task_id="prepare_store")()
+        loads = [
+            task(load_stream, task_id=stream, pool=source.pool.name, outlets=[PACS_ASSET],
+                 execution_timeout=timedelta(hours=2))(source_id=source.id, stream=stream)  # fmt: skip
+            for stream in ("pacs_study", "pacs_instance")
+            if stream in source.streams
+        ]
+        recon = task(reconcile_pacs, task_id="reconcile", execution_timeout=timedelta(hours=1))(source_id=source.id)
+        prepare >> loads >> recon
+    return dag
+
+
+# --- accept / quote records -------------------------------------------------------------------
+
+
+def push_records_now(source_id: str, stream: str) -> dict[str, Any]:
+    """TEMPORARY direct push of the accept/quote records this DAG run loaded (SubmitAccept /
+    SubmitQuote, ``RECORD_PUSH_BATCH`` per call), until the push outbox (``hurren.push``) queues
+    ``sehr_accept_record`` / ``sehr_quote_record`` versions; then this task goes and the push DAG
+    sends them with its retries, backoff and dead letters.
+
+    What it does meanwhile: selects the rows whose ``etl_run_id`` is this run's (or, with the
+    ``resend_since`` param, every row of this hospital's runs with ``record_time`` from then on),
+    sends them in batches, and on ``error:<reason>`` splits the batch until the refused records
+    are isolated (the rest go through; the refused are counted, named by report and item code, and
+    fail the task after everything else is sent). A transport failure raises: the task's retries
+    send the batch again (the platform upserts by key)."""
+    from sqlalchemy import select
+
+    from hurren import spec, store
+    from hurren.connections import store_engine
+    from hurren.platform import BusinessError
+    from hurren.push.connection import platform_config
+    from hurren.sources import STREAMS
+
+    ctx = get_current_context()
+    entity = spec.entity(STREAMS[stream].master)
+    table = store.SPEC_TABLES[entity.name]
+    params = ctx["params"]
+    stmt = select(*(table.c[n] for n in entity.names))
+    if params.get("resend_since"):
+        stmt = stmt.where(
+            table.c.etl_run_id.startswith(f"{ctx['dag_run'].dag_id}:", autoescape=True),
+            table.c.record_time >= datetime.fromisoformat(params["resend_since"]),
+        )
+    else:
+        stmt = stmt.where(table.c.etl_run_id == _run_scope(ctx))
+    engine = store_engine()
+    try:
+        with engine.connect() as conn:
+            rows = [dict(r) for r in conn.execute(stmt.order_by(table.c.record_time)).mappings()]
+    finally:
+        engine.dispose()
+    result: dict[str, Any] = {"entity": entity.name, "records": len(rows), "sent": 0, "calls": 0, "refused": []}
+    if not rows:
+        return result
+    send = "submit_accept" if entity.name == "sehr_accept_record" else "submit_quote"
+    with platform_config().client(pool_size=1) as client:
+
+        def deliver(batch: list[dict[str, Any]]) -> None:
+            result["calls"] += 1
+            try:
+                getattr(client, send)(batch)
+                result["sent"] += len(batch)
+            except BusinessError as exc:
+                if len(batch) == 1:
+                    r = batch[0]
+                    result["refused"].append({"hr_org_code": r["hr_org_code"], "hr_report_form_no": r["hr_report_form_no"],
+                                              "code": r["code"], "reason": exc.reason[:300]})  # fmt: skip
+                    return
+                half = len(batch) // 2
+                deliver(batch[:half])
+                deliver(batch[half:])
+
+        for i in range(0, len(rows), RECORD_PUSH_BATCH):
+            deliver(rows[i : i + RECORD_PUSH_BATCH])
+    if result["refused"]:
+        raise RuntimeError(
+            f"{entity.name}: the platform refused {len(result['refused'])} of {len(rows)} record(s) (the rest were "
+            f"sent): {result['refused'][:5]}; fix them at the source (a corrected record loads and is sent again)"
+        )
+    return result
+
+
+def records_dag(source: Source, *, doc_md: str) -> DAG:
+    """The DAG that moves ``source``'s accept and quote records into the store and pushes them."""
+    streams = [s for s in ("accept", "quote") if s in source.streams]
+    with DAG(
+        dag_id=records_dag_id(source),
+        description=f"{source.org_name} ({source.org_code}): accept/quote records → municipal store → SubmitAccept/SubmitQuote",
+        doc_md=doc_md,
+        schedule=source.schedule,
+        start_date=START,
+        catchup=False,
+        max_active_runs=1,
+        default_args=DEFAULT_ARGS,
+        tags=["hurren", "records", f"org:{source.org_code}"],
+        params={
+            **_stream_params(source.chunk_size),
+            "resend_since": Param(None, type=["null", "string"], description="push again every record of this hospital with record_time from then on (YYYY-MM-DD HH:MM:SS)"),
+        },  # fmt: skip
+    ) as dag:
+        prepare = task(prepare_store, task_id="prepare_store")()
+        for stream in streams:
+            evl = task(load_stream, task_id=stream, pool=source.pool.name, outlets=[RECORD_ASSETS[stream]],
+                       execution_timeout=timedelta(hours=1))(source_id=source.id, stream=stream)  # fmt: skip
+            push = task(push_records_now, task_id=f"push_{stream}", execution_timeout=timedelta(hours=1))(
+                source_id=source.id, stream=stream
+            )
+            prepare >> evl >> push
+    return dag
+
+
+# --- daily counts -------------------------------------------------------------------------------
+
+
+def _count_days(ctx: Any) -> list[Any]:
+    from hurren import daily_counts
+
+    params, run = ctx["params"], ctx["dag_run"]
+    if params.get("date"):
+        last = datetime.strptime(params["date"], "%Y-%m-%d").date()
+    else:
+        last = daily_counts.report_day(ctx["logical_date"] or run.run_after)
+    return daily_counts.days_to_count(last, int(params["recount_days"]))
+
+
+def count_daily(source_id: str) -> list[dict[str, Any]]:
+    """The hospital's daily counts of the run's day(s), from the store, into ``lab_exam_report``."""
+    from hurren import daily_counts
+    from hurren.connections import store_engine
+    from hurren.sources import resolve_sources
+
+    ctx = get_current_context()
+    source = resolve_sources().get(source_id)
+    engine = store_engine()
+    try:
+        return [
+            daily_counts.compute_day(engine, org_code=source.org_code, day=day, run_id=_run_scope(ctx)).as_dict()
+            for day in _count_days(ctx)
+        ]
+    finally:
+        engine.dispose()
+
+
+def push_daily(source_id: str) -> dict[str, str]:
+    """TEMPORARY direct push (``hurren.daily_counts.push_day``) of every counted day the platform
+    has not acknowledged yet, until the push outbox takes ``lab_exam_report`` rows."""
+    from hurren import daily_counts
+    from hurren.connections import store_engine
+    from hurren.push.connection import platform_config
+    from hurren.sources import resolve_sources
+
+    ctx = get_current_context()
+    source = resolve_sources().get(source_id)
+    force = bool(ctx["params"].get("force_push"))
+    days = _count_days(ctx)
+    engine = store_engine()
+    try:
+        todo = [d for d in days if daily_counts.stored_rows(engine, org_code=source.org_code, day=d)
+                and (force or daily_counts.pending(engine, org_code=source.org_code, day=d))]  # fmt: skip
+        out = {d.isoformat(): "empty" if not daily_counts.stored_rows(engine, org_code=source.org_code, day=d)
+               else "skipped" for d in days if d not in todo}  # fmt: skip
+        if todo:  # the platform's client only when there is something to send
+            with platform_config().client(pool_size=1) as client:
+                for day in todo:
+                    out[day.isoformat()] = daily_counts.push_day(engine, client, org_code=source.org_code, day=day,
+                                                                 force=force)  # fmt: skip
+    finally:
+        engine.dispose()
+    return {d.isoformat(): out[d.isoformat()] for d in days}
+
+
+def reconcile_daily(source_id: str) -> list[dict[str, Any]]:
+    """Counts against what the platform acknowledged, per day (``daily_count_recon``)."""
+    from hurren import daily_counts
+    from hurren.connections import store_engine
+    from hurren.sources import resolve_sources
+
+    ctx = get_current_context()
+    source = resolve_sources().get(source_id)
+    engine = store_engine()
+    try:
+        return [daily_counts.reconcile_day(engine, org_code=source.org_code, day=day) for day in _count_days(ctx)]
+    finally:
+        engine.dispose()
+
+
+def daily_counts_dag(sources: list[Source], *, doc_md: str, cron: str = "0 3 * * *", timezone: str = BEIJING) -> DAG:
+    """One DAG for every hospital: per hospital count → push → reconcile, at ``cron`` in ``timezone``."""
+    from airflow.sdk import CronTriggerTimetable, TaskGroup
+
+    with DAG(
+        dag_id="daily_counts",
+        description="per hospital: yesterday's audited lab + exam reports by ordering department → ArchiveAutoReport (lab_exam_report)",
+        doc_md=doc_md,
+        schedule=CronTriggerTimetable(cron, timezone=timezone),
+        start_date=START,
+        catchup=False,
+        max_active_runs=1,
+        default_args=DEFAULT_ARGS,
+        tags=["hurren", "daily_counts", "platform"],
+        params={
+            "date": Param(None, type=["null", "string"], description="the day to count (YYYY-MM-DD, Beijing); default the day before the run"),
+            "recount_days": Param(3, type="integer", minimum=1, maximum=366, description="also recount this many days up to it (late reports); only changed days are sent again"),
+            "force_push": Param(False, type="boolean", description="send the days again even when the platform acknowledged them"),
+        },  # fmt: skip
+    ) as dag:
+        prepare = task(prepare_reconciliation, task_id="prepare_store")()
+        for source in sources:
+            with TaskGroup(group_id=source.id, tooltip=f"{source.org_name} ({source.org_code})"):
+                count = task(count_daily, task_id="count", outlets=[DAILY_COUNTS_ASSET])(source_id=source.id)
+                push = task(push_daily, task_id="push")(source_id=source.id)
+                recon = task(reconcile_daily, task_id="reconcile")(source_id=source.id)
+                prepare >> count >> push >> recon
+    return dag

@@ -1,0 +1,35 @@
+"""
+### daily_counts: yesterday's audited lab and exam reports per ordering department (检查检验日报, spec §1.2.2.5)
+
+Every night at 03:00 Beijing time (`CronTriggerTimetable("0 3 * * *", timezone="Asia/Shanghai")`;
+set `HURREN_DAILY_COUNTS_CRON` / `HURREN_DAILY_COUNTS_TIMEZONE` in the scheduler's and the dag
+processor's environment for another time), for every hospital with lab or exam reports, one task
+group:
+
+| task | does |
+|---|---|
+| `<hospital>.count` | counts, **from the store**, the reports audited on the day (`authenticator_dtime`, Beijing), not void, exams in state 3/4; by `participant_dept_code` (开单科室), lab and exam merged into one row per department → `lab_exam_report`, replacing the day's rows (D18) |
+| `<hospital>.push` | ArchiveAutoReport with the day's `lab_exam_report` rows, unless the platform already acknowledged them (temporary direct path until the push outbox takes them) |
+| `<hospital>.reconcile` | per department: counted, sent (D8 clamps above 9999 and records the overflow), the platform's answer, and the reports of the day the platform acknowledged → `daily_count_recon` |
+
+The run counts the previous day and recounts the `recount_days` days before it (late reports); a
+day that comes out the same is neither rewritten nor sent again, a changed day replaces its rows
+(re-running never double-counts).
+
+**Backfill** any day: trigger with `date` = `YYYY-MM-DD` (and `recount_days` = 1 for that day
+only), e.g. `airflow dags trigger daily_counts -c '{"date": "2024-05-29", "recount_days": 1}'`; `force_push` sends acknowledged days again. **Fails** when a day cannot be counted, when
+`daily_count_overflow` is `error` and a count exceeds NUMBER(4) (D8), or when the platform refuses
+or does not answer (retried).
+"""
+
+import os
+
+from hurren.dagfactory import daily_counts_dag
+from hurren.sources import resolve_sources
+
+dag = daily_counts_dag(
+    [s for s in resolve_sources().enabled if {"lab", "exam"} & set(s.streams)],
+    doc_md=__doc__,
+    cron=os.environ.get("HURREN_DAILY_COUNTS_CRON") or "0 3 * * *",
+    timezone=os.environ.get("HURREN_DAILY_COUNTS_TIMEZONE") or "Asia/Shanghai",
+)

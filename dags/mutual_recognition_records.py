@@ -1,0 +1,31 @@
+"""
+### records__&lt;hospital&gt;: accept and quote records (互认结果 / 引用结果) into the store and to the platform
+
+One DAG per hospital in the sources configuration whose `streams` include `accept` or `quote`.
+The hospital records, for each recognisable item of another hospital's report, whether its
+doctor accepted it (`sehr_accept_record`, spec §1.3.2.5 / §1.4.2.3) and what was quoted into the
+medical record (`sehr_quote_record`, §1.3.2.6 / §1.4.2.6). Each run:
+
+| task | does |
+|---|---|
+| `prepare_store` | creates the store schema where missing |
+| `accept`, `quote` | the window, incrementally by `record_time` (their only time column): validate (`reason` required and in STD_REJECT_REASON when `is_accept` is 2, D7; `type` 1 or 2; dates; dictionary codes), upsert by (`new_event_no`, `hr_org_code`, `hr_report_form_no`, `code`, `id_no`) (D16), quarantine the rest with their rules |
+| `push_accept`, `push_quote` | SubmitAccept / SubmitQuote of the records this run loaded, 200 per call; a refused call is split until the refused records are isolated, the rest go through |
+
+The push tasks are the **temporary direct path** until the push outbox queues these records (then
+they go, and `push_reports`-style retries, backoff and dead letters apply). Until then: a transport
+failure fails the task (its retries send again; the platform upserts by key); refused records fail
+the task after the rest are sent, named by report number and item code. To send a window again,
+trigger with `resend_since` (YYYY-MM-DD HH:MM:SS).
+
+**Backfill** a window without moving the watermarks: trigger with params `since` / `until` (source local
+time), or `airflow backfill create --dag-id records__<id> --from-date … --to-date …`.
+"""
+
+from hurren.dagfactory import records_dag
+from hurren.sources import resolve_sources
+
+for _source in resolve_sources().enabled:
+    if {"accept", "quote"} & set(_source.streams):
+        _dag = records_dag(_source, doc_md=__doc__)
+        globals()[_dag.dag_id] = _dag
