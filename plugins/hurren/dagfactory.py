@@ -32,6 +32,23 @@ def dag_id(stream: str, source: Source) -> str:
     return f"{stream}_reports__{source.id}"
 
 
+def hospital_dag(source: Source, *, dag_id: str, what: str, tag: str, doc_md: str, params: dict[str, Any]) -> DAG:
+    """A DAG of one hospital with the settings every hospital DAG shares: its schedule, one run
+    at a time, no catch-up (the watermark catches up), our default args, tags to filter by."""
+    return DAG(
+        dag_id=dag_id,
+        description=f"{source.org_name} ({source.org_code}): {what}",
+        doc_md=doc_md,
+        schedule=source.schedule,
+        start_date=START,
+        catchup=False,
+        max_active_runs=1,
+        default_args=DEFAULT_ARGS,
+        tags=["hurren", tag, f"org:{source.org_code}"],
+        params=params,
+    )
+
+
 def prepare_store() -> None:
     """Create the store schema where it is missing (idempotent; before any hospital task)."""
     from hurren import store
@@ -75,22 +92,14 @@ def extract_validate_load(source_id: str, stream: str) -> dict[str, Any]:
 
 def report_dag(source: Source, stream: str, *, doc_md: str) -> DAG:
     """The DAG that moves ``stream`` ("lab" or "exam") reports of ``source`` into the store."""
-    with DAG(
-        dag_id=dag_id(stream, source),
-        description=f"{source.org_name} ({source.org_code}): {stream} reports → municipal store",
-        doc_md=doc_md,
-        schedule=source.schedule,
-        start_date=START,
-        catchup=False,
-        max_active_runs=1,
-        default_args=DEFAULT_ARGS,
-        tags=["hurren", stream, f"org:{source.org_code}"],
+    with hospital_dag(
+        source, dag_id=dag_id(stream, source), what=f"{stream} reports → municipal store", tag=stream, doc_md=doc_md,
         params={
             "since": Param(None, type=["null", "string"], description="backfill from (source local time, YYYY-MM-DD HH:MM:SS); leaves the watermark alone"),
             "until": Param(None, type=["null", "string"], description="backfill until (exclusive); default the run's data interval end"),
             "max_quarantine_ratio": Param(0.5, type="number", minimum=0, maximum=1, description="fail the task (after loading) when more than this share is quarantined"),
         },
-    ) as dag:
+    ) as dag:  # fmt: skip
         prepare = task(prepare_store, task_id="prepare_store")()
         evl = task(
             extract_validate_load,
@@ -241,21 +250,13 @@ def _stream_params(chunk_size: int) -> dict[str, Param]:
 
 def pacs_dag(source: Source, *, doc_md: str) -> DAG:
     """The DAG that moves ``source``'s PACS views into the store and reconciles them per study."""
-    with DAG(
-        dag_id=pacs_dag_id(source),
-        description=f"{source.org_name} ({source.org_code}): PACS v_web_jcjg / v_web_jctj → municipal store, per-study reconciliation",
-        doc_md=doc_md,
-        schedule=source.schedule,
-        start_date=START,
-        catchup=False,
-        max_active_runs=1,
-        default_args=DEFAULT_ARGS,
-        tags=["hurren", "pacs", f"org:{source.org_code}"],
+    with hospital_dag(
+        source, dag_id=pacs_dag_id(source), what="PACS v_web_jcjg / v_web_jctj → municipal store, per-study reconciliation", tag="pacs", doc_md=doc_md,
         params={
             **_stream_params(PACS_CHUNK_SIZE),
             "reconcile_days": Param(2, type="integer", minimum=1, maximum=366, description="days of studies reconciled, ending with the run's day (Beijing)"),
-        },  # fmt: skip
-    ) as dag:
+        },
+    ) as dag:  # fmt: skip
         prepare = task(prepare_reconciliation, task_id="prepare_store")()
         loads = [
             task(load_stream, task_id=stream, pool=source.pool.name, outlets=[PACS_ASSET],
@@ -343,21 +344,13 @@ def push_records_now(source_id: str, stream: str) -> dict[str, Any]:
 def records_dag(source: Source, *, doc_md: str) -> DAG:
     """The DAG that moves ``source``'s accept and quote records into the store and pushes them."""
     streams = [s for s in ("accept", "quote") if s in source.streams]
-    with DAG(
-        dag_id=records_dag_id(source),
-        description=f"{source.org_name} ({source.org_code}): accept/quote records → municipal store → SubmitAccept/SubmitQuote",
-        doc_md=doc_md,
-        schedule=source.schedule,
-        start_date=START,
-        catchup=False,
-        max_active_runs=1,
-        default_args=DEFAULT_ARGS,
-        tags=["hurren", "records", f"org:{source.org_code}"],
+    with hospital_dag(
+        source, dag_id=records_dag_id(source), what="accept/quote records → municipal store → SubmitAccept/SubmitQuote", tag="records", doc_md=doc_md,
         params={
             **_stream_params(source.chunk_size),
             "resend_since": Param(None, type=["null", "string"], description="push again every record of this hospital with record_time from then on (YYYY-MM-DD HH:MM:SS)"),
-        },  # fmt: skip
-    ) as dag:
+        },
+    ) as dag:  # fmt: skip
         prepare = task(prepare_store, task_id="prepare_store")()
         for stream in streams:
             evl = task(load_stream, task_id=stream, pool=source.pool.name, outlets=[RECORD_ASSETS[stream]],
