@@ -20,9 +20,8 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import create_engine, select, text
 
-from hurren import crypto, dagfactory, store, synthetic
+from hurren import dagfactory, store, synthetic
 from hurren.settings import settings
-from hurren.simulator import Simulator, SimulatorConfig
 
 pytestmark = pytest.mark.services
 
@@ -30,20 +29,6 @@ BEIJING = ZoneInfo("Asia/Shanghai")
 DAY = date(2024, 3, 11)
 REPORTS_UNTIL = datetime(2024, 3, 12, tzinfo=BEIJING)
 COUNT_AT = datetime(2024, 3, 12, 3, 0, tzinfo=BEIJING)  # the 03:00 run that counts DAY
-
-
-@pytest.fixture(scope="module")
-def monkeypatch_module():
-    mp = pytest.MonkeyPatch()
-    yield mp
-    mp.undo()
-
-
-@pytest.fixture(scope="module")
-def sim():
-    private, _ = crypto.generate_keypair()
-    with Simulator(config=SimulatorConfig(port=0, private_key=private)) as s:
-        yield s
 
 
 @pytest.fixture(scope="module")

@@ -32,13 +32,6 @@ VIEWS = {"pacs_instance": "v_web_jcjg", "pacs_study": "v_web_jctj"}
 BACKFILL = {"since": "2024-03-11 00:00:00", "until": "2024-03-12 00:00:00", "chunk_size": 50}
 
 
-@pytest.fixture(scope="module")
-def monkeypatch_module():
-    mp = pytest.MonkeyPatch()
-    yield mp
-    mp.undo()
-
-
 def _q(url, sql, **params):
     engine = create_engine(url)
     with engine.begin() as conn:

@@ -36,13 +36,6 @@ PLATFORM_ORG = "650100000"  # the municipal platform's own credential
 
 
 @pytest.fixture(scope="module")
-def monkeypatch_module():
-    mp = pytest.MonkeyPatch()
-    yield mp
-    mp.undo()
-
-
-@pytest.fixture(scope="module")
 def sim():
     from hurren import crypto
 

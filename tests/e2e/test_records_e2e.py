@@ -17,9 +17,8 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import create_engine, select, text
 
-from hurren import crypto, dagfactory, spec, store, synthetic
+from hurren import dagfactory, spec, store, synthetic
 from hurren.settings import settings
-from hurren.simulator import Simulator, SimulatorConfig
 
 pytestmark = pytest.mark.services
 
@@ -27,20 +26,6 @@ DAY = date(2024, 3, 11)
 UNTIL = datetime(2024, 3, 12, tzinfo=ZoneInfo("Asia/Shanghai"))
 STREAMS = {"accept": "sehr_accept_record", "quote": "sehr_quote_record"}
 RECORD_KINDS = ("accept_reason_missing", "accept_reason_unknown", "quote_not_null")
-
-
-@pytest.fixture(scope="module")
-def monkeypatch_module():
-    mp = pytest.MonkeyPatch()
-    yield mp
-    mp.undo()
-
-
-@pytest.fixture(scope="module")
-def sim():
-    private, _ = crypto.generate_keypair()
-    with Simulator(config=SimulatorConfig(port=0, private_key=private)) as s:
-        yield s
 
 
 def platform_env(mp, sim, org_code="650000001"):

@@ -59,13 +59,6 @@ def region(services, make_database, s3, tmp_path_factory, monkeypatch_module):
     settings.cache_clear()
 
 
-@pytest.fixture(scope="module")
-def monkeypatch_module():
-    mp = pytest.MonkeyPatch()
-    yield mp
-    mp.undo()
-
-
 def _run_all(run_dag, region, *, logical_date=UNTIL, conf=None):
     results = {}
     for source in region["sources"]:
