@@ -9,7 +9,7 @@ group:
 | task | does |
 |---|---|
 | `<hospital>.count` | counts, **from the store**, the reports audited on the day (`authenticator_dtime`, Beijing), not void, exams in state 3/4; by `participant_dept_code` (开单科室), lab and exam merged into one row per department → `lab_exam_report`, replacing the day's rows (D18) |
-| `<hospital>.push` | ArchiveAutoReport with the day's `lab_exam_report` rows, unless the platform already acknowledged them (temporary direct path until the push outbox takes them) |
+| `<hospital>.push` | ArchiveAutoReport with the hospital's queued `lab_exam_report` rows through the push outbox (`count` queues a row only when its counts changed since the platform acknowledged them), many rows per call; retries, backoff and dead letters as for reports (`docs/push.md`) |
 | `<hospital>.reconcile` | per department: counted, sent (D8 clamps above 9999 and records the overflow), the platform's answer, and the reports of the day the platform acknowledged → `daily_count_recon` |
 
 The run counts the previous day and recounts the `recount_days` days before it (late reports); a
@@ -17,9 +17,10 @@ day that comes out the same is neither rewritten nor sent again, a changed day r
 (re-running never double-counts).
 
 **Backfill** any day: trigger with `date` = `YYYY-MM-DD` (and `recount_days` = 1 for that day
-only), e.g. `airflow dags trigger daily_counts -c '{"date": "2024-05-29", "recount_days": 1}'`; `force_push` sends acknowledged days again. **Fails** when a day cannot be counted, when
-`daily_count_overflow` is `error` and a count exceeds NUMBER(4) (D8), or when the platform refuses
-or does not answer (retried).
+only), e.g. `airflow dags trigger daily_counts -c '{"date": "2024-05-29", "recount_days": 1}'`. **Fails** when a day cannot be counted, when
+`daily_count_overflow` is `error` and a count exceeds NUMBER(4) (D8), when the platform refuses
+rows (named in the error; `python -m hurren.push dead --status rejected`), or when it does not
+answer (retried; queued rows also go out with `push_reports`' runs every 15 minutes).
 """
 
 import os

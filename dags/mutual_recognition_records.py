@@ -10,13 +10,13 @@ medical record (`sehr_quote_record`, §1.3.2.6 / §1.4.2.6). Each run:
 |---|---|
 | `prepare_store` | creates the store schema where missing |
 | `accept`, `quote` | the window, incrementally by `record_time` (their only time column): validate (`reason` required and in STD_REJECT_REASON when `is_accept` is 2, D7; `type` 1 or 2; dates; dictionary codes), upsert by (`new_event_no`, `hr_org_code`, `hr_report_form_no`, `code`, `id_no`) (D16), quarantine the rest with their rules |
-| `push_accept`, `push_quote` | SubmitAccept / SubmitQuote of the records this run loaded, 200 per call; a refused call is split until the refused records are isolated, the rest go through |
+| `push_accept`, `push_quote` | SubmitAccept / SubmitQuote of the hospital's queued records through the push outbox (each record written by a load is queued in the same transaction), 200 per call; a refused call is split until the refused records are isolated, the rest are acknowledged |
 
-The push tasks are the **temporary direct path** until the push outbox queues these records (then
-they go, and `push_reports`-style retries, backoff and dead letters apply). Until then: a transport
-failure fails the task (its retries send again; the platform upserts by key); refused records fail
-the task after the rest are sent, named by report number and item code. To send a window again,
-trigger with `resend_since` (YYYY-MM-DD HH:MM:SS).
+Retries, backoff and dead letters are those of reports (`docs/push.md`): a transport failure leaves
+the records queued (the task fails and is retried; `push_reports` also sends them every 15
+minutes); refused records fail the task after the rest are sent, named by report number, and stay
+`rejected` in `push_outbox` (`python -m hurren.push dead --status rejected`); a corrected record at
+the source is a new version, queued by its load.
 
 **Backfill** a window without moving the watermarks: trigger with params `since` / `until` (source local
 time), or `airflow backfill create --dag-id records__<id> --from-date … --to-date …`.

@@ -1,5 +1,5 @@
 """
-### push_reports: the store's lab and exam reports to the region platform
+### push_reports: the store's lab and exam reports (and every other queued row) to the region platform
 
 Runs when a hospital's reports reach the store (the Assets `hurren://store/lab_reports` and
 `hurren://store/exam_reports`, updated by every `lab_reports__*` / `exam_reports__*` run) and
@@ -19,6 +19,10 @@ Voids: a report whose `data_status` is `0` in the source (D15) is voided with De
 DeleteExamInfo; the platform's `ok:` text naming who quoted it is kept (`push_outbox.answer_text`)
 and listed in the task's result. A report whose key changed is voided under its old key.
 
+The same run sends whatever else the outbox holds due: daily counts (`lab_exam_report`) and
+accept/quote records that their own DAGs' push tasks could not deliver (many rows per call; a
+refused call is split until the refused rows are isolated).
+
 **Returns** counts per report type and hospital (sent, acked, rejected, retried, dead) and the
 outbox's states, the voids quoted by others, and this run's dead letters with their last error.
 **Dead letters**: read them with `python -m hurren.push dead`, or trigger `push_requeue` (dry run
@@ -35,6 +39,7 @@ from datetime import timedelta
 from airflow.sdk import DAG, AssetOrTimeSchedule, CronTriggerTimetable, Param, task
 
 from hurren.dagfactory import DEFAULT_ARGS, START, STREAM_ASSETS, prepare_store
+from hurren.push.options import PUSH_ENTITIES
 from hurren.push.tasks import push_reports as push
 
 with DAG(
@@ -53,7 +58,7 @@ with DAG(
     params={
         "concurrency": Param(4, type="integer", minimum=1, maximum=32, description="calls in flight at once"),
         "max_run_s": Param(900, type="number", minimum=10, description="stop claiming after this many seconds"),
-        "entities": Param(["labmaster", "exammaster"], type="array", description="report types to push"),
+        "entities": Param(list(PUSH_ENTITIES), type="array", description="what to push: labmaster, exammaster, lab_exam_report, sehr_accept_record, sehr_quote_record"),
         "org_codes": Param([], type="array", description="only these hospitals (org_code); empty: all"),
     },
 ) as dag:

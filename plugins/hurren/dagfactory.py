@@ -123,7 +123,6 @@ RECORD_ASSETS = {
 }
 DAILY_COUNTS_ASSET = Asset("hurren://store/daily_counts")
 PACS_CHUNK_SIZE = 50_000  # instance rows per batch: bench/bench_pacs.py (memory vs. GX's cost per batch)
-RECORD_PUSH_BATCH = 200  # records per SubmitAccept / SubmitQuote call
 BEIJING = "Asia/Shanghai"
 
 
@@ -137,7 +136,7 @@ def records_dag_id(source: Source) -> str:
 
 def _run_scope(ctx: Any) -> str:
     """The etl run id of a task's rows: the DAG id with its run id (run ids alone repeat across
-    hospitals' DAGs, and the records' direct push selects what its own run loaded)."""
+    hospitals' DAGs)."""
     return f"{ctx['dag_run'].dag_id}:{ctx['dag_run'].run_id}"
 
 
@@ -272,73 +271,12 @@ def pacs_dag(source: Source, *, doc_md: str) -> DAG:
 # --- accept / quote records -------------------------------------------------------------------
 
 
-def push_records_now(source_id: str, stream: str) -> dict[str, Any]:
-    """TEMPORARY direct push of the accept/quote records this DAG run loaded (SubmitAccept /
-    SubmitQuote, ``RECORD_PUSH_BATCH`` per call), until the push outbox (``hurren.push``) queues
-    ``sehr_accept_record`` / ``sehr_quote_record`` versions; then this task goes and the push DAG
-    sends them with its retries, backoff and dead letters.
+def push_records(source_id: str, stream: str) -> dict[str, Any]:
+    """The hospital's queued accept or quote records to the platform now (``push_hospital``)."""
+    from hurren.push.tasks import push_hospital
+    from hurren.sources import STREAMS, resolve_sources
 
-    What it does meanwhile: selects the rows whose ``etl_run_id`` is this run's (or, with the
-    ``resend_since`` param, every row of this hospital's runs with ``record_time`` from then on),
-    sends them in batches, and on ``error:<reason>`` splits the batch until the refused records
-    are isolated (the rest go through; the refused are counted, named by report and item code, and
-    fail the task after everything else is sent). A transport failure raises: the task's retries
-    send the batch again (the platform upserts by key)."""
-    from sqlalchemy import select
-
-    from hurren import spec, store
-    from hurren.connections import store_engine
-    from hurren.platform import BusinessError
-    from hurren.push.connection import platform_config
-    from hurren.sources import STREAMS
-
-    ctx = get_current_context()
-    entity = spec.entity(STREAMS[stream].master)
-    table = store.SPEC_TABLES[entity.name]
-    params = ctx["params"]
-    stmt = select(*(table.c[n] for n in entity.names))
-    if params.get("resend_since"):
-        stmt = stmt.where(
-            table.c.etl_run_id.startswith(f"{ctx['dag_run'].dag_id}:", autoescape=True),
-            table.c.record_time >= datetime.fromisoformat(params["resend_since"]),
-        )
-    else:
-        stmt = stmt.where(table.c.etl_run_id == _run_scope(ctx))
-    engine = store_engine()
-    try:
-        with engine.connect() as conn:
-            rows = [dict(r) for r in conn.execute(stmt.order_by(table.c.record_time)).mappings()]
-    finally:
-        engine.dispose()
-    result: dict[str, Any] = {"entity": entity.name, "records": len(rows), "sent": 0, "calls": 0, "refused": []}
-    if not rows:
-        return result
-    send = "submit_accept" if entity.name == "sehr_accept_record" else "submit_quote"
-    with platform_config().client(pool_size=1) as client:
-
-        def deliver(batch: list[dict[str, Any]]) -> None:
-            result["calls"] += 1
-            try:
-                getattr(client, send)(batch)
-                result["sent"] += len(batch)
-            except BusinessError as exc:
-                if len(batch) == 1:
-                    r = batch[0]
-                    result["refused"].append({"hr_org_code": r["hr_org_code"], "hr_report_form_no": r["hr_report_form_no"],
-                                              "code": r["code"], "reason": exc.reason[:300]})  # fmt: skip
-                    return
-                half = len(batch) // 2
-                deliver(batch[:half])
-                deliver(batch[half:])
-
-        for i in range(0, len(rows), RECORD_PUSH_BATCH):
-            deliver(rows[i : i + RECORD_PUSH_BATCH])
-    if result["refused"]:
-        raise RuntimeError(
-            f"{entity.name}: the platform refused {len(result['refused'])} of {len(rows)} record(s) (the rest were "
-            f"sent): {result['refused'][:5]}; fix them at the source (a corrected record loads and is sent again)"
-        )
-    return result
+    return push_hospital(STREAMS[stream].master, resolve_sources().get(source_id).org_code)
 
 
 def records_dag(source: Source, *, doc_md: str) -> DAG:
@@ -346,16 +284,13 @@ def records_dag(source: Source, *, doc_md: str) -> DAG:
     streams = [s for s in ("accept", "quote") if s in source.streams]
     with hospital_dag(
         source, dag_id=records_dag_id(source), what="accept/quote records → municipal store → SubmitAccept/SubmitQuote", tag="records", doc_md=doc_md,
-        params={
-            **_stream_params(source.chunk_size),
-            "resend_since": Param(None, type=["null", "string"], description="push again every record of this hospital with record_time from then on (YYYY-MM-DD HH:MM:SS)"),
-        },
+        params=_stream_params(source.chunk_size),
     ) as dag:  # fmt: skip
         prepare = task(prepare_store, task_id="prepare_store")()
         for stream in streams:
             evl = task(load_stream, task_id=stream, pool=source.pool.name, outlets=[RECORD_ASSETS[stream]],
                        execution_timeout=timedelta(hours=1))(source_id=source.id, stream=stream)  # fmt: skip
-            push = task(push_records_now, task_id=f"push_{stream}", execution_timeout=timedelta(hours=1))(
+            push = task(push_records, task_id=f"push_{stream}", execution_timeout=timedelta(hours=1))(
                 source_id=source.id, stream=stream
             )
             prepare >> evl >> push
@@ -394,32 +329,13 @@ def count_daily(source_id: str) -> list[dict[str, Any]]:
         engine.dispose()
 
 
-def push_daily(source_id: str) -> dict[str, str]:
-    """TEMPORARY direct push (``hurren.daily_counts.push_day``) of every counted day the platform
-    has not acknowledged yet, until the push outbox takes ``lab_exam_report`` rows."""
-    from hurren import daily_counts
-    from hurren.connections import store_engine
-    from hurren.push.connection import platform_config
+def push_daily(source_id: str) -> dict[str, Any]:
+    """The hospital's queued daily-count rows to the platform now (``push_hospital``): only rows
+    whose counts changed since the platform acknowledged them are queued."""
+    from hurren.push.tasks import push_hospital
     from hurren.sources import resolve_sources
 
-    ctx = get_current_context()
-    source = resolve_sources().get(source_id)
-    force = bool(ctx["params"].get("force_push"))
-    days = _count_days(ctx)
-    engine = store_engine()
-    try:
-        todo = [d for d in days if daily_counts.stored_rows(engine, org_code=source.org_code, day=d)
-                and (force or daily_counts.pending(engine, org_code=source.org_code, day=d))]  # fmt: skip
-        out = {d.isoformat(): "empty" if not daily_counts.stored_rows(engine, org_code=source.org_code, day=d)
-               else "skipped" for d in days if d not in todo}  # fmt: skip
-        if todo:  # the platform's client only when there is something to send
-            with platform_config().client(pool_size=1) as client:
-                for day in todo:
-                    out[day.isoformat()] = daily_counts.push_day(engine, client, org_code=source.org_code, day=day,
-                                                                 force=force)  # fmt: skip
-    finally:
-        engine.dispose()
-    return {d.isoformat(): out[d.isoformat()] for d in days}
+    return push_hospital("lab_exam_report", resolve_sources().get(source_id).org_code)
 
 
 def reconcile_daily(source_id: str) -> list[dict[str, Any]]:
@@ -454,7 +370,6 @@ def daily_counts_dag(sources: list[Source], *, doc_md: str, cron: str = "0 3 * *
         params={
             "date": Param(None, type=["null", "string"], description="the day to count (YYYY-MM-DD, Beijing); default the day before the run"),
             "recount_days": Param(3, type="integer", minimum=1, maximum=366, description="also recount this many days up to it (late reports); only changed days are sent again"),
-            "force_push": Param(False, type="boolean", description="send the days again even when the platform acknowledged them"),
         },  # fmt: skip
     ) as dag:
         prepare = task(prepare_reconciliation, task_id="prepare_store")()

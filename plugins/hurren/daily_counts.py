@@ -24,11 +24,11 @@ keeps its row with zero counts, so the platform's own copy (it upserts by the sa
 overwritten rather than left stale. A day whose rows come out the same (ignoring
 ``last_update_dtime``, the time they were computed) is left alone and not sent again.
 
-Pushing: :func:`push_day` sends the day's rows with ArchiveAutoReport in one call. It is the
-*temporary* direct path until the push outbox (``hurren.push``) queues ``lab_exam_report`` rows;
-its status goes into ``daily_count_recon.push_status``. :func:`reconcile_day` then compares, per
-department, the counts with what the platform acknowledged: the answer to the counts, and the
-reports of that day the outbox holds as ``acked``.
+Pushing: each row written is queued in the push outbox (``hurren.push``) in the same transaction,
+one entry per department row; the push sends a hospital's queued rows with ArchiveAutoReport, many
+per call, with the outbox's retries, backoff and dead letters. :func:`reconcile_day` then compares,
+per department, the counts with what the platform acknowledged: the outbox's state of the row's
+current version (``push_status``), and the reports of that day the outbox holds as ``acked``.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ from sqlalchemy import Table, bindparam, delete, func, insert, or_, select, true
 from sqlalchemy.engine import Connection, Engine
 
 from hurren import spec, store
+from hurren.push import outbox
 
 __all__ = [
     "ISSUES",
@@ -58,8 +59,6 @@ __all__ = [
     "count_reports",
     "days_to_count",
     "merge",
-    "pending",
-    "push_day",
     "reconcile_day",
     "report_day",
     "row_hash",
@@ -317,6 +316,7 @@ def compute_day(
             result.rows = [{k: v[k] for k in (*_fields, "etl_content_hash", "etl_run_id")} for v in before.values()]
             result.rows.sort(key=lambda r: r["dept_code"])
             _refresh_recon(conn, result, run_id=run_id, now=now)
+            outbox.enqueue(conn, spec.entity(ENTITY), result.rows)  # no-op unless the outbox lacks them
             return result
         conn.execute(delete(t).where(t.c.org_code == org_code, t.c.date_t == day))
         if rows:
@@ -324,6 +324,7 @@ def compute_day(
         conn.execute(delete(recon).where(recon.c.org_code == org_code, recon.c.date_t == day))
         if rows:
             conn.execute(insert(recon), [_recon_row(result, r, run_id=run_id, now=now) for r in rows])
+            outbox.enqueue(conn, spec.entity(ENTITY), rows)  # changed rows only: the rest are acked or queued
     log.info(
         "daily counts %s %s: %s department(s), lab %s, exam %s%s",
         org_code,
@@ -380,61 +381,6 @@ def stored_rows(engine: Engine, *, org_code: str, day: date) -> list[dict[str, A
 
 
 # --------------------------------------------------------------------------------------------
-# pushing: TEMPORARY direct path, until hurren.push queues lab_exam_report rows
-
-
-def pending(engine: Engine, *, org_code: str, day: date) -> bool:
-    """Whether the day has rows the platform has not acknowledged in their current version."""
-    recon = store.daily_count_recon
-    with engine.connect() as conn:
-        statuses = set(
-            conn.execute(
-                select(recon.c.push_status).where(recon.c.org_code == org_code, recon.c.date_t == day)
-            ).scalars()
-        )
-    return bool(statuses) and statuses != {"acked"}
-
-
-def push_day(engine: Engine, client: Any, *, org_code: str, day: date, force: bool = False) -> str:
-    """Send the day's rows with ArchiveAutoReport now, unless the platform already acknowledged
-    this version (``force`` sends anyway). Returns ``acked``, ``skipped`` (already acked) or
-    ``empty`` (no rows). The outcome goes into ``daily_count_recon``.
-
-    TEMPORARY: the direct path until the push outbox (``hurren.push``) takes ``lab_exam_report``
-    rows; then this enqueues them instead and the push DAG sends, retries and isolates poison as
-    it does for reports. ``client`` is a :class:`hurren.platform.PlatformClient` (or anything
-    with ``archive_daily_counts(rows)``). A ``BusinessError`` (``error:<reason>``) is recorded
-    and re-raised; a transport error is re-raised for the task's retry.
-    """
-    from hurren.platform import BusinessError
-
-    recon = store.daily_count_recon
-    rows = stored_rows(engine, org_code=org_code, day=day)
-    if not rows:
-        return "empty"
-    if not force and not pending(engine, org_code=org_code, day=day):
-        return "skipped"
-    where = (recon.c.org_code == org_code, recon.c.date_t == day)
-    sent_at = datetime.now(BEIJING).replace(tzinfo=None, microsecond=0)
-    try:
-        ack = client.archive_daily_counts(rows)
-    except BusinessError as exc:
-        with engine.begin() as conn:
-            conn.execute(
-                update(recon)
-                .where(*where)
-                .values(push_status="error", push_answer=f"error:{exc.reason}"[:2000], pushed_at=sent_at)
-            )
-        raise
-    with engine.begin() as conn:
-        conn.execute(
-            update(recon).where(*where).values(push_status="acked", push_answer=f"ok{':' + ack.text if ack.text else ''}", pushed_at=sent_at)
-        )
-    log.info("daily counts %s %s: %s row(s) sent, platform answered ok", org_code, day, len(rows))
-    return "acked"
-
-
-# --------------------------------------------------------------------------------------------
 # reconciliation against what the platform acknowledged
 
 
@@ -462,39 +408,69 @@ def _acked_reports(conn: Connection, entity: str, *, org_code: str, day: date, o
     return dict(Counter(by_key[k] for k in acked))
 
 
+_PUSH_STATUS = {"acked": "acked", "queued": "queued", "sending": "queued", "rejected": "rejected", "dead": "dead"}
+
+
+def _pushed(conn: Connection, org_code: str, day: date) -> dict[str, dict[str, Any]]:
+    """Per department: the outbox's state of the day's row as stored now (its current version):
+    ``push_status`` (not_sent | queued | acked | rejected | dead), ``push_answer``, ``pushed_at``."""
+    entity = spec.entity(ENTITY)
+    ob = store.outbox
+    out = {}
+    for dept, row in _stored(conn, org_code, day).items():
+        entry = conn.execute(
+            select(ob.c.status, ob.c.answer_text, ob.c.last_error, ob.c.acked_at)
+            .where(ob.c.entity == ENTITY, ob.c.record_key == store.record_key(entity, row),
+                   ob.c.content_hash == row["etl_content_hash"])  # fmt: skip
+            .order_by(ob.c.id.desc())
+            .limit(1)
+        ).first()
+        status = _PUSH_STATUS.get(entry.status, "not_sent") if entry else "not_sent"
+        answer = None
+        if status == "acked":
+            answer = "ok" + (f":{entry.answer_text}" if entry.answer_text else "")
+        elif entry is not None:
+            answer = entry.last_error
+        out[dept] = {"push_status": status, "push_answer": answer, "pushed_at": entry.acked_at if entry else None}
+    return out
+
+
 def reconcile_day(engine: Engine, *, org_code: str, day: date, options: spec.SpecOptions | None = None) -> dict[str, Any]:
     """Per department of the day: counted vs. sent (D8) vs. the platform's answer to the counts
-    vs. the reports of the day the platform acknowledged. Writes ``lab_acked``, ``exam_acked``
-    and ``issues`` into ``daily_count_recon``; returns the day's summary (JSON-safe)."""
+    (the push outbox) vs. the reports of the day the platform acknowledged. Writes ``lab_acked``,
+    ``exam_acked``, the push state and ``issues`` into ``daily_count_recon``; returns the day's
+    summary (JSON-safe)."""
     options = options or spec.SpecOptions()
     recon = store.daily_count_recon
     now = datetime.now(BEIJING).replace(tzinfo=None, microsecond=0)
     with engine.begin() as conn:
         lab = _acked_reports(conn, "labmaster", org_code=org_code, day=day, options=options)
         exam = _acked_reports(conn, "exammaster", org_code=org_code, day=day, options=options)
+        pushed = _pushed(conn, org_code, day)
         rows = conn.execute(select(recon).where(recon.c.org_code == org_code, recon.c.date_t == day)).mappings().all()
         issues: Counter[str] = Counter()
         status: Counter[str] = Counter()
         for r in rows:
             lab_acked = None if lab is None else lab.get(r["dept_code"], 0)
             exam_acked = None if exam is None else exam.get(r["dept_code"], 0)
+            push = pushed.get(r["dept_code"], {"push_status": "not_sent", "push_answer": None, "pushed_at": None})
             found = []
             if r["overflow"]:
                 found.append("overflow")
-            if r["push_status"] in ("not_sent", "queued"):
+            if push["push_status"] in ("not_sent", "queued"):
                 found.append("not_sent")
-            if r["push_status"] == "error":
+            if push["push_status"] in ("rejected", "dead"):
                 found.append("push_error")
             if lab_acked is not None and lab_acked != r["lab_counted"]:
                 found.append("lab_not_acked")
             if exam_acked is not None and exam_acked != r["exam_counted"]:
                 found.append("exam_not_acked")
             issues.update(found)
-            status[r["push_status"]] += 1
+            status[push["push_status"]] += 1
             conn.execute(
                 update(recon)
                 .where(recon.c.org_code == org_code, recon.c.date_t == day, recon.c.dept_code == r["dept_code"])
-                .values(lab_acked=lab_acked, exam_acked=exam_acked, issues=",".join(found), checked_at=now)
+                .values(lab_acked=lab_acked, exam_acked=exam_acked, issues=",".join(found), checked_at=now, **push)
             )
     summary = {
         "org_code": org_code,

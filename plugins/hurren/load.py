@@ -826,8 +826,9 @@ def _commit(
         counts.loaded = len(written)
         counts.items_written = sum(len(u.typed_items) for u in written)
         if written:  # a committed version and its queue entry commit together (hurren.push)
-            counts.queued = push_outbox.enqueue_reports(
-                conn, b.master, [u.typed_master for u in written], void_data_status=void_data_status
+            counts.queued = push_outbox.enqueue(
+                conn, b.master, [u.typed_master for u in written], org_code=source.org_code,
+                void_data_status=void_data_status,
             )
         counts.quarantine_written = _quarantine(conn, b.master, b.held, source=source, run_id=run_id)
         counts.resolved = _resolve(conn, b.master, sorted({u.key for u in b.valid}), source=source)
@@ -931,7 +932,7 @@ def load_reports(
     (:func:`start_run`). ``cursor``: the stream's cursor, advanced to the batch's highest
     value in the same transaction; None for a backfill. ``method``: "copy" (PostgreSQL),
     "portable", or "auto" (copy when the store is PostgreSQL with psycopg). Every report written
-    is queued for the platform in the same transaction (``hurren.push.outbox.enqueue_reports``;
+    is queued for the platform in the same transaction (``hurren.push.outbox.enqueue``;
     ``options.void_data_status`` says which are voids, D15).
     """
     d = STREAMS[batch.stream]
@@ -966,7 +967,8 @@ def load_records(
     method: Method = "auto",
 ) -> LoadCounts:
     """Load one batch of PACS rows or accept/quote records, upserted by the spec key; the same
-    rules as :func:`load_reports` without sub-items and PDFs."""
+    rules as :func:`load_reports` without sub-items and PDFs. Accept/quote rows written are queued
+    for the platform in the same transaction (``hurren.push.outbox.enqueue``), PACS rows are not."""
     d = STREAMS[batch.stream]
     return _load(
         engine,

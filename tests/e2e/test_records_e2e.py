@@ -4,8 +4,9 @@ platform, through real ``records__*`` DAG runs over PostgreSQL and the simulator
 Two hospitals whose doctors accept or quote each other's reports, a quarter of the records
 defective (reason missing or unknown when is_accept = 2, a required field empty). What must hold:
 every record is loaded or quarantined (with the rule its label names), the simulator holds exactly
-the valid ones field by field, a re-run changes nothing, and refused calls are split until only the
-refused records are left out (the temporary direct push).
+the valid ones field by field, each acknowledged once through the push outbox, a re-run changes
+nothing, and refused calls are split until only the refused records are left out, which a requeue
+sends once the platform takes them.
 """
 
 from __future__ import annotations
@@ -139,8 +140,16 @@ def test_the_platform_holds_exactly_the_valid_records_field_by_field(region, fir
                 value = src[name]
                 want = value.strftime(spec.DATETIME_FORMAT) if isinstance(value, datetime) else (value or "")
                 assert rec[name] == want, (entity, name)
-    pushed = sum(first_run[s][f"push_{k}"]["sent"] for s in first_run for k in STREAMS)
-    assert pushed == sum(len(sim.platform.store.records(e)) for e in STREAMS.values())
+    acked = sum(first_run[s][f"push_{k}"]["total"]["acked"] for s in first_run for k in STREAMS)
+    assert acked == sum(len(sim.platform.store.records(e)) for e in STREAMS.values())
+    engine = create_engine(region["store_url"])
+    with engine.connect() as conn:  # one outbox entry per valid record, acknowledged once
+        entries = conn.execute(text("select entity, status, count(*) from push_outbox group by entity, status")).all()
+        calls = conn.execute(text("select count(distinct sent_at) from push_log")).scalar_one()
+    engine.dispose()
+    assert {(e, st): n for e, st, n in entries} == {
+        (e, "acked"): len(sim.platform.store.records(e)) for e in STREAMS.values()}  # fmt: skip
+    assert calls < acked / 5  # many records per call
 
 
 def test_a_rerun_loads_and_sends_nothing_new(region, first_run, run_dag, sim):
@@ -151,26 +160,43 @@ def test_a_rerun_loads_and_sends_nothing_new(region, first_run, run_dag, sim):
         for stream in STREAMS:
             r = result.xcom(stream)
             assert r["loaded"] == 0 and r["extracted"] == first_run[source.id][stream]["extracted"]
-            assert result.xcom(f"push_{stream}")["records"] == 0  # nothing this run wrote: nothing to send
+            assert result.xcom(f"push_{stream}")["total"]["sent"] == 0  # nothing new queued: nothing sent
     after = {e: sorted(json.dumps(r, sort_keys=True) for r, _, _ in sim.platform.store.records(e)) for e in STREAMS.values()}
     assert after == before
 
 
 def test_refused_calls_are_split_until_only_the_refused_records_stay_out(region, first_run, run_dag, sim):
-    """The simulator refuses half of the SubmitAccept calls (error:simulated failure): the push
-    splits refused batches, sends the rest, names the refused and fails; resend_since sends them."""
+    """The hospital corrects its accept records (a new version of each); the simulator refuses half
+    of the SubmitAccept calls (error:simulated failure): the push splits refused batches, sends the
+    rest, names the refused and fails; once the platform takes them, a requeue sends exactly those."""
+    from hurren.push.tasks import requeue_entries
+
     source = region["sources"].enabled[0]
+    hospital = create_engine(region["urls"][source.id])
+    with hospital.begin() as conn:
+        conn.execute(text("update sehr_accept_record set doc_name = doc_name || '(改)'"))
+    hospital.dispose()
+    window = {"since": "2024-03-11 00:00:00", "until": "2024-03-12 00:00:00"}
+    valid = first_run[source.id]["accept"]["loaded"]
     sim.platform.reset()
     sim.platform.faults.update({"error_rate": 0.5, "seed": 4, "methods": ["SubmitAccept"]})
     try:
-        result = _run(run_dag, source, conf={"resend_since": "2024-03-11 00:00:00"})
+        result = _run(run_dag, source, conf=window)
+        assert result.xcom("accept")["loaded"] == valid  # the new versions, queued by their load
         assert result.task_states["push_accept"] == "failed"
         assert "refused" in str(result.errors["push_accept"])
         stored = len(sim.platform.store.records("sehr_accept_record"))
-        valid = first_run[source.id]["accept"]["loaded"]
         assert 0 < stored < valid
     finally:
         sim.platform.faults.reset()
-    result = _run(run_dag, source, conf={"resend_since": "2024-03-11 00:00:00"})
+    store_engine = create_engine(region["store_url"])
+    try:
+        out = requeue_entries(status="rejected", entity="sehr_accept_record", dry_run=False, engine=store_engine)
+    finally:
+        store_engine.dispose()
+    assert out["requeued"] == valid - stored
+    result = _run(run_dag, source, conf=window)
     assert result.state == "success", result.summary()
-    assert len(sim.platform.store.records("sehr_accept_record")) == first_run[source.id]["accept"]["loaded"]
+    assert result.xcom("push_accept")["total"]["acked"] == valid - stored  # only the refused ones again
+    records = [r for r, _, _ in sim.platform.store.records("sehr_accept_record")]
+    assert len(records) == valid and all(r["doc_name"].endswith("(改)") for r in records)

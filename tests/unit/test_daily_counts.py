@@ -12,7 +12,7 @@ from sqlalchemy import create_engine, insert, select
 
 from hurren import daily_counts as dc
 from hurren import spec, store
-from hurren.platform import Ack, BusinessError
+from tests.unit.test_push import RowsPlatform
 
 ORG = "457759922"
 DAY = date(2024, 5, 29)
@@ -194,48 +194,63 @@ def test_overflow_is_clamped_and_recorded_for_the_reconciliation(engine):
         dc.compute_day(engine, org_code=ORG, day=DAY, options=spec.SpecOptions(daily_count_max=3, daily_count_overflow="error"))
 
 
-# --- push (temporary direct path) and reconciliation -------------------------------------------
+# --- push through the outbox, and reconciliation -------------------------------------------------
 
 
-class FakeClient:
-    def __init__(self, answer=None):
-        self.calls, self.answer = [], answer
+def _push(engine, platform):
+    from hurren.push.options import PushOptions
+    from hurren.push.runner import Pusher
 
-    def archive_daily_counts(self, rows):
-        self.calls.append(list(rows))
-        if self.answer is not None:
-            raise self.answer
-        return Ack(method="ArchiveAutoReport")
+    options = PushOptions(entities=("lab_exam_report",), backoff_base_s=0.01, max_wait_s=1, max_run_s=10)
+    return Pusher(engine=engine, client=platform, objects=None, bucket="b", options=options).run()
 
 
-def test_push_sends_each_version_once_and_records_the_answer(engine):
-    _add(engine, "labmaster", [_report("labmaster")])
+def _queued(engine):
+    with engine.connect() as conn:
+        return conn.execute(select(store.outbox.c.record_key, store.outbox.c.status)
+                            .where(store.outbox.c.entity == "lab_exam_report").order_by(store.outbox.c.id)).all()  # fmt: skip
+
+
+def test_changed_rows_are_queued_once_sent_in_one_call_and_reconciled_from_the_outbox(engine):
+    _add(engine, "labmaster", [_report("labmaster"), _report("labmaster", dept="2", name="检验科", std="A01")])
     dc.compute_day(engine, org_code=ORG, day=DAY)
-    client = FakeClient()
-    assert dc.push_day(engine, client, org_code=ORG, day=DAY) == "acked"
-    assert dc.push_day(engine, client, org_code=ORG, day=DAY) == "skipped"
-    assert len(client.calls) == 1 and set(client.calls[0][0]) == set(spec.entity("lab_exam_report").names)
-    assert _stored(engine, store.daily_count_recon)[0]["push_status"] == "acked"
-    assert dc.push_day(engine, client, org_code=ORG, day=date(2024, 1, 1)) == "empty"
-
-
-def test_a_refused_push_is_recorded_and_raised(engine):
-    _add(engine, "labmaster", [_report("labmaster")])
+    dc.compute_day(engine, org_code=ORG, day=DAY)  # unchanged: nothing queued again
+    assert [status for _, status in _queued(engine)] == ["queued", "queued"]
+    assert dc.reconcile_day(engine, org_code=ORG, day=DAY)["push_status"] == {"queued": 2}
+    platform = RowsPlatform(field="dept_code")
+    _push(engine, platform)
+    assert [(m, sorted(r["dept_code"] for r in rows)) for m, rows, _ in platform.calls] == [
+        ("ArchiveAutoReport", ["1190000", "2"])]  # fmt: skip
+    assert set(platform.calls[0][1][0]) == set(spec.entity("lab_exam_report").names)
+    summary = dc.reconcile_day(engine, org_code=ORG, day=DAY)
+    assert summary["push_status"] == {"acked": 2} and "not_sent" not in summary["issues"]
+    recon = _stored(engine, store.daily_count_recon)
+    assert {(r["push_status"], r["push_answer"]) for r in recon} == {("acked", "ok")}
+    _add(engine, "labmaster", [_report("labmaster", dept="2", name="检验科", std="A01")])  # a late report
     dc.compute_day(engine, org_code=ORG, day=DAY)
-    with pytest.raises(BusinessError):
-        dc.push_day(engine, FakeClient(BusinessError("dept_std_code 不存在", method="ArchiveAutoReport")),
-                    org_code=ORG, day=DAY)  # fmt: skip
-    recon = _stored(engine, store.daily_count_recon)[0]
-    assert recon["push_status"] == "error" and "dept_std_code" in recon["push_answer"]
-    assert dc.reconcile_day(engine, org_code=ORG, day=DAY)["issues"] == {"push_error": 1}
+    assert [status for _, status in _queued(engine)] == ["acked", "acked", "queued"]  # only the changed department
+    _push(engine, platform)
+    assert [r["lab_num"] for r in platform.calls[-1][1]] == ["2"]
+    assert dc.reconcile_day(engine, org_code=ORG, day=DAY)["push_status"] == {"acked": 2}
+
+
+def test_a_refused_row_is_rejected_in_the_outbox_and_reported_by_the_reconciliation(engine):
+    _add(engine, "labmaster", [_report("labmaster"), _report("labmaster", dept="2", name="检验科", std="A01")])
+    dc.compute_day(engine, org_code=ORG, day=DAY)
+    result = _push(engine, RowsPlatform({"1190000"}, field="dept_code"))
+    assert result.total().acked == 1 and result.total().rejected == 1
+    summary = dc.reconcile_day(engine, org_code=ORG, day=DAY)
+    assert summary["push_status"] == {"acked": 1, "rejected": 1} and summary["issues"] == {"push_error": 1}
+    refused = next(r for r in _stored(engine, store.daily_count_recon) if r["dept_code"] == "1190000")
+    assert refused["push_answer"] == "error:dept_code 1190000 不存在" and refused["issues"] == "push_error"
 
 
 def test_reconciliation_compares_counts_with_the_reports_the_platform_acknowledged(engine):
     reports = [_report("labmaster") for _ in range(3)]
     _add(engine, "labmaster", reports)
     dc.compute_day(engine, org_code=ORG, day=DAY)
-    dc.push_day(engine, FakeClient(), org_code=ORG, day=DAY)
-    assert dc.reconcile_day(engine, org_code=ORG, day=DAY)["lab_acked"] is None  # nothing pushed yet: unknown
+    _push(engine, RowsPlatform(field="dept_code"))
+    assert dc.reconcile_day(engine, org_code=ORG, day=DAY)["lab_acked"] is None  # no report pushed yet: unknown
     ent = spec.entity("labmaster")
     with engine.begin() as conn:
         conn.execute(insert(store.outbox), [

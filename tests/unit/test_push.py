@@ -7,7 +7,7 @@ import hashlib
 import io
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
 from types import SimpleNamespace
 from typing import Any
@@ -210,7 +210,7 @@ def test_claim_voids_first_one_per_key_in_flight_and_only_when_due(db: Engine) -
     f1 = next(e for e in got if e.report_form_no == "F1")
     with db.begin() as conn:
         assert outbox.record(conn, f1, claimed_by="run-1", status="acked", attempts=1,
-                             call=outbox.Call(outbox.utcnow(), outbox.utcnow(), "ok", None))  # fmt: skip
+                             calls=[outbox.Call(outbox.utcnow(), outbox.utcnow(), "ok", None)])  # fmt: skip
         assert not outbox.record(conn, f1, claimed_by="run-1", status="acked", attempts=1)  # not ours any more
     assert [e.report_form_no for e in claim(db)] == ["F1"]
 
@@ -435,3 +435,98 @@ def test_a_key_in_flight_in_another_run_waits_and_the_run_ends_without_spinning(
     result = push(db, objects, platform, max_run_s=30, max_wait_s=30)
     assert platform.calls == [] and result.elapsed_s < 5
     assert [x["status"] for x in entries(db)] == ["sending", "queued"]
+
+
+# --------------------------------------------------------------------------------------------
+# records (accept/quote, daily counts): many rows per call, a refused call split
+
+
+class RowsPlatform:
+    """Answers calls carrying rows: ``error:`` when a row's ``field`` is in ``refuse``; the first
+    ``failures`` calls time out. Keeps (method, rows, answer) of every call."""
+
+    def __init__(self, refuse: set[str] = frozenset(), *, field: str = "code", failures: int = 0) -> None:
+        self.refuse, self.field, self.failures = refuse, field, failures
+        self.calls: list[tuple[str, list[dict[str, Any]], str]] = []
+
+    def seal(self, body: bytes) -> Any:
+        return SimpleNamespace(payload=body.decode("utf-8"), credential="c", key="k")
+
+    def invoke(self, method: str, *, payload: str, credential: str, key: str) -> str:
+        from hurren.platform import xml
+
+        rows = [r for group in xml.parse_records(xml.parse_xml(payload)).values() for r in group]
+        if len(self.calls) < self.failures:
+            self.calls.append((method, rows, "timeout"))
+            raise TimeoutError("slow")
+        bad = sorted(r[self.field] for r in rows if r[self.field] in self.refuse)
+        answer = f"error:{self.field} {bad[0]} 不存在" if bad else "ok"
+        self.calls.append((method, rows, answer))
+        return answer
+
+
+ACCEPT = spec.entity("sehr_accept_record")
+
+
+def put_records(db: Engine, codes: Sequence[str], *, version: str = "v1", queue: bool = True) -> list[dict[str, Any]]:
+    """Accept records in the store (as a load writes them) and, ``queue``, in the outbox."""
+    rows = samples.accept_records(codes=tuple(codes))
+    for r in rows:
+        r["etl_content_hash"] = hashlib.sha256(f"{r['code']}{version}".encode()).hexdigest()
+    t = store.SPEC_TABLES["sehr_accept_record"]
+    with db.begin() as conn:
+        conn.execute(t.delete().where(t.c.code.in_(list(codes))))
+        conn.execute(insert(t), [{k: v for k, v in r.items() if k in t.c} for r in rows])
+        if queue:
+            outbox.enqueue(conn, ACCEPT, rows, org_code="ORG")
+    return rows
+
+
+def test_records_go_many_per_call_and_a_refused_call_is_split_until_the_refused_rows_are_isolated(db: Engine) -> None:
+    codes = [f"C{i}" for i in range(10)]
+    codes[2], codes[7] = "BAD2", "BAD7"
+    put_records(db, codes)
+    platform = RowsPlatform({"BAD2", "BAD7"})
+    result = push(db, Objects(), platform, batch_size=4)
+    status = {json.loads(x["record_key"])[ACCEPT.key.index("code")]: x["status"] for x in entries(db)}
+    assert status == {c: "rejected" if c.startswith("BAD") else "acked" for c in codes}
+    assert {m for m, _, _ in platform.calls} == {"SubmitAccept"}
+    assert max(len(rows) for _, rows, _ in platform.calls) == 4  # batched, not one per call
+    acked_in = [r["code"] for _, rows, answer in platform.calls if answer == "ok" for r in rows]
+    assert sorted(acked_in) == sorted(c for c in codes if not c.startswith("BAD"))  # each good row once
+    assert len(platform.calls) < 2 * len(codes)
+    assert {r["report_form_no"] for r in result.rejected} == {"14437173"}
+    assert all("不存在" in r["answer"] for r in result.rejected) and len(result.rejected) == 2
+    with db.connect() as conn:  # every call an entry was part of is in its push log
+        logged = conn.execute(select(store.push_log.c.outcome, func.count()).group_by(store.push_log.c.outcome)).all()
+    calls_per_outcome = {"ok": 0, "error": 0}
+    for _, rows, answer in platform.calls:
+        calls_per_outcome["ok" if answer == "ok" else "error"] += len(rows)
+    assert dict(logged) == calls_per_outcome
+    again = RowsPlatform()
+    push(db, Objects(), again)
+    assert again.calls == []
+
+
+def test_a_batch_that_times_out_is_retried_whole_and_a_stale_row_is_not_sent(db: Engine) -> None:
+    put_records(db, ["A", "B", "C"])
+    put_records(db, ["C"], version="v2", queue=False)  # the store moved on without a queue entry
+    platform = RowsPlatform(failures=1)
+    push(db, Objects(), platform, breaker_threshold=50)
+    by_code = {json.loads(x["record_key"])[ACCEPT.key.index("code")]: x for x in entries(db)}
+    assert {c: (x["status"], x["attempts"]) for c, x in by_code.items()} == {
+        "A": ("acked", 2), "B": ("acked", 2), "C": ("superseded", 0)}  # fmt: skip
+    assert [(sorted(r["code"] for r in rows), answer) for _, rows, answer in platform.calls] == [
+        (["A", "B"], "timeout"), (["A", "B"], "ok")]  # fmt: skip
+    put_records(db, ["C"], version="v2")  # its load queues it
+    push(db, Objects(), platform)
+    assert platform.calls[-1][1][0]["code"] == "C" and len(platform.calls) == 3
+
+
+def test_a_row_queued_again_unchanged_is_not_queued_twice(db: Engine) -> None:
+    rows = put_records(db, ["A", "B"])
+    with db.begin() as conn:
+        assert outbox.enqueue(conn, ACCEPT, rows, org_code="ORG") == 0
+    rows = put_records(db, ["A"], version="v2")
+    assert [(x["status"], x["content_hash"] == rows[0]["etl_content_hash"]) for x in entries(db)] == [
+        ("superseded", False), ("queued", False), ("queued", True)]  # fmt: skip

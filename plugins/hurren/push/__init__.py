@@ -1,10 +1,12 @@
-"""Pushing the store's reports to the region platform: outbox, void and update, retries.
+"""Pushing the store to the region platform: outbox, void and update, retries.
 
     load (one transaction per batch) ──► push_outbox: one entry per report version
                                           │ register (data_status 1) | void (data_status 0, D15;
                                           │ or the old key of a report whose key changed)
-    push run (dags/push_reports.py, ``python -m hurren.push run``)
+    load of accept/quote records, daily counts ──► one entry per row version (register)
+    push run (dags/push_reports.py, the records__ and daily_counts push tasks, ``python -m hurren.push run``)
         claim due entries ─► store row + sub-items + PDF from S3 ─► XML ─► SM4/SM2 ─► SOAP
+        (records: up to batch_size rows of one entity and hospital per call; a refused call split)
         ─► ok | ok:<who quoted it> | error:<reason> | no answer ─► push_outbox + push_log
 
 States of an entry (``push_outbox.status``)::

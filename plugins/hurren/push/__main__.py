@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from hurren.push.exceptions import PlatformUnavailable, PushConfigError
-from hurren.push.options import REPORT_ENTITIES
+from hurren.push.options import PUSH_ENTITIES
 
 STATUSES = ("queued", "sending", "acked", "rejected", "dead", "superseded", "skipped")
 
@@ -40,7 +40,8 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="one push run (what the push_reports DAG does)")
     run.add_argument("--concurrency", type=int)
     run.add_argument("--max-run-s", type=float)
-    run.add_argument("--entity", action="append", choices=sorted(REPORT_ENTITIES), dest="entities")
+    run.add_argument("--batch-size", type=int, help="rows per call for daily counts and accept/quote records")
+    run.add_argument("--entity", action="append", choices=PUSH_ENTITIES, dest="entities")
     run.add_argument("--org-code", action="append", dest="org_codes")
     run.add_argument("--set", action="append", default=[], metavar="OPTION=VALUE",
                      help="any PushOptions field, e.g. lease_s=0 max_attempts=3 (values read as JSON)")  # fmt: skip
@@ -51,20 +52,20 @@ def _parser() -> argparse.ArgumentParser:
 
     dead = sub.add_parser("dead", help="dead letters with their last error")
     dead.add_argument("--status", action="append", choices=STATUSES, dest="statuses")
-    dead.add_argument("--entity", choices=sorted(REPORT_ENTITIES))
+    dead.add_argument("--entity", choices=PUSH_ENTITIES)
     dead.add_argument("--org-code")
     dead.add_argument("--limit", type=int, default=50)
 
     rq = sub.add_parser("requeue", help="put dead or rejected entries back in the queue")
     rq.add_argument("--ids", type=int, nargs="+", default=[])
     rq.add_argument("--status", choices=("dead", "rejected"), default="dead")
-    rq.add_argument("--entity", choices=sorted(REPORT_ENTITIES))
+    rq.add_argument("--entity", choices=PUSH_ENTITIES)
     rq.add_argument("--org-code")
     rq.add_argument("--error-contains")
     rq.add_argument("--dry-run", action="store_true", help="only list what would be requeued")
 
     sync = sub.add_parser("sync", help="queue every store version the outbox does not hold")
-    sync.add_argument("--entity", action="append", choices=sorted(REPORT_ENTITIES), dest="entities")
+    sync.add_argument("--entity", action="append", choices=("labmaster", "exammaster", "lab_exam_report"), dest="entities")
     sync.add_argument("--org-code", action="append", dest="org_codes")
     return p
 
@@ -73,7 +74,7 @@ def _options(args: argparse.Namespace) -> Any:
     from hurren.push.options import PushOptions
 
     values: dict[str, Any] = {
-        "concurrency": args.concurrency, "max_run_s": args.max_run_s, "entities": args.entities,
+        "concurrency": args.concurrency, "max_run_s": args.max_run_s, "batch_size": args.batch_size, "entities": args.entities,
         "org_codes": args.org_codes,
     }  # fmt: skip
     for item in args.set:
@@ -107,7 +108,7 @@ def _run(args: argparse.Namespace) -> int:
     engine = store_engine()
     try:
         if args.command == "sync":
-            print(outbox.sync_from_store(engine, entities=args.entities or tuple(REPORT_ENTITIES),
+            print(outbox.sync_from_store(engine, entities=args.entities or outbox.SYNCABLE,
                                          org_codes=args.org_codes or ()))  # fmt: skip
             return 0
         with engine.connect() as conn:

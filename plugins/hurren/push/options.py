@@ -13,13 +13,20 @@ from typing import Any, Literal
 
 from hurren.push.exceptions import PushConfigError
 
-__all__ = ["REPORT_ENTITIES", "PushOptions"]
+__all__ = ["PUSH_ENTITIES", "RECORD_ENTITIES", "REPORT_ENTITIES", "PushOptions"]
 
 REPORT_ENTITIES: dict[str, tuple[str, str, str]] = {
-    # master entity -> (report kind, item entity, void method)
+    # master entity -> (report kind, item entity, void method); one report per call
     "labmaster": ("lab", "lab_subitem", "DeleteLabInfo"),
     "exammaster": ("exam", "exam_subitem", "DeleteExamInfo"),
 }
+RECORD_ENTITIES: dict[str, tuple[str, str]] = {
+    # entity -> (method, the field shown as the entry's report_form_no); many rows per call
+    "lab_exam_report": ("ArchiveAutoReport", "date_t"),
+    "sehr_accept_record": ("SubmitAccept", "hr_report_form_no"),
+    "sehr_quote_record": ("SubmitQuote", "hr_report_form_no"),
+}
+PUSH_ENTITIES: tuple[str, ...] = (*REPORT_ENTITIES, *RECORD_ENTITIES)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,12 +57,15 @@ class PushOptions:
     key_change: Literal["report_form_no", "off"] = "report_form_no"
     """How a changed primary key is detected (docs/push.md): ``report_form_no`` — another key of the
     same (entity, org_code, report_form_no) is a superseded key, voided on the platform; ``off``."""
-    entities: tuple[str, ...] = ("labmaster", "exammaster")
+    batch_size: int = 200
+    """Rows per call for daily counts and accept/quote records (a refused call is split in halves
+    until the refused rows are isolated; the rest are acknowledged)."""
+    entities: tuple[str, ...] = PUSH_ENTITIES
     org_codes: tuple[str, ...] = ()
     """Push only these hospitals; empty: all."""
 
     def __post_init__(self) -> None:
-        for name in ("concurrency", "max_attempts", "breaker_threshold"):
+        for name in ("concurrency", "max_attempts", "breaker_threshold", "batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise PushConfigError(f"push option {name} must be a whole number >= 1, got {value!r}")
@@ -64,10 +74,10 @@ class PushOptions:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
                 raise PushConfigError(f"push option {name} must be a number of seconds >= 0, got {value!r}")
-        unknown = sorted(set(self.entities) - set(REPORT_ENTITIES))
+        unknown = sorted(set(self.entities) - set(PUSH_ENTITIES))
         if unknown or not self.entities:
             raise PushConfigError(
-                f"push option entities must be some of {sorted(REPORT_ENTITIES)}, got {list(self.entities)}"
+                f"push option entities must be some of {list(PUSH_ENTITIES)}, got {list(self.entities)}"
             )
         if self.key_change not in ("report_form_no", "off"):
             raise PushConfigError(f"push option key_change must be 'report_form_no' or 'off', got {self.key_change!r}")

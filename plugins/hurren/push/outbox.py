@@ -2,9 +2,9 @@
 
 SQLAlchemy Core only (PostgreSQL in production, SQLite in unit tests). Times are UTC, naive.
 
-A version is queued by :func:`enqueue_reports`, called by ``hurren.load`` in the transaction that
-writes the report (a committed version and its queue entry commit together; a load that writes
-nothing queues nothing, so re-running a window queues nothing). Per written master row:
+A version is queued by :func:`enqueue`, called by ``hurren.load`` (reports, accept/quote records)
+and ``hurren.daily_counts`` (daily counts) in the transaction that writes the row (a committed version and its queue entry commit together; a load that writes
+nothing queues nothing, so re-running a window queues nothing). Per written report master row (:func:`enqueue_reports`):
 
 - action ``void`` when its ``data_status`` is one of ``void_data_status`` (D15), else ``register``;
 - nothing when the key's latest entry is already this version (same hash and action);
@@ -37,7 +37,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import aliased
 
 from hurren import spec, store
-from hurren.push.options import REPORT_ENTITIES
+from hurren.push.options import PUSH_ENTITIES, RECORD_ENTITIES, REPORT_ENTITIES
 
 __all__ = [
     "Call",
@@ -45,6 +45,8 @@ __all__ = [
     "check_schema",
     "claim",
     "counts",
+    "enqueue",
+    "enqueue_records",
     "enqueue_reports",
     "key_values",
     "letters",
@@ -91,6 +93,8 @@ def utcnow() -> datetime:
 
 
 def method_of(entity: str, action: str) -> str:
+    if entity in RECORD_ENTITIES:
+        return RECORD_ENTITIES[entity][0]
     return "ArchiveAutoReport" if action == "register" else REPORT_ENTITIES[entity][2]
 
 
@@ -215,39 +219,93 @@ def enqueue_reports(
     return len(plan)
 
 
+def enqueue_records(
+    conn: Connection,
+    entity: spec.Entity,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    org_code: str | None = None,
+    now: datetime | None = None,
+) -> int:
+    """Queue the rows of a record entity (daily counts, accept/quote records) just written (store
+    rows: key columns, etl_content_hash), in the caller's transaction: each row whose version is not
+    its key's latest entry; the key's unsent older entries become superseded. ``org_code``: the
+    pushing hospital (default the row's own ``org_code``). Returns the entries added."""
+    if entity.name not in RECORD_ENTITIES or not rows:
+        return 0
+    now = now or utcnow()
+    label = RECORD_ENTITIES[entity.name][1]
+    by_key = {store.record_key(entity, r): r for r in rows}
+    latest = _latest(conn, entity.name, list(by_key))
+    todo = []
+    for key, r in by_key.items():
+        last = latest.get(key)
+        if last is not None and last["status"] != "superseded" and last["content_hash"] == r["etl_content_hash"]:
+            continue
+        todo.append({"entity": entity.name, "org_code": str(org_code or r["org_code"]), "report_form_no": str(r[label]),
+                     "record_key": key, "content_hash": r["etl_content_hash"], "action": "register", "cause": "load",
+                     "status": "queued", "attempts": 0, "created_at": now, "updated_at": now})  # fmt: skip
+    if todo:
+        _supersede(conn, entity.name, [t["record_key"] for t in todo], now, "a newer version was queued")
+        conn.execute(insert(ob), todo)
+    return len(todo)
+
+
+def enqueue(
+    conn: Connection,
+    entity: spec.Entity,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    org_code: str | None = None,
+    void_data_status: Sequence[str] = ("0",),
+) -> int:
+    """Queue written rows of any pushed entity (:func:`enqueue_reports` or :func:`enqueue_records`);
+    entities the platform does not take (PACS) queue nothing."""
+    if entity.name in REPORT_ENTITIES:
+        return enqueue_reports(conn, entity, rows, void_data_status=void_data_status)
+    return enqueue_records(conn, entity, rows, org_code=org_code)
+
+
+SYNCABLE = (*REPORT_ENTITIES, "lab_exam_report")  # rows that carry their hospital's org_code
+
+
 def sync_from_store(
     engine: Engine,
     *,
-    entities: Sequence[str] = tuple(REPORT_ENTITIES),
+    entities: Sequence[str] = SYNCABLE,
     org_codes: Sequence[str] = (),
     void_data_status: Sequence[str] = ("0",),
 ) -> dict[str, int]:
-    """Queue every store version the outbox does not hold as its key's latest (reports loaded
-    before the outbox existed, or a store edited by hand). Idempotent. Returns entries per entity."""
+    """Queue every store version the outbox does not hold as its key's latest (rows stored before
+    the outbox existed, or a store edited by hand). Idempotent. Returns entries per entity.
+    Accept/quote rows do not say which hospital sent them: they are queued by their load only."""
+    unknown = sorted(set(entities) - set(SYNCABLE))
+    if unknown:
+        raise ValueError(f"sync takes {list(SYNCABLE)}; {unknown} are queued by their load only")
+    void = {str(v) for v in void_data_status}
     out: dict[str, int] = {}
     for name in entities:
         ent = spec.entity(name)
         table = store.SPEC_TABLES[name]
-        cols = [table.c[k] for k in ent.key] + [table.c.data_status, table.c.last_update_dtime,
-                                                 table.c.etl_content_hash]  # fmt: skip
+        extra = ("data_status", "last_update_dtime") if name in REPORT_ENTITIES else ()
+        cols = [table.c[k] for k in dict.fromkeys((*ent.key, *extra, "etl_content_hash"))]
         stmt = select(*cols)
         if org_codes:
             stmt = stmt.where(table.c.org_code.in_(list(org_codes)))
         with engine.connect() as conn:
             rows = [dict(r) for r in conn.execute(stmt).mappings()]
             latest = _latest(conn, name, [store.record_key(ent, r) for r in rows])
-        void = set(void_data_status)
         todo = []
         for r in rows:
             last = latest.get(store.record_key(ent, r))
-            action = "void" if str(r["data_status"]) in void else "register"
+            action = "void" if str(r.get("data_status")) in void else "register"
             if last is None or (last["content_hash"], last["action"]) != (r["etl_content_hash"], action) \
                     or last["status"] == "superseded":  # fmt: skip
                 todo.append(r)
         n = 0
         for part in _chunks(todo):
             with engine.begin() as conn:
-                n += enqueue_reports(conn, ent, part, void_data_status=void_data_status)
+                n += enqueue(conn, ent, part, void_data_status=void_data_status)
         out[name] = n
     return out
 
@@ -273,7 +331,7 @@ def claim(
     *,
     limit: int,
     claimed_by: str,
-    entities: Sequence[str] = tuple(REPORT_ENTITIES),
+    entities: Sequence[str] = PUSH_ENTITIES,
     org_codes: Sequence[str] = (),
     now: datetime | None = None,
 ) -> list[Entry]:
@@ -336,10 +394,11 @@ def record(
     next_attempt_at: datetime | None = None,
     last_error: str | None = None,
     answer_text: str | None = None,
-    call: Call | None = None,
+    calls: Sequence[Call] = (),
     now: datetime | None = None,
 ) -> bool:
-    """Write one entry's outcome (and its call to ``push_log``) in the caller's transaction.
+    """Write one entry's outcome (and the calls it was part of to ``push_log``) in the caller's
+    transaction.
     False when the entry is no longer this run's (its lease expired and another run took it):
     nothing is written then."""
     now = now or utcnow()
@@ -360,13 +419,13 @@ def record(
     ).rowcount
     if not done:
         return False
-    if call is not None:
+    if calls:
         conn.execute(
-            insert(log_t).values(
-                outbox_id=entry.id, attempt=attempts, method=entry.method, run_id=claimed_by[:128],
-                sent_at=call.sent_at, answered_at=call.answered_at, outcome=call.outcome, answer=call.answer,
-            )  # fmt: skip
-        )
+            insert(log_t),
+            [{"outbox_id": entry.id, "attempt": attempts, "method": entry.method, "run_id": claimed_by[:128],
+              "sent_at": c.sent_at, "answered_at": c.answered_at, "outcome": c.outcome, "answer": c.answer}
+             for c in calls],
+        )  # fmt: skip
     return True
 
 
@@ -415,7 +474,7 @@ def on_platform(conn: Connection, entity: str, record_key: str) -> bool:
 
 
 def next_due(
-    conn: Connection, *, entities: Sequence[str] = tuple(REPORT_ENTITIES), org_codes: Sequence[str] = ()
+    conn: Connection, *, entities: Sequence[str] = PUSH_ENTITIES, org_codes: Sequence[str] = ()
 ) -> datetime | None:
     """When the earliest queued entry falls due (None: nothing queued)."""
     stmt = _scope(select(func.min(func.coalesce(ob.c.next_attempt_at, ob.c.created_at))).where(
@@ -427,7 +486,7 @@ def next_due(
 # the engineer's view
 
 
-def counts(conn: Connection, *, entities: Sequence[str] = tuple(REPORT_ENTITIES)) -> dict[str, dict[str, dict[str, int]]]:
+def counts(conn: Connection, *, entities: Sequence[str] = PUSH_ENTITIES) -> dict[str, dict[str, dict[str, int]]]:
     """``{entity: {org_code: {status: n}}}`` over the whole outbox."""
     out: dict[str, dict[str, dict[str, int]]] = {}
     stmt = (

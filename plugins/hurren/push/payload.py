@@ -4,7 +4,8 @@ A register sends the store's master row (every spec field, typed values formatte
 ``hurren.platform.xml``), its sub-items in key order, and its PDF fetched from S3 and checked
 against the SHA-256 the store kept (the XML builder Base64-encodes the bytes). A void sends the
 filter built from the same master row (org_code, report_form_no, patient_id, event_type,
-event_no, id_no, id_type).
+event_no, id_no, id_type). Daily counts and accept/quote records send their store rows as they
+are, many per call.
 """
 
 from __future__ import annotations
@@ -13,14 +14,14 @@ import hashlib
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from sqlalchemy import select
+from sqlalchemy import select, tuple_
 from sqlalchemy.engine import Connection
 
 from hurren import spec, store
 from hurren.push import outbox
 from hurren.push.options import REPORT_ENTITIES
 
-__all__ = ["MissingPdf", "ObjectReader", "PdfMismatch", "fetch_pdf", "read_items", "read_master"]
+__all__ = ["MissingPdf", "ObjectReader", "PdfMismatch", "fetch_pdf", "read_items", "read_master", "read_rows"]
 
 
 class ObjectReader(Protocol):
@@ -44,6 +45,19 @@ def read_master(conn: Connection, entity: str, record_key: str) -> Mapping[str, 
     where = [table.c[k] == v for k, v in outbox.key_values(ent, record_key).items()]
     row = conn.execute(select(table).where(*where)).mappings().first()
     return None if row is None else dict(row)
+
+
+def read_rows(conn: Connection, entity: str, record_keys: list[str]) -> dict[str, dict[str, Any]]:
+    """The store rows of a record entity (daily counts, accept/quote) by record key, for one call."""
+    ent = spec.entity(entity)
+    table = store.SPEC_TABLES[entity]
+    key = tuple_(*(table.c[k] for k in ent.key))
+    out: dict[str, dict[str, Any]] = {}
+    for i in range(0, len(record_keys), 500):
+        values = [tuple(outbox.key_values(ent, k).values()) for k in record_keys[i : i + 500]]
+        for r in conn.execute(select(table).where(key.in_(values))).mappings():
+            out[store.record_key(ent, r)] = dict(r)
+    return out
 
 
 def read_items(conn: Connection, entity: str, master: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -2,12 +2,15 @@
 
     result = Pusher(engine=..., client=..., objects=minio, bucket=..., options=PushOptions()).run()
 
-The main thread claims entries (``concurrency`` at a time, so at most twice that many are
+The main thread claims jobs (``concurrency`` at a time, so at most twice that many are
 ``sending``), hands them to a pool of ``concurrency`` workers and feeds the circuit breaker with
-their outcomes. A worker does one entry end to end: read the store row (and sub-items), fetch and
-check the PDF, build the XML, seal it (SM4 + Base64, strKey from the key ring), call the platform,
-classify the answer (``hurren.push.policy``) and record it with its ``push_log`` row in one
-transaction. Nothing is retried inside a run's worker: a failed version goes back to the queue
+their calls' outcomes. A job is one report version, or up to ``batch_size`` rows of one record
+entity (daily counts, accept or quote records) of one hospital, sent in one call. A worker does a
+job end to end: read the store rows (and sub-items), fetch and check the PDF, build the XML, seal
+it (SM4 + Base64, strKey from the key ring), call the platform, classify the answer
+(``hurren.push.policy``) and record every entry's outcome with its ``push_log`` rows in one
+transaction. A batch the platform refuses (``error:``) is split in halves and the halves sent
+again, until the refused rows are isolated: they are rejected, the rest acknowledged. Nothing is retried inside a run's worker: a failed version goes back to the queue
 with a due time, and the run picks it up again when it falls due (within ``max_wait_s``) or the
 next run does. A run ends when nothing is due, when ``max_run_s`` is up, or on an error it cannot
 attribute to one version (store down, bad configuration): in-flight calls finish and are recorded,
@@ -29,7 +32,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field, fields
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -41,7 +44,7 @@ from hurren.platform.answers import read_submit
 from hurren.push import outbox, payload
 from hurren.push.connection import TimedSession
 from hurren.push.exceptions import PushConfigError
-from hurren.push.options import REPORT_ENTITIES, PushOptions
+from hurren.push.options import RECORD_ENTITIES, REPORT_ENTITIES, PushOptions
 from hurren.push.policy import CircuitBreaker, Outcome, backoff_s, classify
 
 __all__ = ["Pusher", "RunResult", "Tally", "Timings"]
@@ -95,6 +98,7 @@ class RunResult:
     run_id: str
     tallies: dict[tuple[str, str], Tally] = field(default_factory=dict)  # (entity, org_code)
     quoted: list[dict[str, Any]] = field(default_factory=list)  # voids answered ok:<who quoted it>
+    rejected: list[dict[str, Any]] = field(default_factory=list)  # answered error: in this run
     dead_letters: list[dict[str, Any]] = field(default_factory=list)  # dead in this run
     outbox: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)  # after the run
     breaker: str = "closed"
@@ -129,20 +133,41 @@ class RunResult:
             "by_org": self.by(1),
             "outbox": self.outbox,
             "quoted_voids": self.quoted,
+            "rejected": self.rejected[:100],
             "dead_letters": self.dead_letters,
             "breaker": {"state": self.breaker, "opened": self.breaker_opened},
             "time_shares": {k: round(v, 4) for k, v in self.timings.shares().items()},
         }
 
 
+Job = list[outbox.Entry]  # entries sent in one call: one report, or rows of one record entity
+
+
 @dataclass(slots=True)
 class _Done:
+    """One entry's outcome as recorded."""
+
     entry: outbox.Entry
     outcome: Outcome
     status: str
     recorded: bool
-    timings: Timings
     last_error: str | None
+
+
+@dataclass(slots=True)
+class _JobDone:
+    dones: list[_Done]
+    calls: list[Outcome]  # one per call made (what the circuit breaker hears)
+    timings: Timings
+
+
+@dataclass(slots=True)
+class _Result:
+    """One entry's outcome before it is recorded, with the calls it was part of."""
+
+    entry: outbox.Entry
+    outcome: Outcome
+    calls: list[outbox.Call] = field(default_factory=list)
 
 
 class Pusher:
@@ -199,8 +224,8 @@ class Pusher:
             for e in outbox.recover_stale(conn, lease_s=o.lease_s, max_attempts=o.max_attempts):
                 self._tally(result, e).lost += 1
                 log.warning("%s: its run died before recording the answer; queued again", e.describe())
-        pending: deque[outbox.Entry] = deque()
-        inflight: dict[Future[_Done], outbox.Entry] = {}
+        pending: deque[Job] = deque()
+        inflight: dict[Future[_JobDone], Job] = {}
         exhausted = False
         with ThreadPoolExecutor(max_workers=o.concurrency, thread_name_prefix="push") as pool:
             try:
@@ -216,8 +241,8 @@ class Pusher:
                                 break
                         if not self.breaker.allow():
                             break
-                        entry = pending.popleft()
-                        inflight[pool.submit(self._deliver, entry)] = entry
+                        job = pending.popleft()
+                        inflight[pool.submit(self._deliver, job)] = job
                     if inflight:
                         done, _ = wait(list(inflight), timeout=1.0, return_when=FIRST_COMPLETED)
                         for future in done:
@@ -254,19 +279,30 @@ class Pusher:
         self._log_summary(result)
         return result
 
-    def _claim(self, limit: int) -> list[outbox.Entry]:
+    def _claim(self, limit: int) -> list[Job]:
+        """Up to ``limit`` jobs: each claimed record row takes along up to ``batch_size - 1`` more
+        due rows of its entity and hospital."""
         o = self.options
+        jobs: list[Job] = []
         with self.engine.begin() as conn:
-            got = outbox.claim(conn, limit=limit, claimed_by=self.claimed_by, entities=o.entities,
-                               org_codes=o.org_codes)  # fmt: skip
-        if got:
+            while len(jobs) < limit:  # one head at a time, so a record batch fills before the next job
+                head = outbox.claim(conn, limit=1, claimed_by=self.claimed_by, entities=o.entities,
+                                    org_codes=o.org_codes)  # fmt: skip
+                if not head:
+                    break
+                e, more = head[0], []
+                if e.entity in RECORD_ENTITIES and o.batch_size > 1:
+                    more = outbox.claim(conn, limit=o.batch_size - 1, claimed_by=self.claimed_by,
+                                        entities=[e.entity], org_codes=[e.org_code])  # fmt: skip
+                jobs.append([e, *more])
+        if jobs:
             self._due_but_blocked = 0
-        return got
+        return jobs
 
-    def _release(self, pending: deque[outbox.Entry]) -> None:
+    def _release(self, pending: deque[Job]) -> None:
         if pending:
             with self.engine.begin() as conn:
-                outbox.release(conn, [e.id for e in pending], claimed_by=self.claimed_by)
+                outbox.release(conn, [e.id for job in pending for e in job], claimed_by=self.claimed_by)
             pending.clear()
 
     def _wait_for_due(self, deadline: float) -> bool:
@@ -289,11 +325,15 @@ class Pusher:
     def _tally(self, result: RunResult, e: outbox.Entry) -> Tally:
         return result.tallies.setdefault((e.entity, e.org_code), Tally())
 
-    def _absorb(self, result: RunResult, done: _Done) -> None:
+    def _absorb(self, result: RunResult, job: _JobDone) -> None:
+        result.timings.add(job.timings)
+        for call in job.calls:
+            self.breaker.record(call)
+        for done in job.dones:
+            self._count(result, done)
+
+    def _count(self, result: RunResult, done: _Done) -> None:
         e, outcome = done.entry, done.outcome
-        result.timings.add(done.timings)
-        if outcome.called:
-            self.breaker.record(outcome)
         if not done.recorded:
             log.warning("%s: another run took it over (lease expired); its answer was not recorded", e.describe())
             return
@@ -308,6 +348,8 @@ class Pusher:
                     log.info("%s acked; the platform says it was quoted by: %s", e.describe(), outcome.text)
             case "rejected":
                 t.rejected += 1
+                result.rejected.append({"outbox_id": e.id, "entity": e.entity, "org_code": e.org_code,
+                                        "report_form_no": e.report_form_no, "answer": (outcome.text or "")[:300]})  # fmt: skip
                 log.warning("%s rejected: %s", e.describe(), (outcome.text or "")[:300])
             case "queued":
                 t.retried += 1
@@ -325,31 +367,39 @@ class Pusher:
     # ------------------------------------------------------------------------------------------
     # one entry (worker thread)
 
-    def _deliver(self, entry: outbox.Entry) -> _Done:
+    def _deliver(self, job: Job) -> _JobDone:
         t = Timings()
+        calls: list[Outcome] = []
         try:
-            outcome, sent_at = self._attempt(entry, t)
+            if job[0].entity in RECORD_ENTITIES:
+                results = self._send_records(job, t, calls)
+            else:
+                results = [self._send_report(job[0], t, calls)]
         except (ConfigurationError, PushConfigError) as exc:
             with self.engine.begin() as conn:
-                outbox.release(conn, [entry.id], claimed_by=self.claimed_by)
+                outbox.release(conn, [e.id for e in job], claimed_by=self.claimed_by)
             raise PushConfigError(f"the platform client is misconfigured: {exc}") from None
         started = time.perf_counter()
-        status, values = self._decide(entry, outcome)
-        call = None
-        if outcome.called:
-            call = outbox.Call(sent_at=sent_at or outbox.utcnow(), answered_at=outbox.utcnow(), outcome=outcome.log_outcome,
-                               answer=(outcome.text or "")[:4000] or None)  # fmt: skip
+        dones = []
         with self.engine.begin() as conn:
-            recorded = outbox.record(conn, entry, claimed_by=self.claimed_by, status=status, call=call, **values)
+            for r in results:
+                status, values = self._decide(r.entry, r.outcome)
+                recorded = outbox.record(conn, r.entry, claimed_by=self.claimed_by, status=status, calls=r.calls,
+                                         **values)  # fmt: skip
+                dones.append(_Done(r.entry, r.outcome, status, recorded, values.get("last_error")))
         t.record += time.perf_counter() - started
-        return _Done(entry, outcome, status, recorded, t, values.get("last_error"))
+        return _JobDone(dones, calls, t)
 
-    def _attempt(self, entry: outbox.Entry, t: Timings) -> tuple[Outcome, datetime | None]:
-        """Send one entry; its outcome and when the call went out (None: no call)."""
-        outcome = self._check(entry, t)
-        if isinstance(outcome, Outcome):
-            return outcome, None
-        body = outcome
+    def _send_report(self, entry: outbox.Entry, t: Timings, calls: list[Outcome]) -> _Result:
+        checked = self._check(entry, t)
+        if isinstance(checked, Outcome):
+            return _Result(entry, checked)
+        outcome, call = self._call(entry.method, checked, t)
+        calls.append(outcome)
+        return _Result(entry, outcome, [call])
+
+    def _call(self, method: str, body: bytes, t: Timings) -> tuple[Outcome, outbox.Call]:
+        """Seal and send one payload; what its answer means, and the call for ``push_log``."""
         started = time.perf_counter()
         sealed = self.client.seal(body)
         t.sm4 += time.perf_counter() - started
@@ -357,9 +407,8 @@ class Pusher:
         started = time.perf_counter()
         result: Any
         try:
-            answer = self.client.invoke(entry.method, payload=sealed.payload, credential=sealed.credential,
-                                        key=sealed.key)  # fmt: skip
-            result = read_submit(answer, method=entry.method)
+            answer = self.client.invoke(method, payload=sealed.payload, credential=sealed.credential, key=sealed.key)
+            result = read_submit(answer, method=method)
         except ConfigurationError:
             raise
         except PlatformError as exc:
@@ -369,7 +418,64 @@ class Pusher:
         t.wait += waited
         t.soap += max(0.0, elapsed - waited)
         self._answered()
-        return classify(result, transient=self.options.is_transient), sent_at
+        outcome = classify(result, transient=self.options.is_transient)
+        call = outbox.Call(sent_at=sent_at, answered_at=outbox.utcnow(), outcome=outcome.log_outcome,
+                           answer=(outcome.text or "")[:4000] or None)  # fmt: skip
+        return outcome, call
+
+    def _send_records(self, job: Job, t: Timings, calls: list[Outcome]) -> list[_Result]:
+        """One call for the job's rows that are still current; refused calls split (see module doc)."""
+        started = time.perf_counter()
+        with self.engine.connect() as conn:
+            rows = payload.read_rows(conn, job[0].entity, [e.record_key for e in job])
+        t.store += time.perf_counter() - started
+        results: dict[int, _Result] = {}
+        ready = []
+        for e in job:
+            row = rows.get(e.record_key)
+            if row is None:
+                results[e.id] = _Result(e, Outcome("broken", "the store has no row for this key any more; nothing to "
+                                                   "send", called=False))  # fmt: skip
+            elif row.get("etl_content_hash") != e.content_hash:
+                results[e.id] = _Result(e, Outcome("superseded", "the store holds a newer version of this row",
+                                                   called=False))  # fmt: skip
+            else:
+                ready.append((e, row))
+        if ready:
+            self._send_batch(ready, results, calls, t, [])
+        return [results[e.id] for e in job]
+
+    def _send_batch(self, batch: list[tuple[outbox.Entry, dict[str, Any]]], results: dict[int, _Result],
+                    calls: list[Outcome], t: Timings, earlier: list[outbox.Call]) -> None:  # fmt: skip
+        entity = batch[0][0].entity
+        started = time.perf_counter()
+        try:
+            rows = [row for _, row in batch]
+            if entity == "lab_exam_report":
+                body = payloads.build_daily_counts(rows, options=self.spec_options, encoding=self.encoding)
+            else:
+                body = payloads.build_records(entity, rows, options=self.spec_options, encoding=self.encoding)  # type: ignore[arg-type]
+        except PayloadError as exc:
+            t.xml += time.perf_counter() - started
+            if len(batch) > 1:
+                self._split(batch, results, calls, t, earlier)
+            else:
+                results[batch[0][0].id] = _Result(batch[0][0], classify(exc), earlier)
+            return
+        t.xml += time.perf_counter() - started
+        outcome, call = self._call(batch[0][0].method, body, t)
+        calls.append(outcome)
+        if outcome.kind == "rejected" and len(batch) > 1:
+            self._split(batch, results, calls, t, [*earlier, call])
+            return
+        for e, _ in batch:
+            results[e.id] = _Result(e, outcome, [*earlier, call])
+
+    def _split(self, batch: list[tuple[outbox.Entry, dict[str, Any]]], results: dict[int, _Result],
+               calls: list[Outcome], t: Timings, earlier: list[outbox.Call]) -> None:  # fmt: skip
+        half = len(batch) // 2
+        self._send_batch(batch[:half], results, calls, t, earlier)
+        self._send_batch(batch[half:], results, calls, t, earlier)
 
     def _check(self, entry: outbox.Entry, t: Timings) -> Outcome | bytes:
         """The payload to send, or the outcome that makes sending pointless or impossible."""
@@ -459,13 +565,13 @@ class Pusher:
             result.run_id, total.sent, result.elapsed_s, total.acked, total.rejected, total.retried, total.dead,
             total.superseded, total.skipped, total.lost, result.breaker, result.breaker_opened,
         )  # fmt: skip
-        head = f"{'entity':<11} {'org_code':<14} {'sent':>5} {'acked':>5} {'rejected':>8} {'retried':>7} {'dead':>4}"
+        head = f"{'entity':<18} {'org_code':<14} {'sent':>5} {'acked':>5} {'rejected':>8} {'retried':>7} {'dead':>4}"
         head += f" | outbox: {'queued':>6} {'acked':>6} {'rejected':>8} {'dead':>5}"
         lines = [head]
         for (entity, org), t in sorted(result.tallies.items()):
             box = result.outbox.get(entity, {}).get(org, {})
             lines.append(
-                f"{entity:<11} {org:<14} {t.sent:>5} {t.acked:>5} {t.rejected:>8} {t.retried:>7} {t.dead:>4}"
+                f"{entity:<18} {org:<14} {t.sent:>5} {t.acked:>5} {t.rejected:>8} {t.retried:>7} {t.dead:>4}"
                 f" | outbox: {box.get('queued', 0):>6} {box.get('acked', 0):>6} {box.get('rejected', 0):>8}"
                 f" {box.get('dead', 0):>5}"
             )

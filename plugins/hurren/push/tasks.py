@@ -12,7 +12,7 @@ from typing import Any
 
 log = logging.getLogger("hurren.push")
 
-__all__ = ["push_reports", "requeue_entries", "run_push", "show_letters"]
+__all__ = ["push_hospital", "push_reports", "requeue_entries", "run_push", "show_letters"]
 
 RUN_PARAMS = ("concurrency", "max_run_s", "entities", "org_codes")
 
@@ -77,6 +77,31 @@ def push_reports() -> dict[str, Any]:
     return run_push(options=PushOptions.from_mapping(values), run_id=str(ctx["run_id"]))
 
 
+def push_hospital(entity: str, org_code: str, *, max_run_s: float = 600.0) -> dict[str, Any]:
+    """Task of the ``records__<id>`` and ``daily_counts`` DAGs: push what the task before queued (one
+    hospital, one entity) now, through the outbox. Raises ``PushRefused`` naming the rows the
+    platform refused (or that went dead) after everything else is recorded; ``PlatformUnavailable``
+    when it did not answer. Whatever stays queued goes out with ``push_reports``' runs."""
+    from airflow.sdk import get_current_context
+
+    from hurren.push.exceptions import PushRefused
+    from hurren.push.options import PushOptions
+
+    ctx = get_current_context()
+    options = PushOptions(entities=(entity,), org_codes=(org_code,), max_run_s=max_run_s)
+    result = run_push(options=options, run_id=str(ctx["run_id"]))
+    refused = result["rejected"] + result["dead_letters"]
+    if refused:
+        shown = [{k: r.get(k) for k in ("outbox_id", "report_form_no", "answer", "last_error") if r.get(k)}
+                 for r in refused[:5]]  # fmt: skip
+        raise PushRefused(
+            f"{entity} of {org_code}: {len(refused)} row(s) refused or dead (the rest were sent): {shown}. Read them "
+            "with `python -m hurren.push dead --status rejected --status dead`; a corrected row at the source is "
+            "sent with its next load, or requeue after a fix"
+        )
+    return result
+
+
 def requeue_entries(
     *,
     ids: Sequence[int] = (),
@@ -132,19 +157,19 @@ def show_letters(conn: Any, *, statuses: Sequence[str], entity: str | None, org_
     rows = outbox.letters(conn, statuses=statuses, entity=entity, org_code=org_code, limit=limit)
     if not rows:
         return f"no entries in status {', '.join(statuses)}"
-    lines = [f"{'id':>8} {'entity':<11} {'action':<8} {'org_code':<14} {'report_form_no':<18} {'tries':>5}  last error"]
+    lines = [f"{'id':>8} {'entity':<18} {'action':<8} {'org_code':<14} {'report_form_no':<18} {'tries':>5}  last error"]
     for r in rows:
-        lines.append(f"{r['id']:>8} {r['entity']:<11} {r['action']:<8} {r['org_code']:<14} "
+        lines.append(f"{r['id']:>8} {r['entity']:<18} {r['action']:<8} {r['org_code']:<14} "
                      f"{str(r['report_form_no']):<18} {r['attempts']:>5}  {r['last_error'][:160]}")  # fmt: skip
     return "\n".join(lines)
 
 
 def format_counts(counts: Mapping[str, Mapping[str, Mapping[str, int]]]) -> str:
     states = ("queued", "sending", "acked", "rejected", "dead", "superseded", "skipped")
-    lines = [f"{'entity':<11} {'org_code':<14} " + " ".join(f"{s:>10}" for s in states)]
+    lines = [f"{'entity':<18} {'org_code':<14} " + " ".join(f"{s:>10}" for s in states)]
     for entity, orgs in sorted(counts.items()):
         for org, by in sorted(orgs.items()):
-            lines.append(f"{entity:<11} {org:<14} " + " ".join(f"{by.get(s, 0):>10}" for s in states))
+            lines.append(f"{entity:<18} {org:<14} " + " ".join(f"{by.get(s, 0):>10}" for s in states))
     return "\n".join(lines) if len(lines) > 1 else "the outbox is empty"
 
 
