@@ -107,9 +107,6 @@ class SpecOptions:
     void_filter_id_type_element: str = "id_type"  # D13
     length_semantics: Literal["byte", "char"] = "byte"  # D14: Oracle VARCHAR2 default
     length_encoding: str = "utf-8"  # D14: AL32UTF8; "gbk" for a ZHS16GBK platform
-    pacs_instance_view: str = "v_web_jcjg"  # D11
-    pacs_study_view: str = "v_web_jctj"  # D11
-    pacs_study_uid_column: str = "STUDIUIID"  # D11
     void_data_status: tuple[str, ...] = ("0",)  # D15
 
     @classmethod
