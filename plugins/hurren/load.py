@@ -613,6 +613,7 @@ def _quarantine(
                 "org_code": source.org_code,
                 "entity": master.name,
                 "record_key": u.key,
+                "report_form_no": _report_form_no(master, u),
                 "content_hash": u.hash,
                 "rules": _storable(_json(list(u.hold.rules))),
                 "reason": _storable(u.hold.reason),
@@ -626,21 +627,31 @@ def _quarantine(
     return len(rows)
 
 
-def _resolve(conn: Connection, master: spec.Entity, keys: Sequence[str], *, source: Source) -> int:
+def _report_form_no(master: spec.Entity, u: _Unit) -> str | None:
+    """The number a held report goes by, also when its key is broken (None: not a report)."""
+    if "report_form_no" not in master.key:
+        return None
+    row = u.master or (u.items[0] if u.items else {})
+    value = row.get("report_form_no")
+    return None if value is None or str(value) == "" else str(value)[:128]
+
+
+def _resolve(conn: Connection, master: spec.Entity, b: _Batch, *, source: Source) -> int:
+    """Resolve the open entries of the batch's valid reports: by key, and, for reports, by report
+    number (a report corrected at the source under another key, e.g. a patient_id filled in),
+    unless the batch also holds a version of that report number."""
     q = store.quarantine
-    stmt = (
-        update(q)
-        .where(
-            q.c.entity == master.name,
-            q.c.source == source.id,
-            q.c.resolved_at.is_(None),
-            q.c.record_key.in_(bindparam("keys", expanding=True)),
-        )
-        .values(resolved_at=func.current_timestamp())
-    )
+    open_ = (q.c.entity == master.name, q.c.source == source.id, q.c.resolved_at.is_(None))
+    keys = sorted({u.key for u in b.valid})
+    forms = sorted({_report_form_no(master, u) for u in b.valid} - {_report_form_no(master, u) for u in b.held} - {None})
+    by_key = update(q).where(*open_, q.c.record_key.in_(bindparam("values", expanding=True)))
+    by_form = update(q).where(*open_, q.c.org_code == source.org_code,
+                              q.c.report_form_no.in_(bindparam("values", expanding=True)))  # fmt: skip
     n = 0
-    for i in range(0, len(keys), _IN_GROUP):
-        n += conn.execute(stmt, {"keys": list(keys[i : i + _IN_GROUP])}).rowcount or 0
+    for stmt, values in ((by_key, keys), (by_form, forms)):
+        stmt = stmt.values(resolved_at=func.current_timestamp())
+        for i in range(0, len(values), _IN_GROUP):
+            n += conn.execute(stmt, {"values": list(values[i : i + _IN_GROUP])}).rowcount or 0
     return n
 
 
@@ -831,7 +842,7 @@ def _commit(
                 void_data_status=void_data_status,
             )
         counts.quarantine_written = _quarantine(conn, b.master, b.held, source=source, run_id=run_id)
-        counts.resolved = _resolve(conn, b.master, sorted({u.key for u in b.valid}), source=source)
+        counts.resolved = _resolve(conn, b.master, b, source=source)
         if run_pk is not None:
             _add_run_counts(conn, run_pk, counts)
         if cursor is not None and max_cursor is not None:

@@ -38,6 +38,8 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
+    inspect,
+    text,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.types import TypeEngine
@@ -156,6 +158,7 @@ quarantine = Table(
     Column("org_code", String(128)),
     Column("entity", String(64), nullable=False, comment="the master entity of the held report"),
     Column("record_key", String(1024), nullable=False, comment="JSON array of the key values"),
+    Column("report_form_no", String(128), comment="reports: a valid version under any key resolves the entry"),
     Column("content_hash", String(64), nullable=False),
     Column("rules", Text, nullable=False, comment="JSON: every rule broken, with field and entity"),
     Column("reason", Text, nullable=False, comment="readable reason, identifiers masked"),
@@ -164,6 +167,7 @@ quarantine = Table(
     Column("resolved_at", DateTime, comment="set when a corrected version of the report loads"),
     Index("ix_etl_quarantine_open", "source", "entity", "resolved_at"),
     Index("ix_etl_quarantine_key", "entity", "record_key"),
+    Index("ix_etl_quarantine_form", "entity", "org_code", "report_form_no"),
     comment="reports held back by validation, whole, with every rule they broke",
 )
 
@@ -221,8 +225,20 @@ def record_key(entity: spec.Entity, row: Mapping[str, Any]) -> str:
 
 
 def create_all(engine: Engine, tables: Sequence[Table] | None = None) -> None:
-    """Create the store schema (idempotent: existing tables are left as they are)."""
+    """Create the store schema (idempotent), and add the nullable columns a newer release defines to
+    tables an older one created (the only schema change made in place; anything else is refused by
+    the code that needs it, with what to do)."""
     metadata.create_all(engine, tables=tables, checkfirst=True)
+    found = inspect(engine)
+    with engine.begin() as conn:
+        for table in tables or metadata.sorted_tables:
+            have = {c["name"] for c in found.get_columns(table.name)}
+            added = [c for c in table.columns if c.name not in have and c.nullable]
+            for column in added:
+                kind = column.type.compile(dialect=engine.dialect)
+                conn.execute(text(f"ALTER TABLE {table.name} ADD {column.name} {kind}"))
+            for index in table.indexes if added else ():
+                index.create(conn, checkfirst=True)
 
 
 # --------------------------------------------------------------------------------------------

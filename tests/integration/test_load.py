@@ -247,6 +247,23 @@ def test_held_reports_are_quarantined_whole_once_and_resolved_by_a_valid_version
     assert all(r["resolved_at"] is not None for r in quarantine_rows(db, h.source.id))
 
 
+def test_a_report_corrected_under_another_key_resolves_its_quarantine_entry(db: Engine, pdfs: Pdfs) -> None:
+    """The hospital fixes a report's patient_id: its key changes, its report number does not."""
+    h = Hospital(3)
+    good = h.reports[0]
+    wrong = copy.deepcopy(good)
+    wrong.master["patient_id"] = f"X{good.master['patient_id']}"
+    hold = Hold(({"rule": "not_null", "field": "name", "entity": "labmaster"},), "labmaster.name 为空")
+    held = h.load(db, pdfs, h.batch([wrong, h.reports[1]]),
+                  holds={store.record_key(spec.entity("labmaster"), wrong.master): hold})  # fmt: skip
+    assert (held.loaded, held.quarantine_written, held.resolved) == (1, 1, 0)
+    (entry,) = quarantine_rows(db, h.source.id)
+    assert (entry["report_form_no"], entry["resolved_at"]) == (good.master["report_form_no"], None)
+    fixed = h.load(db, pdfs, h.batch([good, h.reports[2]]))
+    assert (fixed.loaded, fixed.resolved) == (2, 1)
+    assert quarantine_rows(db, h.source.id)[0]["resolved_at"] is not None
+
+
 @pytest.mark.parametrize(
     ("pdf", "detail"),
     [

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.dialects import mssql, oracle
 from sqlalchemy.schema import CreateIndex, CreateTable
 
@@ -55,6 +55,21 @@ def test_creates_on_sqlite_and_is_idempotent(tmp_path):
     store.create_all(engine)
     store.create_all(engine)
     assert set(inspect(engine).get_table_names()) == set(store.metadata.tables)
+
+
+def test_a_store_from_an_older_release_gets_the_new_nullable_columns_and_their_indexes(tmp_path):
+    engine = create_engine(f"sqlite:///{tmp_path / 'store.db'}")
+    with engine.begin() as conn:  # etl_quarantine as the first release created it
+        conn.execute(text("create table etl_quarantine (id integer primary key, run_id varchar(250) not null, "
+                          "source varchar(128) not null, org_code varchar(128), entity varchar(64) not null, "
+                          "record_key varchar(1024) not null, content_hash varchar(64) not null, rules text not null, "
+                          "reason text not null, payload text not null, quarantined_at datetime not null, "
+                          "resolved_at datetime)"))  # fmt: skip
+    store.create_all(engine)
+    found = inspect(engine)
+    assert "report_form_no" in {c["name"] for c in found.get_columns("etl_quarantine")}
+    assert "ix_etl_quarantine_form" in {i["name"] for i in found.get_indexes("etl_quarantine")}
+    store.create_all(engine)  # idempotent
 
 
 def test_record_key_is_stable_text():
