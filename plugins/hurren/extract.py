@@ -63,6 +63,7 @@ __all__ = [
     "ExtractSettingsError",
     "RecordBatch",
     "ReportBatch",
+    "SourceReadError",
     "SqlTemplateError",
     "Window",
     "apply_overlap",
@@ -99,6 +100,15 @@ class ExtractSettingsError(ExtractError, ValueError):
 
 class SqlTemplateError(ExtractError):
     """An extraction SQL file, or a name to substitute into it, is unusable."""
+
+
+class SourceReadError(ExtractError):
+    """Reading the hospital database failed (lost connection, refused login, a query error). The
+    message names the hospital and stream, not the SQL; the driver's exception is in ``cause``."""
+
+    def __init__(self, message: str, cause: BaseException) -> None:
+        super().__init__(message)
+        self.cause = cause
 
 
 # --------------------------------------------------------------------------------------------

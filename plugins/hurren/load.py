@@ -75,6 +75,8 @@ __all__ = [
     "Pdfs",
     "advance_watermark",
     "content_hash",
+    "db_error_summary",
+    "db_errors",
     "finish_run",
     "holds_from_verdicts",
     "load_records",
@@ -114,17 +116,21 @@ class StoreWriteError(LoadError):
         self.cause = cause
 
 
-def _db_error_summary(exc: BaseException) -> str:
+def db_error_summary(exc: BaseException) -> str:
+    """What a database error says, short and without data: the server's SQLSTATE and primary
+    message (not its DETAIL or CONTEXT, which can quote rows), or the driver's own first line (a
+    lost connection, a refused login); never SQLAlchemy's text with the statement."""
     orig = getattr(exc, "orig", None) or exc
     diag = getattr(orig, "diag", None)
     primary = getattr(diag, "message_primary", None)
     state = getattr(orig, "sqlstate", None) or getattr(diag, "sqlstate", None)
     if primary:
         return f"{type(orig).__name__} [{state}]: {primary}"
-    return type(orig).__name__
+    first = str(orig).strip().splitlines()[0][:300] if str(orig).strip() else ""
+    return f"{type(orig).__name__}: {first}" if first else type(orig).__name__
 
 
-def _db_errors() -> tuple[type[BaseException], ...]:
+def db_errors() -> tuple[type[BaseException], ...]:
     try:
         import psycopg
     except ImportError:  # pragma: no cover - psycopg is a dependency; the portable path needs none
@@ -916,10 +922,10 @@ def _load(
             max_cursor=max_cursor,
             void_data_status=(options or spec.SpecOptions()).void_data_status,
         )
-    except _db_errors() as exc:
+    except db_errors() as exc:
         raise StoreWriteError(
             f"{source.id}/{stream}: writing {len(b.to_write)} {master.name} record(s) failed "
-            f"({_db_error_summary(exc)}); nothing was committed and the watermark did not move: "
+            f"({db_error_summary(exc)}); nothing was committed and the watermark did not move: "
             "fix the cause and retry the batch",
             exc,
         ) from None

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal
@@ -127,12 +129,16 @@ def run_stream(
     )  # fmt: skip
     log.info("%s/%s: %s window [%s, %s)", source.id, stream, mode, w.since, w.until)
     try:
-        with extract.source_snapshot(source_engine, source) as conn:
+        with ExitStack() as stack:
+            try:
+                conn = stack.enter_context(extract.source_snapshot(source_engine, source))
+            except load.db_errors() as exc:
+                raise _source_error(exc, source, stream) from None
             if d.item:
                 batches = extract.read_reports(conn, source, stream, w.since, w.until)  # type: ignore[arg-type]
             else:
                 batches = extract.read_records(conn, source, stream, w.since, w.until)  # type: ignore[arg-type]
-            for batch in batches:
+            for batch in _read(batches, source, stream):
                 summary.batches += 1
                 summary.counts += _load_batch(batch, d, codes, summary, options, validator, store_engine,
                                               source=source, run_id=run_id, pdfs=pdfs, run_pk=run_pk, cursor=cursor)  # fmt: skip
@@ -153,6 +159,28 @@ def run_stream(
             f"rules broken {dict(summary.errors_by_rule)} with the hospital, then re-run."
         )
     return summary
+
+
+def _source_error(exc: BaseException, source: Source, stream: str) -> extract.SourceReadError:
+    return extract.SourceReadError(
+        f"{source.id}/{stream}: reading the hospital database ({source.dialect}, connection {source.conn_id}) "
+        f"failed: {load.db_error_summary(exc)}. What was loaded before stays, with the watermark after its "
+        "last batch: a retry continues from there",
+        exc,
+    )
+
+
+def _read(batches: Iterator[Any], source: Source, stream: str) -> Iterator[Any]:
+    """The source's batches; a database error while reading one becomes a ``SourceReadError``
+    (errors of the load, between two reads, pass through as they are)."""
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except load.db_errors() as exc:
+            raise _source_error(exc, source, stream) from None
+        yield batch
 
 
 def _load_batch(

@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from hurren import load
+from hurren import extract, load
 from hurren.push import outbox, tasks
 from hurren.push.exceptions import PlatformUnavailable
 from tests.faults import harness
@@ -99,15 +99,17 @@ def hospital_db_lost(ctx: Ctx) -> None:
     w = ctx.world()
     cut: list[int] = []
     ctx.hooks.arm(lambda n, b: cut.append(proxy.down()) if n == 2 else None)
-    with pytest.raises(OperationalError) as failed:
+    with pytest.raises(extract.SourceReadError) as failed:
         w.run("lab", RUN)
     ctx.hooks.disarm()
     assert cut and cut[0] >= 1, "the proxy cut no connection: the fault did not happen"
     assert LOST_CONNECTION.search(str(failed.value)), str(failed.value)[:500]
+    assert str(failed.value).startswith(f"{w.source.id}/lab: reading the hospital database")
+    assert "select" not in str(failed.value).lower()  # the hospital and stream, not the SQL
     _assert_partial_load(w, ctx, batches=2, status="failed")
     before = (w.watermark("lab"), w.count("labmaster"), len(w.batches))
     # Airflow's first retry while the hospital is still unreachable: fails at once, changes nothing
-    with pytest.raises(OperationalError, match="refused"):
+    with pytest.raises(extract.SourceReadError, match="refused"):
         w.run("lab", RUN)
     assert (w.watermark("lab"), w.count("labmaster"), len(w.batches)) == before
     proxy.restore()
