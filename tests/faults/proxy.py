@@ -2,7 +2,7 @@
 hospital database, S3 and the platform without touching the shared services behind them.
 
     proxy = FaultProxy(("127.0.0.1", 55432), name="hospital-db")   # listens on 127.0.0.1:<free port>
-    url = f"postgresql+psycopg://u:p@127.0.0.1:{proxy.port}/db"
+    url = url_of_the_database.set(port=proxy.port)                # what the client connects to
     proxy.cut()            # every open connection is reset (RST), as a network failure does
     proxy.refuse()         # nothing listens any more: new connections are refused (ECONNREFUSED)
     proxy.down()           # both
