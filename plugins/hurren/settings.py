@@ -45,6 +45,8 @@ HURREN_PLATFORM_KEY_FORM            ``raw`` (or ``hex``)
 HURREN_PLATFORM_TEXT_ENCODING       ``utf-8`` (or ``gbk``, ``gb18030``)
 HURREN_PLATFORM_KEY_MAX_USES        ``1000`` calls per SM4 session key (and its wrapped strKey)
 HURREN_PLATFORM_KEY_MAX_AGE_S       ``600`` seconds before the session key is rotated
+HURREN_PLATFORM_MAX_ANSWER_BYTES    ``33554432`` (32 MiB): the largest answer body read; a bigger
+                                    one is refused (``AnswerError``) without reading the rest
 ==================================  ==============================================================
 
 ``scripts/services`` reads the same HURREN_PG_*, HURREN_S3_* and HURREN_SIM_PORT variables, so a
@@ -62,11 +64,22 @@ from functools import cache
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
-__all__ = ["PlatformSettings", "Settings", "SettingsError", "settings"]
+__all__ = [
+    "DEFAULT_MAX_ANSWER_BYTES",
+    "PlatformSettings",
+    "Settings",
+    "SettingsError",
+    "max_answer_bytes_from_env",
+    "settings",
+]
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 _DB_NAME = re.compile(r"^[a-z0-9_]{1,50}$")
+
+DEFAULT_MAX_ANSWER_BYTES = 32 * 1024 * 1024
+"""The largest platform answer body read. The biggest legitimate answers are the queries' (one
+patient's recent reports with their sub-items, no PDFs): a few MB even for a long inpatient stay."""
 
 
 class SettingsError(ValueError):
@@ -93,6 +106,7 @@ class PlatformSettings:
     text_encoding: str = "utf-8"
     key_max_uses: int | None = 1000
     key_max_age_s: float | None = 600.0
+    max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], *, default_url: str) -> PlatformSettings:
@@ -111,6 +125,7 @@ class PlatformSettings:
             text_encoding=env.get("HURREN_PLATFORM_TEXT_ENCODING") or "utf-8",
             key_max_uses=int(_positive(env, "HURREN_PLATFORM_KEY_MAX_USES", 1000)),
             key_max_age_s=_positive(env, "HURREN_PLATFORM_KEY_MAX_AGE_S", 600.0),
+            max_answer_bytes=max_answer_bytes_from_env(env),
         )
 
 
@@ -185,6 +200,20 @@ class Settings:
                 "(it becomes the database name hospital_<name>)"
             )
         return self.database_url(f"hospital_{name}")
+
+
+def max_answer_bytes_from_env(environ: Mapping[str, str] | None = None) -> int:
+    """``HURREN_PLATFORM_MAX_ANSWER_BYTES`` (a whole number of bytes >= 1), else the default: what
+    ``PlatformClient`` uses when it is not given ``max_answer_bytes``."""
+    env = os.environ if environ is None else environ
+    raw = (env.get("HURREN_PLATFORM_MAX_ANSWER_BYTES") or "").strip()
+    if not raw:
+        return DEFAULT_MAX_ANSWER_BYTES
+    if not raw.isdigit() or int(raw) < 1:
+        raise SettingsError(
+            f"HURREN_PLATFORM_MAX_ANSWER_BYTES must be a whole number of bytes >= 1, got {raw!r}"
+        )
+    return int(raw)
 
 
 @cache

@@ -7,7 +7,9 @@ no entity may ever be expanded.
 from __future__ import annotations
 
 import base64
+import re
 import threading
+import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -62,9 +64,19 @@ XXE_INSIDE = (
 )
 
 
+class _Streamed:
+    """A body written piece by piece; ``length`` is sent as Content-Length unless None."""
+
+    def __init__(
+        self, pieces: Iterator[bytes], length: int | None, headers: dict[str, str] | None = None
+    ) -> None:
+        self.pieces, self.length, self.headers = pieces, length, headers or {}
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     answer: Answer = staticmethod(soap("ok"))  # type: ignore[assignment]
+    written: list[int]  # bytes of each streamed body written before it ended or the client left
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -80,6 +92,22 @@ class _Handler(BaseHTTPRequestHandler):
         status, ctype, out = self.server.answer(method, ns, pns, key)
         self.send_response(status)
         self.send_header("Content-Type", ctype)
+        if isinstance(out, _Streamed):
+            if out.length is not None:
+                self.send_header("Content-Length", str(out.length))
+            for name, value in out.headers.items():
+                self.send_header(name, value)
+            self.end_headers()
+            written = 0
+            try:
+                for piece in out.pieces:
+                    self.wfile.write(piece)
+                    written += len(piece)
+            except OSError:  # the client hung up
+                self.close_connection = True
+            finally:
+                self.server.written.append(written)
+            return
         self.send_header("Content-Length", str(len(out)))
         self.end_headers()
         self.wfile.write(out)
@@ -88,6 +116,7 @@ class _Handler(BaseHTTPRequestHandler):
 @pytest.fixture(scope="module")
 def server() -> Iterator[_Server]:
     srv = _Server(("127.0.0.1", 0), _Handler)
+    srv.written = []
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()
     yield srv
@@ -171,12 +200,146 @@ def test_business_error_on_submit(server: _Server, client: PlatformClient) -> No
         client.submit_accept([])
 
 
-def test_huge_body_surfaces_as_an_answer_error(server: _Server, client: PlatformClient) -> None:
-    """A 50 MB answer. NOTE: PlatformClient does not cap the body: requests reads all of it into
-    memory (client.py _QuietTransport.post: response.content) before zeep parses it; lxml's
-    huge_tree=False then refuses the 50 MB text node. The outcome is an AnswerError, but the memory
-    is spent first (reported, not changed here)."""
-    big = "A" * (50 * 1024 * 1024)
-    server.answer = soap(big)
-    with pytest.raises(AnswerError, match="not well-formed"):  # misleading: it is well-formed, only huge
-        query(client)
+BIG = 50 * 1024 * 1024  # a 50 MB answer
+CAP = 1024 * 1024  # the client's cap in these tests (the default, 32 MiB, is checked below)
+
+
+def _huge(*, announce: bool) -> Answer:
+    """50 MB of one SOAP answer, written in 1 MiB pieces while the client reads; with or without
+    its Content-Length (then the body ends when the connection closes)."""
+    piece = b"A" * CAP
+
+    def answer(m: str, ns: str | None, pns: str | None, key: bytes) -> tuple[int, str, Any]:
+        head, tail = soap_answer(m, "PLACEHOLDER", ns, pns).split(b"PLACEHOLDER")
+
+        def body() -> Iterator[bytes]:
+            yield head
+            for _ in range(BIG // CAP):
+                yield piece
+            yield tail
+
+        return (
+            200,
+            "text/xml; charset=utf-8",
+            _Streamed(body(), len(head) + BIG + len(tail) if announce else None),
+        )
+
+    return answer
+
+
+@pytest.fixture
+def capped(server: _Server) -> Iterator[PlatformClient]:
+    host, port = server.server_address[:2]
+    with PlatformClient(
+        endpoint=f"http://{host}:{port}/Myhealth", credential=CREDENTIAL, public_key=PUBLIC, timeout=20,
+        connect_timeout=2, max_answer_bytes=CAP,
+    ) as c:  # fmt: skip
+        yield c
+
+
+@pytest.mark.parametrize("announce", [True, False], ids=["content-length", "no-content-length"])
+def test_huge_body_is_refused_at_the_cap_unread(
+    server: _Server, capped: PlatformClient, announce: bool
+) -> None:
+    """A 50 MB answer against a 1 MiB cap: AnswerError naming the cap, refused from its
+    Content-Length before reading anything, or as soon as 1 MiB has been read; the client never
+    holds much more than the cap (tracemalloc peak), and stops reading: the server cannot write
+    the 50 MB (it sees the connection dropped; what it wrote sits in socket buffers)."""
+    import tracemalloc
+
+    server.answer = sealed(lambda key: seal_answer(ROWS, key))
+    query(capped)  # loads the WSDL and warms the pool outside the measurement
+    server.answer = _huge(announce=announce)
+    server.written.clear()
+    tracemalloc.start()
+    try:
+        with pytest.raises(AnswerError, match=f"the cap of {CAP} bytes") as info:
+            query(capped)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    message = str(info.value)
+    if announce:
+        assert re.search(r"announces \d{8} bytes, more than the cap .* without reading it", message), message
+    else:
+        assert "is bigger than" in message and "the rest unread" in message
+    assert peak < 8 * CAP, f"peak {peak / 1e6:.1f} MB while reading a capped answer"
+    deadline = time.monotonic() + 10
+    while not server.written and time.monotonic() < deadline:  # the handler thread finishes
+        time.sleep(0.05)
+    assert server.written and server.written[0] < BIG / 2, server.written
+    print(
+        f"client peak {peak / 1e6:.1f} MB; server wrote {server.written[0] / 1e6:.1f} of {BIG / 1e6:.0f} MB"
+    )
+
+
+def test_a_gzip_bomb_is_refused_at_the_cap_decoded(server: _Server, capped: PlatformClient) -> None:
+    """50 MB of answer gzipped into ~50 KB (Content-Encoding: gzip, a small Content-Length): the cap
+    counts decoded bytes, and decoding stops there."""
+    import tracemalloc
+    import zlib
+
+    server.answer = sealed(lambda key: seal_answer(ROWS, key))
+    query(capped)
+
+    def answer(m: str, ns: str | None, pns: str | None, key: bytes) -> tuple[int, str, Any]:
+        head, tail = soap_answer(m, "PLACEHOLDER", ns, pns).split(b"PLACEHOLDER")
+        z = zlib.compressobj(9, zlib.DEFLATED, 31)  # gzip framing
+        packed = z.compress(head) + b"".join(z.compress(b"A" * CAP) for _ in range(BIG // CAP))
+        packed += z.compress(tail) + z.flush()
+        return (
+            200,
+            "text/xml; charset=utf-8",
+            _Streamed(iter([packed]), len(packed), {"Content-Encoding": "gzip"}),
+        )
+
+    server.answer = answer
+    tracemalloc.start()
+    try:
+        with pytest.raises(AnswerError, match=f"is bigger than the cap of {CAP} bytes"):
+            query(capped)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * CAP, f"peak {peak / 1e6:.1f} MB while decoding a capped answer"
+
+
+def test_the_default_cap_and_its_setting(server: _Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    from hurren.platform import ConfigurationError
+    from hurren.settings import DEFAULT_MAX_ANSWER_BYTES, Settings
+
+    host, port = server.server_address[:2]
+    kw = {"endpoint": f"http://{host}:{port}/Myhealth", "credential": CREDENTIAL, "public_key": PUBLIC}
+    assert PlatformClient(**kw).max_answer_bytes == DEFAULT_MAX_ANSWER_BYTES == 32 * 1024 * 1024
+    monkeypatch.setenv("HURREN_PLATFORM_MAX_ANSWER_BYTES", "4096")
+    assert PlatformClient(**kw).max_answer_bytes == 4096  # what the push's client gets
+    assert Settings.from_env().platform.max_answer_bytes == 4096
+    assert PlatformClient(**kw, max_answer_bytes=10).max_answer_bytes == 10
+    server.answer = soap("x" * 5000)
+    with PlatformClient(**kw) as c, pytest.raises(AnswerError, match="cap of 4096 bytes"):
+        query(c)
+    monkeypatch.setenv("HURREN_PLATFORM_MAX_ANSWER_BYTES", "lots")
+    with pytest.raises(ConfigurationError, match="HURREN_PLATFORM_MAX_ANSWER_BYTES"):
+        PlatformClient(**kw)
+
+
+def test_an_answer_at_the_cap_is_read(server: _Server) -> None:
+    """The cap is inclusive, and a capped client still reads ordinary answers (keep-alive intact)."""
+    sizes: list[int] = []
+
+    def answer(m: str, ns: str | None, pns: str | None, key: bytes) -> tuple[int, str, bytes]:
+        body = soap_answer(m, seal_answer(ROWS, key), ns, pns)
+        sizes.append(len(body))
+        return 200, "text/xml; charset=utf-8", body
+
+    server.answer = answer
+    host, port = server.server_address[:2]
+    with PlatformClient(
+        endpoint=f"http://{host}:{port}/Myhealth", credential=CREDENTIAL, public_key=PUBLIC
+    ) as c:
+        query(c)
+    size = sizes[0]
+    with PlatformClient(endpoint=f"http://{host}:{port}/Myhealth", credential=CREDENTIAL, public_key=PUBLIC,
+                        max_answer_bytes=size) as c:  # fmt: skip
+        for _ in range(3):
+            assert query(c)["item"] == [{"org_code": "457759922", "report_form_no": "R1"}]

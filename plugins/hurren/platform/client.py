@@ -22,6 +22,13 @@ Choices:
 - Thread-safe: the zeep service, the session pool and the key ring may be shared by threads.
 - Credentials and the platform key come from the caller; they never reach a log line or an
   exception message (``repr`` of the client shows the endpoint and org code only).
+- The answer body is streamed and capped at ``max_answer_bytes`` (default
+  ``$HURREN_PLATFORM_MAX_ANSWER_BYTES``, else 32 MiB): a bigger answer is refused with an
+  ``AnswerError`` naming the cap, from its Content-Length before anything is read, else as soon
+  as the cap is passed; the rest is never read and the connection is dropped, so memory stays
+  bounded by the cap. The largest legitimate answers are the queries' (one patient's recent
+  reports and sub-items, no PDFs: a few MB even for a long inpatient stay); submissions answer
+  ``ok`` / ``error:<reason>``.
 """
 
 from __future__ import annotations
@@ -59,8 +66,9 @@ from hurren.platform.exceptions import (
     TransportError,
 )
 from hurren.platform.methods import METHODS, Method, method
+from hurren.settings import DEFAULT_MAX_ANSWER_BYTES, SettingsError, max_answer_bytes_from_env
 
-__all__ = ["DEFAULT_WSDL", "PlatformClient"]
+__all__ = ["DEFAULT_MAX_ANSWER_BYTES", "DEFAULT_WSDL", "PlatformClient"]
 
 log = logging.getLogger(__name__)
 
@@ -68,18 +76,59 @@ DEFAULT_WSDL = Path(__file__).with_name("Myhealth.wsdl")
 _DOCTYPE = re.compile(rb"<!\s*(?:DOCTYPE|ENTITY)", re.I)
 
 
+_READ_CHUNK = 64 * 1024
+
+
 class _QuietTransport(Transport):
-    """zeep's transport without its DEBUG dump of every envelope (they carry patient data, encrypted or not)."""
+    """zeep's transport without its DEBUG dump of every envelope (they carry patient data, encrypted or
+    not), reading at most ``max_answer_bytes`` of an answer body."""
+
+    def __init__(self, *args: Any, max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.max_answer_bytes = max_answer_bytes
 
     def post(self, address: str, message: bytes | str, headers: dict[str, str]) -> requests.Response:
-        response = self.session.post(address, data=message, headers=headers, timeout=self.operation_timeout)
-        content_type = response.headers.get("Content-Type", "").lower()
-        if response.status_code >= 300 and "xml" not in content_type:
-            # an error page, not a SOAP fault: zeep would read an XHTML page as an "unknown fault"
-            raise _HTTPStatus(response.status_code)
+        response = self.session.post(
+            address, data=message, headers=headers, timeout=self.operation_timeout, stream=True
+        )
+        try:
+            content_type = response.headers.get("Content-Type", "").lower()
+            if response.status_code >= 300 and "xml" not in content_type:
+                # an error page, not a SOAP fault: zeep would read an XHTML page as an "unknown fault"
+                raise _HTTPStatus(response.status_code)
+            response._content = _read_capped(response, self.max_answer_bytes)  # what .content returns
+            response._content_consumed = True
+        finally:
+            # all read: the connection goes back to the pool; otherwise it is closed, the rest unread
+            if response.raw is not None:
+                response.close()
         if _DOCTYPE.search(response.content[:4096]):  # a DOCTYPE can only come before the root element
             raise _DoctypeAnswer
         return response
+
+
+def _read_capped(response: requests.Response, cap: int) -> bytes:
+    """The body, or ``_TooLarge`` as soon as it is known to exceed ``cap`` bytes (decoded)."""
+    if response._content is not False:  # already read: a session that does not stream (tests' fakes)
+        body = response.content or b""
+        if len(body) > cap:
+            raise _TooLarge(cap, read=len(body))
+        return body
+    announced = response.headers.get("Content-Length", "")
+    if announced.strip().isdigit() and int(announced) > cap:
+        raise _TooLarge(cap, announced=int(announced))
+    body = bytearray()
+    for chunk in response.iter_content(chunk_size=_READ_CHUNK):
+        body += chunk
+        if len(body) > cap:
+            raise _TooLarge(cap, read=len(body))
+    return bytes(body)
+
+
+class _TooLarge(Exception):
+    def __init__(self, cap: int, *, announced: int | None = None, read: int | None = None) -> None:
+        super().__init__(cap)
+        self.cap, self.announced, self.read = cap, announced, read
 
 
 class _DoctypeAnswer(Exception):
@@ -113,7 +162,10 @@ class PlatformClient:
         proxies: Mapping[str, str] | None = None,
         verify: bool | str = True,
         session: requests.Session | None = None,
+        max_answer_bytes: int | None = None,
     ) -> None:
+        """``max_answer_bytes``: the largest answer body read (None: ``$HURREN_PLATFORM_MAX_ANSWER_BYTES``,
+        else :data:`DEFAULT_MAX_ANSWER_BYTES`); a bigger one raises ``AnswerError`` unread."""
         if not isinstance(endpoint, str) or not endpoint.startswith(("http://", "https://")):
             raise ConfigurationError(
                 f"endpoint must be an http(s) URL of the Myhealth service, got {endpoint!r}; "
@@ -123,6 +175,20 @@ class PlatformClient:
             raise ConfigurationError("timeout and connect_timeout must be positive numbers of seconds")
         if pool_size < 1:
             raise ConfigurationError(f"pool_size must be at least 1, got {pool_size}")
+        if max_answer_bytes is None:
+            try:
+                max_answer_bytes = max_answer_bytes_from_env()
+            except SettingsError as exc:
+                raise ConfigurationError(str(exc)) from None
+        if (
+            isinstance(max_answer_bytes, bool)
+            or not isinstance(max_answer_bytes, int)
+            or max_answer_bytes < 1
+        ):
+            raise ConfigurationError(
+                f"max_answer_bytes must be a whole number of bytes >= 1, got {max_answer_bytes!r}"
+            )
+        self._max_answer_bytes = max_answer_bytes
         self._endpoint = endpoint.split("?", 1)[0]
         self._envelope = Envelope(
             credential=credential,
@@ -173,6 +239,10 @@ class PlatformClient:
     def wsdl(self) -> str:
         return self._wsdl
 
+    @property
+    def max_answer_bytes(self) -> int:
+        return self._max_answer_bytes
+
     def close(self) -> None:
         if self._own_session:
             self._session.close()
@@ -197,7 +267,10 @@ class PlatformClient:
 
     def _load_service(self) -> Any:
         transport = _QuietTransport(
-            session=self._session, timeout=self._wsdl_timeout, operation_timeout=self._timeout
+            session=self._session,
+            timeout=self._wsdl_timeout,
+            operation_timeout=self._timeout,
+            max_answer_bytes=self._max_answer_bytes,
         )
         settings = ZeepSettings(
             strict=True, xml_huge_tree=False, forbid_dtd=True, forbid_entities=True, forbid_external=True
@@ -251,6 +324,13 @@ class PlatformClient:
                 method=m.name,
                 status_code=status,
             ) from None
+        except _TooLarge as exc:
+            cap = f"the cap of {exc.cap} bytes (max_answer_bytes / HURREN_PLATFORM_MAX_ANSWER_BYTES)"
+            if exc.announced is not None:
+                what = f"announces {exc.announced} bytes, more than {cap}; refused without reading it"
+            else:
+                what = f"is bigger than {cap}; refused after {exc.read} bytes, the rest unread"
+            raise AnswerError(f"{m.name}: the answer {what}", method=m.name) from None
         except _DoctypeAnswer:
             raise AnswerError(
                 f"{m.name}: the SOAP answer contains a DOCTYPE; refused (XXE protection)", method=m.name
@@ -497,7 +577,12 @@ def _transport_error(exc: requests.RequestException, *, what: str) -> PlatformEr
             method=what,
         )
     if any(isinstance(c, ConnectionResetError | BrokenPipeError) for c in causes):
-        return ConnectError(f"{what}: the platform reset the connection; retry later", method=what)
+        # unreachable, not a counted retry: during an outage a balancer resets what it cannot serve
+        return ConnectError(
+            f"{what}: the platform reset the connection; it may have processed the call, retrying is safe "
+            "(submissions are upserts by key); retry later",
+            method=what,
+        )
     if isinstance(exc, requests.ConnectionError):
         return ConnectError(
             f"{what}: connection failed ({type(_root_cause(exc)).__name__}); retry later", method=what
