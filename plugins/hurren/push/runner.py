@@ -2,7 +2,7 @@
 
     result = Pusher(engine=..., client=..., objects=minio, bucket=..., options=PushOptions()).run()
 
-The main thread claims jobs (``concurrency`` at a time, so at most twice that many are
+The main thread claims jobs (``concurrency`` at a time, so at most twice that many jobs are
 ``sending``), hands them to a pool of ``concurrency`` workers and feeds the circuit breaker with
 their calls' outcomes. A job is one report version, or up to ``batch_size`` rows of one record
 entity (daily counts, accept or quote records) of one hospital, sent in one call. A worker does a
@@ -10,8 +10,9 @@ job end to end: read the store rows (and sub-items), fetch and check the PDF, bu
 it (SM4 + Base64, strKey from the key ring), call the platform, classify the answer
 (``hurren.push.policy``) and record every entry's outcome with its ``push_log`` rows in one
 transaction. A batch the platform refuses (``error:``) is split in halves and the halves sent
-again, until the refused rows are isolated: they are rejected, the rest acknowledged. Nothing is retried inside a run's worker: a failed version goes back to the queue
-with a due time, and the run picks it up again when it falls due (within ``max_wait_s``) or the
+again, until the refused rows are isolated: they are rejected, the rest acknowledged. Apart from
+that nothing is retried inside a run's worker: a failed version goes back to the queue with a due
+time, and the run picks it up again when it falls due (within ``max_wait_s``) or the
 next run does. A run ends when nothing is due, when ``max_run_s`` is up, or on an error it cannot
 attribute to one version (store down, bad configuration): in-flight calls finish and are recorded,
 claimed but unsent entries go back to the queue.
