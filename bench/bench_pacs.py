@@ -237,9 +237,10 @@ def main() -> int:
                     print(f"<!-- {label}: {extra} -->", flush=True)
             finally:
                 if not args.keep:
-                    with admin.connect() as conn:
-                        for n in names:
-                            conn.execute(text(f'DROP DATABASE IF EXISTS "{n}" WITH (FORCE)'))
+                    from hurren.synthetic import drop_database
+
+                    for n in names:
+                        drop_database(admin, n)
                 else:
                     print(f"kept: {src_url} {store_url}")
     finally:

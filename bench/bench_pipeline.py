@@ -123,9 +123,8 @@ def main() -> int:
         for o in s3.list_objects(bucket, recursive=True):
             s3.remove_object(bucket, o.object_name)
         s3.remove_bucket(bucket)
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{src_db}" WITH (FORCE)'))
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{store_db}" WITH (FORCE)'))
+        for db in (src_db, store_db):
+            synthetic.drop_database(admin, db)
     return 0
 
 

@@ -334,25 +334,9 @@ def own_databases(admin_url: str, prefix: str) -> Iterator[Callable[[str], str]]
     finally:
         try:
             for db in reversed(made):
-                drop_database(admin, db)
+                synthetic.drop_database(admin, db)
         finally:
             admin.dispose()
-
-
-def drop_database(admin: Engine, name: str, *, attempts: int = 30) -> None:
-    """``DROP DATABASE ... WITH (FORCE)``, retried: FORCE may not end an autovacuum worker busy in
-    a freshly written database ("must be a member of the role whose process is being terminated")."""
-    from sqlalchemy.exc import ProgrammingError
-
-    for attempt in range(1, attempts + 1):
-        try:
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            return
-        except ProgrammingError as exc:
-            if "InsufficientPrivilege" not in type(exc.orig).__name__ or attempt == attempts:
-                raise
-            time.sleep(2)
 
 
 # --------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import random
+import time
 from collections import Counter
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -143,6 +144,23 @@ def ensure_database(url: str) -> None:
             conn.execute(text(f'CREATE DATABASE "{u.database}"'))
     finally:
         admin.dispose()
+
+
+def drop_database(admin: Engine, name: str, *, attempts: int = 30) -> None:
+    """``DROP DATABASE IF EXISTS ... WITH (FORCE)`` through an AUTOCOMMIT ``admin`` engine, retried:
+    FORCE may not end an autovacuum worker busy in a freshly written database ("must be a member of
+    the role whose process is being terminated")."""
+    from sqlalchemy.exc import ProgrammingError
+
+    for attempt in range(1, attempts + 1):
+        try:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            return
+        except ProgrammingError as exc:
+            if "InsufficientPrivilege" not in type(exc.orig).__name__ or attempt == attempts:
+                raise
+            time.sleep(2)
 
 
 def _chunks(n: int, size: int) -> Iterable[range]:
