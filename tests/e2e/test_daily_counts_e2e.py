@@ -22,6 +22,7 @@ from sqlalchemy import create_engine, select, text
 
 from hurren import dagfactory, store, synthetic
 from hurren.settings import settings
+from tests.e2e.conftest import configure_region
 
 pytestmark = pytest.mark.services
 
@@ -43,24 +44,12 @@ def region(services, make_database, s3, sim, tmp_path_factory, monkeypatch_modul
         )  # fmt: skip
         sid = f"dc{i}"
         urls[sid] = url
-        monkeypatch_module.setenv(f"AIRFLOW_CONN_HURREN_SRC_{sid.upper()}", json.dumps(
-            {"conn_type": "postgres", "extra": {"sqlalchemy_url": url}}))  # fmt: skip
-        sources.append({"id": sid, "org_code": h.org_code, "org_name": h.name, "conn_id": f"hurren_src_{sid}",
-                        "dialect": "postgresql", "chunk_size": 200, "streams": ["lab", "exam"]})  # fmt: skip
-    path = tmp_path_factory.mktemp("sources") / "sources.json"
-    path.write_text(json.dumps({"defaults": {"initial_value": "2024-01-01 00:00:00"}, "hospitals": sources}))
+        sources.append({"id": sid, "org_code": h.org_code, "org_name": h.name, "chunk_size": 200,
+                        "streams": ["lab", "exam"]})  # fmt: skip
     store_url = make_database("hurren_dc_store")
-    for name, value in {
-        "HURREN_SOURCES_FILE": str(path), "HURREN_STORE_URL": store_url, "HURREN_S3_BUCKET_REPORTS": s3.bucket_reports,
-        "HURREN_PLATFORM_URL": sim.url, "HURREN_PLATFORM_PUBLIC_KEY": sim.public_key,
-        "HURREN_PLATFORM_ORG_CODE": "650000001", "HURREN_PLATFORM_ORG_NAME": "市级平台",
-        "HURREN_PLATFORM_VISITOR_CODE": "city", "HURREN_PLATFORM_VISITOR_KEY": "city-key",
-    }.items():  # fmt: skip
-        monkeypatch_module.setenv(name, value)
-    settings.cache_clear()
-    from hurren.sources import resolve_sources
-
-    yield {"sources": resolve_sources(), "urls": urls, "store_url": store_url, "hospitals": hospitals}
+    resolved = configure_region(monkeypatch_module, tmp_path_factory, sources, urls, store_url=store_url,
+                                bucket=s3.bucket_reports, sim=sim)  # fmt: skip
+    yield {"sources": resolved, "urls": urls, "store_url": store_url, "hospitals": hospitals}
     settings.cache_clear()
 
 

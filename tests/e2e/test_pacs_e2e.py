@@ -22,6 +22,7 @@ from sqlalchemy import create_engine, select, text
 
 from hurren import dagfactory, extract, spec, store, synthetic
 from hurren.settings import settings
+from tests.e2e.conftest import configure_region
 
 pytestmark = pytest.mark.services
 
@@ -62,21 +63,12 @@ def region(services, make_database, s3, tmp_path_factory, monkeypatch_module):
     mapping = tmp_path_factory.mktemp("mappings") / "dicom_sex.tsv"
     mapping.write_text("field\tlocal_code\tstd_code\nv_web_jcjg.PATIENTSEX\tM\t1\nv_web_jcjg.PATIENTSEX\tF\t2\n"
                        "v_web_jcjg.PATIENTSEX\tO\t9\n", encoding="utf-8")  # fmt: skip
-    monkeypatch_module.setenv("AIRFLOW_CONN_HURREN_SRC_PACS0", json.dumps(
-        {"conn_type": "postgres", "extra": {"sqlalchemy_url": url}}))  # fmt: skip
-    source = {"id": "pacs0", "org_code": h.org_code, "org_name": h.name, "conn_id": "hurren_src_pacs0",
-              "dialect": "postgresql", "chunk_size": 500, "mapping_file": str(mapping),
-              "streams": ["exam", "pacs_instance", "pacs_study"]}  # fmt: skip
-    path = tmp_path_factory.mktemp("sources") / "sources.json"
-    path.write_text(json.dumps({"defaults": {"initial_value": "2024-01-01 00:00:00"}, "hospitals": [source]}))
+    source = {"id": "pacs0", "org_code": h.org_code, "org_name": h.name, "chunk_size": 500,
+              "mapping_file": str(mapping), "streams": ["exam", "pacs_instance", "pacs_study"]}  # fmt: skip
     store_url = make_database("hurren_pacs_store")
-    monkeypatch_module.setenv("HURREN_SOURCES_FILE", str(path))
-    monkeypatch_module.setenv("HURREN_STORE_URL", store_url)
-    monkeypatch_module.setenv("HURREN_S3_BUCKET_REPORTS", s3.bucket_reports)
-    settings.cache_clear()
-    from hurren.sources import resolve_sources
-
-    yield {"source": resolve_sources().get("pacs0"), "url": url, "store_url": store_url,
+    resolved = configure_region(monkeypatch_module, tmp_path_factory, [source], {"pacs0": url}, store_url=store_url,
+                                bucket=s3.bucket_reports)  # fmt: skip
+    yield {"source": resolved.get("pacs0"), "url": url, "store_url": store_url,
            "edits": {"no_report": no_report, "no_pacs": no_pacs, "dicom_sex": dicom_sex}}  # fmt: skip
     settings.cache_clear()
 

@@ -20,6 +20,7 @@ from sqlalchemy import create_engine, select, text
 
 from hurren import dagfactory, spec, store, synthetic
 from hurren.settings import settings
+from tests.e2e.conftest import configure_region
 
 pytestmark = pytest.mark.services
 
@@ -29,45 +30,22 @@ STREAMS = {"accept": "sehr_accept_record", "quote": "sehr_quote_record"}
 RECORD_KINDS = ("accept_reason_missing", "accept_reason_unknown", "quote_not_null")
 
 
-def platform_env(mp, sim, org_code="650000001"):
-    """The push's platform settings (HURREN_PLATFORM_*) pointing at the in-process simulator."""
-    for name, value in {
-        "HURREN_PLATFORM_URL": sim.url,
-        "HURREN_PLATFORM_PUBLIC_KEY": sim.public_key,
-        "HURREN_PLATFORM_ORG_CODE": org_code,
-        "HURREN_PLATFORM_ORG_NAME": "市级平台",
-        "HURREN_PLATFORM_VISITOR_CODE": "city",
-        "HURREN_PLATFORM_VISITOR_KEY": "city-key",
-    }.items():
-        mp.setenv(name, value)
-
-
 @pytest.fixture(scope="module")
 def region(services, make_database, sim, tmp_path_factory, monkeypatch_module):
     hospitals = synthetic.make_hospitals(2, seed=23)
     sources, urls = [], {}
     for i, h in enumerate(hospitals):
-        url = make_database(f"hospital_rec{i}")
+        sid = f"rec{i}"
+        urls[sid] = make_database(f"hospital_rec{i}")
         synthetic.generate_hospital_day(
-            url, org=h, day=DAY, lab_reports=40, exam_reports=20, seed=23 + i, peers=hospitals, lab_items=2,
+            urls[sid], org=h, day=DAY, lab_reports=40, exam_reports=20, seed=23 + i, peers=hospitals, lab_items=2,
             accept_records=40, quote_records=30, defect_rate=0.25, defect_kinds=RECORD_KINDS, pdf_kb=1,
         )  # fmt: skip
-        sid = f"rec{i}"
-        urls[sid] = url
-        monkeypatch_module.setenv(f"AIRFLOW_CONN_HURREN_SRC_{sid.upper()}", json.dumps(
-            {"conn_type": "postgres", "extra": {"sqlalchemy_url": url}}))  # fmt: skip
-        sources.append({"id": sid, "org_code": h.org_code, "org_name": h.name, "conn_id": f"hurren_src_{sid}",
-                        "dialect": "postgresql", "chunk_size": 15, "streams": ["accept", "quote"]})  # fmt: skip
-    path = tmp_path_factory.mktemp("sources") / "sources.json"
-    path.write_text(json.dumps({"defaults": {"initial_value": "2024-01-01 00:00:00"}, "hospitals": sources}))
+        sources.append({"id": sid, "org_code": h.org_code, "org_name": h.name, "chunk_size": 15,
+                        "streams": ["accept", "quote"]})  # fmt: skip
     store_url = make_database("hurren_rec_store")
-    monkeypatch_module.setenv("HURREN_SOURCES_FILE", str(path))
-    monkeypatch_module.setenv("HURREN_STORE_URL", store_url)
-    platform_env(monkeypatch_module, sim)
-    settings.cache_clear()
-    from hurren.sources import resolve_sources
-
-    yield {"sources": resolve_sources(), "urls": urls, "store_url": store_url}
+    resolved = configure_region(monkeypatch_module, tmp_path_factory, sources, urls, store_url=store_url, sim=sim)
+    yield {"sources": resolved, "urls": urls, "store_url": store_url}
     settings.cache_clear()
 
 

@@ -21,6 +21,7 @@ from sqlalchemy import create_engine, select, text
 
 from hurren import dagfactory, extract, load, pipeline, spec, store, synthetic
 from hurren.settings import settings
+from tests.e2e.conftest import configure_region
 
 pytestmark = pytest.mark.services
 
@@ -42,20 +43,11 @@ def region(services, make_database, s3, tmp_path_factory, monkeypatch_module):
         )  # fmt: skip
         sid = f"e2e{i}"
         urls[sid] = url
-        monkeypatch_module.setenv(f"AIRFLOW_CONN_HURREN_SRC_{sid.upper()}", json.dumps(
-            {"conn_type": "postgres", "extra": {"sqlalchemy_url": url}}))  # fmt: skip
-        sources.append({"id": sid, "org_code": h.org_code, "org_name": h.name, "conn_id": f"hurren_src_{sid}",
-                        "dialect": "postgresql", "chunk_size": 40})  # fmt: skip
-    path = tmp_path_factory.mktemp("sources") / "sources.json"
-    path.write_text(json.dumps({"defaults": {"initial_value": "2024-01-01 00:00:00"}, "hospitals": sources}))
+        sources.append({"id": sid, "org_code": h.org_code, "org_name": h.name, "chunk_size": 40})
     store_url = make_database("hurren_e2e_store")
-    monkeypatch_module.setenv("HURREN_SOURCES_FILE", str(path))
-    monkeypatch_module.setenv("HURREN_STORE_URL", store_url)
-    monkeypatch_module.setenv("HURREN_S3_BUCKET_REPORTS", s3.bucket_reports)
-    settings.cache_clear()
-    from hurren.sources import resolve_sources
-
-    yield {"sources": resolve_sources(), "urls": urls, "store_url": store_url, "s3": s3}
+    resolved = configure_region(monkeypatch_module, tmp_path_factory, sources, urls, store_url=store_url,
+                                bucket=s3.bucket_reports)  # fmt: skip
+    yield {"sources": resolved, "urls": urls, "store_url": store_url, "s3": s3}
     settings.cache_clear()
 
 
