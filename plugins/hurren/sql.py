@@ -103,6 +103,7 @@ here: parsing and compiling is what checks them.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -326,10 +327,9 @@ def readable(source: Source, name: str) -> str:
     The tests check that it parses to the same tree as :func:`compiled`."""
     import sqlglot
 
-    sql = compiled(source, name)
-    return sqlglot.parse_one(sql, read=SQLGLOT[source.dialect]).sql(
-        dialect=SQLGLOT[source.dialect], pretty=True
-    )
+    grammar = SQLGLOT[source.dialect]
+    pretty = sqlglot.parse_one(compiled(source, name), read=grammar).sql(dialect=grammar, pretty=True)
+    return re.sub(r"%\((\w+)\)s", r":\1", pretty)  # sqlglot writes PostgreSQL binds as %(name)s
 
 
 # --------------------------------------------------------------------------------------------
