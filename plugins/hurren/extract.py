@@ -449,7 +449,14 @@ def read_reports(
         conn.execute(sql.query(source, f"{stream}_orphans"), params).fetchall(), item.names
     )
     if len(orphans):
-        log.warning("%s/%s: %s sub-item(s) without a master in [%s, %s)", source.id, stream, len(orphans), since, until)
+        log.warning(
+            "%s/%s: %s sub-item(s) without a master in [%s, %s)",
+            source.id,
+            stream,
+            len(orphans),
+            since,
+            until,
+        )
         yield ReportBatch(
             stream=stream,
             masters=canonical_frame([], master.names),

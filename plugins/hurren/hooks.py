@@ -69,7 +69,9 @@ def sqlalchemy_url(conn: ConnectionLike) -> URL:
     kind = (conn.conn_type or "").lower()
     if kind == "sqlite":
         if not conn.host:
-            raise SourceConnectionError(f"connection {conn.conn_id}: a sqlite connection needs host = the file path")
+            raise SourceConnectionError(
+                f"connection {conn.conn_id}: a sqlite connection needs host = the file path"
+            )
         return URL.create("sqlite", database=conn.host)
     if kind not in _DRIVERS:
         raise SourceConnectionError(

@@ -19,7 +19,8 @@ problem is reported together, each naming the hospital and key to fix (:class:`S
 
 Names substituted into extraction SQL (view and table names, the PACS study-UID column) must be
 plain identifiers (:data:`IDENTIFIER`, optionally ``schema.name``): they are the only text that
-reaches the SQL besides the files in ``include/sql``; values always travel as bind parameters.
+reaches the SQL besides the spec's own names (``hurren.sql`` builds the queries); values always travel
+as bind parameters.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ MAPPINGS_DIR = INCLUDE / "mappings"
 VARIABLE_NAME = "hurren_sources"
 ENV_FILE = "HURREN_SOURCES_FILE"
 
-Dialect = Literal["oracle", "mssql", "postgresql", "sqlite"]
+Dialect = Literal["oracle", "mssql", "postgresql", "mysql", "sqlite"]
 DIALECTS: tuple[str, ...] = get_args(Dialect)
 
 Stream = Literal["lab", "exam", "pacs_instance", "pacs_study", "accept", "quote"]
@@ -319,6 +320,8 @@ def _source(raw: dict[str, Any], where: str, problems: list[str], base_dir: Path
         hint = (
             " (KingbaseES and openGauss are postgresql)"
             if raw["dialect"] in ("kingbase", "opengauss")
+            else " (MariaDB is mysql)"
+            if raw["dialect"] == "mariadb"
             else ""
         )
         err(f"dialect {raw['dialect']!r} is not supported; use one of {', '.join(DIALECTS)}{hint}")
