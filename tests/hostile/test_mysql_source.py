@@ -40,14 +40,18 @@ def hospital(make_mariadb_database: Callable[..., str]):
     )  # fmt: skip
     engine = create_engine(url)
     with engine.begin() as conn:
-        labs = conn.execute(text("SELECT report_form_no FROM labmaster ORDER BY report_form_no")).scalars().all()
+        labs = (
+            conn.execute(text("SELECT report_form_no FROM labmaster ORDER BY report_form_no")).scalars().all()
+        )
         exams = conn.execute(text("SELECT report_form_no, pdf FROM exammaster ORDER BY report_form_no")).all()
-        conn.execute(text("SET SESSION sql_mode = ''"))  # what an old MySQL site runs with: zero dates allowed
+        # what an old MySQL site runs with: zero dates allowed
+        conn.execute(text("SET SESSION sql_mode = ''"))
         conn.execute(text("ALTER TABLE labmaster MODIFY retrieve_date DATE, MODIFY effective_dtime DATETIME"))
         conn.execute(text("ALTER TABLE labmaster MODIFY report_title LONGTEXT CHARACTER SET gbk"))
         conn.execute(text("ALTER TABLE exam_subitem CONVERT TO CHARACTER SET gbk"))
         conn.execute(text("ALTER TABLE exammaster MODIFY pdf LONGBLOB"))
-        conn.execute(text("UPDATE exammaster SET pdf = FROM_BASE64(pdf)"))  # raw bytes, as a PACS/RIS keeps them
+        # raw bytes, as a RIS may keep them
+        conn.execute(text("UPDATE exammaster SET pdf = FROM_BASE64(pdf)"))
         conn.execute(text("UPDATE labmaster SET report_title = '血常规（五分类）复核' WHERE report_form_no = :r"),
                      {"r": labs[0]})  # fmt: skip
         conn.execute(text("UPDATE labmaster SET name = CONCAT(name, :c) WHERE report_form_no = :r"),
@@ -62,7 +66,8 @@ def hospital(make_mariadb_database: Callable[..., str]):
                 "SELECT report_form_no, CAST(retrieve_date AS CHAR) AS retrieve_date,"
                 " CAST(effective_dtime AS CHAR) AS effective_dtime FROM labmaster"))
         }  # fmt: skip
-    assert stored[labs[2]][0] == "0000-00-00" and stored[labs[3]][1] == "0000-00-00 00:00:00"  # really zero dates
+    # really zero dates in the source
+    assert stored[labs[2]][0] == "0000-00-00" and stored[labs[3]][1] == "0000-00-00 00:00:00"
     body = {"id": "mysql_site", "org_code": h.org_code, "org_name": h.name, "conn_id": "c", "dialect": "mysql",
             "chunk_size": 5}  # fmt: skip
     source = sources.parse_sources(json.dumps({"hospitals": [body]})).get("mysql_site")
@@ -76,7 +81,8 @@ def loaded(hospital, make_database, s3):
     store_engine = create_engine(make_database("hostile_mysql_store"))
     store.create_all(store_engine)
     source_engine = create_engine(hospital["engine"].url)
-    event.listen(source_engine, "connect", lambda dbapi, _: dbapi.cursor().execute("SET time_zone = '-05:00'"))
+    set_zone = "SET time_zone = '-05:00'"  # DATETIME has no zone: nothing may shift
+    event.listen(source_engine, "connect", lambda dbapi, _: dbapi.cursor().execute(set_zone))
     summaries = {}
     for stream in ("lab", "exam"):
         summaries[stream] = pipeline.run_stream(
