@@ -282,7 +282,9 @@ def test_mariadb_lifecycle_up_status_down(isolated_services: dict[str, str]) -> 
         assert "mariadb: already running" in second.stdout, second.stdout
         up = run_services("status", "mariadb", env=env)
         assert up.returncode == 0 and f"mariadb up    port {port}" in up.stdout, up.stdout
-        server = create_engine(f"mysql+pymysql://hurren:hurren@127.0.0.1:{port}/information_schema?charset=utf8mb4")
+        server = create_engine(
+            f"mysql+pymysql://hurren:hurren@127.0.0.1:{port}/information_schema?charset=utf8mb4"
+        )
         try:
             with server.connect() as conn:
                 conn.execute(text("CREATE DATABASE hurren_selftest CHARACTER SET utf8mb4"))
