@@ -66,8 +66,8 @@ and again here against a strict identifier pattern (``[A-Za-z_][A-Za-z0-9_]*``, 
 ``schema.name``) and written as configured, unquoted. Lower-case column names are written bare
 (every database folds them to its own case, and a reserved word stays the database's problem as
 it would in hand-written SQL); the PACS views' upper-case names are quoted (``"FILEPATH"``,
-``[FILEPATH]``, ```FILEPATH```) so they match exactly on PostgreSQL. Results are read by
-position, so driver-specific name folding (Oracle's upper case) does not matter.
+``[FILEPATH]`` on SQL Server, backticks on MySQL) so they match exactly on PostgreSQL. Results
+are read by position, so driver-specific name folding (Oracle's upper case) does not matter.
 
 Dialect notes
 -------------
