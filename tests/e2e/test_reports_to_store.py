@@ -46,7 +46,9 @@ def region(request, services, make_database, s3, tmp_path_factory, monkeypatch_m
         )  # fmt: skip
         sid = f"e2e{i}"
         urls[sid] = url
-        sources.append({"id": sid, "org_code": h.org_code, "org_name": h.name, "chunk_size": 40, "dialect": dialect})
+        sources.append(
+            {"id": sid, "org_code": h.org_code, "org_name": h.name, "chunk_size": 40, "dialect": dialect}
+        )
     store_url = make_database("hurren_e2e_store")
     resolved = configure_region(monkeypatch_module, tmp_path_factory, sources, urls, store_url=store_url,
                                 bucket=s3.bucket_reports)  # fmt: skip
