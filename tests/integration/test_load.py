@@ -19,6 +19,7 @@ from hurren import extract, load, sources, spec, store, synthetic, validation
 from hurren.extract import Chunk, CursorState, ReportBatch, canonical_frame
 from hurren.load import Hold, LoadCounts, Pdfs
 from hurren.synthetic.reports import HospitalDay
+from tests.fixtures.fake_s3 import FakeObjectStore
 
 pytestmark = pytest.mark.services
 
@@ -547,22 +548,10 @@ def test_store_values_from_canonical_strings() -> None:
     assert load.to_store_value(f("name"), " x ") == " x "
 
 
-class FakeObjects:
-    """An in-memory S3 for the SQLite store (the demo's path): put_object like minio's."""
-
-    def __init__(self) -> None:
-        self.objects: dict[tuple[str, str], bytes] = {}
-
-    def put_object(self, bucket_name: str, object_name: str, data: Any, length: int, **_: Any) -> None:
-        body = data.read()
-        assert len(body) == length
-        self.objects[(bucket_name, object_name)] = body
-
-
 def test_the_portable_path_on_a_sqlite_store() -> None:
     db = create_engine("sqlite://")
     store.create_all(db)
-    objects = FakeObjects()
+    objects = FakeObjectStore()
     pdfs = Pdfs(objects, "demo")
     h = Hospital(6)
     cursor = CursorState(initial_value=datetime(2024, 1, 1))
