@@ -222,28 +222,28 @@ class LoadCounts:
 
 
 S3_SEGMENT_MAX = 255
-"""Bytes in one ``/``-separated segment of an object key: MinIO stores each as a file name
-(S3's own limit is 1024 bytes for the whole key). Two segments at this size still fit it."""
-_SEGMENT_PREFIX = 200  # bytes of the encoded value kept, readable, in front of its hash
+"""Bytes in one ``/``-separated segment of an object key: MinIO stores each as a file name."""
+KEY_MAX = 512
+"""Bytes in a whole key: what the store's ``pdf_object_key`` column holds (S3 allows 1024)."""
 
 
-def key_segment(value: str) -> str:
+def key_segment(value: str, limit: int = S3_SEGMENT_MAX) -> str:
     """A source value as one segment of an object key: its UTF-8, percent-encoded (only ASCII
     letters, digits and ``_.-~`` stay as they are), so no ``/``, control or other odd character
     changes the key's shape, and every S3 implementation reads it the same way.
 
-    A value that cannot be a segment as it is (empty, ``.``, ``..``, longer than
-    :data:`S3_SEGMENT_MAX` bytes encoded) becomes its encoded beginning, ``~`` and 32 hex
-    characters of its SHA-256: stable and still readable. No such segment could ever be stored
-    on MinIO, and every other value keeps the segment earlier releases gave it, so stored rows
-    keep pointing at their objects. (Two values with one segment would share a key only with the
-    same PDF: the key ends with the PDF's SHA-256, so an object is always its own bytes.)"""
+    A value that cannot be a segment as it is (empty, ``.``, ``..``, longer than ``limit``
+    bytes encoded) becomes the beginning of its encoding, ``~`` and 32 hex characters of its
+    SHA-256: stable and still readable. No such segment could be stored before (MinIO refuses
+    it), and every other value keeps the segment earlier releases gave it, so stored rows keep
+    pointing at their objects. (Two values with one segment would share a key only with the same
+    PDF: the key ends with the PDF's SHA-256, so an object is always its own bytes.)"""
     raw = value.encode("utf-8", "surrogatepass")
     encoded = quote(raw, safe="")
-    if encoded not in ("", ".", "..") and len(encoded) <= S3_SEGMENT_MAX:
+    if encoded not in ("", ".", "..") and len(encoded) <= limit:
         return encoded
-    prefix = encoded[:_SEGMENT_PREFIX]
-    if (cut := prefix.rfind("%")) > len(prefix) - 3:  # never half an escape
+    prefix = encoded[: limit * 3 // 4]
+    if (cut := prefix.rfind("%", len(prefix) - 2)) != -1:  # never half an escape
         prefix = prefix[:cut]
     return f"{prefix}~{hashlib.sha256(raw).hexdigest()[:32]}"
 
@@ -251,8 +251,12 @@ def key_segment(value: str) -> str:
 def pdf_object_key(org_code: str, entity: str, report_form_no: str, sha256: str) -> str:
     """``reports/<org_code>/<entity>/<report_form_no>/<sha256>.pdf``: stable, content-addressed
     (a new PDF of the same report gets a new key; the same bytes always the same one); source
-    values made segments by :func:`key_segment`."""
-    return f"reports/{key_segment(org_code)}/{entity}/{key_segment(report_form_no)}/{sha256}.pdf"
+    values made segments by :func:`key_segment`. A key longer than :data:`KEY_MAX` (which no
+    stored row can hold) is made again from segments of at most 128 bytes."""
+    key = f"reports/{key_segment(org_code)}/{entity}/{key_segment(report_form_no)}/{sha256}.pdf"
+    if len(key) <= KEY_MAX:
+        return key
+    return f"reports/{key_segment(org_code, 128)}/{entity}/{key_segment(report_form_no, 128)}/{sha256}.pdf"
 
 
 def _json(value: Any) -> str:
@@ -1229,6 +1233,12 @@ def _load(
     if b.to_write and any(f.type == "pdf" for f in master.fields):
         if pdfs is None:
             raise LoadError(f"{master.name} carries PDFs: pass pdfs=Pdfs(client, bucket)")
+        if unstorable := {
+            k: f"the object key is longer than the {KEY_MAX} bytes a stored row holds"
+            for u in b.to_write
+            if len((k := u.typed_master.get("pdf_object_key", "")).encode()) > KEY_MAX
+        }:
+            _refused(b, unstorable, counts)
         _note_puts(engine, b.to_write, pdfs, master, source=source, run_id=run_id)
         counts.pdfs_put, refused = _put_pdfs(b.to_write, pdfs)  # before the commit: no row without its object
         if refused:

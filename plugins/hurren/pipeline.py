@@ -269,11 +269,15 @@ def _load_batch(
         counts = load.load_reports(store_engine, batch, holds=holds, **load_args)
     else:
         batch = replace(batch, records=_map(batch.records, d.master, codes, summary))
-        verdicts = validation.validate_records(batch.records, entity=d.master, options=options, engine=validator)
+        verdicts = validation.validate_records(
+            batch.records, entity=d.master, options=options, engine=validator
+        )
         holds = load.holds_from_verdicts(verdicts)
         load_args.pop("pdfs")
         counts = load.load_records(store_engine, batch, holds=holds, **load_args)
-    reports.keep_validation(store_engine, verdicts, summary, source=load_args["source"], run_id=load_args["run_id"])
+    reports.keep_validation(
+        store_engine, verdicts, summary, source=load_args["source"], run_id=load_args["run_id"]
+    )
     errors, warnings = _rule_counts(verdicts)
     summary.errors_by_rule.update(errors)
     summary.warnings_by_rule.update(warnings)
