@@ -5,21 +5,35 @@ One call loads one batch (:func:`load_reports` for a :class:`~hurren.extract.Rep
 
 1. Per report: its canonical rows are checked for what the store itself cannot take (a missing
    key, a key twice in the batch, a value that does not convert to its column type, a PDF that
-   is missing or not Base64 of a PDF). Such a report is held, like one the validator holds.
+   is missing or not Base64 of a PDF), and, given the source's clock (:class:`SourceClock`), for
+   a change time beyond it (rule ``future_dtime``). Such a report is held, like one the
+   validator holds.
 2. ``etl_content_hash`` = SHA-256 of the canonical master row (the PDF as its SHA-256) with its
    sub-items sorted by key (:func:`content_hash`). Reports whose hash is already in the store
-   are not written at all: re-running a window changes nothing.
+   are not written at all: re-running a window changes nothing. A report whose change time (the
+   stream's cursor field) is older than the stored version's is **stale**: not written, not
+   queued, counted (a later chunk, a backfill or a source holding two versions never moves a
+   report back). The same change time with other content is written (a correction made within
+   the second).
 3. The PDFs of the reports to write are put to S3 *before* the transaction, under a
    content-addressed key ``reports/<org_code>/<entity>/<report_form_no>/<sha256>.pdf``
-   (:func:`pdf_object_key`), so a committed row never points at a missing object; an object
-   left by a crash before the commit is harmless and is simply put again (same key, same bytes).
-4. One transaction: masters upserted by the spec key (only when the hash differs), the old
-   sub-items of each written report deleted and the new ones inserted (a sub-item removed at the
-   source disappears); each written report version queued in ``push_outbox`` (``hurren.push``;
-   a void when its data_status is void, D15); held reports written whole to ``etl_quarantine``
-   (once per version); open quarantine entries of every valid report resolved; the run's counts
-   added to ``etl_run``; the cursor advanced to the batch's highest cursor value
-   (:func:`advance_watermark`).
+   (:func:`pdf_object_key`: percent-encoded, every segment one S3 takes), so a committed row
+   never points at a missing object. A put refused for a reason of that object alone (its key,
+   its size: :data:`REFUSAL_CODES`) holds that report (rule ``pdf``, ``storage_refused``); the
+   rest of the batch goes on. Any other failure (S3 down, a 5xx, a time-out, credentials) is an
+   :class:`ObjectStoreError` for the whole batch: nothing is committed, the retry puts again.
+   Each object is noted in ``etl_pdf_pending`` before its put and forgotten in the commit; what
+   a batch that never commits put stays there, and :func:`sweep_pdfs` removes those objects a
+   day later unless a stored row refers to them (the same PDF may belong to a committed version).
+4. One transaction: masters upserted by the spec key (only when the hash differs and the stored
+   version is not newer), the old sub-items of each written report deleted and the new ones
+   inserted (a sub-item removed at the source disappears); each written report version queued
+   in ``push_outbox`` (``hurren.push``; a void when its data_status is void, D15); held reports
+   written whole to ``etl_quarantine`` (once per version); open quarantine entries of every
+   valid, current report resolved; the run's counts added to ``etl_run``; the cursor advanced to
+   the batch's highest cursor value (:func:`advance_watermark`).
+
+Every report of a batch is counted once: extracted = loaded + unchanged + stale + quarantined.
 
 The watermark moves in the same transaction as the rows it covers: batches arrive oldest first
 and later batches only hold cursor values at or above it, and the next window starts at or
@@ -28,8 +42,10 @@ half-way resumes after its last committed batch. A backfill passes ``cursor=None
 move the cursor (a backfill ahead of the cursor would skip the rows between).
 
 PostgreSQL is written with COPY into a temporary table, then ``INSERT … ON CONFLICT DO UPDATE …
-WHERE etl_content_hash IS DISTINCT FROM …`` (design.md: 45k rows/s against 14k for
-execute_values); any other store (SQLite in the demo) through portable SQLAlchemy Core.
+WHERE etl_content_hash IS DISTINCT FROM … AND <stored change time> <= <incoming>`` (design.md:
+45k rows/s against 14k for execute_values): the store itself never takes an older version, even
+from a run that raced this one. Any other store (SQLite in the demo) goes through portable
+SQLAlchemy Core, comparing again under lock inside the transaction.
 
 Exceptions::
 
