@@ -849,12 +849,11 @@ def _write_copy(
         )
         written = [tuple(r) for r in cur.fetchall()]
         stale: set[tuple[Any, ...]] = set()
-        missed = {tuple(u.typed_master[k] for k in keys) for u in units} - set(written)
+        by_key = {tuple(u.typed_master[k] for k in keys): u for u in units}
+        missed = set(by_key) - set(written)
         if missed:  # the rare race: another run stored a version of these keys meanwhile
-            found = _existing(conn, master, [u for u in units if tuple(u.typed_master[k] for k in keys) in missed],
-                              cursor)  # fmt: skip
-            hashes = {tuple(u.typed_master[k] for k in keys): u.hash for u in units}
-            stale = {k for k in missed if k in found and found[k][0] != hashes[k]}
+            found = _existing(conn, master, [by_key[k] for k in missed], cursor)
+            stale = {k for k in missed if k in found and found[k][0] != by_key[k].hash}
             cur.executemany(  # only the written reports' sub-items are replaced below
                 sql.SQL("DELETE FROM {s} WHERE {match}").format(
                     s=stage, match=sql.SQL(" AND ").join(sql.SQL("{} = %s").format(ident(k)) for k in keys)
@@ -1179,9 +1178,9 @@ def _commit(
                 org_code=source.org_code,
                 void_data_status=void_data_status,
             )
-        if pdfs is not None and (written or settled):
-            _forget_puts(conn, pdfs.bucket, [*{u.typed_master["pdf_object_key"] for u in written
-                                               if u.typed_master.get("pdf_object_key")}, *settled])  # fmt: skip
+        settled = [*({u.typed_master.get("pdf_object_key") for u in written} - {None}), *settled]
+        if pdfs is not None and settled:  # referred to by committed rows now, or never stored
+            _forget_puts(conn, pdfs.bucket, settled)
         counts.quarantine_written = _quarantine(conn, b.master, b.held, source=source, run_id=run_id)
         counts.resolved = _resolve(conn, b.master, b, source=source)
         if run_pk is not None:
