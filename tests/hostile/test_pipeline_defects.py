@@ -246,3 +246,50 @@ def test_placeholders_and_invisible_characters_are_held(hospital: Hospital) -> N
     assert summary.errors_by_rule["placeholder"] == 1 and summary.errors_by_rule["invisible_chars"] == 3
     # before the fix: 'NULL' stored as the author, and the BOM version stored as a second report
     assert h.stored("report_form_no", "patient_id", "author_name", "etl_content_hash") == stored_before
+
+
+def test_the_future_range_of_a_sqlite_source_ends_at_its_last_second(tmp_path: Any, s3: Any) -> None:
+    """SQLite compares ``datetime()`` text, which ends at 9999-12-31 23:59:59: the future range
+    reads every row before that second and, as documented (docs/spec-decisions.md), not a row at
+    exactly that second; PostgreSQL (above) reads that one too."""
+    assert pipeline.future_end("sqlite") == datetime(9999, 12, 31, 23, 59, 59)
+    assert pipeline.future_end("postgresql") == datetime.max
+    org = synthetic.make_hospitals(1, seed=1799)[0]
+    url = f"sqlite:///{tmp_path / 'src.db'}"
+    synthetic.generate_hospital_day(
+        url, org=org, day=DAY, lab_reports=4, exam_reports=0, seed=1799, pdf_kb=1, lab_items=2
+    )
+    src = create_engine(url)
+    with src.begin() as conn:
+        rfns = [
+            r[0] for r in conn.exec_driver_sql("SELECT report_form_no FROM labmaster ORDER BY report_form_no")
+        ]
+        for rfn, t in (
+            (rfns[0], "2099-01-01 00:00:00"),
+            (rfns[1], "9999-12-31 23:59:58"),
+            (rfns[2], "9999-12-31 23:59:59"),
+        ):
+            conn.exec_driver_sql(
+                "UPDATE labmaster SET last_update_dtime = ? WHERE report_form_no = ?", (t, rfn)
+            )
+    body = {
+        "id": "sqlite_clock",
+        "org_code": org.org_code,
+        "org_name": "S",
+        "conn_id": "c",
+        "dialect": "sqlite",
+    }
+    source = sources.parse_sources(json.dumps({"hospitals": [body]})).get("sqlite_clock")
+    db = create_engine(f"sqlite:///{tmp_path / 'store.db'}")
+    store.create_all(db)
+    summary = pipeline.run_stream(
+        source=source, stream="lab", source_engine=src, store_engine=db, pdfs=load.Pdfs(s3.client, s3.bucket_reports),
+        run_id="clock", dag_id="hostile", until=NEXT_DAY, now=NOW, validator="pandas",
+    )  # fmt: skip
+    src.dispose()
+    balanced(summary)
+    assert (summary.future_rows, summary.counts.loaded, summary.counts.extracted) == (2, 1, 3)
+    with db.connect() as conn:
+        held = set(conn.execute(select(store.quarantine.c.report_form_no)).scalars())
+    db.dispose()
+    assert held == {rfns[0], rfns[1]}
