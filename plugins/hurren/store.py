@@ -42,6 +42,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import Engine
+from sqlalchemy.schema import CreateColumn
 from sqlalchemy.types import TypeEngine
 
 from hurren import spec
@@ -144,6 +145,8 @@ run = Table(
     Column("extracted", Integer, nullable=False, server_default="0"),
     Column("loaded", Integer, nullable=False, server_default="0"),
     Column("quarantined", Integer, nullable=False, server_default="0"),
+    # nullable only so that create_all adds it to an older store (its default fills the old rows)
+    Column("stale", Integer, nullable=True, server_default="0", comment="older than the stored version"),
     Column("details", Text, comment="JSON: per-rule counts, timings"),
     UniqueConstraint("run_id", "source", "stream", name="uq_etl_run"),
     comment="one row per extraction run per source and stream: the counts that prove nothing was lost",
@@ -169,6 +172,24 @@ quarantine = Table(
     Index("ix_etl_quarantine_key", "entity", "record_key"),
     Index("ix_etl_quarantine_form", "entity", "org_code", "report_form_no"),
     comment="reports held back by validation, whole, with every rule they broke",
+)
+
+pdf_pending = Table(
+    "etl_pdf_pending",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("bucket", String(255), nullable=False),
+    Column("object_key", String(1024), nullable=False),
+    Column("source", String(128), nullable=False),
+    Column("entity", String(64), nullable=False),
+    Column("org_code", String(128)),
+    Column("report_form_no", String(128)),
+    Column("run_id", String(250)),
+    Column("put_at", DateTime, nullable=False, comment="UTC: the last put of this object by a batch"),
+    UniqueConstraint("bucket", "object_key", name="uq_etl_pdf_pending"),
+    Index("ix_etl_pdf_pending_put", "source", "put_at"),
+    comment="PDFs put to S3 by a batch that has not committed (yet): hurren.load.sweep_pdfs removes "
+    "the ones no stored row refers to",
 )
 
 outbox = Table(
@@ -234,9 +255,9 @@ def create_all(engine: Engine, tables: Sequence[Table] | None = None) -> None:
         for table in tables or metadata.sorted_tables:
             have = {c["name"] for c in found.get_columns(table.name)}
             added = [c for c in table.columns if c.name not in have and c.nullable]
-            for column in added:
-                kind = column.type.compile(dialect=engine.dialect)
-                conn.execute(text(f"ALTER TABLE {table.name} ADD {column.name} {kind}"))
+            for column in added:  # name, type and server default (it fills the existing rows)
+                ddl = CreateColumn(column).compile(dialect=engine.dialect)
+                conn.execute(text(f"ALTER TABLE {table.name} ADD {ddl}"))
             for index in table.indexes if added else ():
                 index.create(conn, checkfirst=True)
 

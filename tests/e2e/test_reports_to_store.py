@@ -5,7 +5,7 @@ Two synthetic hospitals with labelled defects of every kind, one in PostgreSQL, 
 ``lab_reports__*`` / ``exam_reports__*`` DAGs run with ``dag.test()`` against the real store and S3.
 What must hold: every valid report is in the store field by field, its PDF in S3 with a matching
 SHA-256; every labelled report is quarantined with the rule its label predicts; extracted =
-loaded + unchanged + quarantined exactly; a re-run, and a run killed mid-way then re-run, leave
+loaded + unchanged + stale + quarantined exactly; a re-run, and a run killed mid-way then re-run, leave
 store and objects identical.
 """
 
@@ -104,7 +104,7 @@ def _labels(url):
 def test_counts_add_up_and_match_the_source(region, first_run):
     results, _ = first_run
     for (sid, stream), r in results.items():
-        assert r["extracted"] == r["loaded"] + r["unchanged"] + r["quarantined"], (sid, stream, r)
+        assert r["extracted"] == r["loaded"] + r["unchanged"] + r["stale"] + r["quarantined"], (sid, stream, r)
         master = REPORT_ENTITIES[stream][0]
         engine = create_engine(region["urls"][sid])
         with engine.connect() as conn:
@@ -182,7 +182,7 @@ def test_rerunning_the_interval_changes_nothing(region, first_run, run_dag, how)
     conf = {"since": "2024-03-11 00:00:00", "until": "2024-03-12 00:00:00"} if how == "backfill" else None
     results = _run_all(run_dag, region, conf=conf)
     for key, r in results.items():
-        assert r["loaded"] == 0 and r["unchanged"] + r["quarantined"] == r["extracted"]
+        assert r["loaded"] == 0 and r["unchanged"] + r["stale"] + r["quarantined"] == r["extracted"]
         if how == "backfill":
             assert r["extracted"] == first[key]["extracted"]
     assert _store_snapshot(region["store_url"], region["s3"]) == before

@@ -6,7 +6,7 @@ during a real ``pipeline.run_stream`` or a real push run (``hurren.push.tasks.ru
 the fault happened and that the state before recovery is partial (and how); then the same
 recovery for every case — the DAG run is retried (``pipeline.run_stream`` for both streams with
 the same run id, as Airflow's task retry does) and pushed until nothing is queued — and the same
-invariants (:func:`tests.faults.harness.assert_recovered`): extracted = loaded + unchanged +
+invariants (:func:`tests.faults.harness.assert_recovered`): extracted = loaded + unchanged + stale +
 quarantined for every batch and run, every valid version written exactly once over all runs, the
 store and the quarantine equal to a clean reference run, S3 holding exactly the PDFs the store
 points at, every version acknowledged exactly once in the outbox, and the platform holding
