@@ -396,8 +396,8 @@ def _check_stream(source: Source, stream: str, allowed: tuple[str, ...]) -> Stre
     return STREAMS[stream]
 
 
-def _check_window(since: datetime, until: datetime, chunk_size: int) -> None:
-    if since.tzinfo is not None or until.tzinfo is not None:
+def _check_window(since: datetime, until: datetime | None, chunk_size: int) -> None:
+    if since.tzinfo is not None or (until is not None and until.tzinfo is not None):
         raise ExtractSettingsError(
             "since/until must be naive source local time; convert with to_source_time()"
         )
@@ -405,29 +405,35 @@ def _check_window(since: datetime, until: datetime, chunk_size: int) -> None:
         raise ExtractSettingsError(f"chunk_size must be at least 1, got {chunk_size}")
 
 
+def _window_params(since: datetime, until: datetime | None, dialect: str) -> dict[str, Any]:
+    params = {"since": _bind_time(since, dialect)}
+    return params if until is None else {**params, "until": _bind_time(until, dialect)}
+
+
 def read_reports(
     conn: Connection,
     source: Source,
     stream: Stream,
     since: datetime,
-    until: datetime,
+    until: datetime | None,
     chunk_size: int | None = None,
 ) -> Iterator[ReportBatch]:
     """The reports of ``stream`` ("lab" or "exam") whose master's ``last_update_dtime`` is in
-    ``[since, until)``, in chunks of about ``chunk_size`` masters with their sub-items, oldest
-    first (so a watermark advanced after each committed batch never passes an uncommitted row).
+    ``[since, until)`` (``until`` None: no end), in chunks of about ``chunk_size`` masters with
+    their sub-items, oldest first (so a watermark advanced after each committed batch never passes
+    an uncommitted row).
 
     ``conn`` is a connection to the source (use :func:`source_snapshot` for a consistent read).
     """
     d = _check_stream(source, stream, REPORT_STREAMS)
     size = source.chunk_size if chunk_size is None else chunk_size
     _check_window(since, until, size)
-    if until <= since:
+    if until is not None and until <= since:
         return
     master, item = spec.entity(d.master), spec.entity(d.item or "")
-    params = {"since": _bind_time(since, source.dialect), "until": _bind_time(until, source.dialect)}
+    params = _window_params(since, until, source.dialect)
     plan = conn.execute(
-        sql.query(source, f"{stream}_plan"),
+        sql.query(source, f"{stream}_plan", open_end=until is None),
         params,
         execution_options={"stream_results": True, "yield_per": 10_000},
     )
@@ -446,7 +452,7 @@ def read_reports(
     # (before any chunk can move the watermark past them), so they are quarantined (orphan_item)
     # rather than never seen. Their batch has no masters and does not move the watermark.
     orphans = canonical_frame(
-        conn.execute(sql.query(source, f"{stream}_orphans"), params).fetchall(), item.names
+        conn.execute(sql.query(source, f"{stream}_orphans", open_end=until is None), params).fetchall(), item.names
     )
     if len(orphans):
         log.warning(
@@ -499,21 +505,21 @@ def read_records(
     source: Source,
     stream: Stream,
     since: datetime,
-    until: datetime,
+    until: datetime | None,
     chunk_size: int | None = None,
 ) -> Iterator[RecordBatch]:
     """The rows of a stream without sub-items ("pacs_instance", "pacs_study", "accept", "quote")
-    whose cursor value is in ``[since, until)``, oldest first, ``chunk_size`` rows at a time from
-    one streamed query."""
+    whose cursor value is in ``[since, until)`` (``until`` None: no end), oldest first,
+    ``chunk_size`` rows at a time from one streamed query."""
     d = _check_stream(source, stream, RECORD_STREAMS)
     size = source.chunk_size if chunk_size is None else chunk_size
     _check_window(since, until, size)
-    if until <= since:
+    if until is not None and until <= since:
         return
     entity = spec.entity(d.master)
-    params = {"since": _bind_time(since, source.dialect), "until": _bind_time(until, source.dialect)}
+    params = _window_params(since, until, source.dialect)
     result = conn.execute(
-        sql.query(source, stream),
+        sql.query(source, stream, open_end=until is None),
         params,
         execution_options={"stream_results": True, "yield_per": size},
     )

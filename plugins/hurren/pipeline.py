@@ -41,17 +41,6 @@ log = logging.getLogger(__name__)
 Mode = Literal["incremental", "backfill"]
 
 THRESHOLD_MIN_RECORDS = 20  # below this many records a run's quarantine share is noise, not a signal
-FUTURE_END_MICROSECONDS = frozenset({"postgresql", "mssql"})
-"""Dialects whose window bind keeps microseconds: their future range ends at ``datetime.max`` and
-takes a row at 9999-12-31 23:59:59 in. The others' casts drop (SQLite, Oracle DATE) or round
-(MySQL DATETIME, past year 9999) the fraction, so theirs ends at that second, which it excludes."""
-
-
-def future_end(dialect: str) -> datetime:
-    """The (exclusive) end of the future range read for a source of ``dialect``."""
-    return datetime.max if dialect in FUTURE_END_MICROSECONDS else datetime.max.replace(microsecond=0)
-
-
 class QuarantineThresholdExceeded(RuntimeError):
     """More of a run was quarantined than the configured share: the source needs a look.
 
@@ -173,7 +162,7 @@ def run_stream(
                                               source=source, run_id=run_id, pdfs=pdfs, run_pk=run_pk, cursor=cursor,
                                               clock=clock)  # fmt: skip
             if mode == "incremental":
-                future = read(conn, source, stream, clock.future_from, future_end(source.dialect))  # type: ignore[operator]
+                future = read(conn, source, stream, clock.future_from, None)  # no end: 9999-12-31 too  # type: ignore[operator]
                 for batch in _read(future, source, stream):
                     summary.batches += 1
                     counts = _load_future(batch, d, store_engine, source=source, run_id=run_id, pdfs=pdfs,

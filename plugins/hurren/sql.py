@@ -240,7 +240,9 @@ def _bound_time(dialect: Dialect, name: str) -> ColumnElement[Any]:
     return cast(bindparam(name), _TIME_TYPE[dialect])
 
 
-def _in_window(dialect: Dialect, t: ColumnElement[Any]) -> ColumnElement[bool]:
+def _in_window(dialect: Dialect, t: ColumnElement[Any], open_end: bool) -> ColumnElement[bool]:
+    if open_end:  # no upper bound: a cast bind cannot reach past 9999-12-31 23:59:59 everywhere
+        return t >= _bound_time(dialect, "since")
     return and_(t >= _bound_time(dialect, "since"), t < _bound_time(dialect, "until"))
 
 
@@ -260,18 +262,18 @@ def _in_chunk(dialect: Dialect, m: _Relation, cursor: str) -> ColumnElement[bool
     )
 
 
-def _build(source: Source, d: QueryDef) -> Select[Any]:
+def _build(source: Source, d: QueryDef, open_end: bool = False) -> Select[Any]:
     stream, dialect = STREAMS[d.stream], source.dialect
     if d.part == "records":
         r = _Relation(source, stream.master, "v" if spec.entity(stream.master).kind == "view" else "r")
         t = r.time(stream.cursor)
-        return select(*r.fields()).where(_in_window(dialect, t)).order_by(t, *(r[k] for k in r.entity.key))
+        return select(*r.fields()).where(_in_window(dialect, t, open_end)).order_by(t, *(r[k] for k in r.entity.key))
     m = _Relation(source, stream.master, "m")
     if d.part == "plan":
         t, form = m.time(stream.cursor), _form_no(m)
         return (
             select(t.label("plan_dtime"), form.label("plan_form_no"), func.count().label("plan_count"))
-            .where(_in_window(dialect, t))
+            .where(_in_window(dialect, t, open_end))
             .group_by(t, form)
             .order_by(t, form)
         )
@@ -288,28 +290,32 @@ def _build(source: Source, d: QueryDef) -> Select[Any]:
     if d.part == "items":
         where = exists(master.where(*link, _in_chunk(dialect, m, stream.cursor)))
     else:  # orphans: changed in the window, with no master at all
-        where = and_(_in_window(dialect, s.time(stream.cursor)), ~exists(master.where(*link)))
+        where = and_(_in_window(dialect, s.time(stream.cursor), open_end), ~exists(master.where(*link)))
     return select(*s.fields()).where(where).order_by(*(s[k] for k in s.entity.key))
 
 
 @cache
-def _cached(dialect: Dialect, views: tuple[tuple[str, str], ...], uid_column: str, name: str) -> Select[Any]:
+def _cached(
+    dialect: Dialect, views: tuple[tuple[str, str], ...], uid_column: str, name: str, open_end: bool
+) -> Select[Any]:
     source = Source(
         id="sql", org_code="0", org_name="", conn_id="", dialect=dialect, views=dict(views),
         pacs_study_uid_column=uid_column,
     )  # fmt: skip
-    return _build(source, QUERIES[name])
+    return _build(source, QUERIES[name], open_end)
 
 
-def query(source: Source, name: str) -> Select[Any]:
+def query(source: Source, name: str, *, open_end: bool = False) -> Select[Any]:
     """The extraction query ``name`` (a key of :data:`QUERIES`) for ``source``, as a SQLAlchemy
-    ``Select``: execute it with the binds of ``QUERIES[name].binds``; rows come in spec order."""
+    ``Select``: execute it with the binds of ``QUERIES[name].binds``; rows come in spec order.
+    ``open_end``: the window has no upper bound (no ``until`` bind): the future range of
+    ``hurren.pipeline``, which must reach a row stamped 9999-12-31 23:59:59 in every dialect."""
     if name not in QUERIES:
         raise SqlBuildError(f"no extraction query {name!r}; one of {', '.join(QUERIES)}")
     for entity in STREAMS[QUERIES[name].stream].entities:
         _relation_name(source, entity)  # the names are checked for every source, cached or not
     views = tuple(sorted((e, source.view(e)) for e in STREAMS[QUERIES[name].stream].entities))
-    return _cached(source.dialect, views, source.pacs_study_uid_column, name)
+    return _cached(source.dialect, views, source.pacs_study_uid_column, name, open_end)
 
 
 def sql_dialect(dialect: str, *, paramstyle: str | None = None) -> SqlDialect:

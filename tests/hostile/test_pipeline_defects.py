@@ -248,12 +248,10 @@ def test_placeholders_and_invisible_characters_are_held(hospital: Hospital) -> N
     assert h.stored("report_form_no", "patient_id", "author_name", "etl_content_hash") == stored_before
 
 
-def test_the_future_range_of_a_sqlite_source_ends_at_its_last_second(tmp_path: Any, s3: Any) -> None:
-    """SQLite compares ``datetime()`` text, which ends at 9999-12-31 23:59:59: the future range
-    reads every row before that second and, as documented (docs/spec-decisions.md), not a row at
-    exactly that second; PostgreSQL (above) reads that one too."""
-    assert pipeline.future_end("sqlite") == datetime(9999, 12, 31, 23, 59, 59)
-    assert pipeline.future_end("postgresql") == datetime.max
+def test_the_future_range_of_a_sqlite_source_reaches_its_last_second(tmp_path: Any, s3: Any) -> None:
+    """SQLite compares ``datetime()`` text, which ends at 9999-12-31 23:59:59 (as Oracle's DATE and
+    MySQL's DATETIME do): the future range has no upper bound, so a row at exactly that second is
+    read and held too, not only the rows before it."""
     org = synthetic.make_hospitals(1, seed=1799)[0]
     url = f"sqlite:///{tmp_path / 'src.db'}"
     synthetic.generate_hospital_day(
@@ -288,8 +286,8 @@ def test_the_future_range_of_a_sqlite_source_ends_at_its_last_second(tmp_path: A
     )  # fmt: skip
     src.dispose()
     balanced(summary)
-    assert (summary.future_rows, summary.counts.loaded, summary.counts.extracted) == (2, 1, 3)
+    assert (summary.future_rows, summary.counts.loaded, summary.counts.extracted) == (3, 1, 4)
     with db.connect() as conn:
         held = set(conn.execute(select(store.quarantine.c.report_form_no)).scalars())
     db.dispose()
-    assert held == {rfns[0], rfns[1]}
+    assert held == {rfns[0], rfns[1], rfns[2]}

@@ -53,6 +53,20 @@ def test_sqlalchemy_compiles_it_with_exactly_the_documented_binds(dialect: str, 
     ]  # no bind-like literal
 
 
+WINDOWED = [c for c in CASES if "until" in sql.QUERIES[c.values[1]].binds]
+
+
+@pytest.mark.parametrize(("dialect", "name"), WINDOWED)
+def test_an_open_ended_window_drops_only_its_upper_bound(dialect: str, name: str) -> None:
+    """The future range (hurren.pipeline) reads without ``until``: no cast bind reaches past
+    9999-12-31 23:59:59 in SQLite, Oracle or MySQL."""
+    query = sql.query(make_source(dialect), name, open_end=True)
+    compiled = query.compile(dialect=sql.sql_dialect(dialect, paramstyle="named"))
+    assert set(compiled.params) == set(sql.QUERIES[name].binds) - {"until"}
+    tree = sqlglot.parse_one(str(compiled), read=sql.SQLGLOT[dialect])
+    assert {p.name for p in tree.find_all(sqlglot.exp.Placeholder)} == set(compiled.params)
+
+
 @pytest.mark.parametrize(("dialect", "name"), CASES)
 def test_sqlglot_parses_it_in_its_dialect(dialect: str, name: str) -> None:
     exp = sqlglot.exp
