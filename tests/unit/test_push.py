@@ -24,6 +24,7 @@ from hurren.platform import (
     HTTPStatusError,
     PayloadError,
     RemoteProtocolError,
+    SoapFault,
     TimeoutError,
     samples,
 )
@@ -56,6 +57,9 @@ ob = store.outbox
         pytest.param(HTTPStatusError("500", status_code=500), "retry", False, True, id="http-500"),
         pytest.param(AnswerError("garbage"), "retry", False, True, id="bad-answer"),
         pytest.param(PayloadError("bad text", entity="labmaster", field="name"), "broken", False, False, id="payload"),
+        pytest.param(SoapFault("Client", "机构编码不存在"), "rejected", True, False, id="client-fault"),
+        pytest.param(SoapFault("Client", "系统繁忙"), "retry", True, False, id="client-fault-transient"),
+        pytest.param(SoapFault("Server", "数据库连接超时"), "retry", False, True, id="server-fault"),
     ],
 )
 def test_an_answer_becomes_an_outcome(result: Any, kind: str, answered: bool, breaker_failure: bool) -> None:
@@ -65,6 +69,8 @@ def test_an_answer_becomes_an_outcome(result: Any, kind: str, answered: bool, br
         assert outcome.text == getattr(result, "text", None) and outcome.log_outcome == "ok"
     if isinstance(result, BusinessError):
         assert outcome.text == f"error:{result.reason}" and outcome.log_outcome == "error"
+    if isinstance(result, SoapFault):  # kept as the platform wrote it, whatever becomes of it
+        assert outcome.text == f"fault:{result.code}: {result.text}"
 
 
 def test_backoff_doubles_is_capped_and_jittered_the_same_way_every_time() -> None:

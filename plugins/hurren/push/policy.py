@@ -10,6 +10,10 @@ How a call ends, and what happens to its version (``status`` in ``push_outbox``)
     error:<reason>                           rejected    rejected: not retried; a new version, or a
                                                          requeue by hand, sends it again
     error:<reason> matching transient_errors retry       queued again after a backoff
+    SOAP fault, code Client (Sender)         rejected    rejected, like error: (the request is at
+                                                         fault); transient_errors apply to its text
+    SOAP fault, any other code (Server)      retry       queued again after a backoff (the platform
+                                                         failed: counts for the breaker, as HTTP 500)
     ConnectError (could not connect)         unreachable queued again after a backoff; never dead
                                                          (a platform that is down is not the
                                                          report's fault: the breaker handles it)
@@ -41,6 +45,7 @@ from hurren.platform import (
     ConnectError,
     PayloadError,
     PlatformError,
+    SoapFault,
     TransportError,
 )
 from hurren.platform.answers import Ack
@@ -80,6 +85,11 @@ def classify(result: Ack | BaseException, *, transient: Callable[[str], bool] = 
     if isinstance(result, BusinessError):
         kind: OutcomeKind = "retry" if transient(result.reason) else "rejected"
         return Outcome(kind, f"error:{result.reason}", answered=True)
+    if isinstance(result, SoapFault):
+        text = f"fault:{result.code}: {result.text}"
+        if result.retryable or transient(result.text):
+            return Outcome("retry", text, answered=not result.retryable)
+        return Outcome("rejected", text, answered=True)
     if isinstance(result, ConnectError):
         return Outcome("unreachable", f"{type(result).__name__}: {result}")
     if isinstance(result, TransportError | AnswerError):
