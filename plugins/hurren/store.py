@@ -181,7 +181,7 @@ outbox = Table(
     Column("record_key", String(1024), nullable=False, comment="JSON array of the key values"),
     Column("content_hash", String(64), nullable=False, comment="the version queued (etl_content_hash)"),
     Column("action", String(16), nullable=False, comment="register | void"),
-    Column("cause", String(16), nullable=False, server_default="load", comment="load | key_change"),
+    Column("cause", String(16), nullable=False, server_default="load", comment="load | key_change | update (D20)"),
     Column(
         "status",
         String(16),

@@ -358,10 +358,12 @@ def put_report(db: Engine, objects: Objects, form: str, *, status: int = 1, pdf:
         outbox.enqueue_reports(conn, LAB, [master])
 
 
-def push(db: Engine, objects: Objects, platform: FakePlatform, **options: Any) -> Any:
+def push(db: Engine, objects: Objects, platform: FakePlatform, profile: spec.SpecOptions | None = None,
+         **options: Any) -> Any:  # fmt: skip
     opts = PushOptions.from_mapping({"concurrency": 2, "backoff_base_s": 0.01, "backoff_max_s": 0.02,
                                      "max_wait_s": 1, "max_run_s": 10, **options})  # fmt: skip
-    return Pusher(engine=db, client=platform, objects=objects, bucket="b", options=opts).run()  # type: ignore[arg-type]
+    return Pusher(engine=db, client=platform, objects=objects, bucket="b", options=opts,  # type: ignore[arg-type]
+                  spec_options=profile or spec.SpecOptions()).run()  # fmt: skip
 
 
 def test_a_run_sends_each_version_once_retries_failures_and_isolates_poison(db: Engine) -> None:
@@ -536,3 +538,78 @@ def test_a_row_queued_again_unchanged_is_not_queued_twice(db: Engine) -> None:
     rows = put_records(db, ["A"], version="v2")
     assert [(x["status"], x["content_hash"] == rows[0]["etl_content_hash"]) for x in entries(db)] == [
         ("superseded", False), ("queued", False), ("queued", True)]  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------
+# D20: update vs void
+
+
+VOID_THEN_REGISTER = spec.SpecOptions(update_mode="void_then_register")
+
+
+def test_replace_sends_a_changed_report_again_without_a_void_d20(db: Engine) -> None:
+    objects, platform = Objects(), FakePlatform()
+    put_report(db, objects, "F1")
+    push(db, objects, platform)
+    put_report(db, objects, "F1", pdf=b"%PDF-1.4 corrected\n%%EOF")
+    push(db, objects, platform)
+    assert platform.calls == [("ArchiveAutoReport", "F1"), ("ArchiveAutoReport", "F1")]
+
+
+def test_void_then_register_voids_the_held_version_first_once_each_d20(db: Engine) -> None:
+    objects, platform = Objects(), FakePlatform()
+    put_report(db, objects, "F1")
+    put_report(db, objects, "F2")
+    push(db, objects, platform, VOID_THEN_REGISTER)  # new reports: nothing on the platform to void
+    put_report(db, objects, "F1", pdf=b"%PDF-1.4 corrected\n%%EOF")
+    push(db, objects, platform, VOID_THEN_REGISTER)
+    assert platform.calls[2:] == [("DeleteLabInfo", "F1"), ("ArchiveAutoReport", "F1")]
+    rows = [(x["report_form_no"], x["action"], x["cause"], x["status"]) for x in entries(db)]
+    assert rows[2:] == [("F1", "register", "load", "acked"), ("F1", "void", "update", "acked")]
+    again = FakePlatform()
+    push(db, objects, again, VOID_THEN_REGISTER)
+    assert again.calls == []  # each once: nothing left to send
+    put_report(db, objects, "F1")  # back to the first content (v1 -> v2 -> v1): the platform holds v2
+    push(db, objects, again, VOID_THEN_REGISTER)
+    assert again.calls == [("DeleteLabInfo", "F1"), ("ArchiveAutoReport", "F1")]
+
+
+def test_a_failing_void_is_never_overtaken_by_its_register_d20(db: Engine) -> None:
+    """The void times out, then the platform refuses it: the register stays queued behind it,
+    unsent, through both; after the void is requeued and acknowledged, the register goes."""
+    objects = Objects()
+    put_report(db, objects, "F1")
+    push(db, objects, FakePlatform(), VOID_THEN_REGISTER)
+    put_report(db, objects, "F1", pdf=b"%PDF-1.4 corrected\n%%EOF")
+    answers = iter([TimeoutError("slow"), "error:作废失败", "ok", "ok"])
+    platform = FakePlatform(lambda method, form: next(answers))
+    result = push(db, objects, platform, VOID_THEN_REGISTER, max_wait_s=0.5)
+    assert platform.calls == [("DeleteLabInfo", "F1"), ("DeleteLabInfo", "F1")]  # retried, then refused
+    by = {(x["action"], x["cause"]): x for x in entries(db) if x["status"] != "acked"}
+    assert by["void", "update"]["status"] == "rejected" and by["register", "load"]["status"] == "queued"
+    assert "waits for the void" in by["register", "load"]["last_error"] and by["register", "load"]["attempts"] == 0
+    assert result.total().rejected == 1
+    push(db, objects, platform, VOID_THEN_REGISTER)
+    assert len(platform.calls) == 2  # a rejected void holds its register: no claim takes it
+    with db.begin() as conn:
+        [back] = outbox.requeue(conn, statuses=("rejected",))
+    assert back["status"] == "queued" and back["action"] == "void"
+    push(db, objects, platform, VOID_THEN_REGISTER)
+    assert platform.calls[2:] == [("DeleteLabInfo", "F1"), ("ArchiveAutoReport", "F1")]
+    assert {x["status"] for x in entries(db)} == {"acked"}
+
+
+def test_a_newer_version_supersedes_an_update_void_and_its_register_d20(db: Engine) -> None:
+    objects = Objects()
+    put_report(db, objects, "F1")
+    push(db, objects, FakePlatform(), VOID_THEN_REGISTER)
+    put_report(db, objects, "F1", pdf=b"%PDF-1.4 v2\n%%EOF")
+    push(db, objects, FakePlatform(lambda method, form: "error:作废失败"), VOID_THEN_REGISTER)
+    put_report(db, objects, "F1", pdf=b"%PDF-1.4 v3\n%%EOF")  # the hospital fixed it again
+    platform = FakePlatform()
+    push(db, objects, platform, VOID_THEN_REGISTER)
+    assert platform.calls == [("DeleteLabInfo", "F1"), ("ArchiveAutoReport", "F1")]
+    states = [(x["action"], x["cause"], x["status"]) for x in entries(db)]
+    assert states == [("register", "load", "acked"), ("register", "load", "superseded"),
+                      ("void", "update", "superseded"), ("register", "load", "acked"),
+                      ("void", "update", "acked")]  # fmt: skip

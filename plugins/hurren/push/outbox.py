@@ -17,9 +17,19 @@ nothing queues nothing, so re-running a window queues nothing). Per written repo
   be voided there (§1.2.2.2: 先作废后在重新提交). The latest load wins. Such a void is skipped at
   send time when the old key never reached the platform, or when ``key_change`` is ``off``.
 
+**Updates** (D20, ``SpecOptions.update_mode``): under ``replace`` a changed report is registered
+again under its key. Under ``void_then_register`` a claimed register of a key the platform holds
+(its latest acknowledged entry is a register) is preceded by a ``void`` entry (``cause`` =
+``update``, the register's version), inserted by :func:`precede_with_voids` in the claim's
+transaction and sent first in the same job; the register goes only once its void is acknowledged
+(or skipped), and no claim takes a register while an update void of its key is queued, sending,
+rejected or dead: a void that fails never lets the register overtake it. Update voids are
+auxiliary: the key's version entries (``_latest``) never count them.
+
 A run claims due entries (:func:`claim`: ``queued``, due, no other entry of the same key in
-flight; voids first, then oldest first), marks them ``sending`` with a lease, calls the platform,
-and :func:`record` writes the outcome and one ``push_log`` row in one transaction. A run that dies
+flight, no update void of the key open; voids first, then oldest first), marks them ``sending``
+with a lease, calls the platform, and :func:`record` writes the outcome and one ``push_log`` row
+in one transaction. A run that dies
 between the call and the record leaves ``sending`` entries; :func:`recover_stale` takes them back
 once their lease has expired (logged ``lost``): they are sent again (an upsert on the platform).
 """
@@ -53,6 +63,7 @@ __all__ = [
     "method_of",
     "next_due",
     "on_platform",
+    "precede_with_voids",
     "record",
     "recover_stale",
     "release",
@@ -62,6 +73,7 @@ __all__ = [
 ]
 
 OPEN = ("queued", "rejected", "dead")  # never reached the platform in this version: supersedable
+BLOCKING = (*OPEN, "sending")  # an update void in these holds back the register behind it (D20)
 _IN = 500  # values per IN list
 
 ob = store.outbox
@@ -131,12 +143,12 @@ def _chunks(values: Sequence[Any], size: int = _IN) -> Iterable[Sequence[Any]]:
 
 
 def _latest(conn: Connection, entity: str, keys: Sequence[str]) -> dict[str, Mapping[str, Any]]:
-    """The newest entry of each key (by id)."""
+    """The newest version entry of each key (by id; update voids are not versions)."""
     out: dict[str, Mapping[str, Any]] = {}
     for part in _chunks(sorted(set(keys))):
         rows = conn.execute(
             select(ob.c.id, ob.c.record_key, ob.c.content_hash, ob.c.action, ob.c.status)
-            .where(ob.c.entity == entity, ob.c.record_key.in_(part))
+            .where(ob.c.entity == entity, ob.c.record_key.in_(part), ob.c.cause != "update")
             .order_by(ob.c.id)
         ).mappings()
         for r in rows:
@@ -161,7 +173,7 @@ def _groups(conn: Connection, entity: str, forms: set[tuple[str, str]]) -> dict[
     for part in _chunks(sorted(forms)):
         rows = conn.execute(
             select(ob.c.org_code, ob.c.report_form_no, ob.c.record_key, ob.c.content_hash, ob.c.action, ob.c.status)
-            .where(ob.c.entity == entity, tuple_(ob.c.org_code, ob.c.report_form_no).in_(part))
+            .where(ob.c.entity == entity, tuple_(ob.c.org_code, ob.c.report_form_no).in_(part), ob.c.cause != "update")
             .order_by(ob.c.id)
         ).mappings()
         for r in rows:
@@ -339,14 +351,18 @@ def claim(
     transaction; commit it before calling the platform) and return them. Entries locked by another
     run are skipped (PostgreSQL ``FOR UPDATE SKIP LOCKED``)."""
     now = now or utcnow()
-    busy = aliased(ob)
+    busy, void = aliased(ob), aliased(ob)
     in_flight = exists().where(
         busy.c.entity == ob.c.entity, busy.c.record_key == ob.c.record_key, busy.c.status == "sending"
     )
+    behind_void = exists().where(  # D20: a register waits for the update void of its key
+        void.c.entity == ob.c.entity, void.c.record_key == ob.c.record_key, void.c.cause == "update",
+        void.c.status.in_(BLOCKING), ob.c.action == "register",
+    )  # fmt: skip
     stmt = (
         select(ob)
         .where(ob.c.status == "queued", (ob.c.next_attempt_at.is_(None)) | (ob.c.next_attempt_at <= now),
-               ~in_flight)  # fmt: skip
+               ~in_flight, ~behind_void)  # fmt: skip
         .order_by(case((ob.c.action == "void", 0), else_=1), ob.c.id)
         .limit(limit)
         .with_for_update(skip_locked=True, of=ob)
@@ -360,6 +376,34 @@ def claim(
         .values(status="sending", claimed_at=now, claimed_by=claimed_by[:128], updated_at=now)
     )
     return [_entry(r) for r in rows]
+
+
+def precede_with_voids(
+    conn: Connection, entries: Sequence[Entry], *, claimed_by: str, now: datetime | None = None
+) -> dict[int, Entry]:
+    """D20 ``void_then_register``: for each claimed report register whose key the platform holds
+    (its latest acknowledged entry is a register), a ``void`` entry (``cause`` = ``update``, the
+    register's version) inserted ``sending`` for ``claimed_by`` in the caller's transaction, to be
+    sent before it. Returns register id -> its void."""
+    registers = [e for e in entries if e.action == "register" and e.entity in REPORT_ENTITIES]
+    if not registers:
+        return {}
+    now = now or utcnow()
+    held = {(entity, k) for entity in {e.entity for e in registers}
+            for k in _held(conn, entity, [e.record_key for e in registers if e.entity == entity])}  # fmt: skip
+    out: dict[int, Entry] = {}
+    for e in registers:
+        if (e.entity, e.record_key) not in held:
+            continue
+        new_id = conn.execute(
+            insert(ob).values(entity=e.entity, org_code=e.org_code, report_form_no=e.report_form_no,
+                              record_key=e.record_key, content_hash=e.content_hash, action="void", cause="update",
+                              status="sending", attempts=0, claimed_at=now, claimed_by=claimed_by[:128],
+                              created_at=now, updated_at=now)  # fmt: skip
+        ).inserted_primary_key[0]
+        out[e.id] = Entry(int(new_id), e.entity, e.org_code, e.report_form_no, e.record_key, e.content_hash,
+                          "void", "update", 0)  # fmt: skip
+    return out
 
 
 def release(conn: Connection, ids: Sequence[int], *, claimed_by: str, now: datetime | None = None) -> int:
@@ -461,16 +505,28 @@ def recover_stale(
     return [_entry(r) for r in rows]
 
 
+def _held(conn: Connection, entity: str, keys: Sequence[str]) -> set[str]:
+    """The keys the platform holds, as far as the outbox knows: the last of the key's entries
+    the platform acknowledged is a register. Last in the order of the answers (``push_log``), not
+    of the entries: an update void (D20) is queued after its register but goes before it."""
+    out: set[str] = set()
+    for part in _chunks(sorted(set(keys))):
+        last: dict[str, str] = {}
+        rows = conn.execute(
+            select(ob.c.record_key, ob.c.action)
+            .join(log_t, log_t.c.outbox_id == ob.c.id)
+            .where(ob.c.entity == entity, ob.c.record_key.in_(part), ob.c.status == "acked", log_t.c.outcome == "ok")
+            .order_by(log_t.c.id)
+        )
+        for key, action in rows:
+            last[key] = action
+        out |= {k for k, action in last.items() if action == "register"}
+    return out
+
+
 def on_platform(conn: Connection, entity: str, record_key: str) -> bool:
-    """Does the platform hold this key, as far as the outbox knows (its latest acknowledged
-    entry is a register)?"""
-    action = conn.execute(
-        select(ob.c.action)
-        .where(ob.c.entity == entity, ob.c.record_key == record_key, ob.c.status == "acked")
-        .order_by(ob.c.id.desc())
-        .limit(1)
-    ).scalar_one_or_none()
-    return action == "register"
+    """Does the platform hold this key, as far as the outbox knows (:func:`_held`)?"""
+    return record_key in _held(conn, entity, [record_key])
 
 
 def next_due(
@@ -554,13 +610,17 @@ def requeue(
     if error_contains:
         stmt = stmt.where(ob.c.last_error.contains(error_contains, autoescape=True))
     rows = conn.execute(stmt.order_by(ob.c.id)).all()
-    newest: dict[tuple[str, str], int] = {}
+    newest: dict[tuple[str, str], Mapping[str, Any]] = {}
     for entity_name in {r.entity for r in rows}:
         for key, last in _latest(conn, entity_name, [r.record_key for r in rows if r.entity == entity_name]).items():
-            newest[entity_name, key] = last["id"]
+            newest[entity_name, key] = last
     out = []
     for r in rows:
-        superseded = newest.get((r.entity, r.record_key), r.id) != r.id
+        latest = newest.get((r.entity, r.record_key))
+        if r.cause == "update":  # it serves the register of its version, if that still waits
+            superseded = latest is None or (latest["content_hash"], latest["status"]) != (r.content_hash, "queued")
+        else:
+            superseded = latest is not None and latest["id"] != r.id
         result = {**_letter(r), "status": "superseded" if superseded else "queued"}
         out.append(result)
         if dry_run:

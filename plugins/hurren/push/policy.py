@@ -23,7 +23,8 @@ How a call ends, and what happens to its version (``status`` in ``push_outbox``)
 
 The runner adds outcomes found before any call: ``superseded`` (the store holds a newer version
 than the one queued), ``skipped`` (a void of a report the platform does not hold), ``broken`` (the
-store row or its PDF is missing or does not match its SHA-256), ``retry`` (S3 failed).
+store row or its PDF is missing or does not match its SHA-256), ``retry`` (S3 failed), ``waiting``
+(D20: a register whose void did not go through goes back to the queue, unsent, behind it).
 
 The circuit breaker counts transport failures of any version (``unreachable`` and ``retry``):
 ``breaker_threshold`` in a row open it; while open nothing is sent; after a cool-down one probe
@@ -52,7 +53,7 @@ from hurren.platform.answers import Ack
 
 __all__ = ["CircuitBreaker", "Outcome", "OutcomeKind", "backoff_s", "classify"]
 
-OutcomeKind = Literal["ok", "rejected", "retry", "unreachable", "broken", "superseded", "skipped"]
+OutcomeKind = Literal["ok", "rejected", "retry", "unreachable", "broken", "superseded", "skipped", "waiting"]
 
 
 @dataclass(frozen=True, slots=True)

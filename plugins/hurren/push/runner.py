@@ -4,8 +4,10 @@
 
 The main thread claims jobs (``concurrency`` at a time, so at most twice that many jobs are
 ``sending``), hands them to a pool of ``concurrency`` workers and feeds the circuit breaker with
-their calls' outcomes. A job is one report version, or up to ``batch_size`` rows of one record
-entity (daily counts, accept or quote records) of one hospital, sent in one call. A worker does a
+their calls' outcomes. A job is one report version (under D20's ``void_then_register``, the void
+of the version the platform holds, then the new version: the register only once the void is
+acknowledged), or up to ``batch_size`` rows of one record entity (daily counts, accept or quote
+records) of one hospital, sent in one call. A worker does a
 job end to end: read the store rows (and sub-items), fetch and check the PDF, build the XML, seal
 it (SM4 + Base64, strKey from the key ring), call the platform, classify the answer
 (``hurren.push.policy``) and record every entry's outcome with its ``push_log`` rows in one
@@ -295,6 +297,10 @@ class Pusher:
                 if e.entity in RECORD_ENTITIES and o.batch_size > 1:
                     more = outbox.claim(conn, limit=o.batch_size - 1, claimed_by=self.claimed_by,
                                         entities=[e.entity], org_codes=[e.org_code])  # fmt: skip
+                elif self.spec_options.update_mode == "void_then_register":  # D20: the held version goes first
+                    void = outbox.precede_with_voids(conn, [e], claimed_by=self.claimed_by).get(e.id)
+                    if void is not None:
+                        e, more = void, [e]
                 jobs.append([e, *more])
         if jobs:
             self._due_but_blocked = 0
@@ -375,7 +381,7 @@ class Pusher:
             if job[0].entity in RECORD_ENTITIES:
                 results = self._send_records(job, t, calls)
             else:
-                results = [self._send_report(job[0], t, calls)]
+                results = self._send_reports(job, t, calls)
         except (ConfigurationError, PushConfigError) as exc:
             with self.engine.begin() as conn:
                 outbox.release(conn, [e.id for e in job], claimed_by=self.claimed_by)
@@ -390,6 +396,19 @@ class Pusher:
                 dones.append(_Done(r.entry, r.outcome, status, recorded, values.get("last_error")))
         t.record += time.perf_counter() - started
         return _JobDone(dones, calls, t)
+
+    def _send_reports(self, job: Job, t: Timings, calls: list[Outcome]) -> list[_Result]:
+        """One report version, or (D20) the void of the held version then the new one: the
+        register waits in the queue unless its void was acknowledged or had nothing to void."""
+        results = [self._send_report(job[0], t, calls)]
+        for entry in job[1:]:
+            before = results[-1].outcome
+            if before.kind in ("ok", "skipped"):
+                results.append(self._send_report(entry, t, calls))
+            else:
+                why = f"waits for the void of the version the platform holds (outbox {job[0].id}): {before.text}"
+                results.append(_Result(entry, Outcome("waiting", why, called=False)))
+        return results
 
     def _send_report(self, entry: outbox.Entry, t: Timings, calls: list[Outcome]) -> _Result:
         checked = self._check(entry, t)
@@ -488,7 +507,7 @@ class Pusher:
                 return Outcome("broken", "the store has no row for this key any more; nothing to send",
                                called=False)  # fmt: skip
             stale = master.get("etl_content_hash") != entry.content_hash
-            if entry.action == "register" or entry.cause == "load":
+            if entry.action == "register" or entry.cause in ("load", "update"):
                 if stale:
                     return Outcome("superseded", "the store holds a newer version of this report", called=False)
             if entry.action == "void":
@@ -553,6 +572,8 @@ class Pusher:
                                          "next_attempt_at": outbox.utcnow() + timedelta(seconds=delay)}  # fmt: skip
             case "broken":
                 return "dead", base | {"last_error": f"{outcome.text} (fix it, then requeue)"}
+            case "waiting":  # not sent: back in the queue, held there by its void (outbox.claim)
+                return "queued", {"attempts": entry.attempts, "last_error": outcome.text}
             case _:  # superseded | skipped
                 return outcome.kind, base | {"last_error": outcome.text}
 
