@@ -15,7 +15,10 @@ Choices, and why:
   and, unlike a leading underscore, is a valid unquoted Oracle identifier.
 - Generic operational tables name a record by its entity and ``record_key``: the JSON array of
   its key values in the entity's key order (``record_key()``), so quarantine, outbox and push log
-  serve reports, daily counts and accept/quote records alike.
+  serve reports, daily counts and accept/quote records alike. The outbox's keys stand a keyed hash
+  in for a patient's ID number (``hurren.push.outbox.entry_key``).
+- Accept/quote rows carry ``etl_org_code``: the hospital that sent them (their spec fields name
+  only the reports' hospitals), so the outbox can queue them again from the store.
 """
 
 from __future__ import annotations
@@ -103,6 +106,8 @@ def _entity_table(ent: spec.Entity) -> Table:
         Column("etl_run_id", String(250), nullable=True),
         Column("etl_loaded_at", DateTime, nullable=False, server_default=func.current_timestamp()),
     ]
+    if ent.kind == "record":  # accept/quote rows name no hospital of their own: the one that sent them
+        columns.append(Column("etl_org_code", String(128), comment="the hospital that sent the row (push)"))
     table = Table(table_name(ent.name), metadata, *columns, comment=f"{ent.title} (spec {ent.section})")
     if ent.kind == "item" and ent.parent:
         parent = spec.entity(ent.parent)

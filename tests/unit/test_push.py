@@ -613,3 +613,104 @@ def test_a_newer_version_supersedes_an_update_void_and_its_register_d20(db: Engi
     assert states == [("register", "load", "acked"), ("register", "load", "superseded"),
                       ("void", "update", "superseded"), ("register", "load", "acked"),
                       ("void", "update", "acked")]  # fmt: skip
+
+
+def test_a_platform_quoting_the_patient_is_logged_masked_and_kept_verbatim_in_push_log(
+    db: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A platform's error reason may quote what it was sent: the WARNING line, last_error, the run's
+    result (XCom) and the engineer's listings show it masked; push_log.answer keeps the platform's
+    words as written (main logged and stored them verbatim)."""
+    objects = Objects()
+    put_report(db, objects, "F1")
+    master, _ = samples.lab_report(report_form_no="F1")
+    reason = f"error:患者{master['name']}(身份证号 {master['id_no']}, 卡号 {master['card_no']})已存在"
+    caplog.set_level("DEBUG", logger="hurren")
+    result = push(db, objects, FakePlatform(lambda method, form: reason))
+    clear = (master["name"], master["id_no"], master["card_no"])
+    [entry] = entries(db)
+    with db.connect() as conn:
+        [answer] = conn.execute(select(store.push_log.c.answer)).scalars()
+        letters = outbox.letters(conn, statuses=("rejected",))
+    assert answer == reason  # the audit copy: the platform's words
+    for shown in (caplog.text, entry["last_error"], json.dumps(result.as_dict(), ensure_ascii=False), json.dumps(letters, ensure_ascii=False)):
+        assert not [c for c in clear if c in shown], shown
+    assert "rejected: error:患者样*" in caplog.text and "6500**********0000" in entry["last_error"]
+
+
+# --------------------------------------------------------------------------------------------
+# accept/quote keys without the ID number; sync of records
+
+
+ID_AT = ACCEPT.key.index("id_no")
+
+
+def test_the_outbox_keys_of_accept_and_quote_records_hold_no_id_number(db: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A keyed hash stands in for the ID number (main kept it in clear); the same row keeps its
+    key, another secret gives other keys, and the rows are found again to be sent."""
+    rows = put_records(db, ["A", "B"])
+    id_no = rows[0]["id_no"]
+    keys = [x["record_key"] for x in entries(db)]
+    assert keys and not [k for k in keys if id_no in k]
+    assert all(json.loads(k)[ID_AT].startswith("h:") and len(json.loads(k)[ID_AT]) == 34 for k in keys)
+    assert keys == [outbox.entry_key(ACCEPT, r) for r in rows]
+    from hurren.settings import settings
+
+    monkeypatch.setenv("HURREN_OUTBOX_KEY_SECRET", "another-site")
+    settings.cache_clear()
+    try:
+        assert outbox.entry_key(ACCEPT, rows[0]) != keys[0]
+    finally:
+        monkeypatch.delenv("HURREN_OUTBOX_KEY_SECRET")
+        settings.cache_clear()
+    platform = RowsPlatform()
+    push(db, Objects(), platform)
+    sent = [r for _, call_rows, _ in platform.calls for r in call_rows]
+    assert sorted(r["code"] for r in sent) == ["A", "B"] and {r["id_no"] for r in sent} == {id_no}
+    assert {x["status"] for x in entries(db)} == {"acked"}
+
+
+def test_an_older_outbox_is_upgraded_in_place_once(db: Engine) -> None:
+    """Entries queued by main's code (the key with the ID number in clear) are hashed in place by
+    ``upgrade`` (idempotent) and then recognised as the same rows' versions: nothing queued twice."""
+    rows = put_records(db, ["A", "B"], queue=False)
+    with db.begin() as conn:
+        conn.execute(insert(ob), [
+            {"entity": ACCEPT.name, "org_code": "ORG", "report_form_no": r["hr_report_form_no"],
+             "record_key": store.record_key(ACCEPT, r), "content_hash": r["etl_content_hash"], "action": "register",
+             "cause": "load", "status": "queued", "attempts": 0, "created_at": outbox.utcnow(),
+             "updated_at": outbox.utcnow()} for r in rows])  # fmt: skip
+    assert rows[0]["id_no"] in entries(db)[0]["record_key"]  # as main left it
+    assert outbox.upgrade(db)["keys_hashed"] == 2
+    assert outbox.upgrade(db)["keys_hashed"] == 0
+    assert [x["record_key"] for x in entries(db)] == [outbox.entry_key(ACCEPT, r) for r in rows]
+    with db.begin() as conn:
+        assert outbox.enqueue(conn, ACCEPT, rows, org_code="ORG") == 0  # the same versions
+    platform = RowsPlatform()
+    push(db, Objects(), platform)
+    assert sorted(r["code"] for _, call_rows, _ in platform.calls for r in call_rows) == ["A", "B"]
+
+
+def test_sync_queues_accept_records_for_the_hospital_that_sent_them(db: Engine) -> None:
+    """The load records the sender (etl_org_code) with the rows it queues; sync queues records again
+    for it (main refused to sync accept/quote rows); rows that do not say are counted, not guessed,
+    until ``upgrade`` finds their sender in the run that loaded them."""
+    put_records(db, ["A", "B"])  # queued by their load for hospital ORG
+    t = store.SPEC_TABLES["sehr_accept_record"]
+    with db.begin() as conn:
+        assert set(conn.execute(select(t.c.etl_org_code)).scalars()) == {"ORG"}
+        conn.execute(ob.delete())
+        [orphan] = samples.accept_records(codes=("C",))
+        conn.execute(insert(t).values({**{k: v for k, v in orphan.items() if k in t.c}, "etl_content_hash": "h",
+                                       "etl_run_id": "records__x:run1"}))  # fmt: skip
+    got = outbox.sync_from_store(db, entities=["sehr_accept_record"])
+    assert got == {"sehr_accept_record": 2, "sehr_accept_record:no_sender": 1}
+    assert {(x["org_code"], x["status"]) for x in entries(db)} == {("ORG", "queued")}
+    with db.begin() as conn:
+        conn.execute(insert(store.run).values(run_id="records__x:run1", dag_id="records__x", source="x",
+                                              stream="accept", status="success",
+                                              details=json.dumps({"org_code": "ORG2"})))  # fmt: skip
+    assert outbox.upgrade(db)["senders_found"] == 1
+    assert outbox.sync_from_store(db, entities=["sehr_accept_record"]) == {"sehr_accept_record": 1}
+    assert outbox.sync_from_store(db, entities=["sehr_accept_record"]) == {"sehr_accept_record": 0}
+    assert sorted(x["org_code"] for x in entries(db)) == ["ORG", "ORG", "ORG2"]

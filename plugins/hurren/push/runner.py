@@ -32,7 +32,7 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field, fields
 from datetime import timedelta
@@ -49,6 +49,7 @@ from hurren.push.connection import TimedSession
 from hurren.push.exceptions import PushConfigError
 from hurren.push.options import RECORD_ENTITIES, REPORT_ENTITIES, PushOptions
 from hurren.push.policy import CircuitBreaker, Outcome, backoff_s, classify
+from hurren.reports import masking
 
 __all__ = ["Pusher", "RunResult", "Tally", "Timings"]
 
@@ -154,7 +155,8 @@ class _Done:
     outcome: Outcome
     status: str
     recorded: bool
-    last_error: str | None
+    last_error: str | None  # as stored and shown: the platform's words with identifiers masked
+    shown: str | None  # the outcome's text, masked (the platform's ok:/error: text for logs, XCom)
 
 
 @dataclass(slots=True)
@@ -171,6 +173,7 @@ class _Result:
     entry: outbox.Entry
     outcome: Outcome
     calls: list[outbox.Call] = field(default_factory=list)
+    people: list[Mapping[str, Any]] = field(default_factory=list)  # the rows sent: whose identifiers to mask
 
 
 class Pusher:
@@ -351,13 +354,13 @@ class Pusher:
                 t.acked += 1
                 if outcome.text:
                     result.quoted.append({"outbox_id": e.id, "entity": e.entity, "org_code": e.org_code,
-                                          "report_form_no": e.report_form_no, "answer": outcome.text})  # fmt: skip
-                    log.info("%s acked; the platform says it was quoted by: %s", e.describe(), outcome.text)
+                                          "report_form_no": e.report_form_no, "answer": done.shown})  # fmt: skip
+                    log.info("%s acked; the platform says it was quoted by: %s", e.describe(), done.shown)
             case "rejected":
                 t.rejected += 1
                 result.rejected.append({"outbox_id": e.id, "entity": e.entity, "org_code": e.org_code,
-                                        "report_form_no": e.report_form_no, "answer": (outcome.text or "")[:300]})  # fmt: skip
-                log.warning("%s rejected: %s", e.describe(), (outcome.text or "")[:300])
+                                        "report_form_no": e.report_form_no, "answer": (done.shown or "")[:300]})  # fmt: skip
+                log.warning("%s rejected: %s", e.describe(), (done.shown or "")[:300])
             case "queued":
                 t.retried += 1
             case "dead":
@@ -391,9 +394,15 @@ class Pusher:
         with self.engine.begin() as conn:
             for r in results:
                 status, values = self._decide(r.entry, r.outcome)
+                # the platform's words as the platform wrote them stay in push_log (r.calls); what is
+                # shown (last_error, answer_text, logs, XCom) has the patient's identifiers masked
+                for name in ("last_error", "answer_text"):
+                    if values.get(name):
+                        values[name] = masking.mask_text(values[name], r.people)
                 recorded = outbox.record(conn, r.entry, claimed_by=self.claimed_by, status=status, calls=r.calls,
                                          **values)  # fmt: skip
-                dones.append(_Done(r.entry, r.outcome, status, recorded, values.get("last_error")))
+                shown = masking.mask_text(r.outcome.text, r.people)
+                dones.append(_Done(r.entry, r.outcome, status, recorded, values.get("last_error"), shown))
         t.record += time.perf_counter() - started
         return _JobDone(dones, calls, t)
 
@@ -411,12 +420,13 @@ class Pusher:
         return results
 
     def _send_report(self, entry: outbox.Entry, t: Timings, calls: list[Outcome]) -> _Result:
-        checked = self._check(entry, t)
+        people: list[Mapping[str, Any]] = []
+        checked = self._check(entry, t, people)
         if isinstance(checked, Outcome):
-            return _Result(entry, checked)
+            return _Result(entry, checked, people=people)
         outcome, call = self._call(entry.method, checked, t)
         calls.append(outcome)
-        return _Result(entry, outcome, [call])
+        return _Result(entry, outcome, [call], people)
 
     def _call(self, method: str, body: bytes, t: Timings) -> tuple[Outcome, outbox.Call]:
         """Seal and send one payload; what its answer means, and the call for ``push_log``."""
@@ -463,6 +473,9 @@ class Pusher:
                 ready.append((e, row))
         if ready:
             self._send_batch(ready, results, calls, t, [])
+        people = [row for _, row in ready]  # a batch's refusal may quote any of its rows
+        for r in results.values():
+            r.people = people
         return [results[e.id] for e in job]
 
     def _send_batch(self, batch: list[tuple[outbox.Entry, dict[str, Any]]], results: dict[int, _Result],
@@ -497,8 +510,9 @@ class Pusher:
         self._send_batch(batch[:half], results, calls, t, earlier)
         self._send_batch(batch[half:], results, calls, t, earlier)
 
-    def _check(self, entry: outbox.Entry, t: Timings) -> Outcome | bytes:
-        """The payload to send, or the outcome that makes sending pointless or impossible."""
+    def _check(self, entry: outbox.Entry, t: Timings, people: list[Mapping[str, Any]]) -> Outcome | bytes:
+        """The payload to send, or the outcome that makes sending pointless or impossible; the
+        master row read goes into ``people`` (its patient's identifiers are masked in what is shown)."""
         kind = REPORT_ENTITIES[entry.entity][0]
         started = time.perf_counter()
         with self.engine.connect() as conn:
@@ -506,6 +520,7 @@ class Pusher:
             if master is None:
                 return Outcome("broken", "the store has no row for this key any more; nothing to send",
                                called=False)  # fmt: skip
+            people.append(master)
             stale = master.get("etl_content_hash") != entry.content_hash
             if entry.action == "register" or entry.cause in ("load", "update"):
                 if stale:

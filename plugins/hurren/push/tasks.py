@@ -45,6 +45,7 @@ def run_push(
     session = TimedSession(options.concurrency)
     try:
         outbox.check_schema(engine)
+        outbox.upgrade(engine)
         with config.client(pool_size=options.concurrency, session=session) as client:
             result = Pusher(
                 engine=engine, client=client, objects=minio_client(s), bucket=s.s3_bucket_reports,

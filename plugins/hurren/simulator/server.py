@@ -297,8 +297,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if decision.fault == "error":
             log.info("%s: fault injected: error answer", method)
-            platform.stats.add(call=method, answer="error", refused="fault")
-            answer = "error:simulated failure (fault injection); retry later"
+            answer = platform.injected_refusal(method, params)
         else:
             answer = platform.handle(method, params)
         if decision.fault == "drop":

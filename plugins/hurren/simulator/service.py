@@ -51,6 +51,7 @@ from hurren.platform import xml
 from hurren.platform.envelope import Credential, UnsealError, open_request, seal_answer, unwrap
 from hurren.platform.exceptions import AnswerError
 from hurren.platform.methods import METHODS, Method
+from hurren.reports import masking
 from hurren.simulator import checks
 from hurren.simulator.config import SimulatorConfig
 from hurren.simulator.faults import FaultInjector
@@ -273,6 +274,40 @@ class Platform:
             )
         if declared != ours:
             raise UnsealError(part, f"declares the encoding {declared}; this platform reads {ours}")
+
+    def injected_refusal(self, method_name: str, params: Mapping[str, str | None]) -> str:
+        """The ``error`` fault's answer (nothing stored). With ``quote_identifiers`` it names the
+        first record's patient, name and ID number in clear, as a careless platform may; what the
+        simulator itself keeps or logs of it is masked."""
+        reason = "simulated failure (fault injection); retry later"
+        person = self._first_person(method_name, params) if self.faults.faults.quote_identifiers else None
+        if person:
+            who = " ".join(
+                f"{label} {person[k]}"
+                for k, label in (("name", "患者"), ("id_no", "身份证号"))
+                if person.get(k)
+            )
+            reason = f"simulated failure (fault injection) for {who}; retry later"
+        self.stats.add(
+            call=method_name, answer="error", refused="fault", error=masking.mask_text(reason, [person])
+        )
+        return f"error:{reason}"
+
+    def _first_person(self, method_name: str, params: Mapping[str, str | None]) -> dict[str, Any] | None:
+        """The first record of a call's payload that names a patient; None when it cannot be read."""
+        m = METHODS.get(method_name)
+        if m is None or m.kind == "query":
+            return None
+        try:
+            key = self._session_key(params.get("strKey") or "")
+            opened = open_request(payload=params.get(m.payload_param) or "", credential=params.get("strCredential") or "",
+                                  key=key, payload_param=m.payload_param, options=self.config.crypto_options)  # fmt: skip
+            root = xml.parse_xml(opened.payload, encoding=self.config.crypto_options.text_encoding)
+        except (UnsealError, AnswerError):
+            return None
+        if m.kind == "void":
+            return xml.parse_filter(root)
+        return next((r for rows in self._records(root).values() for r in rows if r.get("id_no")), None)
 
     def _refuse(self, reason: str, *, part: str) -> str:
         self.stats.add(answer="error", refused=part, error=reason[:300])
