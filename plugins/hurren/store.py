@@ -145,11 +145,11 @@ run = Table(
     Column("interval_end", DateTime),
     Column("started_at", DateTime, nullable=False, server_default=func.current_timestamp()),
     Column("finished_at", DateTime),
-    Column("status", String(16), nullable=False, comment="running | success | failed"),
+    Column("status", String(16), nullable=False, comment="running | success | failed | interrupted"),
     Column("extracted", Integer, nullable=False, server_default="0"),
     Column("loaded", Integer, nullable=False, server_default="0"),
     Column("quarantined", Integer, nullable=False, server_default="0"),
-    Column("details", Text, comment="JSON: per-rule counts, timings"),
+    Column("details", Text, comment="JSON: the run's counts (summed over its tries), per-rule counts; tries: each try's"),
     UniqueConstraint("run_id", "source", "stream", name="uq_etl_run"),
     comment="one row per extraction run per source and stream: the counts that prove nothing was lost",
 )
