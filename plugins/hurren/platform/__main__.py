@@ -64,6 +64,7 @@ from hurren.platform.exceptions import (
     ConfigurationError,
     PayloadError,
     PlatformError,
+    SoapFault,
     TransportError,
 )
 from hurren.platform.methods import METHODS
@@ -298,6 +299,9 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     except BusinessError as exc:
         print(f"error:{exc.reason}")
         return 1
+    except SoapFault as exc:  # a Client fault refuses the call, as error: does; a Server fault failed
+        print(f"platform: {exc}", file=sys.stderr)
+        return 3 if exc.retryable else 1
     except (ConfigurationError, PayloadError, SettingsError) as exc:
         print(f"platform: {exc}", file=sys.stderr)
         return 2

@@ -178,22 +178,23 @@ class _Watchdog:
 _WATCHDOG = _Watchdog()
 
 
-class _WatchedHTTPPool(HTTPConnectionPool):
+class _Watched:
+    """A pool that tells the current call's deadline which connection it hands out."""
+
     def _get_conn(self, timeout: float | None = None) -> Any:
-        conn = super()._get_conn(timeout)
+        conn = super()._get_conn(timeout)  # type: ignore[misc]
         armed = getattr(_call, "armed", None)
         if armed is not None:
             armed.conn = conn
         return conn
 
 
-class _WatchedHTTPSPool(HTTPSConnectionPool):
-    def _get_conn(self, timeout: float | None = None) -> Any:
-        conn = super()._get_conn(timeout)
-        armed = getattr(_call, "armed", None)
-        if armed is not None:
-            armed.conn = conn
-        return conn
+class _WatchedHTTPPool(_Watched, HTTPConnectionPool):
+    pass
+
+
+class _WatchedHTTPSPool(_Watched, HTTPSConnectionPool):
+    pass
 
 
 _WATCHED_POOLS = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
