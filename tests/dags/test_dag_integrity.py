@@ -330,7 +330,8 @@ def test_no_task_outlives_the_run_lease(dag_id: str, dagbag):
     the next run of its stream: that holds only if every task ends (execution_timeout) before."""
     from hurren.load import RUN_LEASE
 
-    recording = {"extract_validate_load", "load_stream", "reconcile_pacs"}  # their callables start etl_run rows
+    # the callables that start etl_run rows
+    recording = {"extract_validate_load", "load_stream", "reconcile_pacs"}
     tasks = [t for t in dagbag.dags[dag_id].tasks if getattr(t, "python_callable", None) is not None
              and t.python_callable.__name__ in recording]  # fmt: skip
     long = {t.task_id: t.execution_timeout for t in tasks

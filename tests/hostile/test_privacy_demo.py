@@ -617,11 +617,15 @@ def test_the_platforms_quotes_are_kept_in_the_audit_copy_only(demo_run, places, 
     """The refusals quoted patients (name, ID number): push_log.answer, not scanned, holds them as
     the platform wrote them; last_error, the logs and the run's XCom (scanned above) show them
     masked."""
-    answers = "\n".join(r.answer or "" for r in _rows(demo_run.store_url, store.push_log) if r.outcome == "error")
+    answers = "\n".join(
+        r.answer or "" for r in _rows(demo_run.store_url, store.push_log) if r.outcome == "error"
+    )
     quoted = {f for _p, _i, f, _v in scan({"push_log.answer": {"answers": answers}}, identifiers)}
     assert {"name", "id_no"} <= quoted, quoted
     refused = [r.last_error for r in _rows(demo_run.store_url, store.outbox) if r.status == "rejected"]
-    assert refused and all(re.search(r"患者 \S\*+ 身份证号 \d{4}\*{10}[\dX]{4}", e) for e in refused), refused[:3]
+    assert refused and all(re.search(r"患者 \S\*+ 身份证号 \d{4}\*{10}[\dX]{4}", e) for e in refused), (
+        refused[:3]
+    )
     assert any("身份证号 " in r for r in places["hurren log records (DEBUG)"].values())
 
 

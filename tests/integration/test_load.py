@@ -446,13 +446,17 @@ def test_a_try_killed_without_a_word_is_found_interrupted_by_its_retry(db: Engin
     load.finish_run(db, pk, status="success", details={"batches": 1, **second.as_dict()})
     row = _run_row(db, pk)
     details = json.loads(row["details"])
-    assert row["status"] == "success" and [t["status"] for t in details["tries"]] == ["interrupted", "success"]
+    assert row["status"] == "success"
+    assert [t["status"] for t in details["tries"]] == ["interrupted", "success"]
     assert (row["extracted"], row["loaded"], row["quarantined"]) == (10, 6, 0)
-    assert (details["extracted"], details["loaded"], details["unchanged"], details["quarantined"]) == (10, 6, 4, 0)
+    counts = ("extracted", "loaded", "unchanged", "quarantined")
+    assert tuple(details[k] for k in counts) == (10, 6, 4, 0)
     assert details["extracted"] == details["loaded"] + details["unchanged"] + details["quarantined"]
 
 
-def test_a_run_left_running_is_interrupted_by_the_next_run_once_its_lease_is_over(db: Engine, pdfs: Pdfs) -> None:
+def test_a_run_left_running_is_interrupted_by_the_next_run_once_its_lease_is_over(
+    db: Engine, pdfs: Pdfs
+) -> None:
     """Another run of the same source and stream: a running row younger than the lease may be alive
     (a backfill next to the scheduled run) and is left alone; an older one cannot be (no task
     outlives its execution_timeout) and is marked interrupted, with the time."""
@@ -462,8 +466,10 @@ def test_a_run_left_running_is_interrupted_by_the_next_run_once_its_lease_is_ove
     other = load.start_run(db, run_id=f"backfill-{h.seed}", dag_id="t", source=h.source.id, stream="lab")
     assert _run_row(db, dead)["status"] == "running"  # within the lease: it may be working
     load.finish_run(db, other, status="success", details={"batches": 0})
-    load.start_run(db, run_id=f"next-{h.seed}", dag_id="t", source=h.source.id, stream="lab",
-                   lease=timedelta(0))  # fmt: skip  (three hours later, as far as the lease can tell)
+    # three hours later, as far as the lease can tell
+    load.start_run(
+        db, run_id=f"next-{h.seed}", dag_id="t", source=h.source.id, stream="lab", lease=timedelta(0)
+    )
     row = _run_row(db, dead)
     details = json.loads(row["details"])
     assert row["status"] == "interrupted" and row["finished_at"] is not None

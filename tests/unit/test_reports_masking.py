@@ -78,7 +78,12 @@ def test_a_platforms_text_is_shown_with_the_patients_identifiers_masked():
     report numbers and timestamps left alone."""
     from datetime import date
 
-    row = {"name": "孙仁明", "id_no": "110105198001010016", "card_no": "K55297388", "birth_date": date(1980, 1, 1)}
+    row = {
+        "name": "孙仁明",
+        "id_no": "110105198001010016",
+        "card_no": "K55297388",
+        "birth_date": date(1980, 1, 1),
+    }
     text = ("error:患者孙仁明(110105198001010016)卡号K55297388 出生1980-01-01/19800101/1980年01月01日 与登记不符; "
             "另 650102199003071234; 报告单号 2923062112103449216, 202403110000000012, 时间 2024-03-11 09:29:00")  # fmt: skip
     shown = masking.mask_text(text, [row])

@@ -356,10 +356,17 @@ def test_an_interrupted_try_and_a_run_left_running_show_as_interrupted(region):
     load.start_run(engine, run_id="manual__retried", dag_id=dag, source="unit0", stream="lab")  # its retry
     load.finish_run(engine, retried, status="success", details={"batches": 0, **load.LoadCounts().as_dict()})
     load.start_run(engine, run_id="manual__killed", dag_id=dag, source="unit0", stream="exam")
-    load.start_run(engine, run_id="manual__next", dag_id=dag, source="unit0", stream="exam", lease=timedelta(0))
+    load.start_run(
+        engine, run_id="manual__next", dag_id=dag, source="unit0", stream="exam", lease=timedelta(0)
+    )
     page = region["client"].get(f"/run/{dag}/manual__retried").text
     tries = page[page.index('id="tries"') :]
-    assert tries.count("<tr><td>") == 2 and "interrupted" in tries and "success" in tries and "(found over)" in tries
+    assert (
+        tries.count("<tr><td>") == 2
+        and "interrupted" in tries
+        and "success" in tries
+        and "(found over)" in tries
+    )
     killed = region["client"].get(f"/run/{dag}/manual__killed").text
     assert "badge-warning-sev" in killed and ">interrupted</span>" in killed
     listing = region["client"].get(f"/dag/{dag}").text
