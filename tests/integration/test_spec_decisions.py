@@ -1,12 +1,14 @@
-"""Site decisions D21-D23 (docs/spec-decisions.md) against the simulator over real HTTP: the client
+"""Site decisions D21-D24 (docs/spec-decisions.md) against the simulator over real HTTP: the client
 sends what the option says, and the simulator, given the same profile, enforces it.
 
 D20 (update vs void) needs the store and the outbox: ``tests/integration/test_push_faults.py``.
-D24 (ECB under one session key) is a property of the envelope: ``tests/unit/test_envelope.py``.
+D24 (ECB under one session key) is shown on the wire here and block by block in
+``tests/unit/test_envelope.py``.
 """
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from typing import Any
 
@@ -191,3 +193,31 @@ def test_the_way_out_is_the_platforms_own_wsdl_d23(sent: Any) -> None:
             assert c.wsdl == sim.url + "?wsdl"
             assert c.archive_daily_counts(samples.daily_counts()).text is None
     assert [r.method for r in seen] == ["GET", "POST"] and seen[0].url == sim.url + "?wsdl"
+
+
+# --- D24: ECB under one session key ---------------------------------------------------------------
+
+
+def test_first_cipher_blocks_repeat_only_within_one_key_window_d24(sent: Any) -> None:
+    """On the wire to the simulator: every strReportInfo starts with the same 16 bytes (the
+    declaration), so under one session key all share their first ciphertext block; with
+    ``key_max_uses=3`` no more than three calls do, each window under a new strKey, and the
+    simulator reads every one."""
+    session, seen = sent
+    with simulator() as sim:
+        with PlatformClient(endpoint=sim.url, credential=CREDENTIAL, public_key=sim.public_key, session=session,
+                            key_max_uses=3) as c:  # fmt: skip
+            for day in range(7):
+                rows = [dict(r, date_t=f"2024-03-{day + 1:02d}") for r in samples.daily_counts()]
+                assert c.archive_daily_counts(rows).text is None
+    calls = []
+    for request in seen:
+        call = etree.fromstring(request.body).find(f"{{{SOAP_11}}}Body")[0]
+        params = {etree.QName(p).localname: p.text for p in call}
+        calls.append((params["strKey"], base64.b64decode(params["strReportInfo"])[:16]))
+    windows: dict[str, set[bytes]] = {}
+    for key, first in calls:
+        windows.setdefault(key, set()).add(first)
+    assert [len([k for k, _ in calls if k == key]) for key in windows] == [3, 3, 1]  # the ring's bound
+    assert all(len(firsts) == 1 for firsts in windows.values())  # one key, one prefix: one first block
+    assert len({next(iter(f)) for f in windows.values()}) == 3  # across keys: nothing in common
