@@ -15,7 +15,10 @@ Choices, and why:
   and, unlike a leading underscore, is a valid unquoted Oracle identifier.
 - Generic operational tables name a record by its entity and ``record_key``: the JSON array of
   its key values in the entity's key order (``record_key()``), so quarantine, outbox and push log
-  serve reports, daily counts and accept/quote records alike.
+  serve reports, daily counts and accept/quote records alike. The outbox's keys stand a keyed hash
+  in for a patient's ID number (``hurren.push.outbox.entry_key``).
+- Accept/quote rows carry ``etl_org_code``: the hospital that sent them (their spec fields name
+  only the reports' hospitals), so the outbox can queue them again from the store.
 """
 
 from __future__ import annotations
@@ -104,6 +107,8 @@ def _entity_table(ent: spec.Entity) -> Table:
         Column("etl_run_id", String(250), nullable=True),
         Column("etl_loaded_at", DateTime, nullable=False, server_default=func.current_timestamp()),
     ]
+    if ent.kind == "record":  # accept/quote rows name no hospital of their own: the one that sent them
+        columns.append(Column("etl_org_code", String(128), comment="the hospital that sent the row (push)"))
     table = Table(table_name(ent.name), metadata, *columns, comment=f"{ent.title} (spec {ent.section})")
     if ent.kind == "item" and ent.parent:
         parent = spec.entity(ent.parent)
@@ -141,13 +146,13 @@ run = Table(
     Column("interval_end", DateTime),
     Column("started_at", DateTime, nullable=False, server_default=func.current_timestamp()),
     Column("finished_at", DateTime),
-    Column("status", String(16), nullable=False, comment="running | success | failed"),
+    Column("status", String(16), nullable=False, comment="running | success | failed | interrupted"),
     Column("extracted", Integer, nullable=False, server_default="0"),
     Column("loaded", Integer, nullable=False, server_default="0"),
     Column("quarantined", Integer, nullable=False, server_default="0"),
     # nullable only so that create_all adds it to an older store (its default fills the old rows)
     Column("stale", Integer, nullable=True, server_default="0", comment="older than the stored version"),
-    Column("details", Text, comment="JSON: per-rule counts, timings"),
+    Column("details", Text, comment="JSON: the run's counts (summed over its tries), per-rule counts; tries: each try's"),
     UniqueConstraint("run_id", "source", "stream", name="uq_etl_run"),
     comment="one row per extraction run per source and stream: the counts that prove nothing was lost",
 )
@@ -202,7 +207,7 @@ outbox = Table(
     Column("record_key", String(1024), nullable=False, comment="JSON array of the key values"),
     Column("content_hash", String(64), nullable=False, comment="the version queued (etl_content_hash)"),
     Column("action", String(16), nullable=False, comment="register | void"),
-    Column("cause", String(16), nullable=False, server_default="load", comment="load | key_change"),
+    Column("cause", String(16), nullable=False, server_default="load", comment="load | key_change | update (D20)"),
     Column(
         "status",
         String(16),

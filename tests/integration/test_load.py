@@ -565,7 +565,65 @@ def test_the_run_record_counts_what_committed(db: Engine, pdfs: Pdfs) -> None:
         run = conn.execute(select(store.run).where(store.run.c.id == pk)).one()._mapping
     assert (run["extracted"], run["loaded"], run["quarantined"]) == (6, 5, 1)
     assert run["status"] == "running"  # started again (a retried task) with its counts kept
-    assert json.loads(run["details"]) == {"batches": 2}
+    details = json.loads(run["details"])
+    assert [(t["try"], t["status"]) for t in details["tries"]] == [(1, "success"), (2, "running")]
+    assert details["batches"] == 2 and details["tries"][0]["batches"] == 2  # the first try's summary kept
+
+
+def _run_row(db: Engine, pk: int) -> dict[str, Any]:
+    with db.connect() as conn:
+        return dict(conn.execute(select(store.run).where(store.run.c.id == pk)).one()._mapping)
+
+
+def test_a_try_killed_without_a_word_is_found_interrupted_by_its_retry(db: Engine, pdfs: Pdfs) -> None:
+    """A SIGKILLed try never calls finish_run: its row stays running (main left it so until a retry
+    set it running again, its try forgotten). The retry (same run) marks that try interrupted with
+    the counts its committed batches left; the run's details list every try, and add up."""
+    h = Hospital(6)
+    run_id = f"killed-{h.seed}"
+    pk = load.start_run(db, run_id=run_id, dag_id="t", source=h.source.id, stream="lab")
+    h.load(db, pdfs, h.batch(h.reports[:4]), run_pk=pk)  # committed; then the worker dies
+    assert _run_row(db, pk)["status"] == "running"
+    assert load.start_run(db, run_id=run_id, dag_id="t", source=h.source.id, stream="lab") == pk
+    row = _run_row(db, pk)
+    tries = json.loads(row["details"])["tries"]
+    assert [t["status"] for t in tries] == ["interrupted", "running"] and row["status"] == "running"
+    assert (tries[0]["extracted"], tries[0]["loaded"], tries[0]["unchanged"]) == (4, 4, 0)
+    assert tries[0]["found_over_at"] >= tries[0]["started_at"]
+    second = h.load(db, pdfs, h.batch(h.reports), run_pk=pk)  # the retry reads the window again
+    load.finish_run(db, pk, status="success", details={"batches": 1, **second.as_dict()})
+    row = _run_row(db, pk)
+    details = json.loads(row["details"])
+    assert row["status"] == "success"
+    assert [t["status"] for t in details["tries"]] == ["interrupted", "success"]
+    assert (row["extracted"], row["loaded"], row["quarantined"]) == (10, 6, 0)
+    counts = ("extracted", "loaded", "unchanged", "quarantined")
+    assert tuple(details[k] for k in counts) == (10, 6, 4, 0)
+    assert details["extracted"] == details["loaded"] + details["unchanged"] + details["quarantined"]
+
+
+def test_a_run_left_running_is_interrupted_by_the_next_run_once_its_lease_is_over(
+    db: Engine, pdfs: Pdfs
+) -> None:
+    """Another run of the same source and stream: a running row younger than the lease may be alive
+    (a backfill next to the scheduled run) and is left alone; an older one cannot be (no task
+    outlives its execution_timeout) and is marked interrupted, with the time."""
+    h = Hospital(2)
+    dead = load.start_run(db, run_id=f"dead-{h.seed}", dag_id="t", source=h.source.id, stream="lab")
+    h.load(db, pdfs, h.batch(h.reports[:1]), run_pk=dead)
+    other = load.start_run(db, run_id=f"backfill-{h.seed}", dag_id="t", source=h.source.id, stream="lab")
+    assert _run_row(db, dead)["status"] == "running"  # within the lease: it may be working
+    load.finish_run(db, other, status="success", details={"batches": 0})
+    # three hours later, as far as the lease can tell
+    load.start_run(
+        db, run_id=f"next-{h.seed}", dag_id="t", source=h.source.id, stream="lab", lease=timedelta(0)
+    )
+    row = _run_row(db, dead)
+    details = json.loads(row["details"])
+    assert row["status"] == "interrupted" and row["finished_at"] is not None
+    assert details["tries"][0]["status"] == "interrupted" and details["tries"][0]["extracted"] == 1
+    assert (details["extracted"], details["loaded"]) == (row["extracted"], row["loaded"]) == (1, 1)
+    assert _run_row(db, other)["status"] == "success"  # a finished run is never touched
 
 
 def test_validator_verdicts_become_holds(db: Engine, pdfs: Pdfs) -> None:
