@@ -462,6 +462,15 @@ def _entry(r: Any) -> Entry:
                  r.cause, r.attempts)  # fmt: skip
 
 
+def _behind_void() -> Any:
+    """D20: a register waits for the open update void of its key (it is not due before it)."""
+    void = aliased(ob)
+    return exists().where(
+        void.c.entity == ob.c.entity, void.c.record_key == ob.c.record_key, void.c.cause == "update",
+        void.c.status.in_(BLOCKING), ob.c.action == "register",
+    )  # fmt: skip
+
+
 def claim(
     conn: Connection,
     *,
@@ -475,18 +484,14 @@ def claim(
     transaction; commit it before calling the platform) and return them. Entries locked by another
     run are skipped (PostgreSQL ``FOR UPDATE SKIP LOCKED``)."""
     now = now or utcnow()
-    busy, void = aliased(ob), aliased(ob)
+    busy = aliased(ob)
     in_flight = exists().where(
         busy.c.entity == ob.c.entity, busy.c.record_key == ob.c.record_key, busy.c.status == "sending"
     )
-    behind_void = exists().where(  # D20: a register waits for the update void of its key
-        void.c.entity == ob.c.entity, void.c.record_key == ob.c.record_key, void.c.cause == "update",
-        void.c.status.in_(BLOCKING), ob.c.action == "register",
-    )  # fmt: skip
     stmt = (
         select(ob)
         .where(ob.c.status == "queued", (ob.c.next_attempt_at.is_(None)) | (ob.c.next_attempt_at <= now),
-               ~in_flight, ~behind_void)  # fmt: skip
+               ~in_flight, ~_behind_void())  # fmt: skip
         .order_by(case((ob.c.action == "void", 0), else_=1), ob.c.id)
         .limit(limit)
         .with_for_update(skip_locked=True, of=ob)
@@ -656,9 +661,10 @@ def on_platform(conn: Connection, entity: str, record_key: str) -> bool:
 def next_due(
     conn: Connection, *, entities: Sequence[str] = PUSH_ENTITIES, org_codes: Sequence[str] = ()
 ) -> datetime | None:
-    """When the earliest queued entry falls due (None: nothing queued)."""
+    """When the earliest queued entry falls due (None: nothing queued); a register waiting for its
+    void falls due with the void."""
     stmt = _scope(select(func.min(func.coalesce(ob.c.next_attempt_at, ob.c.created_at))).where(
-        ob.c.status == "queued"), entities, org_codes)  # fmt: skip
+        ob.c.status == "queued", ~_behind_void()), entities, org_codes)  # fmt: skip
     return conn.execute(stmt).scalar_one_or_none()
 
 
