@@ -107,7 +107,7 @@ def main() -> int:
                     seconds["load (store + S3)"] += time.perf_counter() - t
                     rows["load (store + S3)"] += n
                     peak["load"] = rss_mb()
-            assert counts.extracted == counts.loaded + counts.unchanged + counts.quarantined
+            assert counts.extracted == counts.loaded + counts.unchanged + counts.stale + counts.quarantined
             print(f"{stream}: {counts.as_dict()}")
         print(f"\n{'stage':<22}{'seconds':>9}{'rows/s':>12}{'PDF MB/s':>10}")
         mb = pdf_bytes * 3 / 4 / 1e6  # Base64 text → bytes

@@ -35,7 +35,7 @@ Measured per stage and day: seconds, reports/s, rows/s (masters + sub-items), PD
 peak RSS of this process (the pipeline, the push and the counts) and of the simulator (a thread
 samples /proc every 0.1 s; the generator's ``ru_maxrss`` is shown apart; the PostgreSQL and S3
 servers are shared services, not counted). At the end the invariants are
-checked (:func:`check_invariants`): every run's extracted = loaded + unchanged + quarantined;
+checked (:func:`check_invariants`): every run's extracted = loaded + unchanged + stale + quarantined;
 every valid report in the store was acknowledged in its stored version and the simulator holds it,
 with that version's PDF (SHA-256), every voided one is void there or never reached it, nothing is left
 queued, rejected or dead; every day's counts were acknowledged and match the reports the platform
@@ -590,13 +590,14 @@ def check_invariants(result: WeekResult, *, engine: Engine, sources: list[Source
     cfg, bad = result.config, []
     totals: Counter[str] = Counter()
 
-    # every run: extracted = loaded + unchanged + quarantined; the store's etl_run says the same
+    # every run: extracted = loaded + unchanged + stale + quarantined; every run succeeded
     for r in result.runs:
-        for k in ("extracted", "loaded", "unchanged", "quarantined"):
+        for k in ("extracted", "loaded", "unchanged", "stale", "quarantined"):
             totals[k] += r[k]
-        if r["extracted"] != r["loaded"] + r["unchanged"] + r["quarantined"]:
+        if r["extracted"] != r["loaded"] + r["unchanged"] + r["stale"] + r["quarantined"]:
             bad.append(f"run {r['source']}/{r['stream']} {r['window']}: extracted {r['extracted']} != loaded "
-                       f"{r['loaded']} + unchanged {r['unchanged']} + quarantined {r['quarantined']}")  # fmt: skip
+                       f"{r['loaded']} + unchanged {r['unchanged']} + stale {r['stale']} + quarantined "
+                       f"{r['quarantined']}")  # fmt: skip
     with engine.connect() as conn:
         runs = conn.execute(select(store.run.c.status, func.count()).where(store.run.c.stream.in_(list(KINDS)))
                             .group_by(store.run.c.status)).all()  # fmt: skip

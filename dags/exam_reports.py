@@ -10,7 +10,7 @@ S3) and quarantines the rest whole, with every rule they broke.
 | task | does |
 |---|---|
 | `prepare_store` | creates the store schema where missing |
-| `extract_validate_load` | the window, in chunks; returns extracted / loaded / unchanged / quarantined and the rules broken |
+| `extract_validate_load` | the window, in chunks; returns extracted / loaded / unchanged / stale / quarantined, the rows changed in the future (`future_rows`) and the rules broken |
 
 **Backfill** a past window without moving the watermark: trigger with params `since` / `until`
 (source local time), or `airflow backfill create --dag-id exam_reports__<id> --from-date … --to-date …`.

@@ -60,11 +60,12 @@ def hospital_dag(source: Source, *, dag_id: str, what: str, tag: str, doc_md: st
 
 
 def prepare_store() -> None:
-    """Create the store schema where it is missing (idempotent; before any hospital task)."""
-    from hurren import store
+    """Create the store schema where it is missing and bring an older store's push state up to date
+    (idempotent; before any hospital task)."""
     from hurren.connections import store_engine
+    from hurren.push import outbox
 
-    store.create_all(store_engine())
+    outbox.upgrade(store_engine())  # store.create_all, then the outbox's keys and senders
 
 
 def extract_validate_load(source_id: str, stream: str) -> dict[str, Any]:

@@ -100,8 +100,8 @@ def summary() -> str:
 
 def _summary(engine: Engine) -> str:
     r = store.run
-    lines = [f"{'hospital':<12}{'stream':<15}{'extracted':>10}{'loaded':>8}{'unchanged':>10}{'quarantined':>12}"
-             "  rules that held rows"]  # fmt: skip
+    lines = [f"{'hospital':<12}{'stream':<15}{'extracted':>10}{'loaded':>8}{'unchanged':>10}{'stale':>7}"
+             f"{'quarantined':>12}  rules that held rows"]  # fmt: skip
     with engine.connect() as conn:
         tables = set(inspect(conn).get_table_names())
         recon: list[str] = []
@@ -117,9 +117,10 @@ def _summary(engine: Engine) -> str:
                                  f"{details.get('ok', 0)} ok; issues: {issues}")  # fmt: skip
                     continue
                 rules = ", ".join(f"{k} {v}" for k, v in sorted(details.get("errors_by_rule", {}).items()))
-                unchanged = details.get("unchanged", row.extracted - row.loaded - row.quarantined)
+                stale = row.stale or 0
+                unchanged = details.get("unchanged", row.extracted - row.loaded - stale - row.quarantined)
                 lines.append(f"{row.source:<12}{row.stream:<15}{row.extracted:>10}{row.loaded:>8}{unchanged:>10}"
-                             f"{row.quarantined:>12}  {rules}")  # fmt: skip
+                             f"{stale:>7}{row.quarantined:>12}  {rules}")  # fmt: skip
         lines += recon
         lines += _daily_counts(conn, tables)
         totals = {

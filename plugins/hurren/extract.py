@@ -11,10 +11,10 @@ The cursor model follows dlt's incremental loading:
 - :func:`window` turns a cursor and the run's end time into the half-open window
   ``[since, until)`` in the source's local time; :func:`backfill_window` makes any past window.
 
-Reading a window of reports (:func:`read_reports`) takes three queries per stream from
-``include/sql/<dialect>/``: ``<stream>_plan.sql`` lists ``(last_update_dtime, report_form_no)``
+Reading a window of reports (:func:`read_reports`) takes three queries per stream, built from the
+spec by :mod:`hurren.sql`: ``<stream>_plan`` lists ``(last_update_dtime, report_form_no)``
 with counts, :func:`plan_chunks` cuts that list into chunks of about ``chunk_size`` masters, and
-for each chunk ``<stream>_masters.sql`` and ``<stream>_items.sql`` read exactly the chunk's
+for each chunk ``<stream>_masters`` and ``<stream>_items`` read exactly the chunk's
 masters and the sub-items of those masters (the same predicate on the master). Memory is bounded
 by one chunk; only one result set is open at a time (pymssql allows no more); no LIMIT/OFFSET
 and no key lists are needed; every comparison is made by the source database itself, so its
@@ -30,7 +30,8 @@ Exceptions::
 
     ExtractError            anything this module raises on purpose
     ├── ExtractSettingsError  a setting cannot work (overlap, chunk size, window): says what to set
-    └── SqlTemplateError      an extraction SQL file or a name substituted into it is unusable
+    ├── ColumnsError          a query returned another number of columns than the entity has
+    └── SourceReadError       reading the hospital database failed (raised by hurren.pipeline)
 """
 
 from __future__ import annotations
@@ -38,45 +39,40 @@ from __future__ import annotations
 import base64
 import logging
 import math
-import re
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from functools import cache
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pandas as pd
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.engine import Connection, Engine
 
-from hurren import spec, store
-from hurren.sources import IDENTIFIER, STREAMS, Dialect, Source, Stream, StreamDef
+from hurren import spec, sql, store
+from hurren.sources import STREAMS, Source, Stream, StreamDef
 
 __all__ = [
     "Chunk",
     "CursorState",
     "ExtractError",
+    "ColumnsError",
     "ExtractSettingsError",
     "RecordBatch",
     "ReportBatch",
     "SourceReadError",
-    "SqlTemplateError",
     "Window",
     "apply_overlap",
     "backfill_window",
     "canonical",
     "canonical_frame",
-    "executable_sql",
     "next_window",
     "plan_chunks",
     "read_cursor",
     "read_records",
     "read_reports",
-    "render_sql",
     "source_snapshot",
     "to_source_time",
     "window",
@@ -84,10 +80,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SQL_DIR = spec.INCLUDE / "sql"
 REPORT_STREAMS: tuple[Stream, ...] = ("lab", "exam")
 RECORD_STREAMS: tuple[Stream, ...] = ("pacs_instance", "pacs_study", "accept", "quote")
-CURSOR_FIELDS = frozenset(s.cursor for s in STREAMS.values()) | {"last_update_dtime"}
 
 
 class ExtractError(Exception):
@@ -98,8 +92,8 @@ class ExtractSettingsError(ExtractError, ValueError):
     """A setting cannot work; the message says which and what to set instead."""
 
 
-class SqlTemplateError(ExtractError):
-    """An extraction SQL file, or a name to substitute into it, is unusable."""
+class ColumnsError(ExtractError):
+    """A query returned another number of columns than the spec entity has fields."""
 
 
 class SourceReadError(ExtractError):
@@ -202,87 +196,7 @@ def read_cursor(store_conn: Connection, source: Source, stream: Stream) -> Curso
 
 
 # --------------------------------------------------------------------------------------------
-# SQL files
-
-
-_PLACEHOLDER = re.compile(r"\{\{([^{}]*)\}\}")
-
-
-@cache
-def _template(dialect: str, name: str) -> str:
-    path = SQL_DIR / dialect / f"{name}.sql"
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SqlTemplateError(f"no extraction SQL {path}; every dialect needs {name}.sql") from None
-
-
-def sql_path(dialect: str, name: str) -> Path:
-    return SQL_DIR / dialect / f"{name}.sql"
-
-
-def _quote(name: str, dialect: Dialect) -> str:
-    """A spec column name as the source query writes it: lower-case names bare (every database
-    folds them to its own case); upper-case PACS names quoted, so they match exactly."""
-    if not IDENTIFIER.match(name):
-        raise SqlTemplateError(f"{name!r} is not a plain identifier and cannot be put into SQL")
-    if name == name.lower():
-        return name
-    return f"[{name}]" if dialect == "mssql" else f'"{name}"'
-
-
-def _source_column(source: Source, entity: spec.Entity, field_name: str) -> str:
-    if entity.kind == "view" and field_name == "STUDIUIID":
-        return source.pacs_study_uid_column
-    return field_name
-
-
-def _relation(source: Source, entity: str) -> str:
-    name = source.view(entity)
-    if not all(IDENTIFIER.match(part) for part in name.split(".")) or name.count(".") > 1:
-        raise SqlTemplateError(f"{source.id}: view name {name!r} for {entity} is not a plain identifier")
-    return name
-
-
-def render_sql(source: Source, name: str) -> str:
-    """The extraction query ``name`` for ``source``: its dialect's file with the placeholders
-    filled from the checked configuration and the spec.
-
-    ``{{view:<entity>}}`` the source's view/table for the entity; ``{{columns:<entity>:<alias>}}``
-    the entity's fields in spec order (the result is read by position); ``{{study_uid:<alias>}}``
-    the PACS study-UID column (D11). Values are never substituted: they are bind parameters.
-    """
-    dialect = source.dialect
-
-    def fill(m: re.Match[str]) -> str:
-        parts = m.group(1).split(":")
-        kind, args = parts[0], parts[1:]
-        if not all(IDENTIFIER.match(a) for a in args):
-            raise SqlTemplateError(f"{sql_path(dialect, name)}: bad placeholder {m.group(0)!r}")
-        if kind == "view" and len(args) == 1:
-            spec.entity(args[0])
-            return _relation(source, args[0])
-        if kind == "columns" and len(args) == 2:
-            entity, alias = spec.entity(args[0]), args[1]
-            cols = []
-            for f in entity.fields:
-                col = f"{alias}.{_quote(_source_column(source, entity, f.name), dialect)}"
-                if dialect == "sqlite" and f.name in CURSOR_FIELDS:
-                    col = f"datetime({col})"  # SQLite keeps timestamps as text of any shape
-                cols.append(col)
-            return ", ".join(cols)
-        if kind == "study_uid" and len(args) == 1:
-            return f"{args[0]}.{_quote(source.pacs_study_uid_column, dialect)}"
-        raise SqlTemplateError(f"{sql_path(dialect, name)}: unknown placeholder {m.group(0)!r}")
-
-    return _PLACEHOLDER.sub(fill, _template(dialect, name))
-
-
-def executable_sql(source: Source, name: str) -> str:
-    """:func:`render_sql` without its comment lines: SQLAlchemy's ``text()`` would read a ``:word``
-    in a comment (``HH:MM``, ``:since``) as a bind parameter."""
-    lines = render_sql(source, name).splitlines()
-    return "\n".join(line for line in lines if not line.lstrip().startswith("--")).strip() + "\n"
+# the source connection
 
 
 def _bind_time(value: Any, dialect: str) -> Any:
@@ -295,17 +209,24 @@ def _bind_time(value: Any, dialect: str) -> Any:
 @contextmanager
 def source_snapshot(engine: Engine, source: Source) -> Iterator[Connection]:
     """A read-only connection whose queries all see one snapshot of the source, where the
-    dialect offers one: PostgreSQL REPEATABLE READ, Oracle SET TRANSACTION READ ONLY, SQLite's
-    read transaction. SQL Server's default READ COMMITTED gives none (SNAPSHOT isolation must be
-    enabled on the database first); the chunk predicate still keeps masters and sub-items of a
-    chunk together, and a report changed between its two queries is read again next run.
+    dialect offers one: PostgreSQL and MySQL/MariaDB (InnoDB) REPEATABLE READ, Oracle SET
+    TRANSACTION READ ONLY, SQLite's read transaction. SQL Server's default READ COMMITTED gives
+    none (SNAPSHOT isolation must be enabled on the database first); the chunk predicate still
+    keeps masters and sub-items of a chunk together, and a report changed between its two
+    queries is read again next run.
+
+    MySQL streams a result (``stream_results``) only while the client keeps reading: a batch
+    validated and loaded for longer than ``net_write_timeout`` (60 s by default) would lose the
+    connection mid-window, so the session allows an hour.
     """
     with engine.connect() as conn:
-        if source.dialect == "postgresql":
+        if source.dialect in ("postgresql", "mysql"):
             conn = conn.execution_options(isolation_level="REPEATABLE READ")
         with conn.begin() as tx:
             if source.dialect == "oracle":
                 conn.exec_driver_sql("SET TRANSACTION READ ONLY")
+            if source.dialect == "mysql":  # reads no table: the snapshot starts at the first query
+                conn.exec_driver_sql("SET SESSION net_write_timeout = 3600")
             try:
                 yield conn
             finally:
@@ -363,7 +284,7 @@ def canonical_frame(rows: Sequence[Sequence[Any]], names: Sequence[str]) -> pd.D
     """Rows read by position into a DataFrame of canonical strings/None (object dtype)."""
     columns = list(zip(*rows, strict=True)) if rows else [() for _ in names]
     if len(columns) != len(names):
-        raise SqlTemplateError(f"query returned {len(columns)} columns, expected {len(names)}: {list(names)}")
+        raise ColumnsError(f"query returned {len(columns)} columns, expected {len(names)}: {list(names)}")
     return pd.DataFrame(
         {n: pd.Series(_canonical_column(c), dtype=object) for n, c in zip(names, columns, strict=True)},
         columns=list(names),
@@ -475,8 +396,8 @@ def _check_stream(source: Source, stream: str, allowed: tuple[str, ...]) -> Stre
     return STREAMS[stream]
 
 
-def _check_window(since: datetime, until: datetime, chunk_size: int) -> None:
-    if since.tzinfo is not None or until.tzinfo is not None:
+def _check_window(since: datetime, until: datetime | None, chunk_size: int) -> None:
+    if since.tzinfo is not None or (until is not None and until.tzinfo is not None):
         raise ExtractSettingsError(
             "since/until must be naive source local time; convert with to_source_time()"
         )
@@ -484,29 +405,35 @@ def _check_window(since: datetime, until: datetime, chunk_size: int) -> None:
         raise ExtractSettingsError(f"chunk_size must be at least 1, got {chunk_size}")
 
 
+def _window_params(since: datetime, until: datetime | None, dialect: str) -> dict[str, Any]:
+    params = {"since": _bind_time(since, dialect)}
+    return params if until is None else {**params, "until": _bind_time(until, dialect)}
+
+
 def read_reports(
     conn: Connection,
     source: Source,
     stream: Stream,
     since: datetime,
-    until: datetime,
+    until: datetime | None,
     chunk_size: int | None = None,
 ) -> Iterator[ReportBatch]:
     """The reports of ``stream`` ("lab" or "exam") whose master's ``last_update_dtime`` is in
-    ``[since, until)``, in chunks of about ``chunk_size`` masters with their sub-items, oldest
-    first (so a watermark advanced after each committed batch never passes an uncommitted row).
+    ``[since, until)`` (``until`` None: no end), in chunks of about ``chunk_size`` masters with
+    their sub-items, oldest first (so a watermark advanced after each committed batch never passes
+    an uncommitted row).
 
     ``conn`` is a connection to the source (use :func:`source_snapshot` for a consistent read).
     """
     d = _check_stream(source, stream, REPORT_STREAMS)
     size = source.chunk_size if chunk_size is None else chunk_size
     _check_window(since, until, size)
-    if until <= since:
+    if until is not None and until <= since:
         return
     master, item = spec.entity(d.master), spec.entity(d.item or "")
-    params = {"since": _bind_time(since, source.dialect), "until": _bind_time(until, source.dialect)}
+    params = _window_params(since, until, source.dialect)
     plan = conn.execute(
-        text(executable_sql(source, f"{stream}_plan")),
+        sql.query(source, f"{stream}_plan", open_end=until is None),
         params,
         execution_options={"stream_results": True, "yield_per": 10_000},
     )
@@ -525,10 +452,17 @@ def read_reports(
     # (before any chunk can move the watermark past them), so they are quarantined (orphan_item)
     # rather than never seen. Their batch has no masters and does not move the watermark.
     orphans = canonical_frame(
-        conn.execute(text(executable_sql(source, f"{stream}_orphans")), params).fetchall(), item.names
+        conn.execute(sql.query(source, f"{stream}_orphans", open_end=until is None), params).fetchall(), item.names
     )
     if len(orphans):
-        log.warning("%s/%s: %s sub-item(s) without a master in [%s, %s)", source.id, stream, len(orphans), since, until)
+        log.warning(
+            "%s/%s: %s sub-item(s) without a master in [%s, %s)",
+            source.id,
+            stream,
+            len(orphans),
+            since,
+            until,
+        )
         yield ReportBatch(
             stream=stream,
             masters=canonical_frame([], master.names),
@@ -538,8 +472,8 @@ def read_reports(
             chunks=len(chunks),
             max_cursor=None,
         )
-    masters_sql = text(executable_sql(source, f"{stream}_masters"))
-    items_sql = text(executable_sql(source, f"{stream}_items"))
+    masters_sql = sql.query(source, f"{stream}_masters")
+    items_sql = sql.query(source, f"{stream}_items")
     read = 0
     for i, chunk in enumerate(chunks):
         p = chunk.params(source.dialect)
@@ -571,21 +505,21 @@ def read_records(
     source: Source,
     stream: Stream,
     since: datetime,
-    until: datetime,
+    until: datetime | None,
     chunk_size: int | None = None,
 ) -> Iterator[RecordBatch]:
     """The rows of a stream without sub-items ("pacs_instance", "pacs_study", "accept", "quote")
-    whose cursor value is in ``[since, until)``, oldest first, ``chunk_size`` rows at a time from
-    one streamed query."""
+    whose cursor value is in ``[since, until)`` (``until`` None: no end), oldest first,
+    ``chunk_size`` rows at a time from one streamed query."""
     d = _check_stream(source, stream, RECORD_STREAMS)
     size = source.chunk_size if chunk_size is None else chunk_size
     _check_window(since, until, size)
-    if until <= since:
+    if until is not None and until <= since:
         return
     entity = spec.entity(d.master)
-    params = {"since": _bind_time(since, source.dialect), "until": _bind_time(until, source.dialect)}
+    params = _window_params(since, until, source.dialect)
     result = conn.execute(
-        text(executable_sql(source, stream)),
+        sql.query(source, stream, open_end=until is None),
         params,
         execution_options={"stream_results": True, "yield_per": size},
     )

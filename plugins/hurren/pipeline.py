@@ -2,13 +2,23 @@
 
 This is what a DAG task calls (``dags/*_reports.py``); it takes engines and clients, so tests
 call it directly too. The invariant it keeps, and reports: every extracted master (or record)
-is either loaded, unchanged (already in the store), or quarantined with its reasons —
-``extracted == loaded + unchanged + quarantined`` for every batch and for the run.
+is either loaded, unchanged (already in the store), stale (older than the stored version) or
+quarantined with its reasons — ``extracted == loaded + unchanged + stale + quarantined`` for
+every batch and for the run.
 
 Windows: a scheduled run reads from the stream's watermark (less the source's overlap) to the
 end of its data interval and moves the watermark with each committed batch. A backfill reads
 exactly the window it is given and leaves the watermark alone (moving it from a past window
 would skip the rows between).
+
+The source's clock: no window reaches past the source's now plus its
+``future_tolerance_minutes``. A row whose change time lies beyond that (a wrong clock, a
+9999-12-31 placeholder) would never be in a window; so each scheduled run also reads that
+future range, with the same queries, as batches of its own: every row in them is quarantined
+(rule ``future_dtime``, naming the value and the source's now), counted as extracted and
+quarantined and in ``future_rows``, and never moves the watermark. Once the source corrects the
+row, a later window reads it and its quarantine entry is resolved. Rows between the window's
+end and now plus the tolerance are read by a later run, as usual.
 """
 
 from __future__ import annotations
@@ -18,7 +28,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from sqlalchemy.engine import Engine
@@ -31,8 +41,6 @@ log = logging.getLogger(__name__)
 Mode = Literal["incremental", "backfill"]
 
 THRESHOLD_MIN_RECORDS = 20  # below this many records a run's quarantine share is noise, not a signal
-
-
 class QuarantineThresholdExceeded(RuntimeError):
     """More of a run was quarantined than the configured share: the source needs a look.
 
@@ -50,6 +58,7 @@ class RunSummary:
     since: str
     until: str
     batches: int = 0
+    future_rows: int = 0  # rows with a change time beyond the source's clock: quarantined
     counts: load.LoadCounts = field(default_factory=load.LoadCounts)
     errors_by_rule: Counter[str] = field(default_factory=Counter)  # failures that held a record
     warnings_by_rule: Counter[str] = field(default_factory=Counter)
@@ -64,6 +73,7 @@ class RunSummary:
             "mode": self.mode,
             "window": [self.since, self.until],
             "batches": self.batches,
+            "future_rows": self.future_rows,
             **self.counts.as_dict(),
             "errors_by_rule": dict(self.errors_by_rule),
             "warnings_by_rule": dict(self.warnings_by_rule),
@@ -102,18 +112,25 @@ def run_stream(
     options: spec.SpecOptions | None = None,
     validator: validation.Engine = "gx",
     max_quarantine_ratio: float = 1.0,
+    now: datetime | None = None,
 ) -> RunSummary:
     """Extract, validate and load one window of ``stream`` from ``source`` into the store.
 
     ``until`` ends the window (Airflow's data interval end; aware values are converted to the
     source's time zone). With ``backfill_since`` the window is exactly [backfill_since, until)
-    and the watermark does not move. Raises :class:`QuarantineThresholdExceeded` after loading
+    and the watermark does not move. No window ends after ``now`` (default: the current time)
+    plus the source's ``future_tolerance_minutes``; a scheduled run quarantines the rows beyond
+    (see the module's docstring). Raises :class:`QuarantineThresholdExceeded` after loading
     when more than ``max_quarantine_ratio`` of the extracted records were held (in a window of
     at least ``THRESHOLD_MIN_RECORDS``).
     """
     d = STREAMS[stream]
     options = options or spec.SpecOptions()
     codes = mapping.mapping_for(source)
+    clock = load.SourceClock(
+        extract.to_source_time(now or datetime.now(UTC), source.tz),
+        timedelta(minutes=source.future_tolerance_minutes),
+    )
     with store_engine.connect() as conn:
         state = extract.read_cursor(conn, source, stream)  # type: ignore[arg-type]
     if backfill_since is not None:
@@ -122,6 +139,10 @@ def run_stream(
     else:
         w = extract.next_window(source, state, until)
         cursor, mode = state, "incremental"
+    if w.until > clock.future_from:  # a row from there on is the source's clock problem, not data
+        log.warning("%s/%s: the window ends at %s, after the source's now %s + %s min: read until then",
+                    source.id, stream, w.until, clock.now, source.future_tolerance_minutes)  # fmt: skip
+        w = replace(w, until=max(w.since, clock.future_from))
     summary = RunSummary(source.id, source.org_code, stream, mode, str(w.since), str(w.until))  # type: ignore[arg-type]
     run_pk = load.start_run(
         store_engine, run_id=run_id, dag_id=dag_id, source=source.id, stream=stream,
@@ -134,23 +155,38 @@ def run_stream(
                 conn = stack.enter_context(extract.source_snapshot(source_engine, source))
             except load.db_errors() as exc:
                 raise _source_error(exc, source, stream) from None
-            if d.item:
-                batches = extract.read_reports(conn, source, stream, w.since, w.until)  # type: ignore[arg-type]
-            else:
-                batches = extract.read_records(conn, source, stream, w.since, w.until)  # type: ignore[arg-type]
-            for batch in _read(batches, source, stream):
+            read = extract.read_reports if d.item else extract.read_records
+            for batch in _read(read(conn, source, stream, w.since, w.until), source, stream):  # type: ignore[operator]
                 summary.batches += 1
                 summary.counts += _load_batch(batch, d, codes, summary, options, validator, store_engine,
-                                              source=source, run_id=run_id, pdfs=pdfs, run_pk=run_pk, cursor=cursor)  # fmt: skip
+                                              source=source, run_id=run_id, pdfs=pdfs, run_pk=run_pk, cursor=cursor,
+                                              clock=clock)  # fmt: skip
+            if mode == "incremental":
+                future = read(conn, source, stream, clock.future_from, None)  # no end: 9999-12-31 too  # type: ignore[operator]
+                for batch in _read(future, source, stream):
+                    summary.batches += 1
+                    counts = _load_future(batch, d, store_engine, source=source, run_id=run_id, pdfs=pdfs,
+                                          run_pk=run_pk, clock=clock)  # fmt: skip
+                    summary.future_rows += counts.extracted
+                    summary.errors_by_rule["future_dtime"] += counts.quarantined
+                    summary.counts += counts
+                if summary.future_rows:
+                    log.warning(
+                        "%s/%s: the source holds %s row(s) changed after its now %s + %s min (a wrong "
+                        "clock?): quarantined as future_dtime until corrected", source.id, stream,
+                        summary.future_rows, clock.now, source.future_tolerance_minutes,
+                    )  # fmt: skip
     except BaseException:
         load.finish_run(store_engine, run_pk, status="failed", details=summary.as_dict())
         raise
     load.finish_run(store_engine, run_pk, status="success", details=summary.as_dict())
+    if pdfs is not None:
+        _sweep(store_engine, pdfs, source)
     c = summary.counts
     log.info(
-        "%s/%s: extracted %s, loaded %s, unchanged %s, quarantined %s in %s batch(es); errors by rule %s",
-        source.id, stream, c.extracted, c.loaded, c.unchanged, c.quarantined, summary.batches,
-        dict(summary.errors_by_rule),
+        "%s/%s: extracted %s, loaded %s, unchanged %s, stale %s, quarantined %s in %s batch(es); errors by "
+        "rule %s", source.id, stream, c.extracted, c.loaded, c.unchanged, c.stale, c.quarantined,
+        summary.batches, dict(summary.errors_by_rule),
     )  # fmt: skip
     if c.extracted >= THRESHOLD_MIN_RECORDS and c.quarantined / c.extracted > max_quarantine_ratio:
         raise QuarantineThresholdExceeded(
@@ -183,6 +219,30 @@ def _read(batches: Iterator[Any], source: Source, stream: str) -> Iterator[Any]:
         yield batch
 
 
+def _sweep(store_engine: Engine, pdfs: load.Pdfs, source: Source) -> None:
+    """The source's PDFs of batches that never committed, once past the grace period; a failure
+    only delays that (the next run sweeps again), it never fails a run that loaded its data."""
+    try:
+        removed = load.sweep_pdfs(store_engine, pdfs.client, source=source.id)  # type: ignore[arg-type]
+    except Exception as exc:  # noqa: BLE001 - logged; the objects stay pending for the next run
+        log.warning("%s: sweeping uncommitted PDFs failed (%s: %s); the next run tries again",
+                    source.id, type(exc).__name__, str(exc)[:200])  # fmt: skip
+        return
+    if removed:
+        log.info("%s: removed %s PDF(s) of batches that never committed", source.id, removed)
+
+
+def _load_future(
+    batch: extract.ReportBatch | extract.RecordBatch, d: Any, store_engine: Engine, **load_args: Any
+) -> load.LoadCounts:
+    """A batch of the future range: not validated (the rows are not due yet; the corrected version
+    is), every record held by the clock (``future_dtime``), and no watermark moved."""
+    if isinstance(batch, extract.ReportBatch):
+        return load.load_reports(store_engine, batch, cursor=None, **load_args)
+    load_args.pop("pdfs")
+    return load.load_records(store_engine, batch, cursor=None, **load_args)
+
+
 def _load_batch(
     batch: extract.ReportBatch | extract.RecordBatch,
     d: Any,
@@ -206,11 +266,15 @@ def _load_batch(
         counts = load.load_reports(store_engine, batch, holds=holds, **load_args)
     else:
         batch = replace(batch, records=_map(batch.records, d.master, codes, summary))
-        verdicts = validation.validate_records(batch.records, entity=d.master, options=options, engine=validator)
+        verdicts = validation.validate_records(
+            batch.records, entity=d.master, options=options, engine=validator
+        )
         holds = load.holds_from_verdicts(verdicts)
         load_args.pop("pdfs")
         counts = load.load_records(store_engine, batch, holds=holds, **load_args)
-    reports.keep_validation(store_engine, verdicts, summary, source=load_args["source"], run_id=load_args["run_id"])
+    reports.keep_validation(
+        store_engine, verdicts, summary, source=load_args["source"], run_id=load_args["run_id"]
+    )
     errors, warnings = _rule_counts(verdicts)
     summary.errors_by_rule.update(errors)
     summary.warnings_by_rule.update(warnings)

@@ -39,6 +39,17 @@ Rule ids (a fixed vocabulary, shared with the synthetic-data generator):
                     lone surrogates), in every text field
     uid             DICOM UID: digits and dots, no empty or zero-led component, <= 64 chars;
                     PACS uid fields and exammaster.study_instance_uid (D11, warning there)
+    placeholder     a required (not nullable) or key text field holds a placeholder for "no value"
+                    (:data:`PLACEHOLDER_RE`: NULL, None, NaN, N/A, (null), undefined, ...; any case,
+                    surrounding spaces): loaded, it would be the literal text
+    invisible_chars a key or code (a field with a dictionary, open lists included) holds an
+                    invisible or bidi-control character (:data:`INVISIBLE_CHARS`: BOM, zero-width,
+                    bidi marks/embeddings/isolates, word joiner, soft hyphen): '\\ufeff1878' and
+                    '1878' must not become two reports. Free text may carry them (Uyghur text
+                    needs the joiners and bidi marks): no rule there
+    future_dtime    (load) the stream's change time lies after the source's now plus its
+                    ``future_tolerance_minutes``: a clock problem at the source; never stored, never
+                    moves the watermark (hurren.load, hurren.pipeline)
     effective_dtime (warning, D9) sub-item effective_dtime too far from the master's
                     authenticator_dtime (SpecOptions.effective_dtime_tolerance_s)
     dtime_order     (warning) authenticator_dtime earlier than participant_dtime
@@ -61,6 +72,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from hurren import spec
+from hurren.sources import STREAMS
 
 RULES_FILE = spec.SPEC_DIR / "rules.json"
 
@@ -86,6 +98,9 @@ RuleId = Literal[
     "effective_dtime",
     "dtime_order",
     "accept_reason",
+    "placeholder",
+    "invisible_chars",
+    "future_dtime",
 ]
 RULE_IDS: tuple[str, ...] = get_args(RuleId)
 
@@ -101,6 +116,19 @@ UID_RE = r"\A(?:0|[1-9][0-9]*)(?:\.(?:0|[1-9][0-9]*))*\Z"
 UID_MAX_CHARS = 64
 ID18_RE = r"\A[0-9]{17}[0-9X]\Z"
 ID15_RE = r"\A[0-9]{15}\Z"
+_SPACES = " \t\r\n\u00a0\u3000"  # literal characters: RE2's \s is ASCII only, Python's is not
+PLACEHOLDERS = ("null", "none", "nan", "n/a", "#n/a", "(null)", "<null>", "[null]", "undefined")
+"""What a source writes for "no value" when a NULL went through a string conversion (Python's
+None and NaN, SQL's NULL, JavaScript's undefined, C's (null), Excel's #N/A). Not "NA", "-" or
+"nil": those are real codes or results (Na for sodium, '-' for a negative qualitative result)."""
+PLACEHOLDER_RE = (
+    rf"(?i)\A[{_SPACES}]*(?:null|none|nan|n/a|#n/a|\(null\)|<null>|\[null\]|undefined)[{_SPACES}]*\Z"
+)
+INVISIBLE_CHARS = "\u00ad\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff"
+"""Soft hyphen, Mongolian vowel separator, zero-width space/non-joiner/joiner, LRM/RLM, bidi
+embeddings and overrides, word joiner and invisible operators, bidi isolates, BOM (literal
+characters in a class: the same in re and RE2)."""
+INVISIBLE_RE = f"[{INVISIBLE_CHARS}]"
 
 FORMATS = {
     DATETIME_RE: "YYYY-MM-DD HH:MM:SS",
@@ -166,6 +194,12 @@ class Matches:
 
 
 @dataclass(frozen=True)
+class NotMatches:
+    column: str
+    pattern: str
+
+
+@dataclass(frozen=True)
 class MaxChars:
     column: str
     limit: int
@@ -202,7 +236,9 @@ class NotLess:
     b: str
 
 
-Test = NotNull | IsNull | InSet | Matches | MaxChars | AtMost | Outcome | UniqueTogether | NotLess
+Test = (
+    NotNull | IsNull | InSet | Matches | NotMatches | MaxChars | AtMost | Outcome | UniqueTogether | NotLess
+)
 
 DerivedKind = Literal[
     "bytes", "digits", "calendar", "epoch", "decimal", "id_card", "id_legacy", "id_sex", "id_birth", "pdf",
@@ -563,6 +599,11 @@ def _build_plan(ent: spec.Entity, options: spec.SpecOptions, pdf_max_bytes: int)
         if f.type == "pdf":
             d = Derived(f"__pdf__{n}", "pdf", (n,), (("max_bytes", pdf_max_bytes),))
             add("pdf", None, n, Outcome(d.name), d, limit=pdf_max_bytes)
+        is_key = n in ent.key or f.key
+        if f.type == "text" and (is_key or not f.nullable):  # dates, numbers, UIDs refuse it by format
+            add("placeholder", "placeholder", n, NotMatches(n, PLACEHOLDER_RE))
+        if f.type == "text" and (is_key or dictionary_of(ent, f, options) is not None):
+            add("invisible_chars", "invisible", n, NotMatches(n, INVISIBLE_RE))
 
     if set(ID_FIELDS) <= names:
         id_no, id_type = ID_FIELDS
@@ -647,10 +688,25 @@ class RuleRow:
     fields: tuple[str, ...] = field(default=())
 
 
+LOAD_RULES: Mapping[str, tuple[str, ...]] = {
+    # the change time of every stream's rows, and of the sub-items read with them (orphans)
+    "future_dtime": tuple(
+        dict.fromkeys(
+            f"{e}.{d.cursor}"
+            for d in STREAMS.values()
+            for e in d.entities
+            if d.cursor in spec.entity(e).names
+        )
+    ),
+}
+"""Rules that :mod:`hurren.load` applies (they need the run's context, not just the row), and the
+entity.field pairs they apply to."""
+
+
 def rule_table(rulebook: RuleBook | None = None, options: spec.SpecOptions | None = None) -> list[RuleRow]:
     """The catalogue: every rule with its default severity and the entity.field pairs it applies to."""
     rb = rulebook or load_rulebook()
-    where: dict[str, list[str]] = {r: [] for r in RULE_IDS}
+    where: dict[str, list[str]] = {r: list(LOAD_RULES.get(r, ())) for r in RULE_IDS}
     for name in spec.entities():
         for c in plan(name, options, pdf_max_bytes=rb.pdf_max_bytes).checks:
             label = f"{c.entity}.{c.field}"

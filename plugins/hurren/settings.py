@@ -47,7 +47,16 @@ HURREN_PLATFORM_KEY_MAX_USES        ``1000`` calls per SM4 session key (and its 
 HURREN_PLATFORM_KEY_MAX_AGE_S       ``600`` seconds before the session key is rotated
 HURREN_PLATFORM_MAX_ANSWER_BYTES    ``33554432`` (32 MiB): the largest answer body read; a bigger
                                     one is refused (``AnswerError``) without reading the rest
+HURREN_PLATFORM_DEADLINE_S          ``300``: a call (or the live WSDL's download) ends after this
+                                    long in total, however slowly the answer drips in
+HURREN_PLATFORM_SPEC_OPTIONS        ``{}``: the platform's profile, a ``SpecOptions`` JSON object
+                                    (what goes on the wire: D2, D13, D20 ``update_mode``, D21
+                                    ``xml_declaration`` …)
 ==================================  ==============================================================
+
+The push outbox: ``HURREN_OUTBOX_KEY_SECRET`` keys the hash that stands for a patient's ID
+number in the outbox's record keys of accept/quote records (default: a local-only value; a
+deployment sets its own, and keeps it: a new one makes the outbox re-queue those records).
 
 ``scripts/services`` reads the same HURREN_PG_*, HURREN_S3_* and HURREN_SIM_PORT variables, so a
 changed port or credential reaches the services and the code alike.
@@ -55,6 +64,7 @@ changed port or credential reaches the services and the code alike.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Mapping
@@ -64,6 +74,8 @@ from functools import cache
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
+from hurren import spec
+
 __all__ = [
     "DEFAULT_MAX_ANSWER_BYTES",
     "PlatformSettings",
@@ -71,11 +83,18 @@ __all__ = [
     "SettingsError",
     "max_answer_bytes_from_env",
     "settings",
+    "spec_options_from_json",
 ]
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 _DB_NAME = re.compile(r"^[a-z0-9_]{1,50}$")
+
+DEFAULT_DEADLINE_S = 300.0
+"""A platform call's total time limit: well inside the push's lease (600 s), so a call that is
+still dripping is over before another run may take its entry back."""
+LOCAL_OUTBOX_KEY_SECRET = "hurren-outbox-local"  # noqa: S105 - local-only, as HURREN_PG_PASSWORD's default
+"""The outbox key hash's secret where none is set (local services, tests, the demo only)."""
 
 DEFAULT_MAX_ANSWER_BYTES = 32 * 1024 * 1024
 """The largest platform answer body read. The biggest legitimate answers are the queries' (one
@@ -107,6 +126,9 @@ class PlatformSettings:
     key_max_uses: int | None = 1000
     key_max_age_s: float | None = 600.0
     max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES
+    deadline_s: float = DEFAULT_DEADLINE_S
+    spec_options: spec.SpecOptions = field(default_factory=spec.SpecOptions)
+    """The platform's profile: what the push puts on the wire (D2, D13, D20, D21 …)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], *, default_url: str) -> PlatformSettings:
@@ -126,6 +148,10 @@ class PlatformSettings:
             key_max_uses=int(_positive(env, "HURREN_PLATFORM_KEY_MAX_USES", 1000)),
             key_max_age_s=_positive(env, "HURREN_PLATFORM_KEY_MAX_AGE_S", 600.0),
             max_answer_bytes=max_answer_bytes_from_env(env),
+            deadline_s=_positive(env, "HURREN_PLATFORM_DEADLINE_S", DEFAULT_DEADLINE_S),
+            spec_options=spec_options_from_json(
+                env.get("HURREN_PLATFORM_SPEC_OPTIONS"), name="HURREN_PLATFORM_SPEC_OPTIONS"
+            ),
         )
 
 
@@ -145,6 +171,8 @@ class Settings:
     """The simulator's SOAP endpoint (the demo's and tests' region platform)."""
     platform: PlatformSettings | None = None
     """The region platform for the push (HURREN_PLATFORM_*); None: the simulator's URL, no credential."""
+    outbox_key_secret: str = field(default=LOCAL_OUTBOX_KEY_SECRET, repr=False)
+    """Keys the hash of patient identifiers in the outbox's record keys (HURREN_OUTBOX_KEY_SECRET)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -186,6 +214,7 @@ class Settings:
             s3_bucket_docs=get("HURREN_S3_BUCKET_DOCS", "hurren-docs"),
             simulator_url=simulator_url,
             platform=PlatformSettings.from_env(env, default_url=simulator_url),
+            outbox_key_secret=env.get("HURREN_OUTBOX_KEY_SECRET") or LOCAL_OUTBOX_KEY_SECRET,
         )
 
     def database_url(self, database: str) -> str:
@@ -214,6 +243,26 @@ def max_answer_bytes_from_env(environ: Mapping[str, str] | None = None) -> int:
             f"HURREN_PLATFORM_MAX_ANSWER_BYTES must be a whole number of bytes >= 1, got {raw!r}"
         )
     return int(raw)
+
+
+def spec_options_from_json(text: str | Mapping[str, object] | None, *, name: str) -> spec.SpecOptions:
+    """A ``SpecOptions`` profile from a JSON object (text, or already a mapping: a connection's
+    extra); nothing given is the defaults, said so explicitly here. Unknown keys are refused."""
+    if text is None or (isinstance(text, str) and not text.strip()):
+        return spec.SpecOptions()
+    if isinstance(text, str):
+        try:
+            values = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise SettingsError(f"{name} is not JSON: {exc.msg} at position {exc.pos}") from None
+    else:
+        values = text
+    if not isinstance(values, Mapping):
+        raise SettingsError(f"{name} must be a JSON object of spec options, got {type(values).__name__}")
+    try:
+        return spec.SpecOptions.from_mapping(values)
+    except (spec.SpecError, TypeError) as exc:
+        raise SettingsError(f"{name}: {exc}") from None
 
 
 @cache

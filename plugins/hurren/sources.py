@@ -19,7 +19,8 @@ problem is reported together, each naming the hospital and key to fix (:class:`S
 
 Names substituted into extraction SQL (view and table names, the PACS study-UID column) must be
 plain identifiers (:data:`IDENTIFIER`, optionally ``schema.name``): they are the only text that
-reaches the SQL besides the files in ``include/sql``; values always travel as bind parameters.
+reaches the SQL besides the spec's own names (``hurren.sql`` builds the queries); values always travel
+as bind parameters.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ MAPPINGS_DIR = INCLUDE / "mappings"
 VARIABLE_NAME = "hurren_sources"
 ENV_FILE = "HURREN_SOURCES_FILE"
 
-Dialect = Literal["oracle", "mssql", "postgresql", "sqlite"]
+Dialect = Literal["oracle", "mssql", "postgresql", "mysql", "sqlite"]
 DIALECTS: tuple[str, ...] = get_args(Dialect)
 
 Stream = Literal["lab", "exam", "pacs_instance", "pacs_study", "accept", "quote"]
@@ -141,6 +142,7 @@ class Source:
     timezone: str = "Asia/Shanghai"  # the zone of the source's naive timestamps
     initial_value: datetime = datetime(2024, 1, 1)  # noqa: DTZ001 - naive source time, by design
     overlap_minutes: int = 10  # re-read this much before the watermark: late commits
+    future_tolerance_minutes: int = 60  # a change time beyond the source's now + this is a clock problem
     chunk_size: int = 500  # masters (with their sub-items) per batch
     mapping_file: Path | None = None  # per-hospital code mapping (hurren.mapping), when configured
     enabled: bool = True
@@ -198,6 +200,7 @@ _SETTABLE = {
     "timezone",
     "initial_value",
     "overlap_minutes",
+    "future_tolerance_minutes",
     "chunk_size",
     "enabled",
     "pool",
@@ -319,6 +322,8 @@ def _source(raw: dict[str, Any], where: str, problems: list[str], base_dir: Path
         hint = (
             " (KingbaseES and openGauss are postgresql)"
             if raw["dialect"] in ("kingbase", "opengauss")
+            else " (MariaDB is mysql)"
+            if raw["dialect"] == "mariadb"
             else ""
         )
         err(f"dialect {raw['dialect']!r} is not supported; use one of {', '.join(DIALECTS)}{hint}")
@@ -373,6 +378,9 @@ def _source(raw: dict[str, Any], where: str, problems: list[str], base_dir: Path
     overlap = raw.get("overlap_minutes", 10)
     if not _is_int(overlap) or not 0 <= overlap <= 7 * 24 * 60:
         err(f"overlap_minutes must be a whole number from 0 to 10080 (a week), got {overlap!r}")
+    tolerance = raw.get("future_tolerance_minutes", 60)
+    if not _is_int(tolerance) or not 0 <= tolerance <= 7 * 24 * 60:
+        err(f"future_tolerance_minutes must be a whole number from 0 to 10080 (a week), got {tolerance!r}")
     chunk = raw.get("chunk_size", 500)
     if not _is_int(chunk) or not 1 <= chunk <= 100_000:
         err(f"chunk_size must be a whole number from 1 to 100000, got {chunk!r}")
@@ -427,6 +435,7 @@ def _source(raw: dict[str, Any], where: str, problems: list[str], base_dir: Path
         timezone=tz,
         initial_value=initial_value,  # type: ignore[arg-type]
         overlap_minutes=overlap,
+        future_tolerance_minutes=tolerance,
         chunk_size=chunk,
         mapping_file=mapping_file,
         enabled=enabled,

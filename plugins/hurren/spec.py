@@ -108,6 +108,16 @@ class SpecOptions:
     length_semantics: Literal["byte", "char"] = "byte"  # D14: Oracle VARCHAR2 default
     length_encoding: str = "utf-8"  # D14: AL32UTF8; "gbk" for a ZHS16GBK platform
     void_data_status: tuple[str, ...] = ("0",)  # D15
+    update_mode: Literal["replace", "void_then_register"] = "replace"  # D20: a changed report
+    xml_declaration: bool = True  # D21: <?xml ...?> on every payload, credential and filter
+
+    def __post_init__(self) -> None:
+        if self.update_mode not in ("replace", "void_then_register"):
+            raise SpecError(
+                f"update_mode must be 'replace' or 'void_then_register', got {self.update_mode!r}"
+            )
+        if not isinstance(self.xml_declaration, bool):
+            raise SpecError(f"xml_declaration must be true or false, got {self.xml_declaration!r}")
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> SpecOptions:

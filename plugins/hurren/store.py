@@ -15,7 +15,10 @@ Choices, and why:
   and, unlike a leading underscore, is a valid unquoted Oracle identifier.
 - Generic operational tables name a record by its entity and ``record_key``: the JSON array of
   its key values in the entity's key order (``record_key()``), so quarantine, outbox and push log
-  serve reports, daily counts and accept/quote records alike.
+  serve reports, daily counts and accept/quote records alike. The outbox's keys stand a keyed hash
+  in for a patient's ID number (``hurren.push.outbox.entry_key``).
+- Accept/quote rows carry ``etl_org_code``: the hospital that sent them (their spec fields name
+  only the reports' hospitals), so the outbox can queue them again from the store.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.schema import CreateColumn
 from sqlalchemy.types import TypeEngine
 
 from hurren import spec
@@ -104,6 +108,8 @@ def _entity_table(ent: spec.Entity) -> Table:
         Column("etl_run_id", String(250), nullable=True),
         Column("etl_loaded_at", DateTime, nullable=False, server_default=func.current_timestamp()),
     ]
+    if ent.kind == "record":  # accept/quote rows name no hospital of their own: the one that sent them
+        columns.append(Column("etl_org_code", String(128), comment="the hospital that sent the row (push)"))
     table = Table(table_name(ent.name), metadata, *columns, comment=f"{ent.title} (spec {ent.section})")
     if ent.kind == "item" and ent.parent:
         parent = spec.entity(ent.parent)
@@ -141,11 +147,13 @@ run = Table(
     Column("interval_end", DateTime),
     Column("started_at", DateTime, nullable=False, server_default=func.current_timestamp()),
     Column("finished_at", DateTime),
-    Column("status", String(16), nullable=False, comment="running | success | failed"),
+    Column("status", String(16), nullable=False, comment="running | success | failed | interrupted"),
     Column("extracted", Integer, nullable=False, server_default="0"),
     Column("loaded", Integer, nullable=False, server_default="0"),
     Column("quarantined", Integer, nullable=False, server_default="0"),
-    Column("details", Text, comment="JSON: per-rule counts, timings"),
+    # nullable only so that create_all adds it to an older store (its default fills the old rows)
+    Column("stale", Integer, nullable=True, server_default="0", comment="older than the stored version"),
+    Column("details", Text, comment="JSON: the run's counts (summed over its tries), per-rule counts; tries: each try's"),
     UniqueConstraint("run_id", "source", "stream", name="uq_etl_run"),
     comment="one row per extraction run per source and stream: the counts that prove nothing was lost",
 )
@@ -172,6 +180,24 @@ quarantine = Table(
     comment="reports held back by validation, whole, with every rule they broke",
 )
 
+pdf_pending = Table(
+    "etl_pdf_pending",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("bucket", String(255), nullable=False),
+    Column("object_key", String(1024), nullable=False),
+    Column("source", String(128), nullable=False),
+    Column("entity", String(64), nullable=False),
+    Column("org_code", String(128)),
+    Column("report_form_no", String(128)),
+    Column("run_id", String(250)),
+    Column("put_at", DateTime, nullable=False, comment="UTC: the last put of this object by a batch"),
+    UniqueConstraint("bucket", "object_key", name="uq_etl_pdf_pending"),
+    Index("ix_etl_pdf_pending_put", "source", "put_at"),
+    comment="PDFs put to S3 by a batch that has not committed (yet): hurren.load.sweep_pdfs removes "
+    "the ones no stored row refers to",
+)
+
 outbox = Table(
     "push_outbox",
     metadata,
@@ -182,7 +208,7 @@ outbox = Table(
     Column("record_key", String(1024), nullable=False, comment="JSON array of the key values"),
     Column("content_hash", String(64), nullable=False, comment="the version queued (etl_content_hash)"),
     Column("action", String(16), nullable=False, comment="register | void"),
-    Column("cause", String(16), nullable=False, server_default="load", comment="load | key_change"),
+    Column("cause", String(16), nullable=False, server_default="load", comment="load | key_change | update (D20)"),
     Column(
         "status",
         String(16),
@@ -249,9 +275,9 @@ def create_all(engine: Engine, tables: Sequence[Table] | None = None) -> None:
         for table in tables or metadata.sorted_tables:
             have = {c["name"] for c in found.get_columns(table.name)}
             added = [c for c in table.columns if c.name not in have and c.nullable]
-            for column in added:
-                kind = column.type.compile(dialect=engine.dialect)
-                conn.execute(text(f"ALTER TABLE {table.name} ADD {column.name} {kind}"))
+            for column in added:  # name, type and server default (it fills the existing rows)
+                ddl = CreateColumn(column).compile(dialect=engine.dialect)
+                conn.execute(text(f"ALTER TABLE {table.name} ADD {ddl}"))
             for index in table.indexes if added else ():
                 index.create(conn, checkfirst=True)
 

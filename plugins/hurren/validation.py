@@ -83,6 +83,7 @@ _VALUE_KEYS = ("partial_unexpected_list", "unexpected_list", "partial_unexpected
 _XML_BAD = "[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]"  # literal characters: the same in re and RE2
 _XML_BAD_PY = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
+_CHAR_RULES = {"xml_chars": _XML_BAD_PY, "invisible_chars": re.compile(R.INVISIBLE_RE)}  # {char}, {position}
 _B64_SPACE = r"[\t\n\r ]"  # MIME / Oracle UTL_ENCODE line breaks are tolerated
 _B64_RE = r"\A(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?\Z"
 _PDF_TAIL = 1024  # %%EOF must be within the last 1024 bytes (ISO 32000 implementation note)
@@ -653,6 +654,9 @@ def _fails(frame: pd.DataFrame, test: R.Test) -> np.ndarray:
         case R.Matches(column=c, pattern=p, when=w):
             s = frame[c]
             return s.notna().to_numpy() & ~s.str.contains(p, na=False).to_numpy(dtype=bool) & _when(frame, w)
+        case R.NotMatches(column=c, pattern=p):
+            s = frame[c]
+            return s.notna().to_numpy() & s.str.contains(p, na=False).to_numpy(dtype=bool)
         case R.MaxChars(column=c, limit=limit):
             s = frame[c]
             return (s.notna() & (s.str.len() > limit)).fillna(False).to_numpy(dtype=bool)
@@ -781,6 +785,8 @@ def _gx_expectation(c: R.Check, rb: R.RuleBook) -> Any:
             return gxe.ExpectColumnValuesToBeInSet(column=col, value_set=list(values), **common)
         case R.Matches(column=col, pattern=p, when=w):
             return gxe.ExpectColumnValuesToMatchRegex(column=col, regex=p, **cond(w), **common)
+        case R.NotMatches(column=col, pattern=p):
+            return gxe.ExpectColumnValuesToNotMatchRegex(column=col, regex=p, **common)
         case R.MaxChars(column=col, limit=limit):
             return gxe.ExpectColumnValueLengthsToBeBetween(column=col, max_value=limit, **common)
         case R.AtMost(column=col, limit=limit):
@@ -965,9 +971,9 @@ def _fill(ctx: _Ctx, c: R.Check, check: str, take: _Taker, j: int) -> None:
         ctx["actual"] = str(len(str(take(c.test.column)[j])))
     if c.rule == "pdf" and check == "too_large":
         ctx["actual"] = str(_b64_size(re.sub(_B64_SPACE, "", str(take(c.field)[j]))))
-    if c.rule == "xml_chars":
+    if c.rule in _CHAR_RULES:
         value = take(c.field, raw=True)[j]
-        m = _XML_BAD_PY.search(value) if isinstance(value, str) else None
+        m = _CHAR_RULES[c.rule].search(value) if isinstance(value, str) else None
         if m:
             ctx["char"] = f"U+{ord(m.group()):04X}"
             ctx["position"] = str(m.start() + 1)

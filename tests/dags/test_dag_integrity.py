@@ -322,3 +322,18 @@ def test_dag_retries_at_least_twice(dag_id: str, dagbag):
 @pytest.mark.parametrize("dag_id", _DAGS)
 def test_dag_does_not_catch_up(dag_id: str, dagbag):
     assert dagbag.dags[dag_id].catchup is False, f"{dag_id}: set catchup=False"
+
+
+@pytest.mark.parametrize("dag_id", _DAGS)
+def test_no_task_outlives_the_run_lease(dag_id: str, dagbag):
+    """A run's etl_run row left running longer than ``load.RUN_LEASE`` is taken for interrupted by
+    the next run of its stream: that holds only if every task ends (execution_timeout) before."""
+    from hurren.load import RUN_LEASE
+
+    # the callables that start etl_run rows
+    recording = {"extract_validate_load", "load_stream", "reconcile_pacs"}
+    tasks = [t for t in dagbag.dags[dag_id].tasks if getattr(t, "python_callable", None) is not None
+             and t.python_callable.__name__ in recording]  # fmt: skip
+    long = {t.task_id: t.execution_timeout for t in tasks
+            if t.execution_timeout is None or t.execution_timeout >= RUN_LEASE}  # fmt: skip
+    assert not long, f"{dag_id}: tasks without an execution_timeout below {RUN_LEASE}: {long}"

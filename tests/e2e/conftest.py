@@ -40,17 +40,23 @@ def configure_region(
     sim: Simulator | None = None,
 ) -> Any:
     """Point hurren at a test region and return its resolved sources: each hospital (``id``,
-    ``org_code``, ``org_name`` and any other source key) in a sources.json as a PostgreSQL source
-    whose connection ``hurren_src_<id>`` (AIRFLOW_CONN_*) reaches ``urls[id]``; the store; the
-    reports bucket; with ``sim``, the platform (HURREN_PLATFORM_*)."""
+    ``org_code``, ``org_name`` and any other source key; ``dialect`` defaults to postgresql) in a
+    sources.json, whose Airflow connection ``hurren_src_<id>`` (AIRFLOW_CONN_*, host, port, login,
+    password and schema of ``urls[id]``: the engine is built as in production) reaches its
+    database; the store; the reports bucket; with ``sim``, the platform (HURREN_PLATFORM_*)."""
+    from sqlalchemy.engine import make_url
+
     from hurren.settings import settings
     from hurren.sources import resolve_sources
 
     sources = []
     for h in hospitals:
-        mp.setenv(f"AIRFLOW_CONN_HURREN_SRC_{h['id'].upper()}",
-                  json.dumps({"conn_type": "postgres", "extra": {"sqlalchemy_url": urls[h["id"]]}}))  # fmt: skip
-        sources.append({"conn_id": f"hurren_src_{h['id']}", "dialect": "postgresql", **h})
+        h = {"dialect": "postgresql", **h}
+        u = make_url(urls[h["id"]])
+        conn = {"conn_type": CONN_TYPES[h["dialect"]], "host": u.host, "port": u.port, "login": u.username,
+                "password": u.password, "schema": u.database}  # fmt: skip
+        mp.setenv(f"AIRFLOW_CONN_HURREN_SRC_{h['id'].upper()}", json.dumps(conn))
+        sources.append({"conn_id": f"hurren_src_{h['id']}", **h})
     path = tmp_path_factory.mktemp("sources") / "sources.json"
     path.write_text(json.dumps({"defaults": {"initial_value": "2024-01-01 00:00:00"}, "hospitals": sources}))
     env = {"HURREN_SOURCES_FILE": str(path), "HURREN_STORE_URL": store_url}
@@ -64,3 +70,6 @@ def configure_region(
         mp.setenv(name, value)
     settings.cache_clear()
     return resolve_sources()
+
+
+CONN_TYPES = {"postgresql": "postgres", "mysql": "mysql"}  # source dialect -> Airflow connection type

@@ -1,10 +1,11 @@
 """Lab and exam reports from synthetic hospitals into the store, through real DAG runs.
 
-Two synthetic hospitals in PostgreSQL with labelled defects of every kind; the real
+Two synthetic hospitals with labelled defects of every kind, one in PostgreSQL, one in MariaDB
+(every test below covers both source dialects); the real
 ``lab_reports__*`` / ``exam_reports__*`` DAGs run with ``dag.test()`` against the real store and S3.
 What must hold: every valid report is in the store field by field, its PDF in S3 with a matching
 SHA-256; every labelled report is quarantined with the rule its label predicts; extracted =
-loaded + unchanged + quarantined exactly; a re-run, and a run killed mid-way then re-run, leave
+loaded + unchanged + stale + quarantined exactly; a re-run, and a run killed mid-way then re-run, leave
 store and objects identical.
 """
 
@@ -22,6 +23,7 @@ from sqlalchemy import create_engine, select, text
 from hurren import dagfactory, extract, load, pipeline, spec, store, synthetic
 from hurren.settings import settings
 from tests.e2e.conftest import configure_region
+from tests.fixtures.services import SOURCE_DIALECTS, make_source_database
 
 pytestmark = pytest.mark.services
 
@@ -31,19 +33,22 @@ REPORT_ENTITIES = {"lab": ("labmaster", "lab_subitem"), "exam": ("exammaster", "
 
 
 @pytest.fixture(scope="module")
-def region(services, make_database, s3, tmp_path_factory, monkeypatch_module):
-    """Two hospitals (PostgreSQL, 5 % of reports defective), a fresh store, sources and connections."""
+def region(request, services, make_database, s3, tmp_path_factory, monkeypatch_module):
+    """Two hospitals (PostgreSQL and MariaDB, 25 % of reports defective), a fresh store, sources and
+    connections."""
     hospitals = synthetic.make_hospitals(2, seed=11)
     sources, urls = [], {}
-    for i, h in enumerate(hospitals):
-        url = make_database(f"hospital_e2e{i}")
+    for i, (h, dialect) in enumerate(zip(hospitals, SOURCE_DIALECTS, strict=True)):
+        url = make_source_database(request, dialect)(f"hospital_e2e{i}")
         synthetic.generate_hospital_day(
             url, org=h, day=DAY, lab_reports=120, exam_reports=60, seed=11 + i, peers=hospitals,
             defect_rate=0.25, pdf_kb=1, lab_items=6,
         )  # fmt: skip
         sid = f"e2e{i}"
         urls[sid] = url
-        sources.append({"id": sid, "org_code": h.org_code, "org_name": h.name, "chunk_size": 40})
+        sources.append(
+            {"id": sid, "org_code": h.org_code, "org_name": h.name, "chunk_size": 40, "dialect": dialect}
+        )
     store_url = make_database("hurren_e2e_store")
     resolved = configure_region(monkeypatch_module, tmp_path_factory, sources, urls, store_url=store_url,
                                 bucket=s3.bucket_reports)  # fmt: skip
@@ -99,7 +104,7 @@ def _labels(url):
 def test_counts_add_up_and_match_the_source(region, first_run):
     results, _ = first_run
     for (sid, stream), r in results.items():
-        assert r["extracted"] == r["loaded"] + r["unchanged"] + r["quarantined"], (sid, stream, r)
+        assert r["extracted"] == r["loaded"] + r["unchanged"] + r["stale"] + r["quarantined"], (sid, stream, r)
         master = REPORT_ENTITIES[stream][0]
         engine = create_engine(region["urls"][sid])
         with engine.connect() as conn:
@@ -177,7 +182,7 @@ def test_rerunning_the_interval_changes_nothing(region, first_run, run_dag, how)
     conf = {"since": "2024-03-11 00:00:00", "until": "2024-03-12 00:00:00"} if how == "backfill" else None
     results = _run_all(run_dag, region, conf=conf)
     for key, r in results.items():
-        assert r["loaded"] == 0 and r["unchanged"] + r["quarantined"] == r["extracted"]
+        assert r["loaded"] == 0 and r["unchanged"] + r["stale"] + r["quarantined"] == r["extracted"]
         if how == "backfill":
             assert r["extracted"] == first[key]["extracted"]
     assert _store_snapshot(region["store_url"], region["s3"]) == before

@@ -61,18 +61,19 @@ class Batch:
     extracted: int
     loaded: int
     unchanged: int
+    stale: int
     quarantined: int
     max_cursor: str | None
 
     @classmethod
     def from_counts(cls, run_id: str, stream: str, counts: Any, max_cursor: datetime | None) -> Batch:
-        return cls(run_id, stream, counts.extracted, counts.loaded, counts.unchanged, counts.quarantined,
+        return cls(run_id, stream, counts.extracted, counts.loaded, counts.unchanged, counts.stale, counts.quarantined,
                    str(max_cursor) if max_cursor else None)  # fmt: skip
 
     @classmethod
     def from_line(cls, line: dict[str, Any]) -> Batch:
         return cls(line["run_id"], line["stream"], line["extracted"], line["loaded"], line["unchanged"],
-                   line["quarantined"], line["max_cursor"])  # fmt: skip
+                   line["stale"], line["quarantined"], line["max_cursor"])  # fmt: skip
 
 
 @dataclass
@@ -352,18 +353,18 @@ def assert_recovered(world: World, ref: Reference, *, extra_ok: int) -> None:
     # 1. counts: every committed batch and every finished run adds up; the run rows hold exactly
     #    the committed batches; each valid version was written exactly once over all runs
     for b in world.batches:
-        assert b.extracted == b.loaded + b.unchanged + b.quarantined, b
+        assert b.extracted == b.loaded + b.unchanged + b.stale + b.quarantined, b
     for run_id, stream, s in world.summaries:
-        assert s["extracted"] == s["loaded"] + s["unchanged"] + s["quarantined"], (run_id, stream, s)
+        assert s["extracted"] == s["loaded"] + s["unchanged"] + s["stale"] + s["quarantined"], (run_id, stream, s)
     rows = world.etl_runs()
     for r in rows:
         mine = [b for b in world.batches if (b.run_id, b.stream) == (r["run_id"], r["stream"])]
-        got = (r["extracted"], r["loaded"], r["quarantined"])
-        want = (sum(b.extracted for b in mine), sum(b.loaded for b in mine), sum(b.quarantined for b in mine))
+        got = (r["extracted"], r["loaded"], r["stale"], r["quarantined"])
+        want = tuple(sum(getattr(b, k) for b in mine) for k in ("extracted", "loaded", "stale", "quarantined"))
         assert got == want, f"etl_run {r['run_id']}/{r['stream']} holds {got}, its committed batches {want}"
         if r["details"]:
             d = json.loads(r["details"])
-            assert d["extracted"] == d["loaded"] + d["unchanged"] + d["quarantined"], d
+            assert d["extracted"] == d["loaded"] + d["unchanged"] + d["stale"] + d["quarantined"], d
     for stream in STREAMS:
         last = [r for r in rows if r["stream"] == stream][-1]
         assert last["status"] == "success", last

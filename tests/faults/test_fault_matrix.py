@@ -6,7 +6,7 @@ during a real ``pipeline.run_stream`` or a real push run (``hurren.push.tasks.ru
 the fault happened and that the state before recovery is partial (and how); then the same
 recovery for every case — the DAG run is retried (``pipeline.run_stream`` for both streams with
 the same run id, as Airflow's task retry does) and pushed until nothing is queued — and the same
-invariants (:func:`tests.faults.harness.assert_recovered`): extracted = loaded + unchanged +
+invariants (:func:`tests.faults.harness.assert_recovered`): extracted = loaded + unchanged + stale +
 quarantined for every batch and run, every valid version written exactly once over all runs, the
 store and the quarantine equal to a clean reference run, S3 holding exactly the PDFs the store
 points at, every version acknowledged exactly once in the outbox, and the platform holding
@@ -231,6 +231,23 @@ def _kill_load(ctx: Ctx, where: str) -> tuple[harness.World, list[str]]:
     return w, [x.split(" ", 1)[1] for x in lines if x.startswith("WATERMARK ")]
 
 
+def _killed_try_is_kept(ctx: Ctx, w: harness.World) -> None:
+    """After the retry: the killed try is listed interrupted, with what its committed batches
+    counted; the retry's try succeeded; the run's details add up over both."""
+    killed = _committed(w)  # the batches the killed try committed (recorded before the retry)
+    counts = (sum(b.extracted for b in killed), sum(b.loaded for b in killed), sum(b.quarantined for b in killed))
+
+    def check(_results: list[dict[str, Any]]) -> None:
+        row = w.etl_run(RUN, "lab")
+        details = json.loads(row["details"])
+        first, second = details["tries"]
+        assert (first["status"], second["status"], row["status"]) == ("interrupted", "success", "success")
+        assert (first["extracted"], first["loaded"], first["quarantined"]) == counts
+        assert details["extracted"] == row["extracted"] == first["extracted"] + second["extracted"]
+
+    ctx.after_recovery.append(check)
+
+
 def killed_before_commit(ctx: Ctx) -> None:
     """SIGKILL inside batch 3's transaction, right after its watermark UPDATE, before COMMIT."""
     w, watermarks = _kill_load(ctx, "before_commit")
@@ -239,6 +256,7 @@ def killed_before_commit(ctx: Ctx) -> None:
     assert str(w.watermark("lab")) == watermarks[1] != watermarks[2]
     # batch 3's PDFs were put before its transaction (so "after the load"); no row points at them
     assert w.objects() - w.referenced_objects()
+    _killed_try_is_kept(ctx, w)
 
 
 def killed_after_commit(ctx: Ctx) -> None:
@@ -247,6 +265,7 @@ def killed_after_commit(ctx: Ctx) -> None:
     _assert_partial_load(w, ctx, batches=3, status="running")
     assert str(w.watermark("lab")) == watermarks[-1]
     assert w.objects() == w.referenced_objects()
+    _killed_try_is_kept(ctx, w)
 
 
 # --------------------------------------------------------------------------------------------

@@ -4,7 +4,9 @@ Every kind starts from the spec's example lab report (1.2.2.1) or exam report (1
 from the field tables (the builders of ``tests/unit/test_validation.py``), and breaks ONE thing.
 ``rule`` is the rule id the report must be quarantined for; ``None`` means the report must LOAD,
 with the odd value stored unchanged. ``tiny_pdf_limit``: validate with a rule book whose
-``pdf_max_bytes`` is 64 (the real limit, 20 MiB, would make the test slow).
+``pdf_max_bytes`` is 64 (the real limit, 20 MiB, would make the test slow). ``prior``: a version of
+the same report loaded first (a newer or an equally old one); ``stale``: the report must then be
+counted stale (an older change time than the stored version: not stored, not queued).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 import base64
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from tests.unit.test_validation import PDF, VALID_ID, exam_report, lab_report, with_item
 
@@ -20,6 +24,8 @@ Report = tuple[list[dict], list[dict]]
 # A GB 11643 ID whose check character is X (used in lower case below, too).
 ID_X = "11010519800101018X"
 LEGACY_15 = "110105800101001"
+# a change time two days ahead of the hospital's clock (Beijing), and the 9999 placeholder
+TOMORROW = (datetime.now(ZoneInfo("Asia/Shanghai")) + timedelta(days=2)).strftime("%Y-%m-%d %H:%M:%S")
 
 
 @dataclass(frozen=True)
@@ -32,6 +38,8 @@ class Kind:
     tiny_pdf_limit: bool = False
     bug: str | None = None  # a known library bug: the test is xfail(strict) with this reason
     stored: tuple[str, str] | None = None  # (field, value) that must be stored and pushed unchanged
+    prior: Callable[[int], Report] | None = None  # a version of the same report loaded first
+    stale: bool = False  # counted stale: the prior version stays
 
 
 def _orphan(n: int) -> Report:
@@ -162,6 +170,55 @@ KINDS: list[Kind] = [
     # --- UIDs ------------------------------------------------------------------------------------
     Kind("exam-uid-malformed-is-warning", lambda n: exam_report(n, study_instance_uid="1.2.03.4"), None,
          "a bad DICOM UID is a warning (D11): loads", report="exam"),
+    # --- object keys (issue #17): every value a valid report may carry makes a key S3 takes -----
+    Kind("report-form-no-dot-dot", lambda n: lab_report(n, report_form_no=".."), None,
+         "'..' is a path segment S3 clients refuse: the key's segment becomes '..~<hash>', the report loads",
+         stored=("report_form_no", "..")),
+    Kind("report-form-no-dot", lambda n: lab_report(n, report_form_no="."), None,
+         "'.' likewise", stored=("report_form_no", ".")),
+    Kind("report-form-no-percent-2e", lambda n: lab_report(n, report_form_no="%2e%2E"), None,
+         "an encoded dot is not decoded into one: '%252e%252E'", stored=("report_form_no", "%2e%2E")),
+    Kind("report-form-no-slashes-and-dots", lambda n: lab_report(n, report_form_no="a/../b"), None,
+         "slashes are encoded: one segment, no path", stored=("report_form_no", "a/../b")),
+    Kind("report-form-no-42-hanzi", lambda n: lab_report(n, report_form_no="检" * 42), None,
+         "126 bytes fit VARCHAR2(128) but 378 encoded bytes are more than MinIO takes in a segment: "
+         "a readable prefix and a hash", stored=("report_form_no", "检" * 42)),
+    # --- change times (issue #17) ------------------------------------------------------------
+    Kind("older-version-after-newer", lambda n: lab_report(n), None,
+         "a version older than the stored one (a later chunk, a backfill, a source holding two) is stale: "
+         "not stored, not queued, the newer one stays",
+         prior=lambda n: lab_report(n, last_update_dtime="2024-03-11 10:00:00", report_title="复核报告"), stale=True),
+    Kind("same-change-time-other-content", lambda n: lab_report(n, report_title="更正报告"), None,
+         "the same change time with other content is a correction within the second: it loads",
+         prior=lambda n: lab_report(n, report_title="初版报告"), stored=("report_title", "更正报告")),
+    Kind("change-time-9999", lambda n: lab_report(n, last_update_dtime="9999-12-31 23:59:59"), "future_dtime",
+         "a change time far in the future (a placeholder or a wrong clock) is held, never stored"),
+    Kind("change-time-two-days-ahead", lambda n: lab_report(n, last_update_dtime=TOMORROW), "future_dtime",
+         "beyond the hospital's now + 60 min: the source's clock is wrong"),
+    # --- placeholders (issue #17) ------------------------------------------------------------
+    Kind("placeholder-null-in-required", lambda n: lab_report(n, author_name="NULL"), "placeholder",
+         "'NULL' in a required field is no author"),
+    Kind("placeholder-none-in-key", lambda n: lab_report(n, patient_id="None"), "placeholder",
+         "Python's None as text in a key column"),
+    Kind("placeholder-spaced-lower-case", lambda n: lab_report(n, author_name=" null "), "placeholder",
+         "any case, surrounding spaces"),
+    Kind("placeholder-n-a-in-item", lambda n: with_item(lab_report(n), class_name="N/A"), "placeholder",
+         "a sub-item's required name holds the whole report"),
+    Kind("placeholder-in-optional-field-loads", lambda n: lab_report(n, apply_form_no="NULL"), None,
+         "an optional field may hold the text (it may be real; the rule is for required fields and keys)",
+         stored=("apply_form_no", "NULL")),
+    # --- invisible characters (issue #17) ----------------------------------------------------
+    Kind("bom-in-key", lambda n: lab_report(n, patient_id="\ufeff1878"), "invisible_chars",
+         "'\\ufeff1878' and '1878' must not become two reports"),
+    Kind("zero-width-space-in-report-form-no", lambda n: lab_report(n, report_form_no=f"R{n}\u200b"), "invisible_chars",
+         "a zero-width space in the report number"),
+    Kind("bidi-override-in-key", lambda n: lab_report(n, event_no="\u202e1878"), "invisible_chars",
+         "a right-to-left override in a key"),
+    Kind("zero-width-in-open-list-code", lambda n: with_item(lab_report(n), class_code="\u200d250301002"),
+         "invisible_chars", "open lists (LOINC 3.7) accept any code, but not an invisible character in it"),
+    Kind("bidi-marks-in-free-text-load", lambda n: lab_report(n, report_title="\u202b常规报告\u202c\u200f"), None,
+         "free text may carry bidi controls and joiners (Uyghur text needs them): it loads unchanged",
+         stored=("report_title", "\u202b常规报告\u202c\u200f")),
 ]  # fmt: skip
 
 # Identifiers that must never appear in a quarantine reason or rules text.

@@ -1,16 +1,24 @@
 """Every kind of hostile source data in ``corpus.py``, through the real validation + load path.
 
-validate_reports (pandas engine) -> load.holds_from_verdicts -> load.load_reports into a SQLite
-store, PDFs into a fake object store. Each kind must be quarantined with its rule (or load, value
-unchanged, and round-trip through the platform XML builder), the counts must add up
-(extracted = loaded + unchanged + quarantined), and no quarantine reason or rules text may hold a
-patient identifier in clear.
+validate_reports (pandas engine) -> load.holds_from_verdicts -> load.load_reports, twice: into a
+SQLite store with PDFs in a fake object store (the demo's portable path), and into the real
+PostgreSQL store (COPY) with PDFs in the real S3 server, so that a fake that accepts more than the
+real part cannot hide a defect (issue #17). Each kind must be quarantined with its rule (or load,
+value unchanged, its PDF stored and listed back under the row's key, and round-trip through the
+platform XML builder; or be counted stale), the counts must add up (extracted = loaded +
+unchanged + stale + quarantined), and no quarantine reason or rules text may hold a patient
+identifier in clear.
 """
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -18,9 +26,11 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 
 from hurren import load, rules, sources, spec, store
-from hurren.extract import Chunk, ReportBatch, canonical_frame
+from hurren.extract import Chunk, ReportBatch, canonical, canonical_frame
 from hurren.platform import xml as px
 from hurren.validation import validate_reports
+from tests.fixtures.fake_s3 import FakeObjectStore
+from tests.fixtures.services import remove_bucket
 from tests.hostile.corpus import IDENTIFIER_FIELDS, KINDS, Kind
 from tests.unit.test_validation import lab_report
 
@@ -37,28 +47,45 @@ SOURCE = sources.parse_sources(
 TINY_PDF = dataclasses.replace(rules.load_rulebook(), pdf_max_bytes=64)
 
 
-class FakeObjectStore:
-    """Just enough of minio's client for hurren.load.Pdfs: put_object keeps the bytes."""
+@dataclass(frozen=True)
+class Target:
+    """Where the corpus is loaded: a store (engine, load method) and an object store."""
 
-    def __init__(self) -> None:
-        self.objects: dict[str, bytes] = {}
+    name: str
+    db: Engine
+    objects: Any  # FakeObjectStore or minio.Minio
+    bucket: str
+    method: str
 
-    def put_object(self, bucket: str, key: str, data: Any, length: int, **_: Any) -> None:
-        body = data.read()
-        assert len(body) == length
-        self.objects[f"{bucket}/{key}"] = body
+    @property
+    def pdfs(self) -> load.Pdfs:
+        return load.Pdfs(self.objects, self.bucket)
+
+    def has_object(self, key: str, data: bytes) -> bool:
+        """The object is there under ``key`` with ``data``, and a listing finds it by that key."""
+        if isinstance(self.objects, FakeObjectStore):
+            return self.objects.objects.get((self.bucket, key)) == data
+        listed = [o.object_name for o in self.objects.list_objects(self.bucket, prefix=key)]
+        return listed == [key] and self.objects.get_object(self.bucket, key).read() == data
 
 
-@pytest.fixture(scope="module")
-def db(tmp_path_factory: pytest.TempPathFactory) -> Engine:
-    engine = create_engine(f"sqlite:///{tmp_path_factory.mktemp('hostile') / 'store.db'}")
+@pytest.fixture(scope="module", params=["fake", "real"])
+def target(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
+    """The fakes (SQLite, FakeObjectStore), or the real PostgreSQL store and S3 server; fresh."""
+    if request.param == "fake":
+        engine = create_engine(f"sqlite:///{tmp_path_factory.mktemp('hostile') / 'store.db'}")
+        store.create_all(engine)
+        yield Target("fake", engine, FakeObjectStore(), "reports", "portable")
+        engine.dispose()
+        return
+    make_database, s3 = request.getfixturevalue("make_database"), request.getfixturevalue("s3")
+    engine = create_engine(make_database("hostile_corpus"))
     store.create_all(engine)
-    return engine
-
-
-@pytest.fixture(scope="module")
-def objects() -> FakeObjectStore:
-    return FakeObjectStore()
+    bucket = f"hurren-hostile-{secrets.token_hex(4)}"
+    s3.client.make_bucket(bucket)
+    yield Target("real", engine, s3.client, bucket, "auto")
+    engine.dispose()
+    remove_bucket(s3.client, bucket)
 
 
 def _frame(entity: str, rows: list[dict]) -> Any:
@@ -67,8 +94,7 @@ def _frame(entity: str, rows: list[dict]) -> Any:
 
 
 def run(
-    db: Engine,
-    objects: FakeObjectStore,
+    t: Target,
     masters: list[dict],
     items: list[dict],
     *,
@@ -82,13 +108,14 @@ def run(
     cursor = max((m["last_update_dtime"] for m in masters if m.get("last_update_dtime")), default=None)
     batch = ReportBatch(stream, mf, itf, Chunk(None, "", None, "", len(masters)), 0, 1, cursor)
     counts = load.load_reports(
-        db,
+        t.db,
         batch,
         source=SOURCE,
         run_id=run_id,
-        pdfs=load.Pdfs(objects, "reports"),
+        pdfs=t.pdfs,
         holds=load.holds_from_verdicts(verdicts),
-        method="portable",
+        method=t.method,  # type: ignore[arg-type]
+        clock=load.SourceClock(datetime.now(SOURCE.tz).replace(tzinfo=None), timedelta(minutes=60)),
     )
     return verdicts, counts
 
@@ -119,48 +146,61 @@ def _param(k: Kind) -> Any:
     return pytest.param(k, id=k.id, marks=marks)
 
 
+def queued(db: Engine, record_key: str) -> int:
+    with db.connect() as conn:
+        return conn.execute(
+            text("SELECT COUNT(*) FROM push_outbox WHERE record_key = :k"), {"k": record_key}
+        ).scalar_one()
+
+
 @pytest.mark.parametrize("kind", [_param(k) for k in KINDS])
-def test_hostile_kind(db: Engine, objects: FakeObjectStore, kind: Kind) -> None:
+def test_hostile_kind(target: Target, kind: Kind) -> None:
     n = 1000 + KINDS.index(kind)
     masters, items = kind.build(n)
     run_id = f"hostile-{kind.id}"
+    m_table = sources.STREAMS[kind.report].master
+    rfn = masters[0]["report_form_no"]
+    if kind.prior is not None:
+        _, first = run(target, *kind.prior(n), stream=kind.report, run_id=f"{run_id}-prior")
+        assert first.loaded == 1, first
+        before = stored(target.db, m_table, rfn)
     verdicts, counts = run(
-        db,
-        objects,
-        masters,
-        items,
-        stream=kind.report,
-        run_id=run_id,
+        target, masters, items, stream=kind.report, run_id=run_id,
         rulebook=TINY_PDF if kind.tiny_pdf_limit else None,
-    )
+    )  # fmt: skip
 
-    assert counts.extracted == counts.loaded + counts.unchanged + counts.quarantined, counts
-    held = quarantined(db, run_id)
+    assert counts.extracted == counts.loaded + counts.unchanged + counts.stale + counts.quarantined, counts
+    held = quarantined(target.db, run_id)
     secrets_ = identifiers(masters)
     for row in held:  # no identifier in clear, whatever the verdict
         for value in secrets_:
             assert value not in row["reason"] and value not in row["rules"], (value, row["reason"])
 
-    m_table = sources.STREAMS[kind.report].master
-    rfn = masters[0]["report_form_no"]
     if kind.rule is not None:
         assert held, f"{kind.id}: nothing quarantined; failures:\n{verdicts.failures.to_string()}"
         broken = {r["rule"] for row in held for r in json.loads(row["rules"])}
         assert kind.rule in broken, (broken, [row["reason"] for row in held])
         if kind.rule != "orphan_item":  # an orphan is filed alone; its (valid) master still loads
             assert counts.quarantined == counts.extracted and counts.loaded == 0, counts
-            assert stored(db, m_table, rfn) == []
+            assert stored(target.db, m_table, rfn) == []
         return
 
     assert not held, [row["reason"] for row in held]
+    if kind.stale:  # the newer version stays as it was; nothing queued for the older one
+        assert (counts.extracted, counts.loaded, counts.stale) == (1, 0, 1), counts
+        assert stored(target.db, m_table, rfn) == before
+        assert queued(target.db, store.record_key(spec.entity(m_table), masters[0])) == 1
+        return
     assert (counts.extracted, counts.loaded, counts.quarantined) == (1, 1, 0), counts
-    (row,) = stored(db, m_table, rfn)
+    (row,) = stored(target.db, m_table, rfn)
     item_table = sources.STREAMS[kind.report].item
-    item_rows = stored(db, item_table, rfn)
+    item_rows = stored(target.db, item_table, rfn)
     assert len(item_rows) == len(items)
+    pdf = base64.b64decode(masters[0]["pdf"])
+    assert target.has_object(row["pdf_object_key"], pdf), row["pdf_object_key"]
     if kind.stored is not None:
         field, want = kind.stored
-        assert row[field] == want  # stored exactly as sent
+        assert canonical(row[field]) == want  # stored exactly as sent (a date column: as a date)
         build = px.build_lab_report if kind.report == "lab" else px.build_exam_report
         parsed = px.parse_records(px.parse_xml(build(row, item_rows)))
         assert parsed[m_table][0][field] == want  # and pushed exactly as stored
@@ -183,28 +223,30 @@ def test_the_corpus_is_big_and_distinct() -> None:
         "no_items",
         "pdf",
         "xml_chars",
+        "placeholder",
+        "invisible_chars",
+        "future_dtime",
     }
+    assert any(k.stale for k in KINDS)
 
 
-def test_same_key_in_a_later_chunk_is_an_update(db: Engine, objects: FakeObjectStore) -> None:
+def test_same_key_in_a_later_chunk_is_an_update(target: Target) -> None:
     """Chunks are separate batches (extract reads a window in chunk_size pieces, oldest first):
     a key seen again in a later chunk is a newer version of the report, so it updates the store.
     Inside ONE chunk two versions of a key are a unique_key defect (corpus: duplicate-master-same-chunk)."""
     first = lab_report(9001)
     second = lab_report(9001, last_update_dtime="2024-03-11 10:00:00", report_title="复核报告")
-    _, c1 = run(db, objects, *first, stream="lab", run_id="chunk-1")
-    _, c2 = run(db, objects, *second, stream="lab", run_id="chunk-2")
+    _, c1 = run(target, *first, stream="lab", run_id="chunk-1")
+    _, c2 = run(target, *second, stream="lab", run_id="chunk-2")
     assert (c1.loaded, c2.loaded, c1.quarantined + c2.quarantined) == (1, 1, 0)
-    (row,) = stored(db, "labmaster", "R9001")
+    (row,) = stored(target.db, "labmaster", "R9001")
     assert row["report_title"] == "复核报告"
-    assert len(stored(db, "lab_subitem", "R9001")) == 2  # items replaced, not doubled
-    _, c3 = run(db, objects, *second, stream="lab", run_id="chunk-3")  # the same chunk again: no-op
+    assert len(stored(target.db, "lab_subitem", "R9001")) == 2  # items replaced, not doubled
+    _, c3 = run(target, *second, stream="lab", run_id="chunk-3")  # the same chunk again: no-op
     assert (c3.loaded, c3.unchanged) == (0, 1)
 
 
-def test_duplicate_key_across_real_chunks_is_an_update(
-    tmp_path: Any, db: Engine, objects: FakeObjectStore
-) -> None:
+def test_duplicate_key_across_real_chunks_is_an_update(tmp_path: Any, target: Target) -> None:
     """The same key twice in a source without a primary key (a view, a log table), far apart in
     time: extract with chunk_size=2 puts the two versions in different chunks. The later one wins
     (an update), nothing is quarantined, and the counts add up over the run."""
@@ -254,8 +296,8 @@ def test_duplicate_key_across_real_chunks_is_an_update(
         source=source,
         stream="lab",
         source_engine=src_engine,
-        store_engine=db,
-        pdfs=load.Pdfs(objects, "reports"),
+        store_engine=target.db,
+        pdfs=target.pdfs,
         run_id="chunks",
         dag_id="hostile",
         until=datetime(2024, 3, 12),
@@ -265,9 +307,9 @@ def test_duplicate_key_across_real_chunks_is_an_update(
     src_engine.dispose()
     c = summary.counts
     assert summary.batches >= 4  # 7 rows in chunks of 2
-    assert c.extracted == c.loaded + c.unchanged + c.quarantined == 7, c
-    assert c.quarantined == 0 and quarantined(db, "chunks") == []
-    with db.connect() as conn:
+    assert c.extracted == c.loaded + c.unchanged + c.stale + c.quarantined == 7, c
+    assert c.quarantined == 0 and quarantined(target.db, "chunks") == []
+    with target.db.connect() as conn:
         rows = conn.execute(
             text("SELECT report_title FROM labmaster WHERE org_code = :o AND report_form_no = :r"),
             {"o": h[0].org_code, "r": first},

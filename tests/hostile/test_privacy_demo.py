@@ -7,7 +7,8 @@ reports, PACS views and accept/quote records; then, with ``dag.test()`` (the ``r
 fixture), every DAG the demo runs, found by dag id in ``dags/`` as parsed with the demo's
 configuration: ``lab_reports__*``, ``exam_reports__*``, ``pacs__*``, ``records__*``,
 ``daily_counts`` and ``push_reports`` (to an in-process platform simulator refusing a fifth of
-the reports with ``error:simulated failure``, so the refusals' paths are scanned too); then the
+the reports with ``error:simulated failure``, quoting the report's patient by name and ID number
+as a careless platform may, so the refusals' paths are scanned too); then the
 Data Docs site is published into a docs bucket of its own, every page of the analysts' app
 (``hurren.reports.web``, FastAPI ``TestClient``) reachable by a link from its home page, the
 DAG/run pages of every run and the CSV/XLSX exports are requested, and the demo's closing
@@ -37,9 +38,11 @@ A canary proves the scanner is not blind: an identifier planted in a task log fi
 Data Docs object (served by the app) is found in each, through the same collection code.
 
 Not scanned, by design (the store is patient-data grade): the spec tables, ``etl_quarantine.payload``
-(the held rows as extracted) and the ``record_key`` columns of ``etl_quarantine`` /
-``push_outbox`` (the store's own key of a row; accept/quote records carry ``id_no`` in their key,
-D16). Where such a key is shown (pages, exports) or logged, the scan of that output covers it.
+(the held rows as extracted), ``etl_quarantine.record_key`` (the store's own key of a held row;
+accept/quote records carry ``id_no`` in theirs, D16) and ``push_log.answer`` (the platform's words
+as it wrote them, the audit copy: the refusals quote patients). Where they are shown (pages,
+exports) or logged, the scan of that output covers them; ``push_log.answer`` is checked to hold
+the quoted identifiers, so the masked copies elsewhere were tested on real quotes.
 """
 
 from __future__ import annotations
@@ -81,7 +84,8 @@ VOLUME = {
 }
 REPORT_PREFIXES = ("lab_reports__", "exam_reports__", "pacs__", "records__")
 MAX_PAGES = 800
-REFUSALS = {"error_rate": 0.2, "seed": 5, "methods": ["ArchiveAutoReport"]}  # during push_reports
+# during push_reports: refusals that quote the patient (name, ID number), as a careless platform may
+REFUSALS = {"error_rate": 0.2, "seed": 5, "methods": ["ArchiveAutoReport"], "quote_identifiers": True}
 RUN_LOGS = AIRFLOW_HOME / "logs" / "dag_test"  # each DAG run's console output (task logs), one file per DAG
 DATE_FORMATS = ("%Y-%m-%d", "%Y%m%d", "%Y/%m/%d", "%Y年%m月%d日")
 
@@ -448,10 +452,11 @@ def docs_objects(client, bucket: str) -> dict[str, str]:  # noqa: ANN001 - minio
 
 
 SKIPPED_COLUMNS = {
-    # the store's own key of a row (accept/quote records carry id_no in theirs, D16) and the held
-    # rows as extracted: patient-data grade by design, like the spec tables
+    # the store's own key of a held row (accept/quote records carry id_no in theirs, D16), the held
+    # rows as extracted and the platform's answers as written: patient-data grade by design, like
+    # the spec tables. push_outbox.record_key is scanned: its accept/quote keys are opaque.
     store.quarantine.name: {"record_key", "payload"},
-    store.outbox.name: {"record_key"},
+    store.push_log.name: {"answer"},
 }
 
 
@@ -539,7 +544,10 @@ def test_the_demo_ran_every_stream_and_pushed(demo_run):
     assert len(streams) >= 6, streams  # lab, exam, pacs_study, pacs_instance, accept, quote
     assert sum(v["quarantined"] for v in loads.values()) > 0 and sum(v["loaded"] for v in loads.values()) > 0
     for name, counts in loads.items():
-        assert counts["extracted"] == counts["loaded"] + counts["unchanged"] + counts["quarantined"], (
+        assert (
+            counts["extracted"]
+            == counts["loaded"] + counts["unchanged"] + counts["stale"] + counts["quarantined"]
+        ), (
             name,
             counts,
         )
@@ -606,6 +614,22 @@ def test_every_place_was_scanned(places, identifiers, demo_run):
 def test_no_identifier_appears_anywhere(places, identifiers):
     leaks = scan(places, identifiers)
     assert not leaks, "\n".join(f"{p} | {i} | {f}: {v}" for p, i, f, v in sorted(set(leaks))[:40])
+
+
+def test_the_platforms_quotes_are_kept_in_the_audit_copy_only(demo_run, places, identifiers):
+    """The refusals quoted patients (name, ID number): push_log.answer, not scanned, holds them as
+    the platform wrote them; last_error, the logs and the run's XCom (scanned above) show them
+    masked."""
+    answers = "\n".join(
+        r.answer or "" for r in _rows(demo_run.store_url, store.push_log) if r.outcome == "error"
+    )
+    quoted = {f for _p, _i, f, _v in scan({"push_log.answer": {"answers": answers}}, identifiers)}
+    assert {"name", "id_no"} <= quoted, quoted
+    refused = [r.last_error for r in _rows(demo_run.store_url, store.outbox) if r.status == "rejected"]
+    assert refused and all(re.search(r"患者 \S\*+ 身份证号 \d{4}\*{10}[\dX]{4}", e) for e in refused), (
+        refused[:3]
+    )
+    assert any("身份证号 " in r for r in places["hurren log records (DEBUG)"].values())
 
 
 def test_a_planted_identifier_is_found(demo_run, identifiers, run_dag):

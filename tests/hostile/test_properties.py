@@ -124,6 +124,7 @@ def test_opening_any_answer_raises_only_answer_error(answer: str) -> None:
     env = Envelope(
         credential=Credential(org_code="1", org_name="o", visitor_code="v", visitor_key="k"),
         public_key=PUBLIC,
+        xml_declaration=True,
     )
     try:
         env.open_answer(answer, SESSION, method="GetCheckLabList")

@@ -507,10 +507,8 @@ def test_dockerignore_keeps_secrets_and_local_state_out_of_the_image() -> None:
 # ------------------------------------------------------------------------------------------------
 
 
-def test_site_example_sources_and_connections() -> None:
-    from airflow.models.connection import Connection
-
-    from hurren.hooks import sqlalchemy_url
+def test_site_example_sources_and_connections(monkeypatch: pytest.MonkeyPatch) -> None:
+    from hurren.hooks import source_engine
     from hurren.sources import load_sources
 
     sources = load_sources(SITE_EXAMPLE / "sources.json")
@@ -519,12 +517,12 @@ def test_site_example_sources_and_connections() -> None:
     for source in sources:
         value = env.get(f"AIRFLOW_CONN_{source.conn_id.upper()}")
         assert value, f"docker/site.example/airflow.env has no connection for {source.conn_id}"
-        conn = Connection.from_json(value, conn_id=source.conn_id)
-        urls[source.dialect] = sqlalchemy_url(conn)
+        monkeypatch.setenv(f"AIRFLOW_CONN_{source.conn_id.upper()}", value)
+        urls[source.dialect] = source_engine(source.conn_id).url  # built, not connected
     assert urls["oracle"].drivername == "oracle+oracledb" and urls["oracle"].query == {
         "service_name": "ORCLPDB1"
     }
-    assert urls["mssql"].drivername == "mssql+pymssql" and urls["mssql"].database == "LIS"
+    assert urls["mssql"].drivername == "mssql+pymssql" and urls["mssql"].database == "LIS"  # by MsSqlHook
 
 
 def test_pools_for_the_site_example() -> None:

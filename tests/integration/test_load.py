@@ -5,20 +5,24 @@ from __future__ import annotations
 
 import base64
 import copy
+import dataclasses
 import hashlib
 import json
-from collections.abc import Callable
-from datetime import date, datetime, timedelta
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, func, select, text
+from minio.error import S3Error
+from sqlalchemy import create_engine, func, select, text, update
 from sqlalchemy.engine import Engine
 
 from hurren import extract, load, sources, spec, store, synthetic, validation
 from hurren.extract import Chunk, CursorState, ReportBatch, canonical_frame
 from hurren.load import Hold, LoadCounts, Pdfs
 from hurren.synthetic.reports import HospitalDay
+from tests.fixtures.fake_s3 import FakeObjectStore
 
 pytestmark = pytest.mark.services
 
@@ -327,6 +331,30 @@ def test_the_watermark_moves_with_the_commit_never_back_and_not_for_a_backfill(
     assert watermark(db, h.source) == batch.max_cursor
 
 
+@contextmanager
+def failing_sub_items(db: Engine, h: Hospital) -> Iterator[None]:
+    """While open, inserting a sub-item of ``h``'s hospital fails: its batch cannot commit."""
+    trigger = f"fail_{h.seed}"
+    with db.begin() as conn:
+        conn.execute(
+            text(
+                f"CREATE FUNCTION {trigger}() RETURNS trigger LANGUAGE plpgsql AS "
+                f"$$ BEGIN IF NEW.org_code = '{h.h.org_code}' THEN RAISE EXCEPTION 'simulated crash'; END IF; RETURN NEW; END $$"
+            )
+        )
+        conn.execute(
+            text(
+                f"CREATE TRIGGER {trigger} BEFORE INSERT ON lab_subitem FOR EACH ROW EXECUTE FUNCTION {trigger}()"
+            )
+        )
+    try:
+        yield
+    finally:
+        with db.begin() as conn:
+            conn.execute(text(f"DROP TRIGGER {trigger} ON lab_subitem"))
+            conn.execute(text(f"DROP FUNCTION {trigger}()"))
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_a_crash_between_the_s3_put_and_the_commit_leaves_the_store_consistent(
     db: Engine, pdfs: Pdfs, method: str
@@ -344,30 +372,10 @@ def test_a_crash_between_the_s3_put_and_the_commit_leaves_the_store_consistent(
     changed[0].master["pdf"] = base64.b64encode(pdf).decode()
     changed[0].master["last_update_dtime"] += timedelta(hours=2)
     second = h.batch(changed)
-    trigger = f"fail_{h.seed}"
-    with db.begin() as conn:
-        conn.execute(
-            text(
-                f"CREATE FUNCTION {trigger}() RETURNS trigger LANGUAGE plpgsql AS "
-                f"$$ BEGIN IF NEW.org_code = '{h.h.org_code}' THEN RAISE EXCEPTION 'simulated crash'; END IF; RETURN NEW; END $$"
-            )
-        )
-        conn.execute(
-            text(
-                f"CREATE TRIGGER {trigger} BEFORE INSERT ON lab_subitem FOR EACH ROW EXECUTE FUNCTION {trigger}()"
-            )
-        )
-    try:
-        with pytest.raises(load.StoreWriteError, match="simulated crash") as info:
-            h.load(db, pdfs, second, cursor=cursor, run_pk=run_pk, method=method)
-        # the driver's text quotes the failing row (COPY's CONTEXT line): none of it in the message
-        assert changed[0].master["name"] not in str(info.value) and "watermark did not move" in str(
-            info.value
-        )
-    finally:
-        with db.begin() as conn:
-            conn.execute(text(f"DROP TRIGGER {trigger} ON lab_subitem"))
-            conn.execute(text(f"DROP FUNCTION {trigger}()"))
+    with failing_sub_items(db, h), pytest.raises(load.StoreWriteError, match="simulated crash") as info:
+        h.load(db, pdfs, second, cursor=cursor, run_pk=run_pk, method=method)
+    # the driver's text quotes the failing row (COPY's CONTEXT line): none of it in the message
+    assert changed[0].master["name"] not in str(info.value) and "watermark did not move" in str(info.value)
 
     assert versions(db, h.h.org_code) == before  # nothing of the failed batch committed
     assert watermark(db, h.source) == first.max_cursor
@@ -397,6 +405,146 @@ def test_an_s3_failure_commits_nothing(db: Engine) -> None:
     assert watermark(db, h.source) is None
 
 
+def test_s3_refusals_of_one_object_are_told_apart_from_outages(pdfs: Pdfs) -> None:
+    """The real server's and client's answers: a refusal that belongs to one object is returned
+    (its report is held), anything else fails the batch (ObjectStoreError: S3 and retry)."""
+    data = b"%PDF-1.4 refused\n%%EOF\n"
+    pdf = load._Pdf(data, hashlib.sha256(data).hexdigest())
+
+    def unit(key: str) -> Any:
+        return load._Unit(key="k", master={}, items=[], pdf=pdf, typed_master={"pdf_object_key": key})
+
+    good, too_long, dots = (
+        "reports/x/labmaster/ok/a.pdf",
+        "reports/" + "x" * 1100 + ".pdf",
+        "reports/x/../a.pdf",
+    )
+    put, refused = load._put_pdfs([unit(good), unit(too_long), unit(dots)], pdfs)
+    assert put == 1 and set(refused) == {too_long, dots}
+    assert refused[too_long] == "S3 answered KeyTooLongError"  # the server's 400
+    assert refused[dots].startswith("the S3 client refused the object name")  # minio, before sending
+    pdfs.client.remove_object(pdfs.bucket, good)
+
+    from hurren.connections import minio_client
+    from hurren.settings import settings
+
+    down = minio_client(dataclasses.replace(settings(), s3_endpoint="127.0.0.1:9"))  # nothing listens
+    with pytest.raises(load.ObjectStoreError, match="check S3 and retry"):
+        load._put_pdfs([unit(good)], Pdfs(down, pdfs.bucket))
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_pdfs_of_a_batch_that_never_committed_are_swept_unless_a_row_refers_to_them(
+    db: Engine, pdfs: Pdfs, method: str
+) -> None:
+    h = Hospital(4)
+    h.load(db, pdfs, h.batch(h.reports[:2]), method=method)
+    committed = dict(org_rows(db, "labmaster", h.h.org_code, "report_form_no", "pdf_object_key"))
+    changed = copy.deepcopy(h.reports)
+    changed[0].master["report_title"] = "复查"  # the same PDF: its key is a committed row's
+    changed[0].master["last_update_dtime"] += timedelta(hours=1)
+    pdf = base64.b64decode(changed[1].master["pdf"]) + b"\n% v2\n"  # a new PDF: a new key
+    changed[1].master["pdf"] = base64.b64encode(pdf).decode()
+    changed[1].master["last_update_dtime"] += timedelta(hours=1)
+    with failing_sub_items(db, h), pytest.raises(load.StoreWriteError):
+        h.load(db, pdfs, h.batch(changed), method=method)  # reports 2, 3 are new: their PDFs too
+    p = store.pdf_pending
+    with db.connect() as conn:
+        pending = set(conn.execute(select(p.c.object_key).where(p.c.source == h.source.id)).scalars())
+    shared = committed[changed[0].master["report_form_no"]]
+    assert shared in pending and len(pending) == 4  # every object the batch put (or put again)
+    orphans = pending - {shared}
+    for key in pending:
+        pdfs.client.stat_object(pdfs.bucket, key)
+
+    assert load.sweep_pdfs(db, pdfs.client, source=h.source.id) == 0  # within the grace period
+    later = datetime.now(UTC).replace(tzinfo=None) + load.PDF_SWEEP_GRACE + timedelta(minutes=1)
+    assert load.sweep_pdfs(db, pdfs.client, source=h.source.id, now=later, group=2) == 3
+    for key in orphans:
+        with pytest.raises(S3Error, match="NoSuchKey|does not exist"):
+            pdfs.client.stat_object(pdfs.bucket, key)
+    pdfs.client.stat_object(pdfs.bucket, shared)  # a committed row refers to it: kept
+    with db.connect() as conn:
+        assert conn.execute(select(func.count()).where(p.c.source == h.source.id)).scalar_one() == 0
+
+    retry = h.load(db, pdfs, h.batch(changed), method=method)  # a retry puts them again and commits
+    assert retry.loaded == 4
+    for key in orphans:
+        pdfs.client.stat_object(pdfs.bucket, key)
+    with db.connect() as conn:
+        assert conn.execute(select(func.count()).where(p.c.source == h.source.id)).scalar_one() == 0
+
+
+def test_an_object_put_again_is_not_swept(db: Engine, pdfs: Pdfs) -> None:
+    """A batch that puts a pending object again refreshes its row: a sweep leaves it alone."""
+    h = Hospital(1)
+    with failing_sub_items(db, h), pytest.raises(load.StoreWriteError):
+        h.load(db, pdfs)
+    p = store.pdf_pending
+    with db.begin() as conn:  # that was two days ago
+        conn.execute(update(p).where(p.c.source == h.source.id).values(put_at=p.c.put_at - timedelta(days=2)))
+    with failing_sub_items(db, h), pytest.raises(load.StoreWriteError):
+        h.load(db, pdfs)  # a retry puts it again (and fails again)
+    assert load.sweep_pdfs(db, pdfs.client, source=h.source.id) == 0
+    (key,) = {r[0] for r in org_rows(db, "etl_pdf_pending", h.h.org_code, "object_key", "put_at")}
+    pdfs.client.stat_object(pdfs.bucket, key)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_an_older_version_is_stale_never_written_nor_queued(db: Engine, pdfs: Pdfs, method: str) -> None:
+    h = Hospital(3)
+    newer = copy.deepcopy(h.reports)
+    newer[0].master["last_update_dtime"] += timedelta(hours=2)
+    newer[0].master["report_title"] = "新版"
+    run_pk = load.start_run(
+        db, run_id=f"stale-{h.seed}-{method}", dag_id="t", source=h.source.id, stream="lab"
+    )
+    first = h.load(db, pdfs, h.batch(newer), method=method, run_pk=run_pk)
+    before = versions(db, h.h.org_code)
+    older = copy.deepcopy(h.reports)
+    older[0].master["report_title"] = "旧版"  # an older change time, other content
+    counts = h.load(db, pdfs, h.batch(older), method=method, run_pk=run_pk)
+    assert (first.loaded, counts.stale, counts.unchanged, counts.loaded) == (3, 1, 2, 0)
+    assert counts.extracted == counts.loaded + counts.unchanged + counts.stale + counts.quarantined
+    assert versions(db, h.h.org_code) == before  # nothing rewritten
+    assert (
+        dict(org_rows(db, "labmaster", h.h.org_code, "report_form_no", "report_title"))[
+            newer[0].master["report_form_no"]
+        ]
+        == "新版"
+    )
+    assert len(org_rows(db, "push_outbox", h.h.org_code)) == 3  # the written versions only
+    with db.connect() as conn:
+        assert conn.execute(select(store.run.c.stale).where(store.run.c.id == run_pk)).scalar_one() == 1
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_the_upsert_itself_never_writes_an_older_version(
+    db: Engine, pdfs: Pdfs, method: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another run stores a newer version between this batch's look at the store and its commit:
+    the comparison in the transaction (COPY: the upsert's WHERE; portable: a locked read) keeps
+    the newer one and counts this one stale."""
+    h = Hospital(2)
+    newer = copy.deepcopy(h.reports)
+    newer[0].master["last_update_dtime"] += timedelta(hours=2)
+    h.load(db, pdfs, h.batch(newer), method=method)
+    before = versions(db, h.h.org_code)
+    real, calls = load._existing, []
+
+    def blind_first_look(*args: Any, **kwargs: Any) -> Any:  # the look before the commit sees nothing
+        calls.append(kwargs.get("lock", False))
+        return {} if len(calls) == 1 else real(*args, **kwargs)
+
+    monkeypatch.setattr(load, "_existing", blind_first_look)
+    older = copy.deepcopy(h.reports)
+    older[0].master["report_title"] = "旧版"
+    counts = h.load(db, pdfs, h.batch(older), method=method)
+    assert (counts.loaded, counts.stale, counts.unchanged) == (0, 1, 1), counts
+    assert versions(db, h.h.org_code) == before
+    assert len(org_rows(db, "push_outbox", h.h.org_code)) == 2
+
+
 def test_the_run_record_counts_what_committed(db: Engine, pdfs: Pdfs) -> None:
     h = Hospital(6)
     run_id = f"run-{h.seed}"
@@ -417,7 +565,65 @@ def test_the_run_record_counts_what_committed(db: Engine, pdfs: Pdfs) -> None:
         run = conn.execute(select(store.run).where(store.run.c.id == pk)).one()._mapping
     assert (run["extracted"], run["loaded"], run["quarantined"]) == (6, 5, 1)
     assert run["status"] == "running"  # started again (a retried task) with its counts kept
-    assert json.loads(run["details"]) == {"batches": 2}
+    details = json.loads(run["details"])
+    assert [(t["try"], t["status"]) for t in details["tries"]] == [(1, "success"), (2, "running")]
+    assert details["batches"] == 2 and details["tries"][0]["batches"] == 2  # the first try's summary kept
+
+
+def _run_row(db: Engine, pk: int) -> dict[str, Any]:
+    with db.connect() as conn:
+        return dict(conn.execute(select(store.run).where(store.run.c.id == pk)).one()._mapping)
+
+
+def test_a_try_killed_without_a_word_is_found_interrupted_by_its_retry(db: Engine, pdfs: Pdfs) -> None:
+    """A SIGKILLed try never calls finish_run: its row stays running (main left it so until a retry
+    set it running again, its try forgotten). The retry (same run) marks that try interrupted with
+    the counts its committed batches left; the run's details list every try, and add up."""
+    h = Hospital(6)
+    run_id = f"killed-{h.seed}"
+    pk = load.start_run(db, run_id=run_id, dag_id="t", source=h.source.id, stream="lab")
+    h.load(db, pdfs, h.batch(h.reports[:4]), run_pk=pk)  # committed; then the worker dies
+    assert _run_row(db, pk)["status"] == "running"
+    assert load.start_run(db, run_id=run_id, dag_id="t", source=h.source.id, stream="lab") == pk
+    row = _run_row(db, pk)
+    tries = json.loads(row["details"])["tries"]
+    assert [t["status"] for t in tries] == ["interrupted", "running"] and row["status"] == "running"
+    assert (tries[0]["extracted"], tries[0]["loaded"], tries[0]["unchanged"]) == (4, 4, 0)
+    assert tries[0]["found_over_at"] >= tries[0]["started_at"]
+    second = h.load(db, pdfs, h.batch(h.reports), run_pk=pk)  # the retry reads the window again
+    load.finish_run(db, pk, status="success", details={"batches": 1, **second.as_dict()})
+    row = _run_row(db, pk)
+    details = json.loads(row["details"])
+    assert row["status"] == "success"
+    assert [t["status"] for t in details["tries"]] == ["interrupted", "success"]
+    assert (row["extracted"], row["loaded"], row["quarantined"]) == (10, 6, 0)
+    counts = ("extracted", "loaded", "unchanged", "quarantined")
+    assert tuple(details[k] for k in counts) == (10, 6, 4, 0)
+    assert details["extracted"] == details["loaded"] + details["unchanged"] + details["quarantined"]
+
+
+def test_a_run_left_running_is_interrupted_by_the_next_run_once_its_lease_is_over(
+    db: Engine, pdfs: Pdfs
+) -> None:
+    """Another run of the same source and stream: a running row younger than the lease may be alive
+    (a backfill next to the scheduled run) and is left alone; an older one cannot be (no task
+    outlives its execution_timeout) and is marked interrupted, with the time."""
+    h = Hospital(2)
+    dead = load.start_run(db, run_id=f"dead-{h.seed}", dag_id="t", source=h.source.id, stream="lab")
+    h.load(db, pdfs, h.batch(h.reports[:1]), run_pk=dead)
+    other = load.start_run(db, run_id=f"backfill-{h.seed}", dag_id="t", source=h.source.id, stream="lab")
+    assert _run_row(db, dead)["status"] == "running"  # within the lease: it may be working
+    load.finish_run(db, other, status="success", details={"batches": 0})
+    # three hours later, as far as the lease can tell
+    load.start_run(
+        db, run_id=f"next-{h.seed}", dag_id="t", source=h.source.id, stream="lab", lease=timedelta(0)
+    )
+    row = _run_row(db, dead)
+    details = json.loads(row["details"])
+    assert row["status"] == "interrupted" and row["finished_at"] is not None
+    assert details["tries"][0]["status"] == "interrupted" and details["tries"][0]["extracted"] == 1
+    assert (details["extracted"], details["loaded"]) == (row["extracted"], row["loaded"]) == (1, 1)
+    assert _run_row(db, other)["status"] == "success"  # a finished run is never touched
 
 
 def test_validator_verdicts_become_holds(db: Engine, pdfs: Pdfs) -> None:
@@ -547,22 +753,10 @@ def test_store_values_from_canonical_strings() -> None:
     assert load.to_store_value(f("name"), " x ") == " x "
 
 
-class FakeObjects:
-    """An in-memory S3 for the SQLite store (the demo's path): put_object like minio's."""
-
-    def __init__(self) -> None:
-        self.objects: dict[tuple[str, str], bytes] = {}
-
-    def put_object(self, bucket_name: str, object_name: str, data: Any, length: int, **_: Any) -> None:
-        body = data.read()
-        assert len(body) == length
-        self.objects[(bucket_name, object_name)] = body
-
-
 def test_the_portable_path_on_a_sqlite_store() -> None:
     db = create_engine("sqlite://")
     store.create_all(db)
-    objects = FakeObjects()
+    objects = FakeObjectStore()
     pdfs = Pdfs(objects, "demo")
     h = Hospital(6)
     cursor = CursorState(initial_value=datetime(2024, 1, 1))

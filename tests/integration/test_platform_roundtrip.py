@@ -37,11 +37,14 @@ from hurren.platform import (
     PayloadError,
     PlatformClient,
     QueryResult,
+    SoapFault,
     samples,
 )
 from hurren.platform import xml as px
-from hurren.platform.envelope import seal_answer
+from hurren.platform.envelope import open_request, seal_answer, unwrap
+from hurren.platform.methods import METHODS
 from hurren.simulator import Simulator, SimulatorConfig, Visitor
+from hurren.spec import SpecOptions
 
 ROOT = Path(__file__).resolve().parents[2]
 PRIVATE, PUBLIC = crypto.generate_keypair()
@@ -50,6 +53,7 @@ ORG_NAME = "昌吉市人民医院"
 VISITOR_CODE, VISITOR_KEY = "hosp-visitor", "hosp-Secret-Key-1"
 CREDENTIAL = Credential(org_code=ORG, org_name=ORG_NAME, visitor_code=VISITOR_CODE, visitor_key=VISITOR_KEY)
 ID_NO = samples.SAMPLE_ID_NO
+DECLARED = b'<?xml version="1.0" encoding="UTF-8"?>\n'  # D21: the simulator's default profile wants it
 
 
 @pytest.fixture(scope="module")
@@ -430,9 +434,9 @@ def test_mangled_strings(client: PlatformClient, mangle, message: str) -> None:
         (b"<root><labmaster><item/></labmaster>", "strReportInfo: strReportInfo is not well-formed XML"),
         (b"<root>&#1;</root>", "not well-formed"),
         (b'<!DOCTYPE r [<!ENTITY x SYSTEM "file:///etc/passwd">]><root>&x;</root>', "DOCTYPE"),
-        (b"<root><something/></root>", "ArchiveAutoReport takes labmaster"),
-        (b"<root><labmaster/><exam_subitem/></root>", "ArchiveAutoReport takes"),
-        (b"<root><labmaster/></root>", "labmaster: no report in the payload"),
+        (DECLARED + b"<root><something/></root>", "ArchiveAutoReport takes labmaster"),
+        (DECLARED + b"<root><labmaster/><exam_subitem/></root>", "ArchiveAutoReport takes"),
+        (DECLARED + b"<root><labmaster/></root>", "labmaster: no report in the payload"),
         ("<root>维吾尔</root>".encode("gbk"), "not well-formed"),
     ],
     ids=["unclosed", "char-ref", "xxe", "unknown-element", "mixed", "no-item", "wrong-encoding"],
@@ -584,8 +588,8 @@ def _fault(code: str) -> bytes:
             AnswerError,
             "contains a DOCTYPE; refused",
         ),
-        (FakeSession(_fault("Client"), status=500), HTTPStatusError, r"SOAP fault \(Client\)"),
-        (FakeSession(_fault("Server"), status=500), HTTPStatusError, r"SOAP fault \(Server\)"),
+        (FakeSession(_fault("Client"), status=500), SoapFault, r"SOAP fault \(Client\): Server was unable"),
+        (FakeSession(_fault("Server"), status=500), SoapFault, r"SOAP fault \(Server\): Server was unable"),
         (FakeSession(b"busy", status=503, content_type="text/plain"), HTTPStatusError, "HTTP 503"),
     ],
     ids=[
@@ -608,6 +612,9 @@ def test_answers_we_cannot_use(session: FakeSession, error: type[Exception], mes
             c.get_lab_info(id_no=ID_NO, id_type="01")
     if isinstance(info.value, HTTPStatusError):
         assert info.value.retryable == (info.value.status_code != 400)
+    if isinstance(info.value, SoapFault):  # the request's fault is a refusal, the server's a failure
+        assert info.value.retryable == (info.value.code == "Server")
+        assert info.value.text == "Server was unable to read request."
 
 
 def test_a_submit_answered_with_encrypted_text_is_an_answer_error() -> None:
@@ -647,7 +654,7 @@ def test_malformed_soap_gets_a_fault(sim: Simulator, body: bytes, status: int, f
 def test_unqualified_parameters_are_answered_unqualified(sim: Simulator, client: PlatformClient) -> None:
     # a JAX-WS style request: method element qualified, parameters not
     payload, credential, key = _sealed(
-        client, px.build_query_filter("GetCheckLabList", id_no=ID_NO, id_type="01")
+        client, px.build_query_filter("GetCheckLabList", id_no=ID_NO, id_type="01", options=SpecOptions())
     )
     body = (
         '<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body>'
@@ -711,6 +718,38 @@ def test_cli_sample_send_query(sim: Simulator, tmp_path: Path) -> None:
     refused = _cli("hurren.platform", "query", "GetLabInfo", "--id-no", ID_NO, "--id-type", "XX", env=env)
     assert refused.returncode == 1 and refused.stdout.startswith("error:strFilter: id_type")
     assert "Traceback" not in sent.stderr + query.stderr + refused.stderr
+
+
+def test_cli_send_and_query_seal_as_the_client_does_in_gbk(tmp_path: Path) -> None:
+    """``send`` and ``query`` take the client's own sealing path: under ``--text-encoding gbk`` a
+    UTF-8 payload file and a query filter reach a GBK platform in GBK, declared so (D21), like the
+    credential (main sent the file's UTF-8 bytes as they were and built filters in UTF-8)."""
+    gbk = crypto.CryptoOptions(text_encoding="gbk")
+    received: list[tuple[str, bytes]] = []
+    with Simulator(config=SimulatorConfig(port=0, private_key=PRIVATE, crypto_options=gbk)) as sim_gbk:
+        handle = sim_gbk.platform.handle
+
+        def recording(method_name: str, params: Any) -> str:
+            m = METHODS[method_name]
+            key = unwrap(params["strKey"], PRIVATE, options=gbk)
+            opened = open_request(payload=params[m.payload_param], credential=params["strCredential"], key=key,
+                                  payload_param=m.payload_param, options=gbk)  # fmt: skip
+            received.append((method_name, opened.payload))
+            return handle(method_name, params)
+
+        sim_gbk.platform.handle = recording  # type: ignore[method-assign]
+        env = {**_platform_env(sim_gbk), "HURREN_PLATFORM_TEXT_ENCODING": "gbk"}
+        (tmp_path / "lab.xml").write_text(_cli("hurren.platform", "sample", "lab").stdout, encoding="utf-8")
+        sent = _cli("hurren.platform", "send", "ArchiveAutoReport", str(tmp_path / "lab.xml"), env=env)
+        asked = _cli("hurren.platform", "query", "ExistsReCureInfo", "--id-no", ID_NO, "--lab", "250301002",
+                     "--dept-name", "耳鼻喉科", env=env)  # fmt: skip
+    assert (sent.returncode, sent.stdout.strip(), sent.stderr) == (0, "ok", "")
+    assert asked.returncode == 0 and 'item_code="250301002"' in asked.stdout, asked.stderr
+    assert [m for m, _ in received] == ["ArchiveAutoReport", "ExistsReCureInfo"]
+    for _, payload in received:
+        assert payload.startswith(b'<?xml version="1.0" encoding="GBK"?>'), payload[:60]
+    assert "检验".encode("gbk") in received[0][1] and "耳鼻喉科".encode("gbk") in received[1][1]
+    assert "检验".encode() not in received[0][1]
 
 
 def test_cli_errors_are_one_line(sim: Simulator, tmp_path: Path) -> None:

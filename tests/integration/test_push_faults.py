@@ -11,6 +11,7 @@ record, and checks that only that in-flight batch is sent again.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -18,6 +19,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import date, datetime
 from typing import Any
 
@@ -90,8 +92,9 @@ def fresh(db: Engine, sim: Simulator) -> Engine:
     with db.begin() as conn:
         conn.execute(delete(store.push_log))
         conn.execute(delete(store.outbox))
-    assert outbox.sync_from_store(db) == {"labmaster": LAB, "exammaster": EXAM, "lab_exam_report": 0}
-    assert outbox.sync_from_store(db) == {"labmaster": 0, "exammaster": 0, "lab_exam_report": 0}  # idempotent
+    nothing = dict.fromkeys(outbox.SYNCABLE, 0)
+    assert outbox.sync_from_store(db) == {**nothing, "labmaster": LAB, "exammaster": EXAM}
+    assert outbox.sync_from_store(db) == nothing  # idempotent
     sim.platform.reset()
     return db
 
@@ -107,12 +110,14 @@ def config(sim: Simulator, hospital: Any, timeout_s: float = 2.0) -> PlatformCon
                           connect_timeout_s=timeout_s)  # fmt: skip
 
 
-def push(db: Engine, s3: Any, sim: Simulator, hospital: Any, *, timeout_s: float = 2.0, **options: Any) -> RunResult:
+def push(db: Engine, s3: Any, sim: Simulator, hospital: Any, *, timeout_s: float = 2.0,
+         profile: spec.SpecOptions | None = None, **options: Any) -> RunResult:  # fmt: skip
     opts = PushOptions.from_mapping({**FAST, **options})
     session = TimedSession(opts.concurrency)
-    with config(sim, hospital, timeout_s).client(pool_size=opts.concurrency, session=session) as client:
+    platform = replace(config(sim, hospital, timeout_s), spec_options=profile or spec.SpecOptions())
+    with platform.client(pool_size=opts.concurrency, session=session) as client:
         return Pusher(engine=db, client=client, objects=s3.client, bucket=s3.bucket_reports, options=opts,
-                      session=session, run_id="test").run()  # fmt: skip
+                      spec_options=platform.spec_options, session=session, run_id="test").run()  # fmt: skip
 
 
 def log_rows(db: Engine) -> list[Any]:
@@ -258,6 +263,124 @@ def test_a_void_keeps_the_answer_naming_who_quoted_the_report(
     assert answer == result.quoted[0]["answer"]
     key = [str(report[k]) for k in spec.entity("labmaster").key]
     assert sim.platform.store.report("lab", key).voided_at is not None
+
+
+# --- D20: a changed report, replaced or voided then registered --------------------------------
+
+
+VOID_THEN_REGISTER = spec.SpecOptions(update_mode="void_then_register")
+
+
+def revise(db: Engine, entity: str, forms: list[str], *, title: str) -> list[dict[str, Any]]:
+    """The hospital corrected these reports: a new title, a new version in the store, queued as the
+    load queues it. Returns the rows as they were (for :func:`restore`)."""
+    table = store.SPEC_TABLES[entity]
+    with db.begin() as conn:
+        before = [dict(r) for r in conn.execute(select(table).where(table.c.report_form_no.in_(forms))).mappings()]
+        for row in before:
+            new = {**row, "report_title": title, "etl_content_hash": hashlib.sha256(f"{row['etl_content_hash']}{title}".encode()).hexdigest()}
+            conn.execute(update(table).where(table.c.report_form_no == row["report_form_no"])
+                         .values(report_title=title, etl_content_hash=new["etl_content_hash"]))  # fmt: skip
+            assert outbox.enqueue_reports(conn, spec.entity(entity), [new]) == 1
+    return before
+
+
+def restore(db: Engine, entity: str, rows: list[dict[str, Any]]) -> None:
+    table = store.SPEC_TABLES[entity]
+    with db.begin() as conn:
+        for row in rows:
+            conn.execute(update(table).where(table.c.report_form_no == row["report_form_no"])
+                         .values(report_title=row["report_title"], etl_content_hash=row["etl_content_hash"]))  # fmt: skip
+
+
+def forms_of(db: Engine, entity: str, n: int) -> list[str]:
+    table = store.SPEC_TABLES[entity]
+    with db.connect() as conn:
+        return list(conn.execute(select(table.c.report_form_no).order_by(table.c.report_form_no).limit(n)).scalars())
+
+
+def held_titles(sim: Simulator, kind: str) -> dict[str, tuple[str, bool]]:
+    """report_form_no -> (report_title, void) as the simulator holds them."""
+    out = {}
+    for r in sim.platform.store.report_keys(kind):
+        report = sim.platform.store.report(kind, list(r["key"].values()))
+        out[r["key"]["report_form_no"]] = (report.master["report_title"], r["voided_at"] is not None)
+    return out
+
+
+@pytest.fixture
+def strict_sim(sim: Simulator) -> Iterator[Simulator]:
+    """A platform that takes an update only as a void then a new registration (D20), same key pair."""
+    with Simulator(config=SimulatorConfig(port=0, private_key=PRIVATE, spec_options=VOID_THEN_REGISTER)) as s:
+        yield s
+
+
+def test_updates_under_void_then_register_go_void_first_exactly_once_each_d20(
+    fresh: Engine, s3: Any, strict_sim: Simulator, hospital: Any
+) -> None:
+    """Through the outbox against a platform enforcing D20's void_then_register: every changed report
+    is voided, then registered again, once each and in that order, even when the void first fails
+    (HTTP 500, then accepted): the register never overtakes it. A replace push of a change is
+    refused by that platform, naming the rule."""
+    assert push(fresh, s3, strict_sim, hospital, profile=VOID_THEN_REGISTER).total().acked == LAB + EXAM
+    labs, exams = forms_of(fresh, "labmaster", 3), forms_of(fresh, "exammaster", 2)
+    old_titles = held_titles(strict_sim, "lab")
+    before = revise(fresh, "labmaster", labs, title="复查报告") + revise(fresh, "exammaster", exams, title="复查报告")
+    others: list[str] = []
+    try:
+        faults(strict_sim, http500_rate=1.0, methods=["DeleteLabInfo"])  # the lab voids fail, for now
+        first = push(fresh, s3, strict_sim, hospital, profile=VOID_THEN_REGISTER, backoff_base_s=60, backoff_max_s=60)
+        received = strict_sim.platform.received()["calls"]
+        assert strict_sim.platform.faults.status()["injected"] == {"http500": 3}  # the lab voids, once each
+        assert "DeleteLabInfo" not in received and received["DeleteExamInfo"] == 2
+        assert received["ArchiveAutoReport"] == LAB + EXAM + 2  # only the exams' registers: their voids went through
+        assert first.total().retried == 3 + 3  # the lab voids to retry, their registers waiting behind them
+        assert all(held_titles(strict_sim, "lab")[f] == old_titles[f] for f in labs)  # untouched
+        faults(strict_sim, http500_rate=0.0)
+        with fresh.begin() as conn:  # due now, not after the backoff
+            conn.execute(update(store.outbox).where(store.outbox.c.status == "queued").values(next_attempt_at=None))
+        push(fresh, s3, strict_sim, hospital, profile=VOID_THEN_REGISTER)
+        received = strict_sim.platform.received()["calls"]
+        assert (received["DeleteLabInfo"], received["DeleteExamInfo"]) == (3, 2)
+        assert received["ArchiveAutoReport"] == LAB + EXAM + 3 + 2
+        for kind, forms in (("lab", labs), ("exam", exams)):
+            held = held_titles(strict_sim, kind)
+            assert all(held[f] == ("复查报告", False) for f in forms)
+        with fresh.connect() as conn:
+            rows = conn.execute(select(store.outbox)).all()
+            logs = conn.execute(select(store.push_log).order_by(store.push_log.c.id)).all()
+        assert {r.status for r in rows} == {"acked"}
+        by_id = {r.id: r for r in rows}
+        for form in labs + exams:  # in the order the platform answered them
+            oks = [(by_id[g.outbox_id].action, by_id[g.outbox_id].cause) for g in logs
+                   if g.outcome == "ok" and by_id[g.outbox_id].report_form_no == form]  # fmt: skip
+            assert oks == [("register", "load"), ("void", "update"), ("register", "load")], (form, oks)
+        # the same platform refuses a changed report registered without a void (replace: the default)
+        others = forms_of(fresh, "labmaster", 4)[3:]
+        before += revise(fresh, "labmaster", others, title="再次修订")
+        refused = push(fresh, s3, strict_sim, hospital)
+        assert refused.total().rejected == 1 and "(D20)" in refused.rejected[0]["answer"]
+    finally:
+        restore(fresh, "labmaster", [r for r in before if r["report_form_no"] in labs + others])
+        restore(fresh, "exammaster", [r for r in before if r["report_form_no"] in exams])
+
+
+def test_updates_under_replace_register_again_without_a_void_d20(
+    fresh: Engine, s3: Any, sim: Simulator, hospital: Any
+) -> None:
+    """The default (§1: resubmit under the same key): a changed report is registered again, once, no
+    void; the platform holds the new version."""
+    push(fresh, s3, sim, hospital)
+    labs = forms_of(fresh, "labmaster", 3)
+    before = revise(fresh, "labmaster", labs, title="复查报告")
+    try:
+        result = push(fresh, s3, sim, hospital)
+    finally:
+        restore(fresh, "labmaster", before)
+    assert result.total().acked == 3 and result.total().sent == 3
+    received = sim.platform.received()["calls"]
+    assert "DeleteLabInfo" not in received and received["ArchiveAutoReport"] == LAB + EXAM + 3
+    assert all(held_titles(sim, "lab")[f] == ("复查报告", False) for f in labs)
 
 
 def test_killed_between_the_answer_and_its_record_resends_only_that_batch(

@@ -266,3 +266,39 @@ def test_status_exits_1_unless_every_named_service_is_up(
     assert "s3   down" in both.stdout
     pg_only = run_services("status", "pg", env=env)
     assert pg_only.returncode == 0, pg_only.stdout
+
+
+def test_mariadb_lifecycle_up_status_down(isolated_services: dict[str, str]) -> None:
+    """MariaDB on its own datadir and port: initialised and started, idempotent, the tests' account
+    can create a utf8mb4 database, stopped."""
+    env = {**isolated_services, "HURREN_MARIADB_PORT": str(_free_port())}
+    port = env["HURREN_MARIADB_PORT"]
+    try:
+        assert run_services("status", "mariadb", env=env).returncode == 1
+        first = run_services("up", "mariadb", env=env)
+        assert first.returncode == 0 and "mariadb: started" in first.stdout, first.stdout
+        assert "initialising a new datadir" in first.stdout
+        second = run_services("up", "mariadb", env=env)
+        assert "mariadb: already running" in second.stdout, second.stdout
+        up = run_services("status", "mariadb", env=env)
+        assert up.returncode == 0 and f"mariadb up    port {port}" in up.stdout, up.stdout
+        server = create_engine(
+            f"mysql+pymysql://hurren:hurren@127.0.0.1:{port}/information_schema?charset=utf8mb4"
+        )
+        try:
+            with server.connect() as conn:
+                conn.execute(text("CREATE DATABASE hurren_selftest CHARACTER SET utf8mb4"))
+                assert conn.execute(text("SELECT @@bind_address, @@character_set_server")).one() == (
+                    "127.0.0.1",
+                    "utf8mb4",
+                )
+                user = conn.execute(text("SELECT CURRENT_USER()")).scalar_one()
+                assert user == "hurren@127.0.0.1"
+                conn.execute(text("DROP DATABASE hurren_selftest"))
+        finally:
+            server.dispose()
+        down = run_services("down", "mariadb", env=env)
+        assert down.returncode == 0 and "mariadb: stopped" in down.stdout, down.stdout
+        assert run_services("status", "mariadb", env=env).returncode == 1
+    finally:
+        run_services("down", "mariadb", env=env)

@@ -1,4 +1,4 @@
-"""The synthetic hospital on PostgreSQL: the COPY path writes exactly what the SQLite path writes,
+"""The synthetic hospital on PostgreSQL (COPY) and MariaDB (multi-row INSERT): each writes exactly what the SQLite path writes,
 watermarks are real timestamps, and later changes land after the watermark."""
 
 from __future__ import annotations
@@ -113,3 +113,26 @@ def test_generate_region_makes_a_database_per_hospital(make_database: Callable[.
             for name in names:
                 conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+def test_mariadb_bulk_insert_writes_what_sqlite_writes(make_mariadb_database, pg_and_sqlite) -> None:
+    """No COPY on MySQL: pymysql's multi-row INSERTs, into utf8mb4 LONGTEXT and DATETIME columns."""
+    org, _, lite, (_, m_lite) = pg_and_sqlite
+    my = create_engine(make_mariadb_database("hospital_test"))
+    hospitals = synthetic.make_hospitals(2, seed=23)
+    m_my = synthetic.generate_hospital_day(my, org=org, peers=hospitals, **PARAMS)
+    assert m_my.rows == m_lite.rows and m_my.defects == m_lite.defects
+    for table in (*SOURCE_ENTITIES, LABEL_TABLE):
+        assert table_rows(my, table) == table_rows(lite, table), table
+    with my.connect() as conn:
+        names = conn.execute(text("SELECT name FROM labmaster UNION ALL SELECT name FROM exammaster")).scalars().all()
+        types = dict(conn.execute(text(
+            "SELECT column_name, column_type FROM information_schema.columns"
+            " WHERE table_schema = DATABASE() AND table_name = 'labmaster'")).all())  # fmt: skip
+        charset = conn.execute(text(
+            "SELECT table_collation FROM information_schema.tables"
+            " WHERE table_schema = DATABASE() AND table_name = 'labmaster'")).scalar_one()  # fmt: skip
+    assert any(ord(c) > 0xFFFF for n in names if n for c in n)  # 4-byte UTF-8 stored and read back
+    assert types.pop("last_update_dtime") == "datetime" and set(types.values()) == {"longtext"}
+    assert charset == "utf8mb4_bin"
+    my.dispose()

@@ -3,7 +3,7 @@
 The same driver as the benchmark (``bench/bench_week.py``, :func:`run_week`), at a size CI can
 afford: 2 hospitals x 7 days x 40 reports (small PDFs, the pandas validator), with more defects,
 revisions and voids than the benchmark so that every path is taken every day. It asserts the
-invariants, not timings: every run's extracted = loaded + unchanged + quarantined; every valid
+invariants, not timings: every run's extracted = loaded + unchanged + stale + quarantined; every valid
 report acknowledged in its stored version and held by the simulator with its PDF, every voided
 one void there or never sent, nothing left in the outbox; every hospital-day's counts sent and
 matching the acknowledged reports; the last day's peak RSS not above the first day's. The full

@@ -27,6 +27,7 @@ PAYLOAD = b'<?xml version="1.0" encoding="UTF-8"?>\n<root><lab_exam_report/></ro
 
 
 def envelope(**kwargs: object) -> Envelope:
+    kwargs.setdefault("xml_declaration", True)
     return Envelope(credential=CREDENTIAL, public_key=kwargs.pop("public_key", PUBLIC), **kwargs)  # type: ignore[arg-type]
 
 
@@ -53,16 +54,16 @@ def assert_no_secrets(message: str, *extra: str) -> None:
 
 
 def test_credential_xml_is_the_specs() -> None:
-    root = etree.fromstring(CREDENTIAL.to_xml())
+    root = etree.fromstring(CREDENTIAL.to_xml(with_declaration=True))
     assert [c.tag for c in root] == ["org", "visitor"]
     assert root.find("org").get("code") == "457759922" and root.find("org").text == "昌吉市人民医院"
     visitor = root.find("visitor")
     assert dict(visitor.attrib) == {"type": "0", "code": VISITOR_CODE, "key": VISITOR_KEY}
-    assert b"></visitor>" in CREDENTIAL.to_xml()
+    assert b"></visitor>" in CREDENTIAL.to_xml(with_declaration=True)
 
 
 def test_credential_round_trips_and_matches() -> None:
-    back = Credential.from_xml(CREDENTIAL.to_xml())
+    back = Credential.from_xml(CREDENTIAL.to_xml(with_declaration=True))
     assert back.matches(CREDENTIAL) and back.org_name == CREDENTIAL.org_name
     assert not back.matches(
         Credential(org_code="457759922", org_name="", visitor_code=VISITOR_CODE, visitor_key="x")
@@ -320,3 +321,48 @@ def test_envelope_is_thread_safe_with_rotation() -> None:
     for t in threads:
         t.join()
     assert errors == []
+
+
+# --------------------------------------------------------------------------------------------
+# D24: ECB under one session key, and what the key ring bounds
+# --------------------------------------------------------------------------------------------
+
+
+def _first_blocks(sealed: list[str]) -> list[bytes]:
+    return [base64.b64decode(s)[:16] for s in sealed]
+
+
+def test_ecb_repeats_equal_blocks_only_within_one_key_and_the_ring_bounds_how_many_d24() -> None:
+    """The spec mandates SM4-ECB: under one key, equal 16-byte plaintext blocks at the same offsets
+    give equal ciphertext blocks. Every payload starts with the same bytes (the declaration, or
+    ``<root><labmaster``), so within one key window their first blocks are equal; so would be any
+    other block two payloads share at an aligned offset. The key ring bounds that to
+    ``key_max_uses`` payloads (and ``key_max_age_s`` seconds): across keys nothing compares."""
+    uses = 4
+    env = Envelope(credential=CREDENTIAL, public_key=PUBLIC, key_max_uses=uses, key_max_age_s=None,
+                   xml_declaration=True)  # fmt: skip
+    payloads = [PAYLOAD.replace(b"<lab_exam_report/>", f"<n>{i}</n>".encode()) for i in range(3 * uses)]
+    sealed = [env.seal(p) for p in payloads]
+    firsts = _first_blocks([s.payload for s in sealed])
+    groups = [firsts[i : i + uses] for i in range(0, len(firsts), uses)]
+    assert all(len(set(g)) == 1 for g in groups)  # the leak: one key, one prefix, one first block
+    assert len({g[0] for g in groups}) == 3  # the bound: a new key, nothing in common
+    assert len({s.key for s in sealed}) == 3 and max(firsts.count(f) for f in firsts) == uses
+    # the same holds for any aligned block two payloads share, not only the first
+    same_tail = [
+        b"<root>" + b"A" * 10 + b"0123456789abcdef" + b"</root>",
+        b"<root>" + b"B" * 10 + b"0123456789abcdef" + b"</root>",
+    ]
+    one_key = crypto.SessionKey.create(public_key=PUBLIC)
+    a, b = (one_key.encrypt(p) for p in same_tail)
+    assert a[:16] != b[:16] and a[16:32] == b[16:32]
+
+
+def test_the_key_ring_also_bounds_a_window_by_age_d24() -> None:
+    now = [0.0]
+    ring = crypto.KeyRing(public_key=PUBLIC, max_uses=None, max_age_seconds=600, clock=lambda: now[0])
+    first = ring.current()
+    now[0] = 599.0
+    assert ring.current() is first
+    now[0] = 600.0
+    assert ring.current() is not first and ring.rotations == 2

@@ -190,42 +190,16 @@ def test_canonical_frame_is_object_strings_and_none() -> None:
     ]
     assert frame["b"].iloc[0] is None  # not NaN: psycopg would store NaN as the text 'nan'
     assert list(canonical_frame([], ["a", "b"]).columns) == ["a", "b"]
-    with pytest.raises(extract.SqlTemplateError, match="expected 2"):
+    with pytest.raises(extract.ColumnsError, match="expected 2"):
         canonical_frame([(1, 2, 3)], ["a", "b"])
 
 
-# -- SQL rendering ----------------------------------------------------------------------------------
+# -- sources ------------------------------------------------------------------------------------------
 
 
 def source(dialect: str = "sqlite", **extra: object) -> sources.Source:
     body = {"id": "t", "org_code": "270258069", "org_name": "T", "conn_id": "c", "dialect": dialect, **extra}
     return sources.parse_sources(json.dumps({"hospitals": [body]})).get("t")
-
-
-def test_rendered_sql_takes_views_and_columns_from_configuration_and_spec() -> None:
-    s = source("oracle", views={"labmaster": "LIS.V_LAB_MASTER"}, pacs_study_uid_column="STUDYIUID")
-    sql = extract.render_sql(s, "lab_masters")
-    assert "FROM LIS.V_LAB_MASTER m" in sql
-    assert "{{" not in sql
-    assert ", ".join(f"m.{f}" for f in spec.entity("labmaster").names[:3]) in sql
-    pacs = extract.render_sql(s, "pacs_study")
-    assert 'v."STUDYIUID"' in pacs and 'v."MODIFYTIME"' in pacs and "STUDIUIID" not in pacs
-    assert "[FILEPATH]" in extract.render_sql(source("mssql"), "pacs_instance")
-
-
-def test_executable_sql_drops_comments_so_no_bind_hides_in_them() -> None:
-    sql = extract.executable_sql(source(), "lab_plan")
-    assert "--" not in sql and "HH:MM" not in sql
-    assert sql.startswith("SELECT")
-
-
-def test_a_name_that_is_not_an_identifier_never_reaches_sql() -> None:
-    s = source()
-    bad = sources.Source(
-        **{**{f: getattr(s, f) for f in s.__slots__}, "views": {**s.views, "labmaster": "x; DROP TABLE y"}}
-    )
-    with pytest.raises(extract.SqlTemplateError, match="not a plain identifier"):
-        extract.render_sql(bad, "lab_masters")
 
 
 # -- reading a synthetic SQLite hospital ------------------------------------------------------------------

@@ -18,6 +18,8 @@ from hurren.platform import xml as px
 from hurren.platform.answers import Ack, QueryResult, read_query, read_status, read_submit
 from hurren.platform.exceptions import AnswerError, BusinessError, PayloadError
 
+OPTIONS = spec.SpecOptions()  # the defaults, named: the builders of filters take the platform's profile
+
 LAB_MASTER, LAB_ITEMS = samples.lab_report(items=3)
 EXAM_MASTER, EXAM_ITEMS = samples.exam_report(items=2)
 
@@ -49,6 +51,70 @@ def test_declaration_is_the_specs() -> None:
     assert px.build_lab_report(LAB_MASTER, LAB_ITEMS).startswith(
         b'<?xml version="1.0" encoding="UTF-8"?>\n<root>'
     )
+
+
+def _every_payload(options: spec.SpecOptions, encoding: str) -> dict[str, bytes]:
+    """Every strReportInfo, strFilter and strCredential we send, built with ``options``."""
+    kw = {"options": options, "encoding": encoding}
+    return {
+        "lab": px.build_lab_report(LAB_MASTER, LAB_ITEMS, **kw),
+        "exam": px.build_exam_report(EXAM_MASTER, EXAM_ITEMS, **kw),
+        "counts": px.build_daily_counts(samples.daily_counts(), **kw),
+        "accept": px.build_records("sehr_accept_record", samples.accept_records(), **kw),
+        "quote": px.build_records("sehr_quote_record", samples.quote_records(), **kw),
+        "void-lab": px.build_void_filter("lab", LAB_MASTER, **kw),
+        "void-exam": px.build_void_filter("exam", EXAM_MASTER, **kw),
+        "query": px.build_query_filter("GetLabInfo", id_no="X1", id_type="01", **kw),
+        "recure": px.build_recure_filter(id_no="X1", id_type="01", lab=["1"], **kw),
+        "credential": samples_credential().to_xml(
+            encoding=encoding, with_declaration=options.xml_declaration
+        ),
+    }
+
+
+def samples_credential() -> Any:
+    from hurren.platform import Credential
+
+    return Credential(org_code="457759922", org_name="昌吉市人民医院", visitor_code="v", visitor_key="k")
+
+
+@pytest.mark.parametrize("encoding", ["UTF-8", "GBK"])
+@pytest.mark.parametrize("with_declaration", [True, False], ids=["with", "without"])
+def test_every_payload_filter_and_credential_has_the_declaration_or_none_d21(
+    with_declaration: bool, encoding: str
+) -> None:
+    """D21: the spec's report examples start with ``<?xml version="1.0" encoding="UTF-8"?>``, its
+    filters and credential show none; one option decides for all of them."""
+    built = _every_payload(spec.SpecOptions(xml_declaration=with_declaration), encoding)
+    for what, data in built.items():
+        assert px.declared_encoding(data) == (encoding.lower() if with_declaration else None), what
+        assert data.startswith(b"<?xml") == with_declaration, what
+        assert px.parse_xml(data, encoding=encoding).tag == "root", what  # parses either way
+    if with_declaration:
+        assert built["query"].startswith(f'<?xml version="1.0" encoding="{encoding}"?>\n<root>'.encode())
+    else:
+        assert built["query"].startswith(b"<root><id_no>X1</id_no>")
+
+
+def test_declared_encoding_reads_what_a_document_declares() -> None:
+    assert px.declared_encoding(b'<?xml version="1.0" encoding="UTF8"?><r/>') == "utf-8"
+    assert px.declared_encoding(b"<?xml version='1.0' encoding='gb2312'?><r/>") == "gb2312"
+    assert px.declared_encoding(b'<?xml version="1.0"?><r/>') == "utf-8"  # XML's default
+    assert px.declared_encoding(b"<r/>") is None
+    assert px.declared_encoding(b"<r><?xml version='1.0'?></r>") is None  # only at the very start
+
+
+def test_a_document_written_by_hand_is_sent_as_the_builders_send() -> None:
+    """The command line's payload file: parsed, then written in the platform's encoding with or
+    without the declaration, comments dropped; malformed XML is refused before any call."""
+    by_hand = '<?xml version="1.0" encoding="UTF-8"?>\n<!-- mine -->\n<root><a b="检验"/></root>'.encode()
+    assert px.normalise_document(by_hand, encoding="GBK", options=OPTIONS) == (
+        '<?xml version="1.0" encoding="GBK"?>\n<root><a b="检验"/></root>'.encode("gbk")
+    )
+    bare = px.normalise_document(by_hand, encoding="UTF-8", options=spec.SpecOptions(xml_declaration=False))
+    assert bare == '<root><a b="检验"/></root>'.encode()
+    with pytest.raises(PayloadError, match="not well-formed"):
+        px.normalise_document(b"<root>", encoding="UTF-8", options=OPTIONS)
 
 
 def test_values_are_formatted_as_the_spec_writes_them() -> None:
@@ -256,7 +322,7 @@ def test_void_filter_elements_d13(kind: str) -> None:
     ],
 )
 def test_query_filters(method: str, elements: list[str]) -> None:
-    root = etree.fromstring(px.build_query_filter(method, id_no="X1", id_type="01"))
+    root = etree.fromstring(px.build_query_filter(method, id_no="X1", id_type="01", options=OPTIONS))
     assert [c.tag for c in root] == elements
     assert px.parse_filter(root) == {
         "id_no": "X1",
@@ -267,12 +333,18 @@ def test_query_filters(method: str, elements: list[str]) -> None:
 
 def test_query_filter_for_an_unknown_method_is_refused() -> None:
     with pytest.raises(PayloadError, match="ExistsReCureInfo: use build_recure_filter"):
-        px.build_query_filter("ExistsReCureInfo", id_no="x", id_type="01")
+        px.build_query_filter("ExistsReCureInfo", id_no="x", id_type="01", options=OPTIONS)
 
 
 def test_recure_filter_shape() -> None:
     data = px.build_recure_filter(
-        id_no="X1", id_type="01", dept_code="D", doc_name="医生", check=["115", "116"], lab=["250301002"]
+        id_no="X1",
+        id_type="01",
+        dept_code="D",
+        doc_name="医生",
+        check=["115", "116"],
+        lab=["250301002"],
+        options=OPTIONS,
     )
     root = etree.fromstring(data)
     assert list(root.attrib) == list(px.RECURE_FILTER_ATTRIBUTES)
@@ -284,7 +356,7 @@ def test_recure_filter_shape() -> None:
 
 def test_recure_filter_codes_must_be_a_list() -> None:
     with pytest.raises(PayloadError, match="pass a list of codes"):
-        px.build_recure_filter(id_no="X1", id_type="01", check="115")
+        px.build_recure_filter(id_no="X1", id_type="01", check="115", options=OPTIONS)
 
 
 # --------------------------------------------------------------------------------------------
@@ -543,7 +615,9 @@ def test_property_any_text_is_sent_or_refused_cleanly(text: str) -> None:
     lab=st.lists(st.from_regex(r"[0-9A-Z.\-]{1,12}", fullmatch=True), max_size=5),
 )
 def test_property_recure_filter_round_trips(codes: list[str], lab: list[str]) -> None:
-    root = px.parse_xml(px.build_recure_filter(id_no="X1", id_type="01", check=codes, lab=lab))
+    root = px.parse_xml(
+        px.build_recure_filter(id_no="X1", id_type="01", check=codes, lab=lab, options=OPTIONS)
+    )
     got = px.parse_filter(root)
     assert got["check"] == [c.strip() for c in codes] and got["lab"] == lab
 

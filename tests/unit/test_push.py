@@ -24,6 +24,7 @@ from hurren.platform import (
     HTTPStatusError,
     PayloadError,
     RemoteProtocolError,
+    SoapFault,
     TimeoutError,
     samples,
 )
@@ -56,6 +57,9 @@ ob = store.outbox
         pytest.param(HTTPStatusError("500", status_code=500), "retry", False, True, id="http-500"),
         pytest.param(AnswerError("garbage"), "retry", False, True, id="bad-answer"),
         pytest.param(PayloadError("bad text", entity="labmaster", field="name"), "broken", False, False, id="payload"),
+        pytest.param(SoapFault("Client", "机构编码不存在"), "rejected", True, False, id="client-fault"),
+        pytest.param(SoapFault("Client", "系统繁忙"), "retry", True, False, id="client-fault-transient"),
+        pytest.param(SoapFault("Server", "数据库连接超时"), "retry", False, True, id="server-fault"),
     ],
 )
 def test_an_answer_becomes_an_outcome(result: Any, kind: str, answered: bool, breaker_failure: bool) -> None:
@@ -65,6 +69,8 @@ def test_an_answer_becomes_an_outcome(result: Any, kind: str, answered: bool, br
         assert outcome.text == getattr(result, "text", None) and outcome.log_outcome == "ok"
     if isinstance(result, BusinessError):
         assert outcome.text == f"error:{result.reason}" and outcome.log_outcome == "error"
+    if isinstance(result, SoapFault):  # kept as the platform wrote it, whatever becomes of it
+        assert outcome.text == f"fault:{result.code}: {result.text}"
 
 
 def test_backoff_doubles_is_capped_and_jittered_the_same_way_every_time() -> None:
@@ -352,10 +358,12 @@ def put_report(db: Engine, objects: Objects, form: str, *, status: int = 1, pdf:
         outbox.enqueue_reports(conn, LAB, [master])
 
 
-def push(db: Engine, objects: Objects, platform: FakePlatform, **options: Any) -> Any:
+def push(db: Engine, objects: Objects, platform: FakePlatform, profile: spec.SpecOptions | None = None,
+         **options: Any) -> Any:  # fmt: skip
     opts = PushOptions.from_mapping({"concurrency": 2, "backoff_base_s": 0.01, "backoff_max_s": 0.02,
                                      "max_wait_s": 1, "max_run_s": 10, **options})  # fmt: skip
-    return Pusher(engine=db, client=platform, objects=objects, bucket="b", options=opts).run()  # type: ignore[arg-type]
+    return Pusher(engine=db, client=platform, objects=objects, bucket="b", options=opts,  # type: ignore[arg-type]
+                  spec_options=profile or spec.SpecOptions()).run()  # fmt: skip
 
 
 def test_a_run_sends_each_version_once_retries_failures_and_isolates_poison(db: Engine) -> None:
@@ -530,3 +538,179 @@ def test_a_row_queued_again_unchanged_is_not_queued_twice(db: Engine) -> None:
     rows = put_records(db, ["A"], version="v2")
     assert [(x["status"], x["content_hash"] == rows[0]["etl_content_hash"]) for x in entries(db)] == [
         ("superseded", False), ("queued", False), ("queued", True)]  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------
+# D20: update vs void
+
+
+VOID_THEN_REGISTER = spec.SpecOptions(update_mode="void_then_register")
+
+
+def test_replace_sends_a_changed_report_again_without_a_void_d20(db: Engine) -> None:
+    objects, platform = Objects(), FakePlatform()
+    put_report(db, objects, "F1")
+    push(db, objects, platform)
+    put_report(db, objects, "F1", pdf=b"%PDF-1.4 corrected\n%%EOF")
+    push(db, objects, platform)
+    assert platform.calls == [("ArchiveAutoReport", "F1"), ("ArchiveAutoReport", "F1")]
+
+
+def test_void_then_register_voids_the_held_version_first_once_each_d20(db: Engine) -> None:
+    objects, platform = Objects(), FakePlatform()
+    put_report(db, objects, "F1")
+    put_report(db, objects, "F2")
+    push(db, objects, platform, VOID_THEN_REGISTER)  # new reports: nothing on the platform to void
+    put_report(db, objects, "F1", pdf=b"%PDF-1.4 corrected\n%%EOF")
+    push(db, objects, platform, VOID_THEN_REGISTER)
+    assert platform.calls[2:] == [("DeleteLabInfo", "F1"), ("ArchiveAutoReport", "F1")]
+    rows = [(x["report_form_no"], x["action"], x["cause"], x["status"]) for x in entries(db)]
+    assert rows[2:] == [("F1", "register", "load", "acked"), ("F1", "void", "update", "acked")]
+    again = FakePlatform()
+    push(db, objects, again, VOID_THEN_REGISTER)
+    assert again.calls == []  # each once: nothing left to send
+    put_report(db, objects, "F1")  # back to the first content (v1 -> v2 -> v1): the platform holds v2
+    push(db, objects, again, VOID_THEN_REGISTER)
+    assert again.calls == [("DeleteLabInfo", "F1"), ("ArchiveAutoReport", "F1")]
+
+
+def test_a_failing_void_is_never_overtaken_by_its_register_d20(db: Engine) -> None:
+    """The void times out, then the platform refuses it: the register stays queued behind it,
+    unsent, through both; after the void is requeued and acknowledged, the register goes."""
+    objects = Objects()
+    put_report(db, objects, "F1")
+    push(db, objects, FakePlatform(), VOID_THEN_REGISTER)
+    put_report(db, objects, "F1", pdf=b"%PDF-1.4 corrected\n%%EOF")
+    answers = iter([TimeoutError("slow"), "error:作废失败", "ok", "ok"])
+    platform = FakePlatform(lambda method, form: next(answers))
+    result = push(db, objects, platform, VOID_THEN_REGISTER, max_wait_s=0.5)
+    assert platform.calls == [("DeleteLabInfo", "F1"), ("DeleteLabInfo", "F1")]  # retried, then refused
+    by = {(x["action"], x["cause"]): x for x in entries(db) if x["status"] != "acked"}
+    assert by["void", "update"]["status"] == "rejected" and by["register", "load"]["status"] == "queued"
+    assert "waits for the void" in by["register", "load"]["last_error"] and by["register", "load"]["attempts"] == 0
+    assert result.total().rejected == 1
+    push(db, objects, platform, VOID_THEN_REGISTER)
+    assert len(platform.calls) == 2  # a rejected void holds its register: no claim takes it
+    with db.begin() as conn:
+        [back] = outbox.requeue(conn, statuses=("rejected",))
+    assert back["status"] == "queued" and back["action"] == "void"
+    push(db, objects, platform, VOID_THEN_REGISTER)
+    assert platform.calls[2:] == [("DeleteLabInfo", "F1"), ("ArchiveAutoReport", "F1")]
+    assert {x["status"] for x in entries(db)} == {"acked"}
+
+
+def test_a_newer_version_supersedes_an_update_void_and_its_register_d20(db: Engine) -> None:
+    objects = Objects()
+    put_report(db, objects, "F1")
+    push(db, objects, FakePlatform(), VOID_THEN_REGISTER)
+    put_report(db, objects, "F1", pdf=b"%PDF-1.4 v2\n%%EOF")
+    push(db, objects, FakePlatform(lambda method, form: "error:作废失败"), VOID_THEN_REGISTER)
+    put_report(db, objects, "F1", pdf=b"%PDF-1.4 v3\n%%EOF")  # the hospital fixed it again
+    platform = FakePlatform()
+    push(db, objects, platform, VOID_THEN_REGISTER)
+    assert platform.calls == [("DeleteLabInfo", "F1"), ("ArchiveAutoReport", "F1")]
+    states = [(x["action"], x["cause"], x["status"]) for x in entries(db)]
+    assert states == [("register", "load", "acked"), ("register", "load", "superseded"),
+                      ("void", "update", "superseded"), ("register", "load", "acked"),
+                      ("void", "update", "acked")]  # fmt: skip
+
+
+def test_a_platform_quoting_the_patient_is_logged_masked_and_kept_verbatim_in_push_log(
+    db: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A platform's error reason may quote what it was sent: the WARNING line, last_error, the run's
+    result (XCom) and the engineer's listings show it masked; push_log.answer keeps the platform's
+    words as written (main logged and stored them verbatim)."""
+    objects = Objects()
+    put_report(db, objects, "F1")
+    master, _ = samples.lab_report(report_form_no="F1")
+    reason = f"error:患者{master['name']}(身份证号 {master['id_no']}, 卡号 {master['card_no']})已存在"
+    caplog.set_level("DEBUG", logger="hurren")
+    result = push(db, objects, FakePlatform(lambda method, form: reason))
+    clear = (master["name"], master["id_no"], master["card_no"])
+    [entry] = entries(db)
+    with db.connect() as conn:
+        [answer] = conn.execute(select(store.push_log.c.answer)).scalars()
+        letters = outbox.letters(conn, statuses=("rejected",))
+    assert answer == reason  # the audit copy: the platform's words
+    for shown in (caplog.text, entry["last_error"], json.dumps(result.as_dict(), ensure_ascii=False), json.dumps(letters, ensure_ascii=False)):
+        assert not [c for c in clear if c in shown], shown
+    assert "rejected: error:患者样*" in caplog.text and "6500**********0000" in entry["last_error"]
+
+
+# --------------------------------------------------------------------------------------------
+# accept/quote keys without the ID number; sync of records
+
+
+ID_AT = ACCEPT.key.index("id_no")
+
+
+def test_the_outbox_keys_of_accept_and_quote_records_hold_no_id_number(db: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A keyed hash stands in for the ID number (main kept it in clear); the same row keeps its
+    key, another secret gives other keys, and the rows are found again to be sent."""
+    rows = put_records(db, ["A", "B"])
+    id_no = rows[0]["id_no"]
+    keys = [x["record_key"] for x in entries(db)]
+    assert keys and not [k for k in keys if id_no in k]
+    assert all(json.loads(k)[ID_AT].startswith("h:") and len(json.loads(k)[ID_AT]) == 34 for k in keys)
+    assert keys == [outbox.entry_key(ACCEPT, r) for r in rows]
+    from hurren.settings import settings
+
+    monkeypatch.setenv("HURREN_OUTBOX_KEY_SECRET", "another-site")
+    settings.cache_clear()
+    try:
+        assert outbox.entry_key(ACCEPT, rows[0]) != keys[0]
+    finally:
+        monkeypatch.delenv("HURREN_OUTBOX_KEY_SECRET")
+        settings.cache_clear()
+    platform = RowsPlatform()
+    push(db, Objects(), platform)
+    sent = [r for _, call_rows, _ in platform.calls for r in call_rows]
+    assert sorted(r["code"] for r in sent) == ["A", "B"] and {r["id_no"] for r in sent} == {id_no}
+    assert {x["status"] for x in entries(db)} == {"acked"}
+
+
+def test_an_older_outbox_is_upgraded_in_place_once(db: Engine) -> None:
+    """Entries queued by main's code (the key with the ID number in clear) are hashed in place by
+    ``upgrade`` (idempotent) and then recognised as the same rows' versions: nothing queued twice."""
+    rows = put_records(db, ["A", "B"], queue=False)
+    with db.begin() as conn:
+        conn.execute(insert(ob), [
+            {"entity": ACCEPT.name, "org_code": "ORG", "report_form_no": r["hr_report_form_no"],
+             "record_key": store.record_key(ACCEPT, r), "content_hash": r["etl_content_hash"], "action": "register",
+             "cause": "load", "status": "queued", "attempts": 0, "created_at": outbox.utcnow(),
+             "updated_at": outbox.utcnow()} for r in rows])  # fmt: skip
+    assert rows[0]["id_no"] in entries(db)[0]["record_key"]  # as main left it
+    assert outbox.upgrade(db)["keys_hashed"] == 2
+    assert outbox.upgrade(db)["keys_hashed"] == 0
+    assert [x["record_key"] for x in entries(db)] == [outbox.entry_key(ACCEPT, r) for r in rows]
+    with db.begin() as conn:
+        assert outbox.enqueue(conn, ACCEPT, rows, org_code="ORG") == 0  # the same versions
+    platform = RowsPlatform()
+    push(db, Objects(), platform)
+    assert sorted(r["code"] for _, call_rows, _ in platform.calls for r in call_rows) == ["A", "B"]
+
+
+def test_sync_queues_accept_records_for_the_hospital_that_sent_them(db: Engine) -> None:
+    """The load records the sender (etl_org_code) with the rows it queues; sync queues records again
+    for it (main refused to sync accept/quote rows); rows that do not say are counted, not guessed,
+    until ``upgrade`` finds their sender in the run that loaded them."""
+    put_records(db, ["A", "B"])  # queued by their load for hospital ORG
+    t = store.SPEC_TABLES["sehr_accept_record"]
+    with db.begin() as conn:
+        assert set(conn.execute(select(t.c.etl_org_code)).scalars()) == {"ORG"}
+        conn.execute(ob.delete())
+        [orphan] = samples.accept_records(codes=("C",))
+        conn.execute(insert(t).values({**{k: v for k, v in orphan.items() if k in t.c}, "etl_content_hash": "h",
+                                       "etl_run_id": "records__x:run1"}))  # fmt: skip
+    got = outbox.sync_from_store(db, entities=["sehr_accept_record"])
+    assert got == {"sehr_accept_record": 2, "sehr_accept_record:no_sender": 1}
+    assert {(x["org_code"], x["status"]) for x in entries(db)} == {("ORG", "queued")}
+    with db.begin() as conn:
+        conn.execute(insert(store.run).values(run_id="records__x:run1", dag_id="records__x", source="x",
+                                              stream="accept", status="success",
+                                              details=json.dumps({"org_code": "ORG2"})))  # fmt: skip
+    assert outbox.upgrade(db)["senders_found"] == 1
+    assert outbox.sync_from_store(db, entities=["sehr_accept_record"]) == {"sehr_accept_record": 1}
+    assert outbox.sync_from_store(db, entities=["sehr_accept_record"]) == {"sehr_accept_record": 0}
+    assert sorted(x["org_code"] for x in entries(db)) == ["ORG", "ORG", "ORG2"]

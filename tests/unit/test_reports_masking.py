@@ -70,3 +70,27 @@ def test_the_leak_scan_finds_clear_values_and_id_shaped_text():
     assert masking.leaks("uid 2.25.123456789012345678901234567890123", set()) == []
     # a patient's name that is also a doctor's name is not a leak by itself
     assert masking.leaks("审核 王小明", {"王小明"}, {"王小明"}) == []
+
+
+def test_a_platforms_text_is_shown_with_the_patients_identifiers_masked():
+    """What the push logs of a platform's words: the report's patient (name, ID number, card
+    number, birth date in the spellings people write) masked, any ID-number-shaped string masked,
+    report numbers and timestamps left alone."""
+    from datetime import date
+
+    row = {
+        "name": "孙仁明",
+        "id_no": "110105198001010016",
+        "card_no": "K55297388",
+        "birth_date": date(1980, 1, 1),
+    }
+    text = ("error:患者孙仁明(110105198001010016)卡号K55297388 出生1980-01-01/19800101/1980年01月01日 与登记不符; "
+            "另 650102199003071234; 报告单号 2923062112103449216, 202403110000000012, 时间 2024-03-11 09:29:00")  # fmt: skip
+    shown = masking.mask_text(text, [row])
+    for clear in ("孙仁明", "110105198001010016", "K55297388", "1980-01-01", "19800101", "1980年01月01日",
+                  "650102199003071234"):  # fmt: skip
+        assert clear not in shown, clear
+    assert "孙**" in shown and "1101**********0016" in shown and "6501**********1234" in shown
+    for kept in ("2923062112103449216", "202403110000000012", "2024-03-11 09:29:00", "与登记不符"):
+        assert kept in shown, kept
+    assert masking.mask_text(None) is None and masking.mask_text("ok") == "ok"

@@ -345,3 +345,29 @@ def test_a_store_with_nothing_in_it_yet_still_answers(tmp_path, path):
                          org_names=dict)  # fmt: skip
     r = TestClient(app).get(path)
     assert r.status_code == 200, r.text
+
+
+def test_an_interrupted_try_and_a_run_left_running_show_as_interrupted(region):
+    """A try killed without a word: its run's retry lists it interrupted, with its counts, next to
+    the try that finished; a run left running that a later run found over shows interrupted on
+    the DAG's and the run's pages (main showed neither: the row stayed running, its try forgotten)."""
+    engine, dag = region["engine"], "lab_reports__unit0"
+    retried = load.start_run(engine, run_id="manual__retried", dag_id=dag, source="unit0", stream="lab")
+    load.start_run(engine, run_id="manual__retried", dag_id=dag, source="unit0", stream="lab")  # its retry
+    load.finish_run(engine, retried, status="success", details={"batches": 0, **load.LoadCounts().as_dict()})
+    load.start_run(engine, run_id="manual__killed", dag_id=dag, source="unit0", stream="exam")
+    load.start_run(
+        engine, run_id="manual__next", dag_id=dag, source="unit0", stream="exam", lease=timedelta(0)
+    )
+    page = region["client"].get(f"/run/{dag}/manual__retried").text
+    tries = page[page.index('id="tries"') :]
+    assert (
+        tries.count("<tr><td>") == 2
+        and "interrupted" in tries
+        and "success" in tries
+        and "(found over)" in tries
+    )
+    killed = region["client"].get(f"/run/{dag}/manual__killed").text
+    assert "badge-warning-sev" in killed and ">interrupted</span>" in killed
+    listing = region["client"].get(f"/dag/{dag}").text
+    assert ">interrupted</span>" in listing

@@ -94,7 +94,8 @@ def test_sources_are_frozen() -> None:
 @pytest.mark.parametrize(
     ("override", "expected"),
     [
-        pytest.param({"dialect": "mysql"}, "use one of oracle, mssql, postgresql, sqlite", id="dialect"),
+        pytest.param({"dialect": "db2"}, "use one of oracle, mssql, postgresql, mysql, sqlite", id="dialect"),
+        pytest.param({"dialect": "mariadb"}, "MariaDB is mysql", id="dialect-hint-mariadb"),
         pytest.param({"dialect": "kingbase"}, "KingbaseES and openGauss are postgresql", id="dialect-hint"),
         pytest.param({"id": "Korla Hospital"}, "id 'Korla Hospital' must be", id="id"),
         pytest.param({"org_code": "27-02"}, "org_code '27-02'", id="org-code"),

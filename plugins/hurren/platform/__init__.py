@@ -24,6 +24,7 @@ from hurren.platform.exceptions import (
     PayloadError,
     PlatformError,
     RemoteProtocolError,
+    SoapFault,
     TimeoutError,
     TransportError,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "PlatformError",
     "QueryResult",
     "RemoteProtocolError",
+    "SoapFault",
     "TimeoutError",
     "TransportError",
 ]

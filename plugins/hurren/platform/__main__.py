@@ -27,10 +27,18 @@ flag                   environment variable             meaning
 --sm2-no-04            HURREN_PLATFORM_SM2_04=false     SM2 ciphertext without the 04 prefix
 --key-form             HURREN_PLATFORM_KEY_FORM         raw (default) or hex
 --text-encoding        HURREN_PLATFORM_TEXT_ENCODING    utf-8 (default), gbk or gb18030
+--spec-options         HURREN_PLATFORM_SPEC_OPTIONS     the platform's profile, a SpecOptions JSON
+                                                        object (e.g. {"xml_declaration": false})
 =====================  ===============================  ===========================================
 
-Exit status: 0 acknowledged / answered, 1 the platform answered ``error:``, 2 bad usage or
-settings, 3 no usable answer (transport or malformed answer). Errors are one line on stderr.
+``send`` and ``query`` take the client's own paths: a payload file is parsed and re-encoded in
+the text encoding, with or without the XML declaration (D21), exactly as the pipeline sends; a
+query's filter is built as the pipeline builds it. Answers are read as the library reads them: a
+query answered ``ok`` (not the encrypted XML the spec describes) is a malformed answer.
+
+Exit status: 0 acknowledged / answered, 1 the platform refused the call (``error:`` or a SOAP
+Client fault), 2 bad usage or settings, 3 no usable answer (transport, a Server fault or a
+malformed answer). Errors are one line on stderr.
 """
 
 from __future__ import annotations
@@ -47,6 +55,7 @@ from lxml import etree
 from hurren import crypto
 from hurren.platform import samples
 from hurren.platform import xml as payloads
+from hurren.platform.answers import QueryResult
 from hurren.platform.client import PlatformClient
 from hurren.platform.envelope import Credential, b64decode
 from hurren.platform.exceptions import (
@@ -55,11 +64,14 @@ from hurren.platform.exceptions import (
     ConfigurationError,
     PayloadError,
     PlatformError,
+    SoapFault,
     TransportError,
 )
 from hurren.platform.methods import METHODS
+from hurren.settings import SettingsError, spec_options_from_json
 
 _QUERIES = [m.name for m in METHODS.values() if m.kind == "query"]
+_RECURE_FLAGS = ("dept_code", "dept_name", "dept_std_code", "dept_std_name", "doc_code", "doc_name")
 
 
 def _default_endpoint(env: Mapping[str, str]) -> str:
@@ -101,6 +113,11 @@ def _connection_flags(p: argparse.ArgumentParser, env: Mapping[str, str]) -> Non
         choices=("utf-8", "gbk", "gb18030"),
         default=env.get("HURREN_PLATFORM_TEXT_ENCODING", "utf-8"),
     )
+    g.add_argument(
+        "--spec-options",
+        default=env.get("HURREN_PLATFORM_SPEC_OPTIONS") or "{}",
+        help="the platform's SpecOptions profile, JSON (docs/spec-decisions.md)",
+    )
 
 
 def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
@@ -132,8 +149,8 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     q.add_argument("--event-no")
     q.add_argument("--check", nargs="*", default=[], help="ExistsReCureInfo: exam item codes")
     q.add_argument("--lab", nargs="*", default=[], help="ExistsReCureInfo: lab sub-item codes")
-    for name in ("dept-code", "dept-name", "dept-std-code", "dept-std-name", "doc-code", "doc-name"):
-        q.add_argument(f"--{name}", help="ExistsReCureInfo filter attribute")
+    for name in _RECURE_FLAGS:
+        q.add_argument(f"--{name.replace('_', '-')}", help="ExistsReCureInfo filter attribute")
     _connection_flags(q, env)
 
     d = sub.add_parser("decrypt", help="decrypt a Base64 SM4 answer with a given SM4 key")
@@ -196,12 +213,13 @@ def _client(args: argparse.Namespace, env: Mapping[str, str]) -> PlatformClient:
             key_form=args.key_form,
             text_encoding=args.text_encoding,
         ),
+        spec_options=spec_options_from_json(args.spec_options, name="--spec-options"),
         key_max_uses=1,
     )
 
 
-def _pretty(data: bytes) -> str:
-    root = payloads.parse_xml(data, what="the decrypted answer")
+def _pretty(data: bytes, *, encoding: str = "utf-8") -> str:
+    root = payloads.parse_xml(data, what="the decrypted answer", encoding=encoding)
     etree.indent(root, space="  ")
     return etree.tostring(root, encoding="unicode")
 
@@ -249,37 +267,27 @@ def _run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         except crypto.CryptoError as exc:
             raise AnswerError(f"cannot decrypt: {exc}") from None
         try:
-            print(_pretty(data))
+            print(_pretty(data, encoding=args.text_encoding))
         except AnswerError:
             print(data.decode(args.text_encoding, errors="replace"))
         return 0
     with _client(args, env) as client:
+        # the client's own paths: the payload re-encoded and the filters built as the pipeline's
         if args.command == "send":
-            ack, data = client.call_xml(args.method, _read(args.payload))
+            result = client.call_document(args.method, _read(args.payload))
         else:
-            if args.method == "ExistsReCureInfo":
-                payload = payloads.build_recure_filter(
-                    id_no=args.id_no,
-                    id_type=args.id_type,
-                    event_no=args.event_no,
-                    dept_code=args.dept_code,
-                    dept_name=args.dept_name,
-                    dept_std_code=args.dept_std_code,
-                    dept_std_name=args.dept_std_name,
-                    doc_code=args.doc_code,
-                    doc_name=args.doc_name,
-                    check=args.check,
-                    lab=args.lab,
-                )
-            else:
-                payload = payloads.build_query_filter(
-                    args.method, id_no=args.id_no, id_type=args.id_type, event_no=args.event_no
-                )
-            ack, data = client.call_xml(args.method, payload)
-    if data is not None:
-        print(_pretty(data))
-    elif ack is not None:
-        print("ok" if ack.text is None else f"ok:{ack.text}")
+            recure = (
+                {"check": args.check, "lab": args.lab, **{k: getattr(args, k) for k in _RECURE_FLAGS}}
+                if args.method == "ExistsReCureInfo"
+                else {}
+            )
+            result = client.query(
+                args.method, id_no=args.id_no, id_type=args.id_type, event_no=args.event_no, **recure
+            )
+    if isinstance(result, QueryResult):
+        print(_pretty(result.xml, encoding=args.text_encoding))
+    else:
+        print("ok" if result.text is None else f"ok:{result.text}")
     return 0
 
 
@@ -291,7 +299,10 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     except BusinessError as exc:
         print(f"error:{exc.reason}")
         return 1
-    except (ConfigurationError, PayloadError) as exc:
+    except SoapFault as exc:  # a Client fault refuses the call, as error: does; a Server fault failed
+        print(f"platform: {exc}", file=sys.stderr)
+        return 3 if exc.retryable else 1
+    except (ConfigurationError, PayloadError, SettingsError) as exc:
         print(f"platform: {exc}", file=sys.stderr)
         return 2
     except (TransportError, AnswerError, PlatformError) as exc:  # before OSError: TimeoutError is one

@@ -24,7 +24,7 @@ from typing import Any
 from hurren.platform.exceptions import AnswerError, BusinessError
 from hurren.platform.xml import parse_records, parse_xml
 
-__all__ = ["Ack", "QueryResult", "describe", "read_query", "read_status", "read_submit"]
+__all__ = ["Ack", "QueryResult", "describe", "read_query", "read_status", "read_submit", "refusal"]
 
 _OK = re.compile(r"\s*ok\s*(?:[:：](.*))?", re.I | re.S)
 _ERROR = re.compile(r"\s*error\s*(?:[:：](.*))?", re.I | re.S)
@@ -88,10 +88,16 @@ def read_status(answer: str | None, *, method: str) -> Ack | None:
     match = _OK.fullmatch(answer)
     if match:
         return Ack(method=method, text=(match.group(1) or "").strip() or None)
-    match = _ERROR.fullmatch(answer)
-    if match:
-        raise BusinessError((match.group(1) or "").strip() or "(no reason given)", method=method)
+    reason = refusal(answer)
+    if reason is not None:
+        raise BusinessError(reason, method=method)
     return None
+
+
+def refusal(answer: str) -> str | None:
+    """The reason of an ``error:<reason>`` answer (read leniently), else None."""
+    match = _ERROR.fullmatch(answer)
+    return None if match is None else (match.group(1) or "").strip() or "(no reason given)"
 
 
 def read_submit(answer: str | None, *, method: str) -> Ack:

@@ -29,6 +29,17 @@ Choices:
   bounded by the cap. The largest legitimate answers are the queries' (one patient's recent
   reports and sub-items, no PDFs: a few MB even for a long inpatient stay); submissions answer
   ``ok`` / ``error:<reason>``.
+- Time: ``timeout`` bounds each wait for the next bytes; ``deadline_s`` (300 s) bounds a whole
+  call, however slowly its answer drips in. One watchdog thread shuts the socket of a call still
+  running at its deadline (the pools of the client's adapter tell it which socket), which ends
+  the call with a ``TimeoutError`` whatever it was waiting for: headers, body, or the server
+  still reading our request. A session passed in gets that adapter mounted.
+- The live WSDL (``wsdl="live"`` or a URL) is read under the same deadline and capped at
+  :data:`MAX_WSDL_BYTES` (a real one is tens of KB): a bigger one is a ``ConfigurationError``.
+- SOAP: 1.1, as the shipped WSDL says (D23). A SOAP fault is a :class:`SoapFault` with its code
+  and text; a body element other than ``<Method>Response/<Method>Result`` is read for its text:
+  ``error:<reason>`` there is a ``BusinessError`` (a refusal is a refusal), anything else an
+  ``AnswerError`` quoting it (never an acknowledgement: an ``ok`` in the wrong place is not one).
 """
 
 from __future__ import annotations
@@ -36,15 +47,19 @@ from __future__ import annotations
 import http.client
 import logging
 import re
+import socket
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import requests
 import urllib3.exceptions
+from lxml import etree
 from requests.adapters import HTTPAdapter
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from zeep import Client as ZeepClient
 from zeep import Settings as ZeepSettings
 from zeep import exceptions as zeep_exceptions
@@ -53,22 +68,38 @@ from zeep.wsdl.bindings.soap import Soap11Binding
 
 from hurren import crypto, spec
 from hurren.platform import xml
-from hurren.platform.answers import Ack, QueryResult, read_query, read_status, read_submit
+from hurren.platform.answers import Ack, QueryResult, read_query, read_status, read_submit, refusal
 from hurren.platform.envelope import Credential, Envelope, Sealed
 from hurren.platform.exceptions import (
     AnswerError,
+    BusinessError,
     ConfigurationError,
     ConnectError,
     HTTPStatusError,
+    PayloadError,
     PlatformError,
     RemoteProtocolError,
+    SoapFault,
     TimeoutError,
     TransportError,
 )
 from hurren.platform.methods import METHODS, Method, method
-from hurren.settings import DEFAULT_MAX_ANSWER_BYTES, SettingsError, max_answer_bytes_from_env
+from hurren.settings import (
+    DEFAULT_DEADLINE_S,
+    DEFAULT_MAX_ANSWER_BYTES,
+    SettingsError,
+    max_answer_bytes_from_env,
+)
 
-__all__ = ["DEFAULT_MAX_ANSWER_BYTES", "DEFAULT_WSDL", "PlatformClient"]
+__all__ = [
+    "DEFAULT_DEADLINE_S",
+    "DEFAULT_MAX_ANSWER_BYTES",
+    "DEFAULT_WSDL",
+    "MAX_WSDL_BYTES",
+    "PlatformAdapter",
+    "PlatformClient",
+    "mount_adapter",
+]
 
 log = logging.getLogger(__name__)
 
@@ -77,34 +108,237 @@ _DOCTYPE = re.compile(rb"<!\s*(?:DOCTYPE|ENTITY)", re.I)
 
 
 _READ_CHUNK = 64 * 1024
+MAX_WSDL_BYTES = 4 * 1024 * 1024
+"""The largest live WSDL read (an ASMX service's is tens of KB)."""
+
+
+# --------------------------------------------------------------------------------------------
+# the deadline: one watchdog thread, told by the pools which socket a call is using
+# --------------------------------------------------------------------------------------------
+
+_call = threading.local()  # per thread: the armed deadline of the HTTP call in progress
+
+
+class _Armed:
+    """One call's deadline; ``conn`` is the urllib3 connection it took from the pool."""
+
+    __slots__ = ("at", "conn", "fired")
+
+    def __init__(self, at: float) -> None:
+        self.at, self.conn, self.fired = at, None, False
+
+    def fire(self) -> None:
+        self.fired = True
+        sock = getattr(self.conn, "sock", None)
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)  # the blocked recv/send returns at once
+            except OSError:
+                pass
+
+
+class _Watchdog:
+    """Fires the deadlines that pass while their call is still running. One daemon thread for the
+    process, started on first use; a call that ends in time costs two dictionary operations."""
+
+    def __init__(self) -> None:
+        self._cv = threading.Condition()
+        self._armed: dict[int, _Armed] = {}
+        self._thread: threading.Thread | None = None
+
+    @contextmanager
+    def deadline(self, seconds: float) -> Iterator[_Armed]:
+        armed = _Armed(time.monotonic() + seconds)
+        with self._cv:
+            self._armed[id(armed)] = armed
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="platform-deadlines", daemon=True)
+                self._thread.start()
+            self._cv.notify()
+        _call.armed = armed
+        try:
+            yield armed
+        finally:
+            _call.armed = None
+            with self._cv:
+                self._armed.pop(id(armed), None)
+
+    def _run(self) -> None:
+        with self._cv:
+            while True:
+                now = time.monotonic()
+                for key, armed in list(self._armed.items()):
+                    if armed.at <= now:
+                        del self._armed[key]
+                        armed.fire()
+                nearest = min((a.at for a in self._armed.values()), default=None)
+                self._cv.wait(None if nearest is None else max(nearest - now, 0.01))
+
+
+_WATCHDOG = _Watchdog()
+
+
+class _Watched:
+    """A pool that tells the current call's deadline which connection it hands out."""
+
+    def _get_conn(self, timeout: float | None = None) -> Any:
+        conn = super()._get_conn(timeout)  # type: ignore[misc]
+        armed = getattr(_call, "armed", None)
+        if armed is not None:
+            armed.conn = conn
+        return conn
+
+
+class _WatchedHTTPPool(_Watched, HTTPConnectionPool):
+    pass
+
+
+class _WatchedHTTPSPool(_Watched, HTTPSConnectionPool):
+    pass
+
+
+_WATCHED_POOLS = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
+
+
+class PlatformAdapter(HTTPAdapter):
+    """The client's HTTP adapter: its pools tell the deadline watchdog which connection a call
+    uses. Mount it on any session handed to a :class:`PlatformClient` (it does so itself)."""
+
+    def __init__(self, pool_size: int) -> None:
+        super().__init__(pool_connections=2, pool_maxsize=pool_size, max_retries=0)
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = _WATCHED_POOLS
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        manager.pool_classes_by_scheme = _WATCHED_POOLS
+        return manager
+
+
+def mount_adapter(session: requests.Session, pool_size: int) -> None:
+    """``session`` with the client's adapter for http and https (pool of ``pool_size``)."""
+    adapter = PlatformAdapter(pool_size)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+
+
+# --------------------------------------------------------------------------------------------
+# the transport
+# --------------------------------------------------------------------------------------------
 
 
 class _QuietTransport(Transport):
     """zeep's transport without its DEBUG dump of every envelope (they carry patient data, encrypted or
-    not), reading at most ``max_answer_bytes`` of an answer body."""
+    not), reading at most ``max_answer_bytes`` of an answer body, each call (and the live WSDL)
+    within ``deadline_s``."""
 
-    def __init__(self, *args: Any, max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
+        deadline_s: float = DEFAULT_DEADLINE_S,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.max_answer_bytes = max_answer_bytes
+        self.deadline_s = deadline_s
 
     def post(self, address: str, message: bytes | str, headers: dict[str, str]) -> requests.Response:
-        response = self.session.post(
-            address, data=message, headers=headers, timeout=self.operation_timeout, stream=True
-        )
-        try:
-            content_type = response.headers.get("Content-Type", "").lower()
-            if response.status_code >= 300 and "xml" not in content_type:
-                # an error page, not a SOAP fault: zeep would read an XHTML page as an "unknown fault"
-                raise _HTTPStatus(response.status_code)
-            response._content = _read_capped(response, self.max_answer_bytes)  # what .content returns
-            response._content_consumed = True
-        finally:
-            # all read: the connection goes back to the pool; otherwise it is closed, the rest unread
-            if response.raw is not None:
-                response.close()
+        with _WATCHDOG.deadline(self.deadline_s) as armed:
+            try:
+                response = self.session.post(
+                    address, data=message, headers=headers, timeout=self.operation_timeout, stream=True
+                )
+                try:
+                    content_type = response.headers.get("Content-Type", "").lower()
+                    if response.status_code >= 300 and "xml" not in content_type:
+                        # an error page, not a SOAP fault: zeep would read an XHTML page as an "unknown fault"
+                        raise _HTTPStatus(response.status_code)
+                    response._content = _read_capped(response, self.max_answer_bytes)  # what .content returns
+                    response._content_consumed = True
+                finally:
+                    # all read: the connection goes back to the pool; otherwise it is closed, the rest unread
+                    if response.raw is not None:
+                        response.close()
+            except Exception:
+                if armed.fired:
+                    raise _DeadlinePassed(self.deadline_s) from None
+                raise
+            if armed.fired:  # the shut socket may read as the end of a (truncated) body
+                raise _DeadlinePassed(self.deadline_s)
         if _DOCTYPE.search(response.content[:4096]):  # a DOCTYPE can only come before the root element
             raise _DoctypeAnswer
+        # a fault whatever the status; another element than the result only in a 2xx answer
+        _inspect_answer(
+            response.content, getattr(_call, "method", None) if response.status_code < 300 else None
+        )
         return response
+
+    def _load_remote_data(self, url: str) -> bytes:
+        """The live WSDL (and what it imports), capped at MAX_WSDL_BYTES, within the deadline."""
+        with _WATCHDOG.deadline(self.deadline_s) as armed:
+            try:
+                response = self.session.get(url, timeout=self.load_timeout, stream=True)
+                try:
+                    response.raise_for_status()
+                    data = _read_capped(response, MAX_WSDL_BYTES)
+                finally:
+                    response.close()
+            except Exception:
+                if armed.fired:
+                    raise _DeadlinePassed(self.deadline_s) from None
+                raise
+            if armed.fired:
+                raise _DeadlinePassed(self.deadline_s)
+            return data
+
+
+_SOAP_FAULT = re.compile(rb"Fault\b")
+
+
+def _local(element: Any) -> str:
+    return etree.QName(element.tag).localname if isinstance(element.tag, str) else ""
+
+
+def _inspect_answer(body: bytes, method: str | None) -> None:
+    """A SOAP fault, or a body element other than ``<method>Response/<method>Result``, raised with
+    its text (``_Fault``, ``_Unexpected``); anything else is zeep's to read. Only an answer that
+    does not look like the method's result (a quick scan) is parsed here a first time."""
+    expected = f"{method}Result".encode() if method else None
+    if expected is not None and expected in body and not _SOAP_FAULT.search(body):
+        return
+    try:
+        root = xml.parse_xml(body, what="the SOAP answer")
+    except AnswerError:
+        return  # not XML at all: zeep's message says so
+    body_element = (
+        next((c for c in root if _local(c) == "Body"), None) if _local(root) == "Envelope" else None
+    )
+    first = (
+        next((c for c in body_element if isinstance(c.tag, str)), None) if body_element is not None else None
+    )
+    if first is None:
+        return
+    if _local(first) == "Fault":
+        parts = {_local(c): c for c in first.iter() if isinstance(c.tag, str)}
+        code_el = parts.get("faultcode") if "faultcode" in parts else parts.get("Value")  # SOAP 1.1 | 1.2
+        text_el = parts.get("faultstring") if "faultstring" in parts else parts.get("Text")
+        code = (code_el.text or "").strip().rsplit(":", 1)[-1] if code_el is not None else ""
+        text = (text_el.text or "").strip() if text_el is not None else ""
+        detail = parts.get("detail") if "detail" in parts else parts.get("Detail")
+        more = " ".join(t.strip() for t in detail.itertext() if t.strip()) if detail is not None else ""
+        raise _Fault(code, f"{text} ({more})" if text and more else text or more)
+    if method is None:
+        return
+    children = [c for c in first if isinstance(c.tag, str)]
+    if _local(first) == f"{method}Response" and (
+        not children or (len(children) == 1 and _local(children[0]) == f"{method}Result")
+    ):
+        return
+    where = f"<{_local(first)}>" + "".join(f"<{_local(c)}>" for c in children[:1])
+    raise _Unexpected(where, " ".join(t.strip() for t in first.itertext() if t.strip()))
 
 
 def _read_capped(response: requests.Response, cap: int) -> bytes:
@@ -135,6 +369,24 @@ class _DoctypeAnswer(Exception):
     pass
 
 
+class _Fault(Exception):
+    def __init__(self, code: str, text: str) -> None:
+        super().__init__(code)
+        self.code, self.text = code, text
+
+
+class _Unexpected(Exception):
+    def __init__(self, where: str, text: str) -> None:
+        super().__init__(where)
+        self.where, self.text = where, text
+
+
+class _DeadlinePassed(Exception):
+    def __init__(self, seconds: float) -> None:
+        super().__init__(seconds)
+        self.seconds = seconds
+
+
 class _HTTPStatus(Exception):
     def __init__(self, status_code: int) -> None:
         super().__init__(status_code)
@@ -163,16 +415,20 @@ class PlatformClient:
         verify: bool | str = True,
         session: requests.Session | None = None,
         max_answer_bytes: int | None = None,
+        deadline_s: float = DEFAULT_DEADLINE_S,
     ) -> None:
         """``max_answer_bytes``: the largest answer body read (None: ``$HURREN_PLATFORM_MAX_ANSWER_BYTES``,
-        else :data:`DEFAULT_MAX_ANSWER_BYTES`); a bigger one raises ``AnswerError`` unread."""
+        else :data:`DEFAULT_MAX_ANSWER_BYTES`); a bigger one raises ``AnswerError`` unread.
+        ``deadline_s``: a call's (and the live WSDL's) total time; past it, ``TimeoutError``."""
         if not isinstance(endpoint, str) or not endpoint.startswith(("http://", "https://")):
             raise ConfigurationError(
                 f"endpoint must be an http(s) URL of the Myhealth service, got {endpoint!r}; "
                 "e.g. http://127.0.0.1:58080/Myhealth"
             )
-        if not timeout > 0 or not connect_timeout > 0:
-            raise ConfigurationError("timeout and connect_timeout must be positive numbers of seconds")
+        if not timeout > 0 or not connect_timeout > 0 or not deadline_s > 0:
+            raise ConfigurationError(
+                "timeout, connect_timeout and deadline_s must be positive numbers of seconds"
+            )
         if pool_size < 1:
             raise ConfigurationError(f"pool_size must be at least 1, got {pool_size}")
         if max_answer_bytes is None:
@@ -190,14 +446,15 @@ class PlatformClient:
             )
         self._max_answer_bytes = max_answer_bytes
         self._endpoint = endpoint.split("?", 1)[0]
+        self._spec_options = spec_options or spec.SpecOptions()
         self._envelope = Envelope(
             credential=credential,
             public_key=public_key,
             crypto_options=crypto_options,
             key_max_uses=key_max_uses,
             key_max_age_s=key_max_age_s,
+            xml_declaration=self._spec_options.xml_declaration,
         )
-        self._spec_options = spec_options or spec.SpecOptions()
         self._encoding = self._envelope.options.text_encoding
         self._aliases = xml.reverse_aliases(self._spec_options)
         if wsdl is None:
@@ -208,8 +465,11 @@ class PlatformClient:
             self._wsdl = str(wsdl)
         self._timeout = (connect_timeout, timeout)
         self._wsdl_timeout = wsdl_timeout
+        self._deadline_s = float(deadline_s)
         self._own_session = session is None
         self._session = session or self._new_session(pool_size, proxies, verify)
+        if not self._own_session and not isinstance(self._session.get_adapter("http://x"), PlatformAdapter):
+            mount_adapter(self._session, pool_size)  # the deadline needs the watched pools
         self._service: Any = None
         self._lock = threading.Lock()
 
@@ -222,9 +482,7 @@ class PlatformClient:
         if proxies:
             session.proxies.update(proxies)
         session.verify = verify
-        adapter = HTTPAdapter(pool_connections=2, pool_maxsize=pool_size, max_retries=0)
-        session.mount("http://", adapter)
-        session.mount("https://", adapter)
+        mount_adapter(session, pool_size)
         return session
 
     # ---------------------------------------------------------------------------------------
@@ -242,6 +500,10 @@ class PlatformClient:
     @property
     def max_answer_bytes(self) -> int:
         return self._max_answer_bytes
+
+    @property
+    def deadline_s(self) -> float:
+        return self._deadline_s
 
     def close(self) -> None:
         if self._own_session:
@@ -271,6 +533,7 @@ class PlatformClient:
             timeout=self._wsdl_timeout,
             operation_timeout=self._timeout,
             max_answer_bytes=self._max_answer_bytes,
+            deadline_s=self._deadline_s,
         )
         settings = ZeepSettings(
             strict=True, xml_huge_tree=False, forbid_dtd=True, forbid_entities=True, forbid_external=True
@@ -279,6 +542,18 @@ class PlatformClient:
             client = ZeepClient(self._wsdl, transport=transport, settings=settings)
         except requests.RequestException as exc:
             raise _transport_error(exc, what=f"loading the WSDL {self._wsdl}") from None
+        except _DeadlinePassed as exc:
+            raise TimeoutError(
+                f"loading the WSDL {self._wsdl}: not complete within the deadline of {exc.seconds:g} s; "
+                "retry later, or use the WSDL we ship (wsdl=None / HURREN_PLATFORM_WSDL=shipped)",
+                method="WSDL",
+            ) from None
+        except _TooLarge as exc:
+            size = f"announces {exc.announced} bytes" if exc.announced is not None else "goes on"
+            raise ConfigurationError(
+                f"the WSDL {self._wsdl} {size}, more than the {exc.cap} bytes a WSDL may have; refused. "
+                "Check the URL, or use the WSDL we ship (HURREN_PLATFORM_WSDL=shipped)"
+            ) from None
         except (zeep_exceptions.Error, OSError, ValueError) as exc:
             raise ConfigurationError(
                 f"cannot use the WSDL {self._wsdl}: {type(exc).__name__}: {str(exc)[:200]}; "
@@ -312,17 +587,31 @@ class PlatformClient:
         m = method(method_name)
         service = self._service_proxy()
         started = time.perf_counter()
+        _call.method = m.name
         try:
             answer = getattr(service, m.name)(payload, credential, key)
         except requests.RequestException as exc:
             raise _transport_error(exc, what=m.name) from None
-        except zeep_exceptions.Fault as exc:
-            code = (exc.code or "").rsplit(":", 1)[-1]
-            status = 400 if code.lower() in ("client", "sender") else 500
-            raise HTTPStatusError(
-                f"{m.name}: the platform answered with a SOAP fault ({code or 'no code'}): {str(exc.message)[:200]}",
+        except _DeadlinePassed as exc:
+            raise TimeoutError(
+                f"{m.name}: no complete answer within the deadline of {exc.seconds:g} s (it kept dripping in); "
+                "retry later",
                 method=m.name,
-                status_code=status,
+            ) from None
+        except _Fault as exc:
+            raise SoapFault(exc.code, exc.text, method=m.name) from None
+        except zeep_exceptions.Fault as exc:  # one our inspection did not see: the same reading
+            raise SoapFault(
+                (exc.code or "").rsplit(":", 1)[-1], str(exc.message or ""), method=m.name
+            ) from None
+        except _Unexpected as exc:
+            reason = refusal(exc.text)  # a refusal is a refusal wherever it is written ...
+            if reason is not None:
+                raise BusinessError(reason, method=m.name) from None
+            raise AnswerError(  # ... but nothing else there is an answer, an "ok" least of all
+                f"{m.name}: the platform answered {exc.where} instead of <{m.name}Result>: {exc.text[:300]!r}; "
+                "not taken as an answer (if its WSDL names the result so, use HURREN_PLATFORM_WSDL=live)",
+                method=m.name,
             ) from None
         except _TooLarge as exc:
             cap = f"the cap of {exc.cap} bytes (max_answer_bytes / HURREN_PLATFORM_MAX_ANSWER_BYTES)"
@@ -358,6 +647,8 @@ class PlatformClient:
                 f"{m.name}: the SOAP answer cannot be read ({type(exc).__name__}: {str(exc)[:160]})",
                 method=m.name,
             ) from None
+        finally:
+            _call.method = None
         elapsed = time.perf_counter() - started
         if answer is not None and not isinstance(answer, str):
             raise AnswerError(
@@ -377,17 +668,12 @@ class PlatformClient:
         answer = self.invoke(m.name, payload=sealed.payload, credential=sealed.credential, key=sealed.key)
         return self._read(m, answer, sealed)
 
-    def call_xml(self, method_name: str, payload: bytes) -> tuple[Ack | None, bytes | None]:
-        """Like ``call``, but a query's decrypted XML is returned as bytes, unparsed (command line)."""
-        m = method(method_name)
-        sealed = self._envelope.seal(payload)
-        answer = self.invoke(m.name, payload=sealed.payload, credential=sealed.credential, key=sealed.key)
-        if m.kind != "query":
-            return read_submit(answer, method=m.name), None
-        ack = read_status(answer, method=m.name)
-        if ack is not None:
-            return ack, None
-        return None, self._envelope.open_answer(answer, sealed.session, method=m.name)
+    def call_document(self, method_name: str, document: bytes) -> Ack | QueryResult:
+        """Like ``call``, for an XML document written by hand (the command line's payload file):
+        re-encoded in the platform's text encoding, with or without the declaration (D21), as the
+        builders write it, so a file sends exactly as the pipeline would."""
+        payload = xml.normalise_document(document, encoding=self._encoding, options=self._spec_options)
+        return self.call(method_name, payload)
 
     def _read(self, m: Method, answer: str | None, sealed: Sealed) -> Ack | QueryResult:
         if m.kind != "query":
@@ -464,19 +750,42 @@ class PlatformClient:
         )
         return self._submit("SubmitQuote", payload)
 
+    def query(
+        self,
+        method_name: str,
+        *,
+        id_no: str,
+        id_type: str,
+        event_no: str | None = None,
+        **recure: Any,
+    ) -> QueryResult:
+        """Any query method by name, its filter built from these values (the command line's path;
+        the typed methods below call it). ``recure``: ExistsReCureInfo's other filter attributes
+        (``dept_code`` … ``doc_name``) and code lists (``check``, ``lab``)."""
+        m = method(method_name)
+        if m.kind != "query":
+            raise PayloadError(f"{m.name} is not a query method")
+        if m.name == "ExistsReCureInfo":
+            payload = xml.build_recure_filter(
+                id_no=id_no, id_type=id_type, event_no=event_no, **recure, options=self._spec_options,
+                encoding=self._encoding,
+            )  # fmt: skip
+        elif recure:
+            raise PayloadError(f"{m.name} filters by id_no, id_type and event_no only, not {sorted(recure)}")
+        else:
+            payload = xml.build_query_filter(
+                m.name, id_no=id_no, id_type=id_type, event_no=event_no, options=self._spec_options,
+                encoding=self._encoding,
+            )  # fmt: skip
+        return self._query(m.name, payload)
+
     def get_check_lab_list(self, *, id_no: str, id_type: str) -> QueryResult:
         """GetCheckLabList, §1.3.2.1 / §1.4.2.1: recent reports → ``result["item"]``."""
-        payload = xml.build_query_filter(
-            "GetCheckLabList", id_no=id_no, id_type=id_type, encoding=self._encoding
-        )
-        return self._query("GetCheckLabList", payload)
+        return self.query("GetCheckLabList", id_no=id_no, id_type=id_type)
 
     def get_check_lab_info(self, *, id_no: str, id_type: str, event_no: str | None = None) -> QueryResult:
         """GetCheckLabInfo, §1.3.2.2: recognisable reports → labmaster/lab_subitem/exammaster/exam_subitem."""
-        payload = xml.build_query_filter(
-            "GetCheckLabInfo", id_no=id_no, id_type=id_type, event_no=event_no, encoding=self._encoding
-        )
-        return self._query("GetCheckLabInfo", payload)
+        return self.query("GetCheckLabInfo", id_no=id_no, id_type=id_type, event_no=event_no)
 
     def exists_recure_info(
         self,
@@ -494,35 +803,20 @@ class PlatformClient:
         lab: Sequence[str] = (),
     ) -> QueryResult:
         """ExistsReCureInfo, §1.4.2.2: which of these exam (``check``) / lab codes are recognisable."""
-        payload = xml.build_recure_filter(
-            id_no=id_no,
-            id_type=id_type,
-            event_no=event_no,
-            dept_code=dept_code,
-            dept_name=dept_name,
-            dept_std_code=dept_std_code,
-            dept_std_name=dept_std_name,
-            doc_code=doc_code,
-            doc_name=doc_name,
-            check=check,
-            lab=lab,
-            encoding=self._encoding,
-        )
-        return self._query("ExistsReCureInfo", payload)
+        return self.query(
+            "ExistsReCureInfo", id_no=id_no, id_type=id_type, event_no=event_no, dept_code=dept_code,
+            dept_name=dept_name, dept_std_code=dept_std_code, dept_std_name=dept_std_name, doc_code=doc_code,
+            doc_name=doc_name, check=check, lab=lab,
+        )  # fmt: skip
 
     def get_lab_info(self, *, id_no: str, id_type: str, event_no: str | None = None) -> QueryResult:
         """GetLabInfo, §1.4.2.4: lab reports to quote → ``result["labmaster"]`` with ``items``."""
-        payload = xml.build_query_filter(
-            "GetLabInfo", id_no=id_no, id_type=id_type, event_no=event_no, encoding=self._encoding
-        )
-        return self._query("GetLabInfo", payload)
+        return self.query("GetLabInfo", id_no=id_no, id_type=id_type, event_no=event_no)
 
     def get_exam_info(self, *, id_no: str, id_type: str, event_no: str | None = None) -> QueryResult:
-        """GetExamInfo, §1.4.2.5: exam reports to quote → ``result["exammaster"]``."""
-        payload = xml.build_query_filter(
-            "GetExamInfo", id_no=id_no, id_type=id_type, event_no=event_no, encoding=self._encoding
-        )
-        return self._query("GetExamInfo", payload)
+        """GetExamInfo, §1.4.2.5: exam reports to quote → ``result["exammaster"]`` (each with
+        ``patient_local_id`` where the platform sends it, D22)."""
+        return self.query("GetExamInfo", id_no=id_no, id_type=id_type, event_no=event_no)
 
 
 def _root_cause(exc: BaseException) -> BaseException:

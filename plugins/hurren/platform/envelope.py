@@ -26,7 +26,7 @@ from lxml import etree
 
 from hurren import crypto
 from hurren.platform.exceptions import AnswerError, ConfigurationError
-from hurren.platform.xml import check_text, parse_xml
+from hurren.platform.xml import check_text, declaration, parse_xml
 
 __all__ = [
     "Credential",
@@ -76,7 +76,8 @@ class Credential:
             except ValueError:
                 raise ConfigurationError(f"Credential.{name} contains characters XML cannot carry") from None
 
-    def to_xml(self, *, encoding: str = "UTF-8") -> bytes:
+    def to_xml(self, *, encoding: str = "UTF-8", with_declaration: bool) -> bytes:
+        """strCredential in ``encoding``, with or without the XML declaration (D21)."""
         root = etree.Element("root")
         org = etree.SubElement(root, "org", code=self.org_code)
         org.text = self.org_name
@@ -84,7 +85,7 @@ class Credential:
             root, "visitor", {"type": self.visitor_type, "code": self.visitor_code, "key": self.visitor_key}
         )
         visitor.text = ""  # <visitor ...></visitor>, as the spec writes it
-        head = f'<?xml version="1.0" encoding="{encoding.upper()}"?>\n'.encode("ascii")
+        head = declaration(encoding, with_declaration=with_declaration)
         return head + etree.tostring(root, encoding=encoding, xml_declaration=False)
 
     @classmethod
@@ -153,7 +154,9 @@ class Envelope:
         crypto_options: crypto.CryptoOptions | None = None,
         key_max_uses: int | None = 1000,
         key_max_age_s: float | None = 600.0,
+        xml_declaration: bool,
     ) -> None:
+        """``xml_declaration``: the credential's XML declaration, as the payloads' (D21)."""
         if not isinstance(credential, Credential):
             raise ConfigurationError(f"credential must be a Credential, got {type(credential).__name__}")
         self._options = crypto_options or crypto.CryptoOptions()
@@ -168,7 +171,9 @@ class Envelope:
             raise ConfigurationError(f"the platform's SM2 public key is unusable: {exc}") from None
         except ValueError as exc:  # KeyRing's own bounds
             raise ConfigurationError(str(exc)) from None
-        self._credential_xml = credential.to_xml(encoding=self._options.text_encoding)
+        self._credential_xml = credential.to_xml(
+            encoding=self._options.text_encoding, with_declaration=xml_declaration
+        )
         self._org_code = credential.org_code
         self._lock = threading.Lock()
         self._cached: tuple[str, str] | None = None  # (key_id, Base64 of the encrypted credential)
@@ -240,6 +245,7 @@ class Opened:
     payload: bytes
     credential: Credential
     key: bytes
+    credential_xml: bytes = field(default=b"")  # strCredential decrypted, as sent (its declaration, D21)
 
     def __repr__(self) -> str:
         return f"Opened(payload=<{len(self.payload)} bytes>, credential={self.credential!r}, key=<hidden>)"
@@ -273,6 +279,7 @@ def open_request(
         payload=parts[payload_param],
         credential=Credential.from_xml(parts["strCredential"], encoding=options.text_encoding),
         key=key,
+        credential_xml=parts["strCredential"],
     )
 
 

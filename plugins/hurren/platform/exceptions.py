@@ -6,15 +6,22 @@
     ├── TransportError            no usable answer came back; the platform may or may not have acted
     │   ├── ConnectError          could not connect, or the connection was refused or reset: most likely not processed
     │   ├── RemoteProtocolError   the connection closed after the request was sent, without an answer
-    │   ├── TimeoutError          no answer within the timeout (also a builtin ``TimeoutError``)
-    │   └── HTTPStatusError       HTTP 4xx/5xx or a SOAP fault instead of an answer
+    │   ├── TimeoutError          no answer within the timeout, or not all of it within the deadline
+    │   │                         (also a builtin ``TimeoutError``)
+    │   └── HTTPStatusError       HTTP 4xx/5xx without a SOAP answer (an error page)
     ├── BusinessError             the platform answered ``error:<reason>``: it refused this payload
-    └── AnswerError               the answer is malformed: not ok/error, bad Base64, undecryptable, bad XML, DOCTYPE
+    ├── SoapFault                 the platform answered a SOAP fault; ``code`` Client/Sender: it refused
+    │                             the call (not retryable), any other code: it failed (retryable)
+    └── AnswerError               the answer is malformed: not ok/error, bad Base64, undecryptable, bad XML,
+                                  DOCTYPE, another element than the method's result (its text quoted)
 
 Every method of the client either returns a typed result (``Ack``, ``QueryResult``) or raises one
 of these, so a caller can tell per report: acknowledged (a result), rejected (``BusinessError``,
-not retryable: fix the data), or not known (``TransportError`` / ``AnswerError``, retryable: a
-resubmission with the same key is an upsert on the platform, so retrying is safe).
+or a Client ``SoapFault``: not retryable, fix the data), or not known (``TransportError`` /
+``AnswerError`` / a Server ``SoapFault``, retryable: a resubmission with the same key is an upsert
+on the platform, so retrying is safe). What the platform wrote (an ``error:`` reason, a fault's
+text, the text of an unexpected answer element) is kept as it wrote it: the push masks patient
+identifiers in what it logs (``hurren.reports.masking.mask_text``).
 
 ``TimeoutError`` also derives from the builtin ``TimeoutError`` (so ``except TimeoutError``
 catches it without an import), which makes it an ``OSError``: catch ``PlatformError`` before
@@ -38,6 +45,7 @@ __all__ = [
     "PayloadError",
     "PlatformError",
     "RemoteProtocolError",
+    "SoapFault",
     "TimeoutError",
     "TransportError",
 ]
@@ -107,6 +115,23 @@ class BusinessError(PlatformError):
         super().__init__(f"{method or 'the platform'} answered error: {shown}")
         self.reason = reason
         self.method = method
+
+
+class SoapFault(PlatformError):
+    """The platform answered a SOAP fault. ``code`` is the fault code's local name (``Client``,
+    ``Server``, SOAP 1.2's ``Sender`` / ``Receiver``), ``text`` the fault string as written.
+
+    A Client (Sender) fault says this request is at fault: sent again unchanged it fails again,
+    like an ``error:`` answer, so it is not retryable. Any other fault is the platform failing
+    (an unhandled exception behind an ASMX service is a Server fault): retryable."""
+
+    def __init__(self, code: str, text: str, *, method: str | None = None) -> None:
+        shown = text if len(text) <= 500 else text[:500] + "..."
+        super().__init__(f"{method or 'the platform'} answered a SOAP fault ({code or 'no code'}): {shown}")
+        self.code = code
+        self.text = text
+        self.method = method
+        self.retryable = code.lower() not in ("client", "sender")
 
 
 class AnswerError(PlatformError):

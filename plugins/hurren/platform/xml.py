@@ -1,7 +1,8 @@
 """XML payloads of the region platform: builders for what we send, safe parsers for what we get.
 
 Builders derive every element and attribute from :mod:`hurren.spec` (never a re-typed list) and
-return bytes ready for SM4: ``<?xml version="1.0" encoding="..."?>`` then one line of XML.
+return bytes ready for SM4: ``<?xml version="1.0" encoding="..."?>`` then one line of XML (D21:
+``SpecOptions.xml_declaration`` false leaves the declaration out, on every payload and filter).
 
 Choices (see docs/spec-decisions.md for the D-numbers):
 
@@ -31,6 +32,7 @@ own examples use (``outpatient_diag_name``, ``patient_condition_descr``, ``Id_Ty
 from __future__ import annotations
 
 import base64
+import codecs
 import re
 import threading
 from collections.abc import Iterable, Mapping, Sequence
@@ -58,7 +60,10 @@ __all__ = [
     "build_report",
     "build_void_filter",
     "check_text",
+    "declaration",
+    "declared_encoding",
     "format_value",
+    "normalise_document",
     "parse_filter",
     "parse_records",
     "parse_xml",
@@ -217,11 +222,47 @@ def _attributes(entity: spec.Entity, row: Mapping[str, Any], options: spec.SpecO
 # --------------------------------------------------------------------------------------------
 
 
-def _serialise(root: etree._Element, encoding: str) -> bytes:
-    # Our own declaration, in the spec's double quotes; lxml writes unencodable characters as
-    # character references, so any text survives any encoding.
-    head = f'<?xml version="1.0" encoding="{encoding.upper()}"?>\n'.encode("ascii")
+def declaration(encoding: str, *, with_declaration: bool) -> bytes:
+    """What goes before the root element (D21): our own declaration, in the spec's double quotes
+    and the encoding's upper-case name, or nothing."""
+    if not with_declaration:
+        return b""
+    return f'<?xml version="1.0" encoding="{encoding.upper()}"?>\n'.encode("ascii")
+
+
+def _serialise(root: etree._Element, encoding: str, options: spec.SpecOptions) -> bytes:
+    # lxml writes unencodable characters as character references: any text survives any encoding
+    head = declaration(encoding, with_declaration=options.xml_declaration)
     return head + etree.tostring(root, encoding=encoding, xml_declaration=False)
+
+
+def normalise_document(data: bytes, *, encoding: str, options: spec.SpecOptions) -> bytes:
+    """An XML document written by hand (the command line's payload file, in whatever encoding it
+    declares) as the builders would send it: in ``encoding``, with or without the declaration (D21).
+    Comments and processing instructions are dropped; a DOCTYPE or malformed XML is refused."""
+    try:
+        root = parse_xml(data, what="the payload")
+    except AnswerError as exc:
+        raise PayloadError(str(exc)) from None
+    return _serialise(root, encoding, options)
+
+
+_DECLARATION_HEAD = re.compile(rb"\A(?:\xef\xbb\xbf)?<\?xml\s[^>]*?\?>")
+_ENCODING_ATTR = re.compile(rb"""encoding\s*=\s*["']([A-Za-z0-9._:-]+)["']""")
+
+
+def declared_encoding(data: bytes) -> str | None:
+    """The encoding an XML document's declaration names (``utf-8`` when it names none; Python's
+    codec name, so ``UTF8`` and ``utf-8`` compare equal), or None when it has no declaration."""
+    head = _DECLARATION_HEAD.match(data)
+    if head is None:
+        return None
+    named = _ENCODING_ATTR.search(head.group())
+    name = named.group(1).decode("ascii") if named else "utf-8"
+    try:
+        return codecs.lookup(name).name
+    except LookupError:
+        return name.lower()
 
 
 def _container(
@@ -272,7 +313,7 @@ def build_report(
                     field=k,
                 )
         etree.SubElement(box, "item", attrs)
-    return _serialise(root, encoding)
+    return _serialise(root, encoding, options)
 
 
 def build_lab_report(master: Mapping[str, Any], items: Iterable[Mapping[str, Any]], **kwargs: Any) -> bytes:
@@ -310,7 +351,7 @@ def build_daily_counts(
 
     root = etree.Element("root")
     _container(root, entity, (bounded(r) for r in rows), options)
-    return _serialise(root, encoding)
+    return _serialise(root, encoding, options)
 
 
 def build_records(
@@ -323,9 +364,10 @@ def build_records(
     """strReportInfo of SubmitAccept (``sehr_accept_record``) or SubmitQuote (``sehr_quote_record``)."""
     if entity_name not in RECORD_ENTITIES:
         raise PayloadError(f"records must be one of {RECORD_ENTITIES}, got {entity_name!r}")
+    options = options or _DEFAULT_OPTIONS
     root = etree.Element("root")
-    _container(root, spec.entity(entity_name), rows, options or _DEFAULT_OPTIONS)
-    return _serialise(root, encoding)
+    _container(root, spec.entity(entity_name), rows, options)
+    return _serialise(root, encoding, options)
 
 
 def _element_text(parent: etree._Element, tag: str, value: object, *, entity: str, field: str) -> None:
@@ -364,7 +406,7 @@ def build_void_filter(
             _element_text(
                 root, element, format_value(report.get(element), fld, entity=name), entity=name, field=element
             )
-    return _serialise(root, encoding)
+    return _serialise(root, encoding, options)
 
 
 def _query_filters() -> dict[str, spec.Filter]:
@@ -377,6 +419,7 @@ def build_query_filter(
     id_no: str,
     id_type: str,
     event_no: str | None = None,
+    options: spec.SpecOptions,
     encoding: str = "UTF-8",
 ) -> bytes:
     """strFilter of GetCheckLabList, GetCheckLabInfo, GetLabInfo or GetExamInfo.
@@ -395,7 +438,7 @@ def build_query_filter(
     root = etree.Element("root")
     for element in flt.elements:
         _element_text(root, element, values.get(element), entity=flt.name, field=element)
-    return _serialise(root, encoding)
+    return _serialise(root, encoding, options)
 
 
 def build_recure_filter(
@@ -411,6 +454,7 @@ def build_recure_filter(
     doc_name: str | None = None,
     check: Sequence[str] = (),
     lab: Sequence[str] = (),
+    options: spec.SpecOptions,
     encoding: str = "UTF-8",
 ) -> bytes:
     """strFilter of ExistsReCureInfo (§1.4.2.2): root attributes plus the exam/lab codes asked about.
@@ -442,7 +486,7 @@ def build_recure_filter(
         box = etree.SubElement(root, tag)
         for code in codes:
             _element_text(box, "item", code, entity=entity, field=tag)
-    return _serialise(root, encoding)
+    return _serialise(root, encoding, options)
 
 
 # --------------------------------------------------------------------------------------------

@@ -65,7 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     rq.add_argument("--dry-run", action="store_true", help="only list what would be requeued")
 
     sync = sub.add_parser("sync", help="queue every store version the outbox does not hold")
-    sync.add_argument("--entity", action="append", choices=("labmaster", "exammaster", "lab_exam_report"), dest="entities")
+    sync.add_argument("--entity", action="append", choices=PUSH_ENTITIES, dest="entities")
     sync.add_argument("--org-code", action="append", dest="org_codes")
     return p
 
@@ -108,6 +108,7 @@ def _run(args: argparse.Namespace) -> int:
     engine = store_engine()
     try:
         if args.command == "sync":
+            outbox.upgrade(engine)
             print(outbox.sync_from_store(engine, entities=args.entities or outbox.SYNCABLE,
                                          org_codes=args.org_codes or ()))  # fmt: skip
             return 0

@@ -8,9 +8,11 @@ backend)::
     password  visitor key (密码)
     extra     {"org_code": "…", "org_name": "…",                credential (医疗机构编码/名称)
                "public_key": "04…" | "simulator",                the platform's SM2 public key
-               "timeout": 30, "wsdl": "shipped" | "live" | path,
+               "timeout": 30, "deadline_s": 300, "wsdl": "shipped" | "live" | path,
                "sm2_mode": "C1C3C2", "sm2_04": true, "key_form": "raw", "text_encoding": "utf-8",
-               "key_max_uses": 1000, "key_max_age_s": 600}         the session key window
+               "key_max_uses": 1000, "key_max_age_s": 600,        the session key window
+               "spec_options": {"update_mode": "…", "xml_declaration": true, …}}   the platform's
+                                                                 profile (docs/spec-decisions.md)
 
 A value missing from the connection falls back to ``HURREN_PLATFORM_*`` (``hurren.settings``);
 without the connection everything comes from there. ``public_key`` ``simulator`` asks our
@@ -30,12 +32,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import requests
-from requests.adapters import HTTPAdapter
 
 from hurren import crypto, spec
 from hurren.platform import ConfigurationError, Credential, PlatformClient
+from hurren.platform.client import mount_adapter
 from hurren.push.exceptions import PushConfigError
-from hurren.settings import PlatformSettings
+from hurren.settings import DEFAULT_DEADLINE_S, PlatformSettings, SettingsError, spec_options_from_json
 
 __all__ = ["CONN_ID", "PlatformConfig", "TimedSession", "platform_config"]
 
@@ -49,9 +51,7 @@ class TimedSession(requests.Session):
     def __init__(self, pool_size: int) -> None:
         super().__init__()
         self.trust_env = False  # no proxy or .netrc from the environment by surprise
-        adapter = HTTPAdapter(pool_connections=2, pool_maxsize=pool_size, max_retries=0)
-        self.mount("http://", adapter)
-        self.mount("https://", adapter)
+        mount_adapter(self, pool_size)  # the client's pools: its deadline watchdog sees them
         self._local = threading.local()
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
@@ -79,6 +79,9 @@ class PlatformConfig:
     crypto_options: crypto.CryptoOptions = field(default_factory=crypto.CryptoOptions)
     key_max_uses: int | None = 1000
     key_max_age_s: float | None = 600.0
+    deadline_s: float = DEFAULT_DEADLINE_S
+    spec_options: spec.SpecOptions = field(default_factory=spec.SpecOptions)
+    """The platform's profile: what the push puts on the wire and how it updates (D20, D21 …)."""
 
     def __repr__(self) -> str:
         return f"PlatformConfig(endpoint={self.endpoint!r}, org_code={self.credential.org_code!r})"
@@ -123,7 +126,12 @@ class PlatformConfig:
                 key_form=pick("key_form", s.key_form),
                 text_encoding=pick("text_encoding", s.text_encoding),
             )
-        except (ConfigurationError, ValueError) as exc:
+            profile = (
+                spec_options_from_json(x["spec_options"], name="connection extra.spec_options")
+                if x.get("spec_options") not in (None, "", {})
+                else s.spec_options
+            )
+        except (ConfigurationError, SettingsError, ValueError) as exc:
             raise PushConfigError(f"the region platform's settings are unusable: {exc}") from None
         if str(public_key).strip().lower() == "simulator":
             public_key = simulator_public_key(endpoint)
@@ -137,6 +145,8 @@ class PlatformConfig:
             crypto_options=options,
             key_max_uses=_optional_int(pick("key_max_uses", s.key_max_uses)),
             key_max_age_s=_optional_float(pick("key_max_age_s", s.key_max_age_s)),
+            deadline_s=float(pick("deadline_s", s.deadline_s)),
+            spec_options=profile,
         )
 
     @classmethod
@@ -154,15 +164,16 @@ class PlatformConfig:
             visitor_key=conn.password or None,
         )  # fmt: skip
 
-    def client(self, *, pool_size: int, session: requests.Session | None = None,
-               spec_options: spec.SpecOptions | None = None) -> PlatformClient:  # fmt: skip
-        """A client with a keep-alive pool of ``pool_size``; the caller closes it (and ``session``)."""
+    def client(self, *, pool_size: int, session: requests.Session | None = None) -> PlatformClient:
+        """A client with a keep-alive pool of ``pool_size`` and this platform's profile; the caller
+        closes it (and ``session``)."""
         try:
             return PlatformClient(
                 endpoint=self.endpoint, credential=self.credential, public_key=self.public_key, wsdl=self.wsdl,
                 timeout=self.timeout_s, connect_timeout=min(self.connect_timeout_s, self.timeout_s),
-                pool_size=pool_size, crypto_options=self.crypto_options, spec_options=spec_options,
+                pool_size=pool_size, crypto_options=self.crypto_options, spec_options=self.spec_options,
                 key_max_uses=self.key_max_uses, key_max_age_s=self.key_max_age_s, session=session,
+                deadline_s=self.deadline_s,
             )  # fmt: skip
         except ValueError as exc:  # ConfigurationError, CryptoError, KeyRing's window, all ValueErrors
             raise PushConfigError(f"the region platform's settings are unusable: {exc}") from None

@@ -17,22 +17,42 @@ nothing queues nothing, so re-running a window queues nothing). Per written repo
   be voided there (§1.2.2.2: 先作废后在重新提交). The latest load wins. Such a void is skipped at
   send time when the old key never reached the platform, or when ``key_change`` is ``off``.
 
+**Updates** (D20, ``SpecOptions.update_mode``): under ``replace`` a changed report is registered
+again under its key. Under ``void_then_register`` a claimed register of a key the platform holds
+(its latest acknowledged entry is a register) is preceded by a ``void`` entry (``cause`` =
+``update``, the register's version), inserted by :func:`precede_with_voids` in the claim's
+transaction and sent first in the same job; the register goes only once its void is acknowledged
+(or skipped), and no claim takes a register while an update void of its key is queued, sending,
+rejected or dead: a void that fails never lets the register overtake it. Update voids are
+auxiliary: the key's version entries (``_latest``) never count them.
+
 A run claims due entries (:func:`claim`: ``queued``, due, no other entry of the same key in
-flight; voids first, then oldest first), marks them ``sending`` with a lease, calls the platform,
-and :func:`record` writes the outcome and one ``push_log`` row in one transaction. A run that dies
+flight, no update void of the key open; voids first, then oldest first), marks them ``sending``
+with a lease, calls the platform, and :func:`record` writes the outcome and one ``push_log`` row
+in one transaction. A run that dies
 between the call and the record leaves ``sending`` entries; :func:`recover_stale` takes them back
 once their lease has expired (logged ``lost``): they are sent again (an upsert on the platform).
+
+**Keys.** ``record_key`` is the store's key of the row (``store.record_key``), except that a
+patient identifier in it (the ``id_no`` of accept/quote records, D16) is replaced by a keyed hash
+(:func:`entry_key`: HMAC-SHA256 with ``HURREN_OUTBOX_KEY_SECRET``, ``h:`` and 32 hex), so the
+outbox holds no ID number; the rows are found again by the other key columns and the hash.
+:func:`upgrade` rewrites an older outbox's clear keys in place (idempotent) and fills in which
+hospital sent the accept/quote rows loaded before the store recorded it.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, exists, func, insert, select, tuple_, update
+from sqlalchemy import and_, bindparam, case, exists, func, insert, select, tuple_, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import aliased
 
@@ -48,20 +68,26 @@ __all__ = [
     "enqueue",
     "enqueue_records",
     "enqueue_reports",
+    "entry_key",
     "key_values",
     "letters",
     "method_of",
     "next_due",
     "on_platform",
+    "precede_with_voids",
     "record",
     "recover_stale",
     "release",
     "requeue",
     "sync_from_store",
+    "upgrade",
     "utcnow",
 ]
 
+log = logging.getLogger("hurren.push")
+
 OPEN = ("queued", "rejected", "dead")  # never reached the platform in this version: supersedable
+BLOCKING = (*OPEN, "sending")  # an update void in these holds back the register behind it (D20)
 _IN = 500  # values per IN list
 
 ob = store.outbox
@@ -86,6 +112,38 @@ def check_schema(engine: Engine) -> None:
                 "before hurren.push existed (and never written). Drop push_outbox and push_log, then run "
                 "prepare_store (store.create_all) and python -m hurren.push sync"
             )
+
+
+OPAQUE = "h:"  # the prefix of a hashed key part
+
+
+def _secret() -> bytes:
+    from hurren.settings import settings
+
+    return settings().outbox_key_secret.encode("utf-8")
+
+
+def _opaque(value: str, secret: bytes) -> str:
+    return OPAQUE + hmac.new(secret, value.encode("utf-8"), hashlib.sha256).hexdigest()[:32]
+
+
+def _hidden(entity: spec.Entity) -> list[int]:
+    """Positions of patient identifiers in the entity's key (accept/quote: id_no, D16)."""
+    return [i for i, k in enumerate(entity.key) if k in spec.PATIENT_IDENTIFIERS]
+
+
+def entry_key(entity: spec.Entity, row: Mapping[str, Any]) -> str:
+    """The outbox's key of a row: ``store.record_key``, a patient identifier in it replaced by its
+    keyed hash (so the outbox holds no ID number, and the same row always has the same key)."""
+    hidden = _hidden(entity)
+    if not hidden:
+        return store.record_key(entity, row)
+    values = json.loads(store.record_key(entity, row))
+    secret = _secret()
+    for i in hidden:
+        if values[i] is not None:
+            values[i] = _opaque(values[i], secret)
+    return json.dumps(values, ensure_ascii=False)
 
 
 def utcnow() -> datetime:
@@ -131,12 +189,12 @@ def _chunks(values: Sequence[Any], size: int = _IN) -> Iterable[Sequence[Any]]:
 
 
 def _latest(conn: Connection, entity: str, keys: Sequence[str]) -> dict[str, Mapping[str, Any]]:
-    """The newest entry of each key (by id)."""
+    """The newest version entry of each key (by id; update voids are not versions)."""
     out: dict[str, Mapping[str, Any]] = {}
     for part in _chunks(sorted(set(keys))):
         rows = conn.execute(
             select(ob.c.id, ob.c.record_key, ob.c.content_hash, ob.c.action, ob.c.status)
-            .where(ob.c.entity == entity, ob.c.record_key.in_(part))
+            .where(ob.c.entity == entity, ob.c.record_key.in_(part), ob.c.cause != "update")
             .order_by(ob.c.id)
         ).mappings()
         for r in rows:
@@ -161,7 +219,7 @@ def _groups(conn: Connection, entity: str, forms: set[tuple[str, str]]) -> dict[
     for part in _chunks(sorted(forms)):
         rows = conn.execute(
             select(ob.c.org_code, ob.c.report_form_no, ob.c.record_key, ob.c.content_hash, ob.c.action, ob.c.status)
-            .where(ob.c.entity == entity, tuple_(ob.c.org_code, ob.c.report_form_no).in_(part))
+            .where(ob.c.entity == entity, tuple_(ob.c.org_code, ob.c.report_form_no).in_(part), ob.c.cause != "update")
             .order_by(ob.c.id)
         ).mappings()
         for r in rows:
@@ -185,12 +243,12 @@ def enqueue_reports(
         return 0
     now = now or utcnow()
     void = {str(v) for v in void_data_status}
-    ordered = sorted(rows, key=lambda r: (str(r.get("last_update_dtime") or ""), store.record_key(entity, r)))
+    ordered = sorted(rows, key=lambda r: (str(r.get("last_update_dtime") or ""), entry_key(entity, r)))
     groups = _groups(conn, entity.name, {(str(r["org_code"]), str(r["report_form_no"])) for r in ordered})
     plan: dict[str, dict[str, Any]] = {}  # key -> the entry to insert (one per key: the last decision)
     stale: set[str] = set()  # keys whose unsent entries in the store become superseded
     for r in ordered:
-        key = store.record_key(entity, r)
+        key = entry_key(entity, r)
         org, form = str(r["org_code"]), str(r["report_form_no"])
         group = groups.setdefault((org, form), {})
         action = "void" if str(r.get("data_status")) in void else "register"
@@ -230,12 +288,16 @@ def enqueue_records(
     """Queue the rows of a record entity (daily counts, accept/quote records) just written (store
     rows: key columns, etl_content_hash), in the caller's transaction: each row whose version is not
     its key's latest entry; the key's unsent older entries become superseded. ``org_code``: the
-    pushing hospital (default the row's own ``org_code``). Returns the entries added."""
+    pushing hospital (default the row's own ``org_code``); accept/quote rows, which name no
+    hospital of their own, get it recorded (``etl_org_code``). Returns the entries added."""
     if entity.name not in RECORD_ENTITIES or not rows:
         return 0
     now = now or utcnow()
     label = RECORD_ENTITIES[entity.name][1]
-    by_key = {store.record_key(entity, r): r for r in rows}
+    table = store.SPEC_TABLES[entity.name]
+    if org_code is not None and "etl_org_code" in table.c:
+        _record_sender(conn, entity, rows, org_code)
+    by_key = {entry_key(entity, r): r for r in rows}
     latest = _latest(conn, entity.name, list(by_key))
     todo = []
     for key, r in by_key.items():
@@ -249,6 +311,18 @@ def enqueue_records(
         _supersede(conn, entity.name, [t["record_key"] for t in todo], now, "a newer version was queued")
         conn.execute(insert(ob), todo)
     return len(todo)
+
+
+def _record_sender(conn: Connection, entity: spec.Entity, rows: Sequence[Mapping[str, Any]], org_code: str) -> None:
+    table = store.SPEC_TABLES[entity.name]
+    key = tuple_(*(table.c[k] for k in entity.key))
+    values = [tuple(r[k] for k in entity.key) for r in rows]
+    for part in _chunks(values):
+        conn.execute(
+            update(table)
+            .where(key.in_(part), (table.c.etl_org_code.is_(None)) | (table.c.etl_org_code != org_code))
+            .values(etl_org_code=org_code)
+        )
 
 
 def enqueue(
@@ -266,7 +340,7 @@ def enqueue(
     return enqueue_records(conn, entity, rows, org_code=org_code)
 
 
-SYNCABLE = (*REPORT_ENTITIES, "lab_exam_report")  # rows that carry their hospital's org_code
+SYNCABLE = PUSH_ENTITIES
 
 
 def sync_from_store(
@@ -278,36 +352,98 @@ def sync_from_store(
 ) -> dict[str, int]:
     """Queue every store version the outbox does not hold as its key's latest (rows stored before
     the outbox existed, or a store edited by hand). Idempotent. Returns entries per entity.
-    Accept/quote rows do not say which hospital sent them: they are queued by their load only."""
+    Accept/quote rows are queued for the hospital that sent them (``etl_org_code``); rows that do not
+    say (loaded by hand, outside the pipeline) are left out and counted under ``<entity>:no_sender``."""
     unknown = sorted(set(entities) - set(SYNCABLE))
     if unknown:
-        raise ValueError(f"sync takes {list(SYNCABLE)}; {unknown} are queued by their load only")
+        raise ValueError(f"sync takes {list(SYNCABLE)}, not {unknown}")
     void = {str(v) for v in void_data_status}
     out: dict[str, int] = {}
     for name in entities:
         ent = spec.entity(name)
         table = store.SPEC_TABLES[name]
+        sender = table.c.etl_org_code if "etl_org_code" in table.c else table.c.org_code
         extra = ("data_status", "last_update_dtime") if name in REPORT_ENTITIES else ()
         cols = [table.c[k] for k in dict.fromkeys((*ent.key, *extra, "etl_content_hash"))]
-        stmt = select(*cols)
+        stmt = select(*cols, sender.label("etl_sender"))
         if org_codes:
-            stmt = stmt.where(table.c.org_code.in_(list(org_codes)))
+            stmt = stmt.where(sender.in_(list(org_codes)))
         with engine.connect() as conn:
             rows = [dict(r) for r in conn.execute(stmt).mappings()]
-            latest = _latest(conn, name, [store.record_key(ent, r) for r in rows])
-        todo = []
+            latest = _latest(conn, name, [entry_key(ent, r) for r in rows])
+        todo: dict[str, list[dict[str, Any]]] = {}
         for r in rows:
-            last = latest.get(store.record_key(ent, r))
+            last = latest.get(entry_key(ent, r))
             action = "void" if str(r.get("data_status")) in void else "register"
             if last is None or (last["content_hash"], last["action"]) != (r["etl_content_hash"], action) \
                     or last["status"] == "superseded":  # fmt: skip
-                todo.append(r)
+                todo.setdefault(r.pop("etl_sender") or "", []).append(r)
+        if todo.get(""):
+            out[f"{name}:no_sender"] = len(todo.pop(""))
+            log.warning("sync: %s %s row(s) do not say which hospital sent them; not queued (load them "
+                        "again through their records DAG)", out[f"{name}:no_sender"], name)  # fmt: skip
         n = 0
-        for part in _chunks(todo):
-            with engine.begin() as conn:
-                n += enqueue(conn, ent, part, void_data_status=void_data_status)
+        for org, group in sorted(todo.items()):
+            for part in _chunks(group):
+                with engine.begin() as conn:
+                    n += enqueue(conn, ent, part, org_code=org if name in RECORD_ENTITIES else None,
+                                 void_data_status=void_data_status)  # fmt: skip
         out[name] = n
     return out
+
+
+def upgrade(engine: Engine) -> dict[str, int]:
+    """Bring an older store's push state up to date, in place and idempotently: the outbox's keys of
+    accept/quote records hashed (:func:`entry_key`), and the hospital that sent accept/quote rows
+    loaded before ``etl_org_code`` existed taken from their extraction runs (``etl_run``). Run at
+    the start of every DAG (``prepare_store``), push run and sync. Returns what it changed."""
+    store.create_all(engine)  # the columns a newer release added (etl_org_code)
+    out = {"keys_hashed": 0, "senders_found": 0}
+    secret = _secret()
+    for name in RECORD_ENTITIES:
+        ent = spec.entity(name)
+        hidden = _hidden(ent)
+        if not hidden:
+            continue
+        with engine.begin() as conn:
+            changes = []
+            for entry_id, key in conn.execute(select(ob.c.id, ob.c.record_key).where(ob.c.entity == name)):
+                values = json.loads(key)
+                clear = [i for i in hidden if values[i] is not None and not str(values[i]).startswith(OPAQUE)]
+                if clear:
+                    for i in clear:
+                        values[i] = _opaque(str(values[i]), secret)
+                    changes.append({"entry_id": entry_id, "new_key": json.dumps(values, ensure_ascii=False)})
+            if changes:
+                conn.execute(update(ob).where(ob.c.id == bindparam("entry_id")).values(record_key=bindparam("new_key")),
+                             changes)  # fmt: skip
+            out["keys_hashed"] += len(changes)
+    out["senders_found"] = _senders_from_runs(engine)
+    if any(out.values()):
+        log.info("push outbox upgraded: %s", out)
+    return out
+
+
+def _senders_from_runs(engine: Engine) -> int:
+    """``etl_org_code`` of accept/quote rows that lack it, from the run that loaded them (its
+    ``etl_run.details.org_code``)."""
+    from sqlalchemy import inspect
+
+    n = 0
+    with engine.begin() as conn:
+        for name in ("sehr_accept_record", "sehr_quote_record"):
+            table = store.SPEC_TABLES[name]
+            if "etl_org_code" not in {c["name"] for c in inspect(conn).get_columns(table.name)}:
+                continue  # create_all adds it; nothing to fill before
+            runs = conn.execute(select(table.c.etl_run_id).where(table.c.etl_org_code.is_(None))
+                                .distinct()).scalars().all()  # fmt: skip
+            for run_id in runs:
+                details = conn.execute(select(store.run.c.details).where(store.run.c.run_id == run_id)).scalars().all()
+                orgs = {json.loads(d).get("org_code") for d in details if d} - {None}
+                if len(orgs) == 1:
+                    n += conn.execute(update(table).where(table.c.etl_run_id == run_id, table.c.etl_org_code.is_(None))
+                                      .values(etl_org_code=orgs.pop())).rowcount or 0  # fmt: skip
+    return n
 
 
 # --------------------------------------------------------------------------------------------
@@ -324,6 +460,15 @@ def _scope(stmt: Any, entities: Sequence[str], org_codes: Sequence[str]) -> Any:
 def _entry(r: Any) -> Entry:
     return Entry(r.id, r.entity, r.org_code, r.report_form_no, r.record_key, r.content_hash, r.action,
                  r.cause, r.attempts)  # fmt: skip
+
+
+def _behind_void() -> Any:
+    """D20: a register waits for the open update void of its key (it is not due before it)."""
+    void = aliased(ob)
+    return exists().where(
+        void.c.entity == ob.c.entity, void.c.record_key == ob.c.record_key, void.c.cause == "update",
+        void.c.status.in_(BLOCKING), ob.c.action == "register",
+    )  # fmt: skip
 
 
 def claim(
@@ -346,7 +491,7 @@ def claim(
     stmt = (
         select(ob)
         .where(ob.c.status == "queued", (ob.c.next_attempt_at.is_(None)) | (ob.c.next_attempt_at <= now),
-               ~in_flight)  # fmt: skip
+               ~in_flight, ~_behind_void())  # fmt: skip
         .order_by(case((ob.c.action == "void", 0), else_=1), ob.c.id)
         .limit(limit)
         .with_for_update(skip_locked=True, of=ob)
@@ -360,6 +505,34 @@ def claim(
         .values(status="sending", claimed_at=now, claimed_by=claimed_by[:128], updated_at=now)
     )
     return [_entry(r) for r in rows]
+
+
+def precede_with_voids(
+    conn: Connection, entries: Sequence[Entry], *, claimed_by: str, now: datetime | None = None
+) -> dict[int, Entry]:
+    """D20 ``void_then_register``: for each claimed report register whose key the platform holds
+    (its latest acknowledged entry is a register), a ``void`` entry (``cause`` = ``update``, the
+    register's version) inserted ``sending`` for ``claimed_by`` in the caller's transaction, to be
+    sent before it. Returns register id -> its void."""
+    registers = [e for e in entries if e.action == "register" and e.entity in REPORT_ENTITIES]
+    if not registers:
+        return {}
+    now = now or utcnow()
+    held = {(entity, k) for entity in {e.entity for e in registers}
+            for k in _held(conn, entity, [e.record_key for e in registers if e.entity == entity])}  # fmt: skip
+    out: dict[int, Entry] = {}
+    for e in registers:
+        if (e.entity, e.record_key) not in held:
+            continue
+        new_id = conn.execute(
+            insert(ob).values(entity=e.entity, org_code=e.org_code, report_form_no=e.report_form_no,
+                              record_key=e.record_key, content_hash=e.content_hash, action="void", cause="update",
+                              status="sending", attempts=0, claimed_at=now, claimed_by=claimed_by[:128],
+                              created_at=now, updated_at=now)  # fmt: skip
+        ).inserted_primary_key[0]
+        out[e.id] = Entry(int(new_id), e.entity, e.org_code, e.report_form_no, e.record_key, e.content_hash,
+                          "void", "update", 0)  # fmt: skip
+    return out
 
 
 def release(conn: Connection, ids: Sequence[int], *, claimed_by: str, now: datetime | None = None) -> int:
@@ -461,24 +634,37 @@ def recover_stale(
     return [_entry(r) for r in rows]
 
 
+def _held(conn: Connection, entity: str, keys: Sequence[str]) -> set[str]:
+    """The keys the platform holds, as far as the outbox knows: the last of the key's entries
+    the platform acknowledged is a register. Last in the order of the answers (``push_log``), not
+    of the entries: an update void (D20) is queued after its register but goes before it."""
+    out: set[str] = set()
+    for part in _chunks(sorted(set(keys))):
+        last: dict[str, str] = {}
+        rows = conn.execute(
+            select(ob.c.record_key, ob.c.action)
+            .join(log_t, log_t.c.outbox_id == ob.c.id)
+            .where(ob.c.entity == entity, ob.c.record_key.in_(part), ob.c.status == "acked", log_t.c.outcome == "ok")
+            .order_by(log_t.c.id)
+        )
+        for key, action in rows:
+            last[key] = action
+        out |= {k for k, action in last.items() if action == "register"}
+    return out
+
+
 def on_platform(conn: Connection, entity: str, record_key: str) -> bool:
-    """Does the platform hold this key, as far as the outbox knows (its latest acknowledged
-    entry is a register)?"""
-    action = conn.execute(
-        select(ob.c.action)
-        .where(ob.c.entity == entity, ob.c.record_key == record_key, ob.c.status == "acked")
-        .order_by(ob.c.id.desc())
-        .limit(1)
-    ).scalar_one_or_none()
-    return action == "register"
+    """Does the platform hold this key, as far as the outbox knows (:func:`_held`)?"""
+    return record_key in _held(conn, entity, [record_key])
 
 
 def next_due(
     conn: Connection, *, entities: Sequence[str] = PUSH_ENTITIES, org_codes: Sequence[str] = ()
 ) -> datetime | None:
-    """When the earliest queued entry falls due (None: nothing queued)."""
+    """When the earliest queued entry falls due (None: nothing queued); a register waiting for its
+    void falls due with the void."""
     stmt = _scope(select(func.min(func.coalesce(ob.c.next_attempt_at, ob.c.created_at))).where(
-        ob.c.status == "queued"), entities, org_codes)  # fmt: skip
+        ob.c.status == "queued", ~_behind_void()), entities, org_codes)  # fmt: skip
     return conn.execute(stmt).scalar_one_or_none()
 
 
@@ -500,10 +686,12 @@ def counts(conn: Connection, *, entities: Sequence[str] = PUSH_ENTITIES) -> dict
 
 
 def _letter(r: Any) -> dict[str, Any]:
+    from hurren.reports.masking import mask_text  # the runner stores it masked; older rows too, here
+
     return {
         "id": r.id, "entity": r.entity, "org_code": r.org_code, "report_form_no": r.report_form_no,
         "action": r.action, "cause": r.cause, "status": r.status, "attempts": r.attempts,
-        "last_error": (r.last_error or "")[:500], "updated_at": str(r.updated_at),
+        "last_error": (mask_text(r.last_error) or "")[:500], "updated_at": str(r.updated_at),
     }  # fmt: skip
 
 
@@ -554,13 +742,17 @@ def requeue(
     if error_contains:
         stmt = stmt.where(ob.c.last_error.contains(error_contains, autoescape=True))
     rows = conn.execute(stmt.order_by(ob.c.id)).all()
-    newest: dict[tuple[str, str], int] = {}
+    newest: dict[tuple[str, str], Mapping[str, Any]] = {}
     for entity_name in {r.entity for r in rows}:
         for key, last in _latest(conn, entity_name, [r.record_key for r in rows if r.entity == entity_name]).items():
-            newest[entity_name, key] = last["id"]
+            newest[entity_name, key] = last
     out = []
     for r in rows:
-        superseded = newest.get((r.entity, r.record_key), r.id) != r.id
+        latest = newest.get((r.entity, r.record_key))
+        if r.cause == "update":  # it serves the register of its version, if that still waits
+            superseded = latest is None or (latest["content_hash"], latest["status"]) != (r.content_hash, "queued")
+        else:
+            superseded = latest is not None and latest["id"] != r.id
         result = {**_letter(r), "status": "superseded" if superseded else "queued"}
         out.append(result)
         if dry_run:
@@ -575,8 +767,13 @@ def requeue(
 
 
 def key_values(entity: spec.Entity, record_key: str) -> dict[str, Any]:
-    """The store's typed key values of a record key (its JSON text)."""
+    """The store's typed key values of an outbox key (its JSON text), hashed parts left out: with
+    them, the row is the one of these values whose :func:`entry_key` is the key."""
     from hurren.load import to_store_value  # load imports this module: import at call time
 
     values = json.loads(record_key)
-    return {k: to_store_value(entity.field(k), v) for k, v in zip(entity.key, values, strict=True)}
+    return {
+        k: to_store_value(entity.field(k), v)
+        for k, v in zip(entity.key, values, strict=True)
+        if not (isinstance(v, str) and v.startswith(OPAQUE) and k in spec.PATIENT_IDENTIFIERS)
+    }

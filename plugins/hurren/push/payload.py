@@ -48,15 +48,20 @@ def read_master(conn: Connection, entity: str, record_key: str) -> Mapping[str, 
 
 
 def read_rows(conn: Connection, entity: str, record_keys: list[str]) -> dict[str, dict[str, Any]]:
-    """The store rows of a record entity (daily counts, accept/quote) by record key, for one call."""
+    """The store rows of a record entity (daily counts, accept/quote) by outbox key, for one call:
+    found by the key's clear columns, told apart by their hashed ones (``outbox.entry_key``)."""
     ent = spec.entity(entity)
     table = store.SPEC_TABLES[entity]
-    key = tuple_(*(table.c[k] for k in ent.key))
+    wanted = set(record_keys)
+    clear = list(outbox.key_values(ent, record_keys[0])) if record_keys else []
+    key = tuple_(*(table.c[k] for k in clear))
     out: dict[str, dict[str, Any]] = {}
     for i in range(0, len(record_keys), 500):
-        values = [tuple(outbox.key_values(ent, k).values()) for k in record_keys[i : i + 500]]
-        for r in conn.execute(select(table).where(key.in_(values))).mappings():
-            out[store.record_key(ent, r)] = dict(r)
+        values = {tuple(outbox.key_values(ent, k).values()) for k in record_keys[i : i + 500]}
+        for r in conn.execute(select(table).where(key.in_(list(values)))).mappings():
+            found = outbox.entry_key(ent, r)
+            if found in wanted:
+                out[found] = dict(r)
     return out
 
 

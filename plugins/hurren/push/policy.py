@@ -10,6 +10,10 @@ How a call ends, and what happens to its version (``status`` in ``push_outbox``)
     error:<reason>                           rejected    rejected: not retried; a new version, or a
                                                          requeue by hand, sends it again
     error:<reason> matching transient_errors retry       queued again after a backoff
+    SOAP fault, code Client (Sender)         rejected    rejected, like error: (the request is at
+                                                         fault); transient_errors apply to its text
+    SOAP fault, any other code (Server)      retry       queued again after a backoff (the platform
+                                                         failed: counts for the breaker, as HTTP 500)
     ConnectError (could not connect)         unreachable queued again after a backoff; never dead
                                                          (a platform that is down is not the
                                                          report's fault: the breaker handles it)
@@ -19,7 +23,8 @@ How a call ends, and what happens to its version (``status`` in ``push_outbox``)
 
 The runner adds outcomes found before any call: ``superseded`` (the store holds a newer version
 than the one queued), ``skipped`` (a void of a report the platform does not hold), ``broken`` (the
-store row or its PDF is missing or does not match its SHA-256), ``retry`` (S3 failed).
+store row or its PDF is missing or does not match its SHA-256), ``retry`` (S3 failed), ``waiting``
+(D20: a register whose void did not go through goes back to the queue, unsent, behind it).
 
 The circuit breaker counts transport failures of any version (``unreachable`` and ``retry``):
 ``breaker_threshold`` in a row open it; while open nothing is sent; after a cool-down one probe
@@ -41,13 +46,14 @@ from hurren.platform import (
     ConnectError,
     PayloadError,
     PlatformError,
+    SoapFault,
     TransportError,
 )
 from hurren.platform.answers import Ack
 
 __all__ = ["CircuitBreaker", "Outcome", "OutcomeKind", "backoff_s", "classify"]
 
-OutcomeKind = Literal["ok", "rejected", "retry", "unreachable", "broken", "superseded", "skipped"]
+OutcomeKind = Literal["ok", "rejected", "retry", "unreachable", "broken", "superseded", "skipped", "waiting"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +86,11 @@ def classify(result: Ack | BaseException, *, transient: Callable[[str], bool] = 
     if isinstance(result, BusinessError):
         kind: OutcomeKind = "retry" if transient(result.reason) else "rejected"
         return Outcome(kind, f"error:{result.reason}", answered=True)
+    if isinstance(result, SoapFault):
+        text = f"fault:{result.code}: {result.text}"
+        if result.retryable or transient(result.text):
+            return Outcome("retry", text, answered=not result.retryable)
+        return Outcome("rejected", text, answered=True)
     if isinstance(result, ConnectError):
         return Outcome("unreachable", f"{type(result).__name__}: {result}")
     if isinstance(result, TransportError | AnswerError):

@@ -4,8 +4,10 @@
 
 The main thread claims jobs (``concurrency`` at a time, so at most twice that many jobs are
 ``sending``), hands them to a pool of ``concurrency`` workers and feeds the circuit breaker with
-their calls' outcomes. A job is one report version, or up to ``batch_size`` rows of one record
-entity (daily counts, accept or quote records) of one hospital, sent in one call. A worker does a
+their calls' outcomes. A job is one report version (under D20's ``void_then_register``, the void
+of the version the platform holds, then the new version: the register only once the void is
+acknowledged), or up to ``batch_size`` rows of one record entity (daily counts, accept or quote
+records) of one hospital, sent in one call. A worker does a
 job end to end: read the store rows (and sub-items), fetch and check the PDF, build the XML, seal
 it (SM4 + Base64, strKey from the key ring), call the platform, classify the answer
 (``hurren.push.policy``) and record every entry's outcome with its ``push_log`` rows in one
@@ -30,7 +32,7 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field, fields
 from datetime import timedelta
@@ -47,6 +49,7 @@ from hurren.push.connection import TimedSession
 from hurren.push.exceptions import PushConfigError
 from hurren.push.options import RECORD_ENTITIES, REPORT_ENTITIES, PushOptions
 from hurren.push.policy import CircuitBreaker, Outcome, backoff_s, classify
+from hurren.reports import masking
 
 __all__ = ["Pusher", "RunResult", "Tally", "Timings"]
 
@@ -152,7 +155,8 @@ class _Done:
     outcome: Outcome
     status: str
     recorded: bool
-    last_error: str | None
+    last_error: str | None  # as stored and shown: the platform's words with identifiers masked
+    shown: str | None  # the outcome's text, masked (the platform's ok:/error: text for logs, XCom)
 
 
 @dataclass(slots=True)
@@ -169,6 +173,7 @@ class _Result:
     entry: outbox.Entry
     outcome: Outcome
     calls: list[outbox.Call] = field(default_factory=list)
+    people: list[Mapping[str, Any]] = field(default_factory=list)  # the rows sent: whose identifiers to mask
 
 
 class Pusher:
@@ -295,6 +300,10 @@ class Pusher:
                 if e.entity in RECORD_ENTITIES and o.batch_size > 1:
                     more = outbox.claim(conn, limit=o.batch_size - 1, claimed_by=self.claimed_by,
                                         entities=[e.entity], org_codes=[e.org_code])  # fmt: skip
+                elif self.spec_options.update_mode == "void_then_register":  # D20: the held version goes first
+                    void = outbox.precede_with_voids(conn, [e], claimed_by=self.claimed_by).get(e.id)
+                    if void is not None:
+                        e, more = void, [e]
                 jobs.append([e, *more])
         if jobs:
             self._due_but_blocked = 0
@@ -345,13 +354,13 @@ class Pusher:
                 t.acked += 1
                 if outcome.text:
                     result.quoted.append({"outbox_id": e.id, "entity": e.entity, "org_code": e.org_code,
-                                          "report_form_no": e.report_form_no, "answer": outcome.text})  # fmt: skip
-                    log.info("%s acked; the platform says it was quoted by: %s", e.describe(), outcome.text)
+                                          "report_form_no": e.report_form_no, "answer": done.shown})  # fmt: skip
+                    log.info("%s acked; the platform says it was quoted by: %s", e.describe(), done.shown)
             case "rejected":
                 t.rejected += 1
                 result.rejected.append({"outbox_id": e.id, "entity": e.entity, "org_code": e.org_code,
-                                        "report_form_no": e.report_form_no, "answer": (outcome.text or "")[:300]})  # fmt: skip
-                log.warning("%s rejected: %s", e.describe(), (outcome.text or "")[:300])
+                                        "report_form_no": e.report_form_no, "answer": (done.shown or "")[:300]})  # fmt: skip
+                log.warning("%s rejected: %s", e.describe(), (done.shown or "")[:300])
             case "queued":
                 t.retried += 1
             case "dead":
@@ -375,7 +384,7 @@ class Pusher:
             if job[0].entity in RECORD_ENTITIES:
                 results = self._send_records(job, t, calls)
             else:
-                results = [self._send_report(job[0], t, calls)]
+                results = self._send_reports(job, t, calls)
         except (ConfigurationError, PushConfigError) as exc:
             with self.engine.begin() as conn:
                 outbox.release(conn, [e.id for e in job], claimed_by=self.claimed_by)
@@ -385,19 +394,39 @@ class Pusher:
         with self.engine.begin() as conn:
             for r in results:
                 status, values = self._decide(r.entry, r.outcome)
+                # the platform's words as the platform wrote them stay in push_log (r.calls); what is
+                # shown (last_error, answer_text, logs, XCom) has the patient's identifiers masked
+                for name in ("last_error", "answer_text"):
+                    if values.get(name):
+                        values[name] = masking.mask_text(values[name], r.people)
                 recorded = outbox.record(conn, r.entry, claimed_by=self.claimed_by, status=status, calls=r.calls,
                                          **values)  # fmt: skip
-                dones.append(_Done(r.entry, r.outcome, status, recorded, values.get("last_error")))
+                shown = masking.mask_text(r.outcome.text, r.people)
+                dones.append(_Done(r.entry, r.outcome, status, recorded, values.get("last_error"), shown))
         t.record += time.perf_counter() - started
         return _JobDone(dones, calls, t)
 
+    def _send_reports(self, job: Job, t: Timings, calls: list[Outcome]) -> list[_Result]:
+        """One report version, or (D20) the void of the held version then the new one: the
+        register waits in the queue unless its void was acknowledged or had nothing to void."""
+        results = [self._send_report(job[0], t, calls)]
+        for entry in job[1:]:
+            before = results[-1].outcome
+            if before.kind in ("ok", "skipped"):
+                results.append(self._send_report(entry, t, calls))
+            else:
+                why = f"waits for the void of the version the platform holds (outbox {job[0].id}): {before.text}"
+                results.append(_Result(entry, Outcome("waiting", why, called=False)))
+        return results
+
     def _send_report(self, entry: outbox.Entry, t: Timings, calls: list[Outcome]) -> _Result:
-        checked = self._check(entry, t)
+        people: list[Mapping[str, Any]] = []
+        checked = self._check(entry, t, people)
         if isinstance(checked, Outcome):
-            return _Result(entry, checked)
+            return _Result(entry, checked, people=people)
         outcome, call = self._call(entry.method, checked, t)
         calls.append(outcome)
-        return _Result(entry, outcome, [call])
+        return _Result(entry, outcome, [call], people)
 
     def _call(self, method: str, body: bytes, t: Timings) -> tuple[Outcome, outbox.Call]:
         """Seal and send one payload; what its answer means, and the call for ``push_log``."""
@@ -444,6 +473,9 @@ class Pusher:
                 ready.append((e, row))
         if ready:
             self._send_batch(ready, results, calls, t, [])
+        people = [row for _, row in ready]  # a batch's refusal may quote any of its rows
+        for r in results.values():
+            r.people = people
         return [results[e.id] for e in job]
 
     def _send_batch(self, batch: list[tuple[outbox.Entry, dict[str, Any]]], results: dict[int, _Result],
@@ -478,8 +510,9 @@ class Pusher:
         self._send_batch(batch[:half], results, calls, t, earlier)
         self._send_batch(batch[half:], results, calls, t, earlier)
 
-    def _check(self, entry: outbox.Entry, t: Timings) -> Outcome | bytes:
-        """The payload to send, or the outcome that makes sending pointless or impossible."""
+    def _check(self, entry: outbox.Entry, t: Timings, people: list[Mapping[str, Any]]) -> Outcome | bytes:
+        """The payload to send, or the outcome that makes sending pointless or impossible; the
+        master row read goes into ``people`` (its patient's identifiers are masked in what is shown)."""
         kind = REPORT_ENTITIES[entry.entity][0]
         started = time.perf_counter()
         with self.engine.connect() as conn:
@@ -487,8 +520,9 @@ class Pusher:
             if master is None:
                 return Outcome("broken", "the store has no row for this key any more; nothing to send",
                                called=False)  # fmt: skip
+            people.append(master)
             stale = master.get("etl_content_hash") != entry.content_hash
-            if entry.action == "register" or entry.cause == "load":
+            if entry.action == "register" or entry.cause in ("load", "update"):
                 if stale:
                     return Outcome("superseded", "the store holds a newer version of this report", called=False)
             if entry.action == "void":
@@ -553,6 +587,8 @@ class Pusher:
                                          "next_attempt_at": outbox.utcnow() + timedelta(seconds=delay)}  # fmt: skip
             case "broken":
                 return "dead", base | {"last_error": f"{outcome.text} (fix it, then requeue)"}
+            case "waiting":  # not sent: back in the queue, held there by its void (outbox.claim)
+                return "queued", {"attempts": entry.attempts, "last_error": outcome.text}
             case _:  # superseded | skipped
                 return outcome.kind, base | {"last_error": outcome.text}
 

@@ -45,11 +45,12 @@ def run_push(
     session = TimedSession(options.concurrency)
     try:
         outbox.check_schema(engine)
+        outbox.upgrade(engine)
         with config.client(pool_size=options.concurrency, session=session) as client:
             result = Pusher(
                 engine=engine, client=client, objects=minio_client(s), bucket=s.s3_bucket_reports,
-                options=options, text_encoding=config.crypto_options.text_encoding, session=session,
-                run_id=run_id,
+                options=options, spec_options=config.spec_options, text_encoding=config.crypto_options.text_encoding,
+                session=session, run_id=run_id,
             ).run()  # fmt: skip
     finally:
         session.close()

@@ -8,7 +8,9 @@ gives the same text as the validator's reasons (``hurren.validation.mask``): '�
 Two more helpers are defence in depth for text that was written elsewhere (a quarantine reason,
 a value of a free-text field): :func:`scrub` replaces every occurrence of known identifier values
 with their mask, and :func:`find_identifiers` says which known values occur in a text (tests scan
-every served page with it).
+every served page with it). :func:`mask_text` is what the push shows of a platform's own words (an
+``error:`` reason, a SOAP fault's text): the report's patient's identifiers scrubbed, and anything
+shaped like a resident ID number masked whoever it belongs to.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping
+from datetime import date, datetime
 from typing import Any
 
 from hurren import spec
@@ -92,6 +95,48 @@ def _mask_unknown(value: str, field_name: str) -> str:
     if re.search(r"\d", value):
         return mask(field_name, value)
     return mask("name", value)
+
+
+ID_SHAPED = re.compile(r"(?<![0-9A-Za-z])(\d{17}[\dXx]|\d{15})(?![0-9A-Za-z])")
+"""An 18-character resident ID number (or a 15-digit first-generation one), by its shape."""
+
+
+def _birth_inside(number: str) -> bool:
+    """Does the number carry a real birth date where an ID number does (GB 11643: characters 7-14;
+    a 15-digit one: 7-12, year 19xx)? Report numbers and timestamps mostly do not."""
+    digits = number[6:14] if len(number) == 18 else "19" + number[6:12]
+    try:
+        born = datetime.strptime(digits, "%Y%m%d")
+    except ValueError:
+        return False
+    return 1900 <= born.year <= datetime.now().year
+
+
+def _spellings(value: Any) -> list[str]:
+    """A birth date as people write it (YYYY-MM-DD, YYYYMMDD, YYYY/MM/DD, YYYY年MM月DD日)."""
+    day = value if isinstance(value, date) else None
+    if day is None:
+        try:
+            day = date.fromisoformat(str(value).strip()[:10])
+        except ValueError:
+            return []
+    return [day.strftime(f) for f in ("%Y-%m-%d", "%Y%m%d", "%Y/%m/%d", "%Y年%m月%d日")]
+
+
+def mask_text(text: str | None, rows: Iterable[Mapping[str, Any] | None] = ()) -> str | None:
+    """Text a platform wrote (an ``error:`` reason, a fault's text, an answer in the wrong element)
+    as a log line, an XCom or a dead-letter listing may show it: the identifiers of ``rows`` (the
+    report's or the records' patients: name, id_no, card_no, birth_date in its usual spellings)
+    replaced by their masks, and every ID-number-shaped string (with a real birth date inside)
+    masked, known or not. The store's ``push_log.answer`` keeps the text as the platform wrote it."""
+    if not text:
+        return text
+    rows = [r for r in rows if r]
+    values = identifier_values(rows)
+    for row in rows:
+        values.update(_spellings(row.get("birth_date")) if row.get("birth_date") is not None else ())
+    out = scrub(text, values)
+    return ID_SHAPED.sub(lambda m: mask("id_no", m.group()) if _birth_inside(m.group()) else m.group(), out)
 
 
 def find_identifiers(text: str, values: Iterable[str]) -> list[str]:

@@ -41,6 +41,11 @@ class Problem:
         return f"{where}.{self.field}: {self.message}" if self.field else f"{where}: {self.message}"
 
 
+EXTRA_ATTRIBUTES: dict[str, frozenset[str]] = {"exammaster": frozenset({"patient_local_id"})}
+"""Attributes a registration may carry beyond the field table: the spec's exam example sends
+``patient_local_id`` (line ~296), its exammaster table has no such field (D22)."""
+
+
 def shown(name: str, value: str) -> str:
     """A value for an error message: hidden for patient identifiers, cut short otherwise."""
     if name in spec.PATIENT_IDENTIFIERS:
@@ -125,7 +130,7 @@ def check_record(
 ) -> list[Problem]:
     """Every problem of one record (attribute name → text) against its entity's fields."""
     problems: list[Problem] = []
-    known = set(entity.names)
+    known = set(entity.names) | EXTRA_ATTRIBUTES.get(entity.name, frozenset())
     if strict:
         for name in record:
             if name not in known and name != "items":

@@ -15,6 +15,8 @@ timeout_rate       this fraction are handled after ``timeout_s`` seconds (past t
 timeout_s          how long a "timeout" call sleeps (default 30)
 seed               the random stream deciding which call gets which fault (deterministic)
 methods            restrict the rate faults to these methods (empty: all)
+quote_identifiers  an ``error`` answer quotes the first record's name and ID number, as a careless
+                   platform may (the privacy tests: our logs must mask them)
 down_for_s         from now, for this many seconds, reset (RST) the connection of every SOAP call
 down               true: down until ``{"down": false}`` or ``POST /_admin/reset``
 =================  ==============================================================================
@@ -52,6 +54,7 @@ class Faults:
     timeout_s: float = 30.0
     seed: int = 0
     methods: tuple[str, ...] = field(default=())
+    quote_identifiers: bool = False
 
     def __post_init__(self) -> None:
         rates = ("error_rate", "http500_rate", "drop_rate", "timeout_rate")
@@ -68,6 +71,10 @@ class Faults:
             raise FaultsError(f"the fault rates {rates} add up to more than 1")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise FaultsError(f"faults.seed must be an integer, got {self.seed!r}")
+        if not isinstance(self.quote_identifiers, bool):
+            raise FaultsError(
+                f"faults.quote_identifiers must be true or false, got {self.quote_identifiers!r}"
+            )
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any], *, base: Faults | None = None) -> Faults:

@@ -16,6 +16,8 @@ Admin endpoints (JSON; ``X-Admin-Token`` header required when ``--admin-token`` 
 
 SOAP requests are matched by the local names of the body's first element (the method) and its
 children (the parameters), whatever their namespace; the answer mirrors the request's namespaces.
+Only SOAP 1.1 is served, and a ``SOAPAction`` header naming another operation than the body's is a
+Client fault, as ASMX answers it (D23).
 Malformed SOAP gets a SOAP fault (HTTP 500, faultcode Client); everything about the payload itself
 is answered ``error:<reason>`` with HTTP 200, as the platform does.
 """
@@ -92,6 +94,14 @@ def read_soap_call(body: bytes) -> tuple[str, dict[str, str], str | None, str | 
             params[_local(child.tag)] = child.text or ""
             param_ns = _namespace(child.tag)
     return _local(call.tag), params, _namespace(call.tag), param_ns
+
+
+def check_soap_action(header: str | None, method: str) -> None:
+    """D23: a SOAPAction that names another operation is refused as an ASMX service refuses it;
+    none, or an empty one, is let through (SOAP 1.1 leaves its use to the service)."""
+    action = (header or "").strip().strip('"')
+    if action and re.split(r"[/#]", action)[-1] != method:
+        raise _SoapFault(f"Server did not recognize the value of HTTP Header SOAPAction: {action[:200]}.")
 
 
 def soap_answer(method: str, answer: str, ns: str | None, param_ns: str | None) -> bytes:
@@ -274,6 +284,7 @@ class _Handler(BaseHTTPRequestHandler):
             method, params, ns, param_ns = read_soap_call(body)
             if method not in METHODS:
                 raise _SoapFault(f"no method {method!r}; this service offers {', '.join(METHODS)}")
+            check_soap_action(self.headers.get("SOAPAction"), method)
         except _SoapFault as exc:
             self._send(500, soap_fault(str(exc), exc.code), "text/xml; charset=utf-8")
             return
@@ -286,8 +297,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if decision.fault == "error":
             log.info("%s: fault injected: error answer", method)
-            platform.stats.add(call=method, answer="error", refused="fault")
-            answer = "error:simulated failure (fault injection); retry later"
+            answer = platform.injected_refusal(method, params)
         else:
             answer = platform.handle(method, params)
         if decision.fault == "drop":

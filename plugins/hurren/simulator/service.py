@@ -21,11 +21,20 @@ Readings of the spec where it is silent (ours, documented here and in the README
   is_accept=1, new_event_no=event_no; type 2 lab, 1 exam) for that visit; without one: every
   recent report. GetExamInfo answers one ``exammaster`` per exam sub-item, merged with its master.
 - Answers use the spellings of the spec's answer examples (``patient_condition_descr``,
-  ``outpatient_diag_name``), so clients meet D2 in tests as they will in production.
+  ``outpatient_diag_name``), so clients meet D2 in tests as they will in production. Exam
+  answers (GetCheckLabInfo, GetExamInfo) carry ``patient_local_id``, as the spec's answer
+  examples do: the value registered with the report, else its ``patient_id`` (D22). A
+  registration may carry it (the spec's exam example does, its table does not).
+- The profile (``SpecOptions``) is enforced where it describes the platform: D20
+  ``update_mode="void_then_register"`` refuses a registration that changes a report the platform
+  holds (not void) — an identical one, a retried call, is an upsert as ever; D21
+  ``xml_declaration`` requires the declaration on every payload and credential (naming the text
+  encoding) or refuses one, and answers are written the same way, in the text encoding.
 """
 
 from __future__ import annotations
 
+import codecs
 import json
 import logging
 import threading
@@ -42,6 +51,7 @@ from hurren.platform import xml
 from hurren.platform.envelope import Credential, UnsealError, open_request, seal_answer, unwrap
 from hurren.platform.exceptions import AnswerError
 from hurren.platform.methods import METHODS, Method
+from hurren.reports import masking
 from hurren.simulator import checks
 from hurren.simulator.config import SimulatorConfig
 from hurren.simulator.faults import FaultInjector
@@ -218,6 +228,7 @@ class Platform:
                 options=self.config.crypto_options,
             )
             credential = self._check_credential(opened.credential)
+            self._check_declaration("strCredential", opened.credential_xml)
             self.stats.add(decrypted_payloads=1, payload_bytes=len(opened.payload))
             try:
                 root = xml.parse_xml(
@@ -225,6 +236,7 @@ class Platform:
                 )
             except AnswerError as exc:
                 raise UnsealError(m.payload_param, str(exc)) from None
+            self._check_declaration(m.payload_param, opened.payload)
             answer = self._handlers[m.name](m, root, credential, key)
         except UnsealError as exc:
             return self._refuse(str(exc), part=exc.part)
@@ -244,6 +256,58 @@ class Platform:
             answer="query" if m.kind == "query" else "ok:text" if answer.startswith("ok:") else "ok"
         )
         return answer
+
+    def _check_declaration(self, part: str, data: bytes) -> None:
+        """D21, as the profile says: a declaration naming our text encoding on every payload and
+        credential, or none at all."""
+        declared = xml.declared_encoding(data)
+        ours = codecs.lookup(self.config.crypto_options.text_encoding).name
+        if not self.config.spec_options.xml_declaration:
+            if declared is not None:
+                raise UnsealError(part, "starts with an XML declaration; this platform takes none (D21)")
+            return
+        if declared is None:
+            raise UnsealError(
+                part,
+                f'has no XML declaration; this platform expects <?xml version="1.0" encoding="{ours.upper()}"?> '
+                "first (D21)",
+            )
+        if declared != ours:
+            raise UnsealError(part, f"declares the encoding {declared}; this platform reads {ours}")
+
+    def injected_refusal(self, method_name: str, params: Mapping[str, str | None]) -> str:
+        """The ``error`` fault's answer (nothing stored). With ``quote_identifiers`` it names the
+        first record's patient, name and ID number in clear, as a careless platform may; what the
+        simulator itself keeps or logs of it is masked."""
+        reason = "simulated failure (fault injection); retry later"
+        person = self._first_person(method_name, params) if self.faults.faults.quote_identifiers else None
+        if person:
+            who = " ".join(
+                f"{label} {person[k]}"
+                for k, label in (("name", "患者"), ("id_no", "身份证号"))
+                if person.get(k)
+            )
+            reason = f"simulated failure (fault injection) for {who}; retry later"
+        self.stats.add(
+            call=method_name, answer="error", refused="fault", error=masking.mask_text(reason, [person])
+        )
+        return f"error:{reason}"
+
+    def _first_person(self, method_name: str, params: Mapping[str, str | None]) -> dict[str, Any] | None:
+        """The first record of a call's payload that names a patient; None when it cannot be read."""
+        m = METHODS.get(method_name)
+        if m is None or m.kind == "query":
+            return None
+        try:
+            key = self._session_key(params.get("strKey") or "")
+            opened = open_request(payload=params.get(m.payload_param) or "", credential=params.get("strCredential") or "",
+                                  key=key, payload_param=m.payload_param, options=self.config.crypto_options)  # fmt: skip
+            root = xml.parse_xml(opened.payload, encoding=self.config.crypto_options.text_encoding)
+        except (UnsealError, AnswerError):
+            return None
+        if m.kind == "void":
+            return xml.parse_filter(root)
+        return next((r for rows in self._records(root).values() for r in rows if r.get("id_no")), None)
 
     def _refuse(self, reason: str, *, part: str) -> str:
         self.stats.add(answer="error", refused=part, error=reason[:300])
@@ -284,8 +348,15 @@ class Platform:
                 if drift:
                     self.stats.add(effective_dtime_drift=drift)
                 shared = [k for k in spec.entity(item_name).key if k in spec.entity(master_name).key]
-                for master in masters:
-                    own = [i for i in items if all(i.get(k) == master.get(k) for k in shared)]
+                reports = [
+                    (master, [i for i in items if all(i.get(k) == master.get(k) for k in shared)])
+                    for master in masters
+                ]
+                if options.update_mode == "void_then_register":
+                    self._problems(
+                        [p for master, own in reports for p in self._update_problems(kind, master, own)]
+                    )
+                for master, own in reports:
                     self.store.put_report(
                         kind,
                         master,
@@ -315,6 +386,27 @@ class Platform:
             f"strReportInfo: <root> holds {sorted(names) or 'nothing'}; ArchiveAutoReport takes labmaster + "
             "lab_subitem, exammaster + exam_subitem, or lab_exam_report"
         )
+
+    def _update_problems(
+        self, kind: str, master: Mapping[str, Any], items: list[dict[str, Any]]
+    ) -> list[checks.Problem]:
+        """D20 under ``void_then_register``: a report held (not void) may be registered again only
+        unchanged (a retried call); a changed one must be voided first."""
+        master_name = xml.REPORTS[kind][0]
+        key = [master.get(k, "") for k in spec.entity(master_name).key]
+        held = self.store.report(kind, key)
+        if held is None or held.voided_at is not None or self.store.same_report(kind, master, items):
+            return []
+        void = "DeleteLabInfo" if kind == "lab" else "DeleteExamInfo"
+        return [
+            checks.Problem(
+                master_name,
+                None,
+                None,
+                f"report {master.get('report_form_no', '')} is registered with other content; this platform "
+                f"takes an update as a void ({void}) then a new registration (D20)",
+            )
+        ]
 
     def _submit_records(self, m: Method, root: etree._Element, credential: Credential, key: bytes) -> str:
         entity_name = "sehr_accept_record" if m.name == "SubmitAccept" else "sehr_quote_record"
@@ -402,8 +494,18 @@ class Platform:
         return report.submitter_org_name or report.submitter_org
 
     def _answer(self, root: etree._Element, key: bytes) -> str:
-        data = b'<?xml version="1.0" encoding="utf-8"?>\n' + etree.tostring(root, encoding="utf-8")
-        return seal_answer(data, key)
+        encoding = self.config.crypto_options.text_encoding
+        head = xml.declaration(encoding, with_declaration=self.config.spec_options.xml_declaration)
+        return seal_answer(head + etree.tostring(root, encoding=encoding, xml_declaration=False), key)
+
+    @staticmethod
+    def _local_id(report: StoredReport) -> dict[str, str]:
+        """D22: exam answers carry patient_local_id (the registered one, else patient_id)."""
+        if report.kind != "exam":
+            return {}
+        return {
+            "patient_local_id": report.master.get("patient_local_id") or report.master.get("patient_id", "")
+        }
 
     @staticmethod
     def _attrs(values: Mapping[str, Any], spellings: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -477,7 +579,12 @@ class Platform:
                 boxes[master_name],
                 "item",
                 self._attrs(
-                    {"org_name": self._org_name(report), **report.master, **self._urls(report)},
+                    {
+                        "org_name": self._org_name(report),
+                        **report.master,
+                        **self._local_id(report),
+                        **self._urls(report),
+                    },
                     _CHECK_SPELLINGS,
                 ),
             )
@@ -619,6 +726,7 @@ class Platform:
                     continue
                 merged = {
                     **report.master,
+                    **self._local_id(report),
                     **{
                         k: item.get(k, "")
                         for k in (

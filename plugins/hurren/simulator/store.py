@@ -220,6 +220,23 @@ class Store:
 
     _COLUMNS = "kind, key, master, submitter_org, submitter_org_name, received_at, voided_at"
 
+    def same_report(self, kind: str, master: Mapping[str, str], items: Sequence[Mapping[str, str]]) -> bool:
+        """Does the stored report of ``master``'s key hold exactly this master, these sub-items (in
+        this order) and this PDF? (A retried registration; D20.)"""
+        key = _key_of(_KINDS[kind][0], master)
+        pdf = master.get("pdf") or ""
+        data = decode_pdf(pdf) if pdf else None
+        sha = hashlib.sha256(data).hexdigest() if data is not None else None
+        with self._lock:
+            row = self._db.execute(
+                "SELECT master, pdf_sha256 FROM report WHERE kind = ? AND key = ?", (kind, key)
+            ).fetchone()
+            if row is None:
+                return False
+            stored_items = self._items(kind, key)
+        incoming = {k: v for k, v in master.items() if k != "pdf"}
+        return json.loads(row[0]) == incoming and row[1] == sha and stored_items == [dict(i) for i in items]
+
     def report(self, kind: str, key: Sequence[str]) -> StoredReport | None:
         with self._lock:
             row = self._db.execute(

@@ -1,6 +1,6 @@
 """A seeded, deterministic synthetic hospital: the source databases the pipeline extracts from.
 
-It builds, in PostgreSQL or SQLite, the standard source views of the spec for N hospitals and a
+It builds, in PostgreSQL, MySQL/MariaDB or SQLite, the standard source views of the spec for N hospitals and a
 chosen day: lab and exam reports with sub-items and real small PDFs (1.2.2.1, 1.2.2.3), the PACS
 views (2.3), and accept/quote records (1.3.2.5, 1.3.2.6) that refer to the *other* hospitals'
 reports. Optionally a reproducible fraction of the units carries exactly one labelled defect of
@@ -28,7 +28,10 @@ Schema choices (``hurren.synthetic.schema``)
   ``last_update_dtime`` (reports and sub-items), ``CREATEDTIME`` (v_web_jcjg), ``MODIFYTIME``
   (v_web_jctj) and ``record_time`` (the records: the spec gives them no other time). SQLite stores
   those as ``YYYY-MM-DD HH:MM:SS`` text (no microseconds), so text comparisons with the spec's
-  format work there too.
+  format work there too. On MySQL/MariaDB text is ``LONGTEXT`` (``TEXT`` stops at 64 KB), tables are
+  ``utf8mb4`` with ``utf8mb4_bin`` (4-byte characters kept, keys compared byte by byte as on
+  PostgreSQL), indexes take a 64-character prefix of a text column, and watermarks are
+  ``DATETIME`` (no time zone).
 - No primary keys or unique constraints (a duplicate-key defect must be storable); plain indexes on
   the master key (``org_code, report_form_no``), the sub-item link (``org_code, event_no,
   report_form_no``) and the PACS study UID.

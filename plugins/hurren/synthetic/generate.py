@@ -1,4 +1,5 @@
-"""Write synthetic hospital-days into a database: chunked, COPY on PostgreSQL, executemany elsewhere."""
+"""Write synthetic hospital-days into a database: chunked, COPY on PostgreSQL, executemany elsewhere
+(multi-row INSERTs on MySQL/MariaDB: pymysql batches an executemany of one INSERT)."""
 
 from __future__ import annotations
 
@@ -125,8 +126,17 @@ def _engine(url: str | Engine) -> Engine:
 
 
 def ensure_database(url: str) -> None:
-    """Create the PostgreSQL database of ``url`` if it does not exist (SQLite creates its file itself)."""
+    """Create the PostgreSQL or MySQL/MariaDB database of ``url`` if it does not exist (SQLite
+    creates its file itself)."""
     u = make_url(url)
+    if u.get_backend_name() in ("mysql", "mariadb"):
+        server = create_engine(u.set(database="information_schema"))  # every account may open it
+        try:
+            with server.begin() as conn:  # the name is the caller's own URL; backticks quote it
+                conn.execute(text(f"CREATE DATABASE IF NOT EXISTS `{u.database}` CHARACTER SET utf8mb4"))
+        finally:
+            server.dispose()
+        return
     if not u.drivername.startswith("postgresql"):
         return
     engine = create_engine(u)

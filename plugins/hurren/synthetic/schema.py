@@ -6,7 +6,7 @@ See the package docstring for the choices (text columns, real timestamps for wat
 from __future__ import annotations
 
 from sqlalchemy import Column, DateTime, Index, Integer, MetaData, Table, Text
-from sqlalchemy.dialects import sqlite
+from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from hurren import spec
@@ -80,7 +80,12 @@ _SQLITE_DATETIME = sqlite.DATETIME(
     storage_format="%(year)04d-%(month)02d-%(day)02d %(hour)02d:%(minute)02d:%(second)02d",
     regexp=r"(\d+)-(\d+)-(\d+) (\d+):(\d+):(\d+)",
 )
-WATERMARK_TYPE = DateTime().with_variant(_SQLITE_DATETIME, "sqlite")
+WATERMARK_TYPE = DateTime().with_variant(_SQLITE_DATETIME, "sqlite")  # MySQL: DATETIME, no time zone
+TEXT_TYPE = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")  # MySQL's TEXT stops at 64 KB: PDFs
+MYSQL_TABLE = {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"}
+"""MySQL/MariaDB tables: 4-byte characters stored, keys compared byte by byte (as PostgreSQL's C
+collation does; a hospital's own tables may use a case-insensitive one)."""
+MYSQL_INDEX_PREFIX = 64  # MySQL indexes a TEXT column by a prefix of it
 
 
 def source_metadata(*, indexes: bool = True) -> MetaData:
@@ -91,16 +96,17 @@ def source_metadata(*, indexes: bool = True) -> MetaData:
         cols = [
             Column(f.name, WATERMARK_TYPE, nullable=False)
             if f.name == WATERMARKS[name]
-            else Column(f.name, Text, nullable=True)
+            else Column(f.name, TEXT_TYPE, nullable=True)
             for f in ent.fields
         ]
-        Table(name, md, *cols, comment=f"{ent.title} (spec {ent.section}), synthetic")
+        Table(name, md, *cols, comment=f"{ent.title} (spec {ent.section}), synthetic", **MYSQL_TABLE)
     Table(
         LABEL_TABLE,
         md,
         Column("seq", Integer, nullable=False),
-        *(Column(c, Text) for c in LABEL_COLUMNS[1:]),
+        *(Column(c, TEXT_TYPE) for c in LABEL_COLUMNS[1:]),
         comment="one row per deliberately defective source row (hurren.synthetic)",
+        **MYSQL_TABLE,
     )
     if indexes:
         _add_indexes(md)
@@ -114,7 +120,8 @@ def _add_indexes(md: MetaData) -> list[Index]:
         table = md.tables[name]
         out.append(Index(f"ix_{name}_{WATERMARKS[name].lower()}", table.c[WATERMARKS[name]]))
         for n, cols in enumerate(_EXTRA_INDEXES[name]):
-            out.append(Index(f"ix_{name}_k{n}", *(table.c[c] for c in cols)))
+            prefix = {c: MYSQL_INDEX_PREFIX for c in cols}
+            out.append(Index(f"ix_{name}_k{n}", *(table.c[c] for c in cols), mysql_length=prefix))
     return out
 
 

@@ -1,4 +1,6 @@
-"""Extraction from a synthetic PostgreSQL hospital: chunking, windows with overlap, snapshots."""
+"""Extraction from a synthetic hospital on each source database that runs here, PostgreSQL and
+MariaDB: every query returns what a Python reading of the tables says, chunking, windows with
+overlap, late commits, snapshots."""
 
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ from sqlalchemy.engine import Engine
 
 from hurren import extract, sources, spec, synthetic
 from hurren.extract import CursorState
+from tests import sql_reference
+from tests.fixtures.services import SOURCE_DIALECTS, make_source_database
 
 pytestmark = pytest.mark.services
 
@@ -20,21 +24,24 @@ WINDOW = (datetime(2024, 3, 11), datetime(2024, 3, 12))
 HOSPITALS = synthetic.make_hospitals(2, seed=11)
 
 
-def pg_source(org_code: str, **extra: object) -> sources.Source:
-    body = {
-        "id": "pg",
-        "org_code": org_code,
-        "org_name": "T",
-        "conn_id": "c",
-        "dialect": "postgresql",
-        **extra,
-    }
-    return sources.parse_sources(json.dumps({"hospitals": [body]})).get("pg")
+def make_source(dialect: str, org_code: str, **extra: object) -> sources.Source:
+    body = {"id": "src", "org_code": org_code, "org_name": "T", "conn_id": "c", "dialect": dialect, **extra}
+    return sources.parse_sources(json.dumps({"hospitals": [body]})).get("src")
+
+
+@pytest.fixture(scope="module", params=SOURCE_DIALECTS)
+def dialect(request: pytest.FixtureRequest) -> str:
+    return request.param
 
 
 @pytest.fixture(scope="module")
-def hospital(make_database: Callable[..., str]) -> Engine:
-    url = make_database("hurren_hospital")
+def make_db(request: pytest.FixtureRequest, dialect: str) -> Callable[..., str]:
+    return make_source_database(request, dialect)
+
+
+@pytest.fixture(scope="module")
+def hospital(make_db: Callable[..., str]) -> Engine:
+    url = make_db("hurren_hospital")
     synthetic.generate_hospital_day(
         url, org=HOSPITALS[0], day=DAY, lab_reports=500, exam_reports=60, seed=11, peers=HOSPITALS, pdf_kb=1
     )
@@ -43,12 +50,37 @@ def hospital(make_database: Callable[..., str]) -> Engine:
     engine.dispose()
 
 
+def src(engine: Engine, **extra: object) -> sources.Source:
+    return make_source(engine.dialect.name, HOSPITALS[0].org_code, **extra)
+
+
+@pytest.mark.parametrize(
+    "window",
+    [(datetime(2024, 3, 11), datetime(2024, 3, 12)), (datetime(2024, 3, 11, 9), datetime(2024, 3, 11, 15))],
+    ids=["day", "hours"],
+)
+def test_every_query_returns_what_the_tables_say(make_db: Callable[..., str], dialect: str, window) -> None:  # noqa: ANN001
+    """Defects included: NULL keys, duplicates, orphan sub-items, odd text."""
+    url = make_db("hurren_sqlref")
+    synthetic.generate_hospital_day(
+        url, org=HOSPITALS[1], day=DAY, lab_reports=60, exam_reports=30, seed=7, peers=HOSPITALS, pdf_kb=1,
+        lab_items=3, defect_rate=0.3,
+    )  # fmt: skip
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        compared = sql_reference.check_every_query(
+            conn, make_source(dialect, HOSPITALS[1].org_code), window, 9
+        )
+    engine.dispose()
+    assert compared > 150
+
+
 def keys(frame) -> list[tuple[str, str, str]]:  # noqa: ANN001
     return list(zip(frame.org_code, frame.event_no, frame.report_form_no, strict=True))
 
 
 def test_500_reports_in_chunks_of_50_are_10_batches_each_item_with_its_master(hospital: Engine) -> None:
-    s = pg_source(HOSPITALS[0].org_code)
+    s = src(hospital)
     with extract.source_snapshot(hospital, s) as conn:
         batches = list(extract.read_reports(conn, s, "lab", *WINDOW, chunk_size=50))
         n_items = conn.execute(text("SELECT COUNT(*) FROM lab_subitem")).scalar_one()
@@ -64,7 +96,7 @@ def test_500_reports_in_chunks_of_50_are_10_batches_each_item_with_its_master(ho
 
 
 def test_values_arrive_as_canonical_strings(hospital: Engine) -> None:
-    s = pg_source(HOSPITALS[0].org_code)
+    s = src(hospital)
     with hospital.connect() as conn:
         batch = next(extract.read_reports(conn, s, "exam", *WINDOW, chunk_size=5))
         stored = conn.execute(
@@ -87,7 +119,7 @@ def test_values_arrive_as_canonical_strings(hospital: Engine) -> None:
     ],
 )
 def test_records_stream_in_bounded_batches(hospital: Engine, stream: str, table: str) -> None:
-    s = pg_source(HOSPITALS[0].org_code)
+    s = src(hospital)
     with extract.source_snapshot(hospital, s) as conn:
         expected = conn.execute(text(f"SELECT COUNT(*) FROM {table}")).scalar_one()
         batches = list(extract.read_records(conn, s, stream, *WINDOW, chunk_size=16))  # type: ignore[arg-type]
@@ -98,7 +130,7 @@ def test_records_stream_in_bounded_batches(hospital: Engine, stream: str, table:
 
 
 def test_the_window_starts_an_overlap_before_the_watermark(hospital: Engine) -> None:
-    s = pg_source(HOSPITALS[0].org_code, overlap_minutes=30)
+    s = src(hospital, overlap_minutes=30)
     with hospital.connect() as conn:
         stamps = sorted(conn.execute(text("SELECT last_update_dtime FROM labmaster")).scalars())
         watermark = stamps[300]
@@ -114,11 +146,11 @@ def test_the_window_starts_an_overlap_before_the_watermark(hospital: Engine) -> 
     assert got > 200  # the overlap re-reads the rows just below the watermark
 
 
-def test_late_commits_and_changes_are_in_the_next_window(make_database: Callable[..., str]) -> None:
-    url = make_database("hurren_hospital")
+def test_late_commits_and_changes_are_in_the_next_window(make_db: Callable[..., str], dialect: str) -> None:
+    url = make_db("hurren_hospital")
     org = HOSPITALS[1]
     synthetic.generate_hospital_day(url, org=org, day=DAY, lab_reports=120, exam_reports=0, seed=12, pdf_kb=1)
-    s = pg_source(org.org_code)
+    s = make_source(dialect, org.org_code)
     engine = create_engine(url)
     try:
         with engine.connect() as conn:
@@ -152,21 +184,18 @@ def test_late_commits_and_changes_are_in_the_next_window(make_database: Callable
 
 
 def test_a_snapshot_keeps_later_chunks_as_they_were_when_the_read_began(hospital: Engine) -> None:
-    s = pg_source(HOSPITALS[0].org_code)
+    s = src(hospital)
     with extract.source_snapshot(hospital, s) as conn:
         batches = extract.read_reports(conn, s, "exam", *WINDOW, chunk_size=20)
         first = next(batches)
         # another session moves every master of the day out of the window while we read
+        days = {"postgresql": "interval '2 days'", "mysql": "INTERVAL 2 DAY"}[s.dialect]
         with hospital.begin() as other:
-            other.execute(
-                text("UPDATE exammaster SET last_update_dtime = last_update_dtime + interval '2 days'")
-            )
+            other.execute(text(f"UPDATE exammaster SET last_update_dtime = last_update_dtime + {days}"))
         try:
             rest = list(batches)
         finally:
             with hospital.begin() as other:
-                other.execute(
-                    text("UPDATE exammaster SET last_update_dtime = last_update_dtime - interval '2 days'")
-                )
+                other.execute(text(f"UPDATE exammaster SET last_update_dtime = last_update_dtime - {days}"))
     assert len(first.masters) + sum(len(b.masters) for b in rest) == 60
     assert all(set(keys(b.items)) == set(keys(b.masters)) for b in rest)

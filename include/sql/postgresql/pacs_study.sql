@@ -1,9 +1,0 @@
--- PACS studies (v_web_jctj) last modified in [:since, :until), oldest first; streamed with fetchmany.
--- PostgreSQL family (PostgreSQL, KingbaseES, openGauss): timestamp binds.
--- Bind parameters: :since, :until. The double-brace placeholders (view, columns, study_uid) are
--- filled by hurren.extract.render_sql from checked configuration and the spec, nothing else.
-SELECT {{columns:v_web_jctj:v}}
-FROM {{view:v_web_jctj}} v
-WHERE v."MODIFYTIME" >= CAST(:since AS timestamp)
-  AND v."MODIFYTIME" < CAST(:until AS timestamp)
-ORDER BY v."MODIFYTIME", {{study_uid:v}}
