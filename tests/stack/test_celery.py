@@ -144,6 +144,22 @@ def test_the_killed_task_reran_on_the_other_worker(killed):
     assert first.end_date.timestamp() - killed_at < 120
 
 
+def test_the_killed_try_is_kept_interrupted_with_its_committed_batches(killed, region):
+    """The run's etl_run row: the killed try marked interrupted by the retry, with the batches it
+    committed before the kill (two batches of 20 or more); the run's counts are both tries'."""
+    engine = create_engine(region["store_url"])
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(store.run).where(store.run.c.run_id == killed["victim"].run_id, store.run.c.source == "c0",
+                                    store.run.c.stream == "lab")
+        ).one()  # fmt: skip
+    engine.dispose()
+    details = json.loads(row.details)
+    first, second = details["tries"]
+    assert (first["status"], second["status"], row.status) == ("interrupted", "success", "success"), details
+    assert first["extracted"] >= 40 and first["extracted"] + second["extracted"] == row.extracted
+
+
 def test_nothing_lost_or_duplicated(killed, region):
     """The fault matrix's invariants (tests/faults/README.md), against the source."""
     q, outbox = store.quarantine, store.outbox
@@ -152,7 +168,7 @@ def test_nothing_lost_or_duplicated(killed, region):
         runs = conn.execute(select(store.run)).all()  # every run, the killed one with both its tries
         for r in runs:
             assert r.status == "success", r
-            assert r.extracted == r.loaded + json.loads(r.details)["unchanged"] + r.quarantined, r
+            assert r.extracted == r.loaded + json.loads(r.details)["unchanged"] + r.stale + r.quarantined, r
         for sid in IDS:
             org = region["orgs"][sid]
             for entity in ("labmaster", "exammaster"):

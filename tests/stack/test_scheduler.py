@@ -199,7 +199,14 @@ def test_a_task_that_fails_once_is_retried_and_its_counts_balance(scheduled, reg
 
     etl = _etl_run(region["store_url"], run.run_id, "sb", "lab")
     assert etl.status == "success"
-    assert etl.extracted == 3 * 20 and etl.extracted == etl.loaded + _unchanged(etl) + etl.quarantined
+    assert (
+        etl.extracted == 3 * 20
+        and etl.extracted == etl.loaded + _unchanged(etl) + etl.stale + etl.quarantined
+    )
+    tries = json.loads(etl.details)["tries"]  # the run's row keeps each try: the failed one read nothing
+    assert [(t["status"], t.get("extracted", 0)) for t in tries] == [("failed", 0), ("success", 3 * 20)], (
+        tries
+    )
 
 
 def test_backfill_reads_exactly_its_window_and_leaves_the_watermark(scheduled, region):
