@@ -29,6 +29,19 @@ def spec_path() -> Path:
     return found[0]
 
 
+def missing() -> str | None:
+    """Why the spec text cannot be read here, or None when it can: the tests that compare our
+    transcription with it are skipped with this reason (failed where ``HURREN_REQUIRE_SPEC_TEXT``
+    is set, as in CI: ``tests/conftest.py``)."""
+    try:
+        path = spec_path()
+    except FileNotFoundError as exc:
+        return str(exc)
+    if not path.is_file():
+        return f"spec text not found: HURREN_SPEC_TEXT={path} is not a file"
+    return None
+
+
 @cache
 def lines() -> tuple[str, ...]:
     return tuple(spec_path().read_text(encoding="utf-8").splitlines())

@@ -16,7 +16,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from airflow.sdk import DAG, Asset, Param, get_current_context, task
+from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, Param, get_current_context, task
 
 from hurren.sources import Source
 
@@ -32,6 +32,16 @@ def dag_id(stream: str, source: Source) -> str:
     return f"{stream}_reports__{source.id}"
 
 
+def hospital_schedule(source: Source) -> str | CronDataIntervalTimetable | None:
+    """The hospital's cron (or preset) in its time zone, as data intervals: each run covers the
+    span since the previous fire, so a backfill (``airflow backfill create``) reads exactly its
+    intervals. (A bare cron string would be Airflow 3's CronTriggerTimetable, in UTC, whose runs
+    have empty intervals.) ``@once`` / ``@continuous`` / none stay as they are."""
+    if source.schedule is None or source.schedule in ("@once", "@continuous"):
+        return source.schedule
+    return CronDataIntervalTimetable(source.schedule, timezone=source.timezone)
+
+
 def hospital_dag(source: Source, *, dag_id: str, what: str, tag: str, doc_md: str, params: dict[str, Any]) -> DAG:
     """A DAG of one hospital with the settings every hospital DAG shares: its schedule, one run
     at a time, no catch-up (the watermark catches up), our default args, tags to filter by."""
@@ -39,7 +49,7 @@ def hospital_dag(source: Source, *, dag_id: str, what: str, tag: str, doc_md: st
         dag_id=dag_id,
         description=f"{source.org_name} ({source.org_code}): {what}",
         doc_md=doc_md,
-        schedule=source.schedule,
+        schedule=hospital_schedule(source),
         start_date=START,
         catchup=False,
         max_active_runs=1,
@@ -69,13 +79,7 @@ def extract_validate_load(source_id: str, stream: str) -> dict[str, Any]:
     ctx = get_current_context()
     source = resolve_sources().get(source_id)
     params, run = ctx["params"], ctx["dag_run"]
-    interval_start, interval_end = ctx["data_interval_start"], ctx["data_interval_end"]
-    backfill_since, until = None, interval_end or run.run_after
-    if params.get("since"):
-        backfill_since = datetime.fromisoformat(params["since"])
-        until = datetime.fromisoformat(params["until"]) if params.get("until") else until
-    elif str(run.run_type).endswith("backfill") and interval_start is not None:
-        backfill_since = interval_start
+    backfill_since, until = _window(ctx)
     summary = pipeline.run_stream(
         source=source,
         stream=stream,
@@ -142,15 +146,17 @@ def _run_scope(ctx: Any) -> str:
 
 
 def _window(ctx: Any) -> tuple[datetime | None, datetime]:
-    """(backfill_since or None, until) of a task, as extract_validate_load reads them."""
+    """(backfill_since or None, until) of a task: the params ``since`` / ``until``, else a
+    backfill run's data interval, else (scheduled and manual runs) from the watermark to the
+    interval's end."""
     params, run = ctx["params"], ctx["dag_run"]
     interval_start, interval_end = ctx["data_interval_start"], ctx["data_interval_end"]
     since, until = None, interval_end or run.run_after
     if params.get("since"):
         since = datetime.fromisoformat(params["since"])
         until = datetime.fromisoformat(params["until"]) if params.get("until") else until
-    elif str(run.run_type).endswith("backfill") and interval_start is not None:
-        since = interval_start
+    elif getattr(run.run_type, "value", run.run_type) == "backfill" and interval_start is not None:
+        since = interval_start  # (the task SDK's DagRunType prints as "DagRunType.BACKFILL")
     return since, until
 
 

@@ -24,7 +24,8 @@ Choices, and why:
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import (
@@ -44,7 +45,7 @@ from sqlalchemy import (
     inspect,
     text,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.schema import CreateColumn
 from sqlalchemy.types import TypeEngine
 
@@ -250,13 +251,27 @@ def record_key(entity: spec.Entity, row: Mapping[str, Any]) -> str:
     return json.dumps([None if row[k] is None else str(row[k]) for k in entity.key], ensure_ascii=False)
 
 
+SCHEMA_LOCK = 0x68757272  # "hurr": the advisory lock held while the schema is created or changed
+
+
+@contextmanager
+def _schema_change(engine: Engine) -> Iterator[Connection]:
+    """A transaction that holds the store's schema lock (PostgreSQL): on a new store the first runs
+    of every hospital start together, and without it all but one ``prepare_store`` fail (duplicate
+    catalog entries). The others wait, then find the schema there (DDL is transactional)."""
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK})
+        yield conn
+
+
 def create_all(engine: Engine, tables: Sequence[Table] | None = None) -> None:
     """Create the store schema (idempotent), and add the nullable columns a newer release defines to
     tables an older one created (the only schema change made in place; anything else is refused by
-    the code that needs it, with what to do)."""
-    metadata.create_all(engine, tables=tables, checkfirst=True)
-    found = inspect(engine)
-    with engine.begin() as conn:
+    the code that needs it, with what to do). Safe to call from many processes at once."""
+    with _schema_change(engine) as conn:
+        metadata.create_all(conn, tables=tables, checkfirst=True)
+        found = inspect(conn)
         for table in tables or metadata.sorted_tables:
             have = {c["name"] for c in found.get_columns(table.name)}
             added = [c for c in table.columns if c.name not in have and c.nullable]
@@ -332,5 +347,6 @@ def create_reconciliation(engine: Engine) -> None:
     """The reconciliation tables and the day-scoped indexes, where missing (idempotent; also on a
     store created before them: ``create_all`` only indexes tables it creates itself)."""
     create_all(engine)
-    for ix in RECON_INDEXES:
-        ix.create(engine, checkfirst=True)
+    with _schema_change(engine) as conn:
+        for ix in RECON_INDEXES:
+            ix.create(conn, checkfirst=True)

@@ -16,7 +16,7 @@ DAG/run pages of every run and the CSV/XLSX exports are requested, and the demo'
 
 Scanned (each place must have been scanned, non-empty, or the test fails): the task logs —
 ``dag.test()`` prints them instead of writing per-task files, so, as scripts/demo files
-``airflow dags test`` output in ``.services/log/<dag_id>.log``, each run's output is filed in
+``airflow dags test`` output in ``.services/demo/log/<dag_id>.log``, each run's output is filed in
 ``logs/dag_test/<dag_id>.log`` of the test AIRFLOW_HOME, and every file under ``logs/`` is
 scanned; every XCom value of the metadata DB (deserialised) and every text value of every other
 table of it; the rest of the stdout/stderr pytest captured; every ``hurren`` log record down to
@@ -291,7 +291,7 @@ def demo_run(request, services, make_database, s3, run_dag, tmp_path_factory) ->
             run.runs[dag_id] = result
             run.seconds[dag_id] = time.monotonic() - t
             # dag.test() writes no per-task log files: tasks log to the console. As scripts/demo
-            # files `airflow dags test` output in .services/log/<dag_id>.log, file it under logs/.
+            # files `airflow dags test` output in .services/demo/log/<dag_id>.log, file it under logs/.
             output = _capture(request)
             RUN_LOGS.mkdir(parents=True, exist_ok=True)
             (RUN_LOGS / f"{dag_id}.log").write_text(output, encoding="utf-8")

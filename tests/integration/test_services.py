@@ -302,3 +302,30 @@ def test_mariadb_lifecycle_up_status_down(isolated_services: dict[str, str]) -> 
         assert run_services("status", "mariadb", env=env).returncode == 1
     finally:
         run_services("down", "mariadb", env=env)
+
+
+def test_redis_lifecycle_up_status_down(isolated_services: dict[str, str]) -> None:
+    """Redis (the Celery broker of scripts/airflow up --celery) on its own port: started,
+    idempotent, on loopback, refusing a client without its password, stopped."""
+    import redis
+
+    env = {**isolated_services, "HURREN_REDIS_PORT": str(_free_port()), "HURREN_REDIS_PASSWORD": "selftest-pw"}
+    port = int(env["HURREN_REDIS_PORT"])
+    try:
+        assert run_services("status", "redis", env=env).returncode == 1
+        first = run_services("up", "redis", env=env)
+        assert first.returncode == 0 and "redis: started" in first.stdout, first.stdout
+        second = run_services("up", "redis", env=env)
+        assert "redis: already running" in second.stdout, second.stdout
+        up = run_services("status", "redis", env=env)
+        assert up.returncode == 0 and f"redis up    port {port}" in up.stdout, up.stdout
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=port).ping()
+        client = redis.Redis(port=port, password="selftest-pw")
+        assert client.ping() and client.config_get("bind") == {"bind": "127.0.0.1"}
+        client.close()
+        down = run_services("down", "redis", env=env)
+        assert down.returncode == 0 and "redis: stopped" in down.stdout, down.stdout
+        assert run_services("status", "redis", env=env).returncode == 1
+    finally:
+        run_services("down", "redis", env=env)
