@@ -51,6 +51,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.compute as pc
 
 from hurren import rules as R
 from hurren import spec, store
@@ -58,6 +59,8 @@ from hurren.validation import pandas_engine
 from hurren.validation.derived import (
     ROW_ID,
     STR,
+    Frame,
+    bools,
     calendar,
     derive,
     link_of,
@@ -108,33 +111,34 @@ def validate_reports(
     t0 = time.perf_counter()
     m_plan = R.plan(m_ent.name, options, pdf_max_bytes=rb.pdf_max_bytes)
     i_plan = R.plan(i_ent.name, options, pdf_max_bytes=rb.pdf_max_bytes)
-    m_frame, m_sur = normalize(masters, m_ent)
-    i_frame, i_sur = normalize(items, i_ent)
+    m_frame, i_frame = normalize(masters, m_ent), normalize(items, i_ent)
 
     link = R.link_columns(i_ent)
     m_link, i_link = link_of(m_frame, link), link_of(i_frame, link)
-    first = pd.Series(np.arange(len(m_frame)), index=m_link.to_numpy()).loc[lambda s: s.index.notna()]
-    first = first[~first.index.duplicated(keep="first")]
-    master_pos = i_link.map(first).to_numpy(dtype=float)  # NaN: orphan
+    # each item's master: the first master row with the same link values (null: an orphan)
+    master_pos = pc.index_in(i_link, value_set=m_link, skip_nulls=True).to_numpy(zero_copy_only=False)
+    master_pos = np.asarray(master_pos, dtype=float)
     has_master = ~np.isnan(master_pos)
-    m_has_link = m_link.notna().to_numpy()
-    has_items = m_link.isin(i_link.dropna().unique()).to_numpy()
+    m_has_link = bools(pc.is_valid(m_link))
+    has_items = bools(pc.is_in(m_link, value_set=i_link, skip_nulls=True))
     cross: dict[str, Any] = {
         "__has_items": outcome(m_has_link, has_items, "no_items"),
         "__has_master": outcome(np.ones(len(i_frame), bool), has_master, "orphan"),
     }
     m_epoch = (
-        calendar(m_frame[R.MASTER_TIME_FIELD], R.DATETIME_RE)[2] if R.MASTER_TIME_FIELD in m_frame else None
+        calendar(m_frame.text(R.MASTER_TIME_FIELD), R.DATETIME_RE)[2]
+        if R.MASTER_TIME_FIELD in m_frame
+        else None
     )
     for d in i_plan.derived:
         if d.kind == "drift":
-            item_epoch = calendar(i_frame[d.source[0]], R.DATETIME_RE)[2]
+            item_epoch = calendar(i_frame.text(d.source[0]), R.DATETIME_RE)[2]
             master_epoch = np.full(len(i_frame), np.nan)
             if m_epoch is not None:
                 master_epoch[has_master] = m_epoch[master_pos[has_master].astype(np.int64)]
             cross[d.name] = np.abs(item_epoch - master_epoch)
-    derive(m_frame, m_plan, options, m_sur, cross)
-    derive(i_frame, i_plan, options, i_sur, cross)
+    derive(m_frame, m_plan, options, cross)
+    derive(i_frame, i_plan, options, cross)
     stats["prepare_s"] = time.perf_counter() - t0
 
     m_keys = record_keys(masters, m_ent)
@@ -200,8 +204,8 @@ def validate_records(
         raise ValidationError(f"{entity} is part of a report; validate it with validate_reports")
     t0 = time.perf_counter()
     plan_ = R.plan(ent.name, options, pdf_max_bytes=rb.pdf_max_bytes)
-    frame, sur = normalize(rows, ent)
-    derive(frame, plan_, options, sur, {})
+    frame = normalize(rows, ent)
+    derive(frame, plan_, options, {})
     stats: dict[str, Any] = {"rows": {ent.name: len(rows)}, "prepare_s": time.perf_counter() - t0}
     t1 = time.perf_counter()
     hits, res = _run(engine, frame, plan_, rb)
@@ -235,9 +239,7 @@ def _check_engine(engine: str) -> None:
         raise ValidationError(f"engine must be 'gx' or 'pandas', got {engine!r}")
 
 
-def _run(
-    engine: Engine, frame: pd.DataFrame, plan_: R.Plan, rb: R.RuleBook
-) -> tuple[dict[str, np.ndarray], Any]:
+def _run(engine: Engine, frame: Frame, plan_: R.Plan, rb: R.RuleBook) -> tuple[dict[str, np.ndarray], Any]:
     if len(frame) == 0:
         return {c.id: np.empty(0, np.int64) for c in plan_.checks}, None
     if engine == "pandas":

@@ -19,11 +19,10 @@ from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from hurren import rules as R
 from hurren import spec
-from hurren.validation.derived import ROW_ID
+from hurren.validation.derived import ROW_ID, Frame
 from hurren.validation.exceptions import ValidationError
 
 RESULT_FORMAT: dict[str, Any] = {
@@ -163,11 +162,11 @@ def _gx_expectation(c: R.Check, rb: R.RuleBook) -> Any:
     raise ValidationError(f"no GX expectation for {c.test!r}")
 
 
-def run_gx(frame: pd.DataFrame, plan_: R.Plan, rb: R.RuleBook) -> tuple[dict[str, np.ndarray], Any]:
+def run_gx(frame: Frame, plan_: R.Plan, rb: R.RuleBook) -> tuple[dict[str, np.ndarray], Any]:
     """One GX validation run of the whole batch of one entity."""
     suite, batch_definition = gx_suite(plan_, rb)
     columns = [ROW_ID, *plan_.columns, *(d.name for d in plan_.derived)]
-    data = frame[[c for c in dict.fromkeys(columns) if c in frame.columns]]
+    data = frame.to_pandas(columns)
     with _GX_LOCK, _quiet():
         batch = batch_definition.get_batch(batch_parameters={"dataframe": data})
         result = batch.validate(suite, result_format=RESULT_FORMAT)

@@ -11,8 +11,9 @@ import pandas as pd
 
 from hurren import rules as R
 from hurren import spec
-from hurren.validation.derived import B64_SPACE, XML_BAD_PY, b64_size, missing
+from hurren.validation.derived import B64_SPACE, XML_BAD_PY, Frame, b64_size, missing
 
+PDF_SIZE = "pdf_size"  # the decoded size, carried by frames whose PDFs were checked at extraction
 FAILURE_COLUMNS = ("entity", "row", "record_key", "field", "rule", "check", "severity", "message")
 _CHAR_RULES = {"xml_chars": XML_BAD_PY, "invisible_chars": re.compile(R.INVISIBLE_RE)}  # {char}, {position}
 
@@ -23,22 +24,19 @@ class _Ctx(dict):
 
 
 def assemble(
-    parts: list[
-        tuple[R.Plan, pd.DataFrame, pd.DataFrame, Mapping[str, np.ndarray], np.ndarray, tuple[str, ...]]
-    ],
+    parts: list[tuple[R.Plan, Frame, pd.DataFrame, Mapping[str, np.ndarray], np.ndarray, tuple[str, ...]]],
     rb: R.RuleBook,
 ) -> tuple[pd.DataFrame, dict[tuple[str, int], str]]:
     """The failures frame (sorted by entity, row, check order) and labels for sub-item rows."""
     cols: dict[str, list[Any]] = {k: [] for k in (*FAILURE_COLUMNS, "_e", "_c")}
     labels: dict[tuple[str, int], str] = {}
     for e_rank, (plan_, frame, raw, hits, keys, label_cols) in enumerate(parts):
-        raw_pos = raw.reset_index(drop=True)
         for c_rank, c in enumerate(plan_.checks):
             pos = hits.get(c.id)
             if pos is None or not len(pos):
                 continue
             severity = rb.severity(c.rule, c.entity, c.field)
-            take = _Taker(frame, raw_pos, pos)
+            take = _Taker(frame, raw, pos)
             checks = take(c.test.column) if isinstance(c.test, R.Outcome) else [c.check] * len(pos)
             base = {
                 "field": c.field,
@@ -63,7 +61,7 @@ def assemble(
                 cols["_e"].append(e_rank)
                 cols["_c"].append(c_rank)
                 if label_cols and (c.entity, p) not in labels:
-                    shown = (f"{k}={_show(k, take(k)[j])}" for k in label_cols if k in frame.columns)
+                    shown = (f"{k}={_show(k, take(k)[j])}" for k in label_cols if k in frame)
                     labels[(c.entity, p)] = "[" + ", ".join(shown) + "]"
     df = pd.DataFrame(cols)
     df = df.astype({"row": np.int64, "_e": np.int64, "_c": np.int64})
@@ -78,16 +76,17 @@ def assemble(
 class _Taker:
     """The values of a few columns at the failing positions of one check, read once per column."""
 
-    def __init__(self, frame: pd.DataFrame, raw: pd.DataFrame, pos: np.ndarray) -> None:
+    def __init__(self, frame: Frame, raw: pd.DataFrame, pos: np.ndarray) -> None:
         self.frame, self.raw, self.pos = frame, raw, pos
         self._memo: dict[tuple[bool, str], list[Any]] = {}
 
     def __call__(self, column: str, *, raw: bool = False) -> list[Any]:
         key = (raw, column)
         if key not in self._memo:
-            src = self.raw if raw else self.frame
-            if column in src.columns:
-                self._memo[key] = src[column].take(self.pos).tolist()
+            if not raw:
+                self._memo[key] = self.frame.take(column, self.pos)
+            elif column in self.raw.columns:  # by position, whatever the index
+                self._memo[key] = self.raw[column].take(self.pos).tolist()
             else:
                 self._memo[key] = [None] * len(self.pos)
         return self._memo[key]
@@ -95,7 +94,7 @@ class _Taker:
 
 def _fill(ctx: _Ctx, c: R.Check, check: str, take: _Taker, j: int) -> None:
     """Per-failure message placeholders. Values of patient identifiers are masked."""
-    if c.field in take.frame.columns:
+    if c.field in take.frame:
         ctx["value"] = _show(c.field, take(c.field)[j])
     if c.other_field:
         ctx["other_value"] = _show(c.other_field, take(c.other_field)[j])
@@ -105,7 +104,12 @@ def _fill(ctx: _Ctx, c: R.Check, check: str, take: _Taker, j: int) -> None:
     elif isinstance(c.test, R.MaxChars):
         ctx["actual"] = str(len(str(take(c.test.column)[j])))
     if c.rule == "pdf" and check == "too_large":
-        ctx["actual"] = str(b64_size(re.sub(B64_SPACE, "", str(take(c.field)[j]))))
+        text = take(c.field)[j]
+        if missing(text):  # checked at extraction: the size it measured
+            size = take(PDF_SIZE, raw=True)[j]
+            ctx["actual"] = "?" if missing(size) else str(int(size))
+        else:
+            ctx["actual"] = str(b64_size(re.sub(B64_SPACE, "", str(text))))
     if c.rule in _CHAR_RULES:
         value = take(c.field, raw=True)[j]
         m = _CHAR_RULES[c.rule].search(value) if isinstance(value, str) else None
