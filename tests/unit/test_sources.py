@@ -113,7 +113,9 @@ def test_sources_are_frozen() -> None:
         pytest.param({"overlap_minutes": -1}, "overlap_minutes", id="overlap-negative"),
         pytest.param({"overlap_minutes": 1.5}, "overlap_minutes", id="overlap-float"),
         pytest.param({"chunk_size": 0}, "chunk_size", id="chunk-size"),
-        pytest.param({"validator": "great_expectations"}, 'validator must be "pandas" or "gx"', id="validator"),
+        pytest.param(
+            {"validator": "great_expectations"}, 'validator must be "pandas" or "gx"', id="validator"
+        ),
         pytest.param({"enabled": "yes"}, "enabled must be true or false", id="enabled"),
         pytest.param({"streams": ["lab", "labs"]}, "streams must be", id="streams"),
         pytest.param({"pool": {"name": "p", "slots": 0}}, "pool must be", id="pool"),

@@ -460,7 +460,9 @@ def test_pdf_checked_at_extraction_is_read_from_its_outcome_column(engine):
     m_df["pdf_size"] = [900, 30_000_000, 800, None]
     v = validate_reports(m_df, i_df, master_entity=LM, engine=engine)
     got = v.failures[["record_key", "check"]].itertuples(index=False, name=None)
-    assert set(got) == {(key_of(reports[i][0][0]), c) for i, c in ((1, "too_large"), (2, "no_eof"), (3, "missing"))}
+    assert set(got) == {
+        (key_of(reports[i][0][0]), c) for i, c in ((1, "too_large"), (2, "no_eof"), (3, "missing"))
+    }
     assert "decoded PDF is 30000000 bytes" in v.reason(key_of(reports[1][0][0]))
     # the same rows with the Base64 text instead: the same verdicts where the outcomes agree
     m_b64, _ = frames(*reports)
