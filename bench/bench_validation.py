@@ -1,16 +1,23 @@
-"""Benchmark: Great Expectations vs plain vectorised pandas, the same rules on the same batch.
+"""Benchmark: the validation engines at the pipeline's chunk sizes, this tree against a baseline.
 
-Builds one batch of lab reports (default 10,000 labmaster rows with 20 lab_subitem rows each, so
-200,000 sub-items) from the spec's example report, breaks about 1 % of the rows (unknown codes,
-impossible dates, broken PDFs, wrong ID check digits, non-numeric PQ results, XML control
-characters, oversize text, orphans), validates it with both engines in one run, checks that they
-agree exactly, and prints rows per second for each and the ratio.
+Builds batches of lab reports (labmaster rows with 20 lab_subitem rows each) from the spec's
+example report, breaks about 1 % of the rows (unknown codes, impossible dates, broken PDFs, wrong
+ID check digits, non-numeric PQ results, XML control characters, oversize text, orphans), and
+times, per chunk size (default 500 and 2,000 reports: ~10.5k and ~42k rows):
 
-Run:  .venv/bin/python bench/bench_validation.py [--masters 10000] [--items-per-master 20]
+- the deciding engine (pandas) with the PDF outcome precomputed (``__pdf__pdf``, as the
+  extraction passes it on) and with the Base64 PDF text (as a baseline tree can only read it);
+- GX per chunk (the old default: every chunk pays GX's fixed cost);
+- GX over a hospital-day-sized batch (``--day-masters``, default 5,000 reports ≈ 105k rows) and
+  on a 1-report batch: GX's fixed part and its seconds per 100k rows — the cost of validating a
+  hospital-day with GX once, whatever its chunking.
 
-GX's first call in a process also pays for importing great_expectations and building the
-suites; that warm-up is timed on its own and left out of the rows/s figures, as is the fixed
-per-call cost, which is measured separately on a 1-report batch.
+Each measurement runs in a worker process per tree (this one, and with ``--baseline REF`` the
+commit REF checked out in a temporary git worktree), interleaved, so both see the same machine
+load; the figures are medians of ``--repeat`` runs. pandas and GX must agree exactly (checked in
+this tree on every chunk size).
+
+Run:  .venv/bin/python bench/bench_validation.py [--baseline db74841] [--chunks 500,2000]
 """
 
 from __future__ import annotations
@@ -18,14 +25,21 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
-sys.path[:0] = [str(Path(__file__).resolve().parents[1] / "plugins")]
+ROOT = Path(__file__).resolve().parents[1]
+if __name__ == "__main__":  # a worker imports the tree it measures (--plugins)
+    _plugins = sys.argv[sys.argv.index("--plugins") + 1] if "--plugins" in sys.argv else str(ROOT / "plugins")
+    sys.path[:0] = [_plugins]
 
 from hurren import rules, spec  # noqa: E402
 from hurren.validation import validate_reports  # noqa: E402
@@ -111,69 +125,135 @@ def build(masters: int, per_master: int, seed: int) -> tuple[pd.DataFrame, pd.Da
     return m, it
 
 
+def _precomputed(masters: pd.DataFrame) -> pd.DataFrame:
+    """The masters as the extraction passes them on: the PDF's outcome and size, no Base64 text."""
+    from hurren.validation import derived  # this tree only
+
+    out = masters.drop(columns=["pdf"])
+    codes = derived._pdf_outcomes(
+        pa.array(masters["pdf"].to_numpy(dtype=object), type=derived.TEXT), 20 << 20
+    )
+    out["__pdf__pdf"] = codes.values(np.arange(len(codes)))
+    out["pdf_size"] = [len(base64.b64decode(v)) for v in masters["pdf"]]
+    return out
+
+
+def _time(fn, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def _chunk(chunk: int, args: argparse.Namespace, new_tree: bool) -> dict:
+    m, it = build(chunk, args.items_per_master, args.seed)
+
+    def run(masters: pd.DataFrame, engine: str):  # noqa: ANN202
+        return validate_reports(masters, it, master_entity="labmaster", engine=engine)
+
+    run(m, "pandas")  # warm (plans, regex caches)
+    fig = {"rows": len(m) + len(it), "pandas_base64_s": _time(lambda: run(m, "pandas"), args.repeat)}
+    fig["gx_chunk_s"] = _time(lambda: run(m, "gx"), max(1, args.repeat // 2))
+    if new_tree:
+        mp = _precomputed(m)
+        fig["pandas_s"] = _time(lambda: run(mp, "pandas"), args.repeat)
+        vp, vg = run(mp, "pandas"), run(mp, "gx")  # the engines agree
+        pd.testing.assert_frame_equal(vp.failures, vg.failures)
+        assert vp.held_keys == vg.held_keys and len(vp.held_keys) > 0
+        fig["failures"] = len(vp.failures)
+    return fig
+
+
+def worker(args: argparse.Namespace) -> dict:
+    """One tree's figures (run in a process of its own)."""
+    new_tree = (Path(args.plugins) / "hurren" / "validation" / "derived.py").exists()
+    m, it = build(1, args.items_per_master, args.seed)
+    t = time.perf_counter()
+    validate_reports(m, it, master_entity="labmaster", engine="gx")
+    out: dict = {"gx_warmup_s": time.perf_counter() - t}  # import + suites, once per process
+    out["chunks"] = {str(chunk): _chunk(chunk, args, new_tree) for chunk in args.chunks}
+    if args.day_masters:
+        m, it = build(args.day_masters, args.items_per_master, args.seed)
+        tiny_m, tiny_i = m.iloc[:1], it.iloc[: args.items_per_master]
+        fixed = _time(lambda: validate_reports(tiny_m, tiny_i, master_entity="labmaster", engine="gx"), 3)
+        big = _time(lambda: validate_reports(m, it, master_entity="labmaster", engine="gx"), 1)
+        rows = len(m) + len(it)
+        out["gx_day"] = {"rows": rows, "s": big, "fixed_s": fixed, "per_100k_s": (big - fixed) / rows * 1e5}
+    return out
+
+
+def _run_worker(tree: Path, args: argparse.Namespace) -> dict:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--plugins", str(tree / "plugins"),
+           "--chunks", ",".join(map(str, args.chunks)), "--repeat", str(args.repeat),
+           "--items-per-master", str(args.items_per_master), "--seed", str(args.seed),
+           "--day-masters", str(args.day_masters)]  # fmt: skip
+    done = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=tree)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--masters", type=int, default=10_000)
+    ap.add_argument(
+        "--baseline", metavar="REF", help="also measure this commit (in a temporary git worktree)"
+    )
+    ap.add_argument("--chunks", type=lambda s: [int(x) for x in s.split(",")], default=[500, 2000],
+                    help="reports per chunk (the sources' chunk_size), comma-separated")  # fmt: skip
     ap.add_argument("--items-per-master", type=int, default=20)
+    ap.add_argument(
+        "--day-masters", type=int, default=5000, help="reports of the GX hospital-day batch (0: skip)"
+    )
+    ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--json", type=Path, help="also write the figures as JSON here")
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--plugins", default=str(ROOT / "plugins"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(args)))
+        return 0
 
-    t = time.perf_counter()
-    masters, items = build(args.masters, args.items_per_master, args.seed)
-    rows = len(masters) + len(items)
-    print(f"batch: {len(masters):,} labmaster + {len(items):,} lab_subitem = {rows:,} rows "
-          f"(built in {time.perf_counter() - t:.1f} s)")  # fmt: skip
+    trees = {"new": ROOT}
+    with tempfile.TemporaryDirectory(prefix="bench-validation-") as tmp:
+        if args.baseline:
+            base = Path(tmp) / "baseline"
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(base), args.baseline],
+                           check=True)  # fmt: skip
+            trees = {"old": base, "new": ROOT}
+        try:
+            figures = {name: _run_worker(tree, args) for name, tree in trees.items()}
+        finally:
+            if args.baseline:
+                subprocess.run(
+                    ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base)], check=True
+                )
 
-    tiny_m, tiny_i = masters.iloc[:1], items.iloc[: args.items_per_master]
-    t = time.perf_counter()
-    validate_reports(tiny_m, tiny_i, master_entity="labmaster", engine="gx")
-    warmup = time.perf_counter() - t
-    t = time.perf_counter()
-    tiny = validate_reports(tiny_m, tiny_i, master_entity="labmaster", engine="gx")
-    fixed = time.perf_counter() - t
-    n_exp = sum(tiny.stats["expectations"].values())
-    print(f"gx warm-up (import + suites): {warmup:.1f} s; fixed cost per call on a 1-report batch: "
-          f"{fixed:.2f} s for {n_exp} expectations = {fixed / n_exp * 1000:.1f} ms per expectation")  # fmt: skip
-
-    results = {}
-    for engine in ("pandas", "gx"):
-        t = time.perf_counter()
-        v = validate_reports(masters, items, master_entity="labmaster", engine=engine)
-        secs = time.perf_counter() - t
-        results[engine] = (v, secs)
-        s = v.stats
-        print(f"{engine:>6}: {secs:6.2f} s  {rows / secs:>9,.0f} rows/s  (prepare {s['prepare_s']:.2f} s, "
-              f"engine {s['engine_s']:.2f} s, assemble {s['assemble_s']:.2f} s; {len(v.failures):,} failures, "
-              f"{len(v.held_keys):,} held)")  # fmt: skip
-
-    (vp, sp), (vg, sg) = results["pandas"], results["gx"]
-    pd.testing.assert_frame_equal(vp.failures, vg.failures)
-    assert vp.held_keys == vg.held_keys
-    print(f"agree: identical failures ({len(vp.failures):,} rows, rules {sorted(set(vp.failures['rule']))})")
-    ep, eg = vp.stats["engine_s"], vg.stats["engine_s"]
-    print(f"ratio: pandas is {sg / sp:.1f}x faster end to end; engines alone (shared preparation and "
-          f"assembly left out): pandas {rows / ep:,.0f} rows/s, GX {rows / eg:,.0f} rows/s, {eg / ep:.1f}x; "
-          f"GX above its fixed cost: {rows / max(eg - fixed, 1e-9):,.0f} rows/s")  # fmt: skip
+    new = figures["new"]
+    old = figures.get("old")
+    print(f"lab reports, {args.items_per_master} sub-items each; medians of {args.repeat} runs"
+          + (f"; baseline {args.baseline}" if old else ""))  # fmt: skip
+    for chunk, f in new["chunks"].items():
+        rows = f["rows"]
+        line = (f"chunk {int(chunk):>5,} reports ({rows:,} rows): pandas {rows / f['pandas_s']:>9,.0f} rows/s "
+                f"(PDF outcome precomputed), {rows / f['pandas_base64_s']:>9,.0f} rows/s (Base64 PDF); "
+                f"GX per chunk {f['gx_chunk_s']:.2f} s = {rows / f['gx_chunk_s']:,.0f} rows/s")  # fmt: skip
+        print(line)
+        if old:
+            o = old["chunks"][chunk]
+            print(f"    baseline: pandas {rows / o['pandas_base64_s']:>9,.0f} rows/s (Base64 PDF), GX per chunk "
+                  f"{o['gx_chunk_s']:.2f} s; new/old pandas {o['pandas_base64_s'] / f['pandas_s']:.1f}x "
+                  f"(same Base64 input: {o['pandas_base64_s'] / f['pandas_base64_s']:.1f}x); "
+                  f"pandas vs the old default (GX per chunk): {o['gx_chunk_s'] / f['pandas_s']:.0f}x")  # fmt: skip
+        print(f"    agree: pandas and GX give identical failures ({f['failures']:,})")
+    for name, fig in figures.items():
+        day = fig.get("gx_day")
+        if day:
+            print(f"GX over one batch of {day['rows']:,} rows ({name}): {day['s']:.1f} s; fixed part "
+                  f"{day['fixed_s']:.2f} s per call, {day['per_100k_s']:.2f} s per 100k rows above it")  # fmt: skip
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(
-            json.dumps(
-                {
-                    "rows": rows,
-                    "pandas_s": sp,
-                    "gx_s": sg,
-                    "pandas_rows_per_s": rows / sp,
-                    "gx_rows_per_s": rows / sg,
-                    "gx_warmup_s": warmup,
-                    "gx_fixed_s": fixed,
-                    "pandas_engine_s": ep,
-                    "gx_engine_s": eg,
-                    "expectations": n_exp,
-                },
-                indent=2,
-            )
-        )
+        args.json.write_text(json.dumps(figures, indent=2))
     return 0
 
 

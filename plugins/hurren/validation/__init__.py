@@ -126,13 +126,11 @@ def validate_reports(
         "__has_master": outcome(np.ones(len(i_frame), bool), has_master, "orphan"),
     }
     m_epoch = (
-        calendar(m_frame.text(R.MASTER_TIME_FIELD), R.DATETIME_RE)[2]
-        if R.MASTER_TIME_FIELD in m_frame
-        else None
+        calendar(m_frame, R.MASTER_TIME_FIELD, R.DATETIME_RE)[2] if R.MASTER_TIME_FIELD in m_frame else None
     )
     for d in i_plan.derived:
         if d.kind == "drift":
-            item_epoch = calendar(i_frame.text(d.source[0]), R.DATETIME_RE)[2]
+            item_epoch = calendar(i_frame, d.source[0], R.DATETIME_RE)[2]
             master_epoch = np.full(len(i_frame), np.nan)
             if m_epoch is not None:
                 master_epoch[has_master] = m_epoch[master_pos[has_master].astype(np.int64)]

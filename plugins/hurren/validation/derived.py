@@ -82,6 +82,7 @@ class Frame:
         self.columns = columns
         self.surrogates = surrogates  # column -> rows that held a lone surrogate (now '?')
         self._valid: dict[str, np.ndarray] = {}
+        self._matches: dict[tuple[str, str], np.ndarray] = {}
 
     def __len__(self) -> int:
         return self.n
@@ -117,6 +118,15 @@ class Frame:
                 v = bools(pc.is_valid(col))
             self._valid[name] = v
         return v
+
+    def matches(self, name: str, pattern: str) -> np.ndarray:
+        """:func:`search` of a text column, once per pattern (a format check and the derived
+        column of the same field share it)."""
+        key = (name, pattern)
+        m = self._matches.get(key)
+        if m is None:
+            m = self._matches[key] = search(self.text(name), pattern)
+        return m
 
     def take(self, name: str, pos: np.ndarray) -> list[Any]:
         """Python values of a column at positions (None where missing)."""
@@ -297,10 +307,11 @@ def _maybe_xml_bad(arr: pa.Array) -> bool:
     return bool(ef.size and ((d[ef + 1] == 0xBF) & ((d[ef + 2] == 0xBE) | (d[ef + 2] == 0xBF))).any())
 
 
-def calendar(arr: pa.Array, pattern: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(matches the pattern, is a real date/time, seconds since 1970 or NaN)."""
+def calendar(frame: Frame, name: str, pattern: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(matches the pattern, is a real date/time, seconds since 1970 or NaN) of a text column."""
+    arr = frame.text(name)
     n = len(arr)
-    matched = search(arr, pattern)
+    matched = frame.matches(name, pattern)
     valid = np.zeros(n, dtype=bool)
     epoch = np.full(n, np.nan)
     idx = np.flatnonzero(matched)
@@ -344,21 +355,21 @@ def derive(frame: Frame, plan_: R.Plan, options: spec.SpecOptions, cross: Mappin
             case "bytes":
                 frame[d.name] = _byte_lengths(src, options)
             case "digits":
-                ok = search(src, R.INTEGER_RE)
+                ok = frame.matches(d.source[0], R.INTEGER_RE)
                 frame[d.name] = np.where(ok, pc.utf8_length(src).to_numpy(zero_copy_only=False), np.nan)
             case "calendar":
-                matched, valid, _ = calendar(src, d.param("pattern"))
+                matched, valid, _ = calendar(frame, d.source[0], d.param("pattern"))
                 frame[d.name] = outcome(matched, valid, "calendar")
             case "epoch":
-                frame[d.name] = calendar(src, d.param("pattern"))[2]
+                frame[d.name] = calendar(frame, d.source[0], d.param("pattern"))[2]
             case "decimal":
-                ok = search(src, R.DECIMAL_RE)
+                ok = frame.matches(d.source[0], R.DECIMAL_RE)
                 values = np.full(frame.n, np.nan)
                 if ok.any():  # Python's float() reads every form DECIMAL_RE admits ('1.', '.5', '+2')
                     values[ok] = [float(v) for v in pc.filter(src, pa.array(ok)).to_pylist()]
                 frame[d.name] = values
             case "xml":
-                bad = search(src, _XML_BAD) if _maybe_xml_bad(src) else np.zeros(frame.n, dtype=bool)
+                bad = frame.matches(d.source[0], _XML_BAD) if _maybe_xml_bad(src) else np.zeros(frame.n, bool)
                 if d.source[0] in frame.surrogates:
                     bad = bad | frame.surrogates[d.source[0]]
                 frame[d.name] = outcome(frame.valid(d.source[0]), ~bad, "bad_char")
@@ -424,8 +435,8 @@ def _id_analysis(frame: Frame) -> dict[str, Codes]:
     n = frame.n
     id_no = frame.text(id_no_col)
     applies = bools(pc.equal(frame.text(id_type_col), R.RESIDENT_ID_TYPE)) & frame.valid(id_no_col)
-    is18 = search(id_no, R.ID18_RE) & applies
-    is15 = search(id_no, R.ID15_RE) & applies
+    is18 = frame.matches(id_no_col, R.ID18_RE) & applies
+    is15 = frame.matches(id_no_col, R.ID15_RE) & applies
     birth_ok = np.zeros(n, dtype=bool)
     check_ok = np.ones(n, dtype=bool)
     male = np.zeros(n, dtype=bool)
@@ -457,7 +468,7 @@ def _id_analysis(frame: Frame) -> dict[str, Codes]:
         out["id_sex"] = outcome(sex_applies, bools(pc.equal(sex, "1")) == male, "mismatch")
     if R.BIRTH_FIELD in frame:
         bd = frame.text(R.BIRTH_FIELD)
-        _, bd_valid, _ = calendar(bd, R.DATE_RE)
+        _, bd_valid, _ = calendar(frame, R.BIRTH_FIELD, R.DATE_RE)
         b_applies = good & bd_valid
         out["id_birth"] = outcome(b_applies, np.array(bd.to_pylist(), dtype=object) == birth, "mismatch")
     return out

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from hurren import rules as R
-from hurren.validation.derived import TEXT, Codes, Frame, bools, search
+from hurren.validation.derived import TEXT, Codes, Frame, bools
 from hurren.validation.exceptions import ValidationError
 
 
@@ -56,9 +56,9 @@ def _fails(frame: Frame, test: R.Test) -> np.ndarray:
                 return (col.codes >= 0) & ~allowed[np.maximum(col.codes, 0)]
             return frame.valid(c) & ~bools(pc.is_in(col, value_set=pa.array(list(values), type=TEXT)))
         case R.Matches(column=c, pattern=p, when=w):
-            return frame.valid(c) & ~search(frame.text(c), p) & _when(frame, w)
+            return frame.valid(c) & ~frame.matches(c, p) & _when(frame, w)
         case R.NotMatches(column=c, pattern=p):
-            return search(frame.text(c), p)
+            return frame.matches(c, p)
         case R.MaxChars(column=c, limit=limit):
             return bools(pc.greater(pc.utf8_length(frame.text(c)), limit))
         case R.AtMost(column=c, limit=limit):
@@ -84,12 +84,11 @@ def _duplicated(frame: Frame, cols: tuple[str, ...]) -> np.ndarray:
     if complete.sum() < 2:
         return out
     sel = pa.array(complete)
-    codes = [
-        pc.dictionary_encode(pc.filter(frame.text(c), sel))
-        .indices.to_numpy(zero_copy_only=False)
-        .astype(np.int64)
-        for c in cols
-    ]
-    _, inverse, counts = np.unique(np.stack(codes, axis=1), axis=0, return_inverse=True, return_counts=True)
-    out[complete] = counts[inverse.ravel()] > 1
+    key = np.zeros(int(complete.sum()), dtype=np.int64)
+    for c in cols:  # one integer per distinct combination (mixed radix of the dictionary codes)
+        enc = pc.dictionary_encode(pc.filter(frame.text(c), sel))
+        key = key * len(enc.dictionary) + enc.indices.to_numpy(zero_copy_only=False)
+        if len(cols) > 1:  # keep the key small: renumber the combinations seen so far
+            key = np.unique(key, return_inverse=True)[1].ravel().astype(np.int64)
+    out[complete] = np.bincount(key)[key] > 1
     return out
