@@ -12,9 +12,9 @@ times, per chunk size (default 500 and 2,000 reports: ~10.5k and ~42k rows):
   on a 1-report batch: GX's fixed part and its seconds per 100k rows — the cost of validating a
   hospital-day with GX once, whatever its chunking.
 
-Each measurement runs in a worker process per tree (this one, and with ``--baseline REF`` the
-commit REF checked out in a temporary git worktree), interleaved, so both see the same machine
-load; the figures are medians of ``--repeat`` runs. pandas and GX must agree exactly (checked in
+Each tree runs in a worker process of its own (this one, and with ``--baseline REF`` the commit
+REF checked out in a temporary git worktree); the trees take turns run by run, so both see the
+same machine load, and the figures are medians of ``--repeat`` runs. pandas and GX must agree exactly (checked in
 this tree on every chunk size).
 
 Run:  .venv/bin/python bench/bench_validation.py [--baseline db74841] [--chunks 500,2000]
@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -138,59 +139,67 @@ def _precomputed(masters: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _time(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
-
-
-def _chunk(chunk: int, args: argparse.Namespace, new_tree: bool) -> dict:
-    m, it = build(chunk, args.items_per_master, args.seed)
-
-    def run(masters: pd.DataFrame, engine: str):  # noqa: ANN202
-        return validate_reports(masters, it, master_entity="labmaster", engine=engine)
-
-    run(m, "pandas")  # warm (plans, regex caches)
-    fig = {"rows": len(m) + len(it), "pandas_base64_s": _time(lambda: run(m, "pandas"), args.repeat)}
-    fig["gx_chunk_s"] = _time(lambda: run(m, "gx"), max(1, args.repeat // 2))
-    if new_tree:
-        mp = _precomputed(m)
-        fig["pandas_s"] = _time(lambda: run(mp, "pandas"), args.repeat)
-        vp, vg = run(mp, "pandas"), run(mp, "gx")  # the engines agree
-        pd.testing.assert_frame_equal(vp.failures, vg.failures)
-        assert vp.held_keys == vg.held_keys and len(vp.held_keys) > 0
-        fig["failures"] = len(vp.failures)
-    return fig
-
-
-def worker(args: argparse.Namespace) -> dict:
-    """One tree's figures (run in a process of its own)."""
+def worker(args: argparse.Namespace) -> None:
+    """One tree's measurements, one per request: reads ``<what> <chunk>`` lines on stdin, answers
+    each with a JSON line (seconds, rows), so the parent can alternate the trees run by run."""
     new_tree = (Path(args.plugins) / "hurren" / "validation" / "derived.py").exists()
-    m, it = build(1, args.items_per_master, args.seed)
-    t = time.perf_counter()
-    validate_reports(m, it, master_entity="labmaster", engine="gx")
-    out: dict = {"gx_warmup_s": time.perf_counter() - t}  # import + suites, once per process
-    out["chunks"] = {str(chunk): _chunk(chunk, args, new_tree) for chunk in args.chunks}
+    batches = {c: build(c, args.items_per_master, args.seed) for c in args.chunks}
     if args.day_masters:
-        m, it = build(args.day_masters, args.items_per_master, args.seed)
-        tiny_m, tiny_i = m.iloc[:1], it.iloc[: args.items_per_master]
-        fixed = _time(lambda: validate_reports(tiny_m, tiny_i, master_entity="labmaster", engine="gx"), 3)
-        big = _time(lambda: validate_reports(m, it, master_entity="labmaster", engine="gx"), 1)
-        rows = len(m) + len(it)
-        out["gx_day"] = {"rows": rows, "s": big, "fixed_s": fixed, "per_100k_s": (big - fixed) / rows * 1e5}
-    return out
+        batches[args.day_masters] = build(args.day_masters, args.items_per_master, args.seed)
+    batches[1] = build(1, args.items_per_master, args.seed)
+    if new_tree:
+        precomputed = {c: _precomputed(m) for c, (m, _) in batches.items()}
+    for line in sys.stdin:
+        what, chunk = line.split()
+        m, it = batches[int(chunk)]
+        if what.startswith("pandas") and not new_tree and what != "pandas_base64":
+            print(json.dumps(None), flush=True)
+            continue
+        masters = precomputed[int(chunk)] if what in ("pandas", "agree") else m
+        if what == "agree":  # the engines give identical verdicts
+            vp = validate_reports(masters, it, master_entity="labmaster", engine="pandas")
+            vg = validate_reports(masters, it, master_entity="labmaster", engine="gx")
+            pd.testing.assert_frame_equal(vp.failures, vg.failures)
+            assert vp.held_keys == vg.held_keys and len(vp.held_keys) > 0
+            print(json.dumps({"failures": len(vp.failures), "held": len(vp.held_keys)}), flush=True)
+            continue
+        engine = "gx" if what == "gx" else "pandas"
+        t = time.perf_counter()
+        validate_reports(masters, it, master_entity="labmaster", engine=engine)
+        print(json.dumps({"s": time.perf_counter() - t, "rows": len(masters) + len(it)}), flush=True)
 
 
-def _run_worker(tree: Path, args: argparse.Namespace) -> dict:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--plugins", str(tree / "plugins"),
-           "--chunks", ",".join(map(str, args.chunks)), "--repeat", str(args.repeat),
-           "--items-per-master", str(args.items_per_master), "--seed", str(args.seed),
-           "--day-masters", str(args.day_masters)]  # fmt: skip
-    done = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=tree)
-    return json.loads(done.stdout.strip().splitlines()[-1])
+class _Worker:
+    def __init__(self, tree: Path, args: argparse.Namespace) -> None:
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--plugins", str(tree / "plugins"),
+               "--chunks", ",".join(map(str, args.chunks)), "--items-per-master", str(args.items_per_master),
+               "--seed", str(args.seed), "--day-masters", str(args.day_masters)]  # fmt: skip
+        self.proc = subprocess.Popen(cmd, cwd=tree, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def ask(self, what: str, chunk: int) -> Any:
+        assert self.proc.stdin and self.proc.stdout
+        self.proc.stdin.write(f"{what} {chunk}\n")
+        self.proc.stdin.flush()
+        answer = self.proc.stdout.readline()
+        if not answer:
+            raise RuntimeError(f"the worker of {what} {chunk} ended")
+        return json.loads(answer)
+
+    def close(self) -> None:
+        if self.proc.stdin:
+            self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+
+def measure(workers: dict[str, _Worker], what: str, chunk: int, repeat: int) -> dict[str, float | None]:
+    """Median seconds of ``what`` per tree, the trees taking turns run by run."""
+    times: dict[str, list[float]] = {name: [] for name in workers}
+    for _ in range(repeat):
+        for name, w in workers.items():
+            answer = w.ask(what, chunk)
+            if answer is not None:
+                times[name].append(answer["s"])
+    return {name: (statistics.median(ts) if ts else None) for name, ts in times.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -211,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--plugins", default=str(ROOT / "plugins"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
-        print(json.dumps(worker(args)))
+        worker(args)
         return 0
 
     trees = {"new": ROOT}
@@ -221,40 +230,74 @@ def main(argv: list[str] | None = None) -> int:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(base), args.baseline],
                            check=True)  # fmt: skip
             trees = {"old": base, "new": ROOT}
+        workers = {name: _Worker(tree, args) for name, tree in trees.items()}
         try:
-            figures = {name: _run_worker(tree, args) for name, tree in trees.items()}
+            figures = _figures(workers, args)
         finally:
+            for w in workers.values():
+                w.close()
             if args.baseline:
                 subprocess.run(
                     ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base)], check=True
                 )
-
-    new = figures["new"]
-    old = figures.get("old")
-    print(f"lab reports, {args.items_per_master} sub-items each; medians of {args.repeat} runs"
-          + (f"; baseline {args.baseline}" if old else ""))  # fmt: skip
-    for chunk, f in new["chunks"].items():
-        rows = f["rows"]
-        line = (f"chunk {int(chunk):>5,} reports ({rows:,} rows): pandas {rows / f['pandas_s']:>9,.0f} rows/s "
-                f"(PDF outcome precomputed), {rows / f['pandas_base64_s']:>9,.0f} rows/s (Base64 PDF); "
-                f"GX per chunk {f['gx_chunk_s']:.2f} s = {rows / f['gx_chunk_s']:,.0f} rows/s")  # fmt: skip
-        print(line)
-        if old:
-            o = old["chunks"][chunk]
-            print(f"    baseline: pandas {rows / o['pandas_base64_s']:>9,.0f} rows/s (Base64 PDF), GX per chunk "
-                  f"{o['gx_chunk_s']:.2f} s; new/old pandas {o['pandas_base64_s'] / f['pandas_s']:.1f}x "
-                  f"(same Base64 input: {o['pandas_base64_s'] / f['pandas_base64_s']:.1f}x); "
-                  f"pandas vs the old default (GX per chunk): {o['gx_chunk_s'] / f['pandas_s']:.0f}x")  # fmt: skip
-        print(f"    agree: pandas and GX give identical failures ({f['failures']:,})")
-    for name, fig in figures.items():
-        day = fig.get("gx_day")
-        if day:
-            print(f"GX over one batch of {day['rows']:,} rows ({name}): {day['s']:.1f} s; fixed part "
-                  f"{day['fixed_s']:.2f} s per call, {day['per_100k_s']:.2f} s per 100k rows above it")  # fmt: skip
+    _report(figures, args)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(figures, indent=2))
     return 0
+
+
+def _figures(workers: dict[str, _Worker], args: argparse.Namespace) -> dict[str, Any]:
+    for w in workers.values():  # GX's import and suites: once per process, not measured
+        w.ask("gx", 1)
+    out: dict[str, Any] = {"chunks": {}}
+    for chunk in args.chunks:
+        rows = 0
+        fig: dict[str, Any] = {}
+        for what in ("pandas_base64", "pandas"):
+            measure(workers, what, chunk, 1)  # warm: plans, regex caches
+            fig[what] = measure(workers, what, chunk, args.repeat)
+        fig["gx"] = measure(workers, "gx", chunk, max(1, args.repeat // 2))
+        rows = workers["new"].ask("pandas", chunk)["rows"]
+        fig["rows"] = rows
+        fig["agree"] = workers["new"].ask("agree", chunk)
+        out["chunks"][chunk] = fig
+    if args.day_masters:
+        fixed = measure(workers, "gx", 1, 3)
+        big = measure(workers, "gx", args.day_masters, 1)
+        rows = workers["new"].ask("pandas", args.day_masters)["rows"]
+        out["gx_day"] = {
+            name: {
+                "rows": rows,
+                "s": big[name],
+                "fixed_s": fixed[name],
+                "per_100k_s": (big[name] - fixed[name]) / rows * 1e5,
+            }  # fmt: skip
+            for name in workers
+        }
+    return out
+
+
+def _report(figures: dict[str, Any], args: argparse.Namespace) -> None:
+    old = bool(args.baseline)
+    print(f"lab reports, {args.items_per_master} sub-items each; medians of {args.repeat} runs, "
+          + (f"this tree and {args.baseline} taking turns" if old else "this tree"))  # fmt: skip
+    for chunk, f in figures["chunks"].items():
+        rows = f["rows"]
+        new_p, new_b, new_g = f["pandas"]["new"], f["pandas_base64"]["new"], f["gx"]["new"]
+        print(f"chunk {chunk:,} reports ({rows:,} rows):")
+        print(f"  new: pandas {rows / new_p:>9,.0f} rows/s (PDF outcome precomputed), {rows / new_b:,.0f} rows/s "
+              f"(Base64 PDF); GX per chunk {new_g:.2f} s")  # fmt: skip
+        if old:
+            old_b, old_g = f["pandas_base64"]["old"], f["gx"]["old"]
+            print(f"  old: pandas {rows / old_b:>9,.0f} rows/s (Base64 PDF); GX per chunk {old_g:.2f} s")
+            print(f"  new pandas / old pandas: {old_b / new_p:.1f}x (same Base64 input: {old_b / new_b:.1f}x); "
+                  f"new pandas / old default (GX per chunk): {old_g / new_p:.0f}x")  # fmt: skip
+        print(f"  agree: pandas and GX give identical failures ({f['agree']['failures']:,}, "
+              f"{f['agree']['held']:,} reports held)")  # fmt: skip
+    for name, day in (figures.get("gx_day") or {}).items():
+        print(f"GX over one batch of {day['rows']:,} rows ({name}): {day['s']:.1f} s; fixed part "
+              f"{day['fixed_s']:.2f} s per call, {day['per_100k_s']:.2f} s per 100k rows above it")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -7,7 +7,9 @@ One call validates one batch: a batch of reports (masters and their sub-items, e
 
 Input: DataFrames whose columns are the spec field names and whose values are canonical strings
 or missing (None/NaN). An empty string counts as missing (Oracle stores '' as NULL). Spec
-columns absent from the frame count as missing; other columns are ignored.
+columns absent from the frame count as missing; other columns are ignored, except a report
+PDF's outcome column ``__pdf__<field>`` (with ``pdf_size``) when the extraction already checked
+the PDF: then that outcome is read and the Base64 text is not.
 
 The checks come from :func:`hurren.rules.plan` and are evaluated by one of two engines that agree
 exactly on every rule (a test asserts it):
@@ -15,20 +17,22 @@ exactly on every rule (a test asserts it):
 - ``engine="gx"``: Great Expectations 1.x. One ExpectationSuite per entity, generated from the
   plan and cached per process; each check is one expectation (``meta``: rule, check, entity,
   field) on the raw column where GX can express it, or on a derived column computed here in
-  pandas (byte lengths, check digits, Base64 PDFs, real calendar dates, cross-table links). One
+  Arrow/numpy (byte lengths, check digits, PDFs, real calendar dates, cross-table links). One
   validation run per entity per call, over the whole batch, with ``result_format`` COMPLETE and
   the row id column ``__row`` as ``unexpected_index_column_names``. The run's
   ``ExpectationSuiteValidationResult`` is kept on the verdicts (``gx_results``) for Data Docs; it
   carries row ids and counts but no values (``exclude_unexpected_values``), so no patient
   identifier can leak through it.
-- ``engine="pandas"``: the same tests as vectorised boolean masks (several times faster).
+- ``engine="pandas"``: the same tests as vectorised boolean masks over the prepared Arrow/numpy
+  columns; the pipeline's default (a hospital's ``validator`` in the sources configuration).
 
-Cost (2-core machine, ``bench/bench_validation.py``): GX pays ~12 ms per expectation per run
-whatever the row count (207 expectations for a lab batch: ~2.5 s per call, plus ~7 s for the
-import and suite build on a process's first call), then runs ~200k rows/s; so give it one big
-batch (thousands of reports), never one report at a time. Preparing the derived columns is shared
-by both engines. The GX context quiets the ``great_expectations`` loggers (WARNING) for the whole
-process, and GX runs are serialised by a lock.
+Cost (2-core machine, ``bench/bench_validation.py``, bench/README.md): the pandas engine decides
+a chunk of 500 lab reports (~10.5k rows) at ≥ 150k rows/s, preparation and messages included.
+GX pays ~12 ms per expectation per run whatever the row count (207 expectations for a lab batch:
+~2.5 s per call, plus ~7 s for the import and suite build on a process's first call), then runs
+~200k rows/s; so give it one big batch (thousands of reports), never one report at a time.
+Preparing the derived columns is shared by both engines. The GX context quiets the
+``great_expectations`` loggers (WARNING) for the whole process, and GX runs are serialised by a lock.
 
 Records and reports are named by their record key (:func:`hurren.store.record_key` of the values
 as given, missing values as null). A sub-item failure is filed under its master's key, so a held
