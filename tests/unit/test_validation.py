@@ -711,3 +711,21 @@ def test_gx_suite_is_built_once_per_entity():
     severities = {e.meta["check_id"]: e.severity.value for e in suite.expectations}
     assert severities["labmaster.lab_subitem.no_items"] == "warning"
     assert severities["labmaster.sex_code.dictionary.not_in"] == "critical"
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [rules.INTEGER_RE, rules.DATETIME_RE, r"\A[0-9]+$", r"\Aab\s", r"\w+\Z", r"(?i)\Anull\Z", r"(?=1)1"],
+)
+def test_search_on_arrow_is_python_re_search(pattern):
+    # RE2 where it gives Python's answer (\Z as \z), Python's re where it would not ($, \s, \w,
+    # lookarounds): the pandas engine and GX (pandas' str.contains) read the same regexes alike.
+    import re
+
+    import pyarrow as pa
+
+    from hurren.validation.derived import TEXT, search
+
+    values = ["12", "12\n", "ab\x0b", "ab ", "é1", "NULL", "Null\n", "", None, "1x", "x1", "１２"]
+    got = search(pa.array(values, type=TEXT), pattern).tolist()
+    assert got == [v is not None and re.search(pattern, v) is not None for v in values]
