@@ -129,7 +129,7 @@ def _child(args: argparse.Namespace) -> None:
     from hurren.sources import parse_sources
 
     if args.validator == "gx":
-        validation._gx_context()  # the GX context is built once per process: part of the baseline
+        validation.gx_context()  # the GX context is built once per process: part of the baseline
     source = parse_sources(_sources_json(min(args.chunk_size, 100_000))).get("bench")
     source = dataclasses.replace(source, chunk_size=args.chunk_size)
     src, dst = create_engine(args.source_url), create_engine(args.store_url)

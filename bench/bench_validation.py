@@ -1,16 +1,23 @@
-"""Benchmark: Great Expectations vs plain vectorised pandas, the same rules on the same batch.
+"""Benchmark: the validation engines at the pipeline's chunk sizes, this tree against a baseline.
 
-Builds one batch of lab reports (default 10,000 labmaster rows with 20 lab_subitem rows each, so
-200,000 sub-items) from the spec's example report, breaks about 1 % of the rows (unknown codes,
-impossible dates, broken PDFs, wrong ID check digits, non-numeric PQ results, XML control
-characters, oversize text, orphans), validates it with both engines in one run, checks that they
-agree exactly, and prints rows per second for each and the ratio.
+Builds batches of lab reports (labmaster rows with 20 lab_subitem rows each) from the spec's
+example report, breaks about 1 % of the rows (unknown codes, impossible dates, broken PDFs, wrong
+ID check digits, non-numeric PQ results, XML control characters, oversize text, orphans), and
+times, per chunk size (default 500 and 2,000 reports: ~10.5k and ~42k rows):
 
-Run:  .venv/bin/python bench/bench_validation.py [--masters 10000] [--items-per-master 20]
+- the deciding engine (pandas) with the PDF outcome precomputed (``__pdf__pdf``, as the
+  extraction passes it on) and with the Base64 PDF text (as a baseline tree can only read it);
+- GX per chunk (the old default: every chunk pays GX's fixed cost);
+- GX over a hospital-day-sized batch (``--day-masters``, default 5,000 reports ≈ 105k rows) and
+  on a 1-report batch: GX's fixed part and its seconds per 100k rows — the cost of validating a
+  hospital-day with GX once, whatever its chunking.
 
-GX's first call in a process also pays for importing great_expectations and building the
-suites; that warm-up is timed on its own and left out of the rows/s figures, as is the fixed
-per-call cost, which is measured separately on a 1-report batch.
+Each tree runs in a worker process of its own (this one, and with ``--baseline REF`` the commit
+REF checked out in a temporary git worktree); the trees take turns run by run, so both see the
+same machine load, and the figures are medians of ``--repeat`` runs. pandas and GX must agree exactly (checked in
+this tree on every chunk size).
+
+Run:  .venv/bin/python bench/bench_validation.py [--baseline db74841] [--chunks 500,2000]
 """
 
 from __future__ import annotations
@@ -18,14 +25,22 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
-sys.path[:0] = [str(Path(__file__).resolve().parents[1] / "plugins")]
+ROOT = Path(__file__).resolve().parents[1]
+if __name__ == "__main__":  # a worker imports the tree it measures (--plugins)
+    _plugins = sys.argv[sys.argv.index("--plugins") + 1] if "--plugins" in sys.argv else str(ROOT / "plugins")
+    sys.path[:0] = [_plugins]
 
 from hurren import rules, spec  # noqa: E402
 from hurren.validation import validate_reports  # noqa: E402
@@ -111,70 +126,178 @@ def build(masters: int, per_master: int, seed: int) -> tuple[pd.DataFrame, pd.Da
     return m, it
 
 
+def _precomputed(masters: pd.DataFrame) -> pd.DataFrame:
+    """The masters as the extraction passes them on: the PDF's outcome and size, no Base64 text."""
+    from hurren.validation import derived  # this tree only
+
+    out = masters.drop(columns=["pdf"])
+    codes = derived._pdf_outcomes(
+        pa.array(masters["pdf"].to_numpy(dtype=object), type=derived.TEXT), 20 << 20
+    )
+    out["__pdf__pdf"] = codes.values(np.arange(len(codes)))
+    out["pdf_size"] = [len(base64.b64decode(v)) for v in masters["pdf"]]
+    return out
+
+
+def worker(args: argparse.Namespace) -> None:
+    """One tree's measurements, one per request: reads ``<what> <chunk>`` lines on stdin, answers
+    each with a JSON line (seconds, rows), so the parent can alternate the trees run by run."""
+    new_tree = (Path(args.plugins) / "hurren" / "validation" / "derived.py").exists()
+    batches = {c: build(c, args.items_per_master, args.seed) for c in args.chunks}
+    if args.day_masters:
+        batches[args.day_masters] = build(args.day_masters, args.items_per_master, args.seed)
+    batches[1] = build(1, args.items_per_master, args.seed)
+    if new_tree:
+        precomputed = {c: _precomputed(m) for c, (m, _) in batches.items()}
+    for line in sys.stdin:
+        what, chunk = line.split()
+        m, it = batches[int(chunk)]
+        if what.startswith("pandas") and not new_tree and what != "pandas_base64":
+            print(json.dumps(None), flush=True)
+            continue
+        masters = precomputed[int(chunk)] if what in ("pandas", "agree") else m
+        if what == "agree":  # the engines give identical verdicts
+            vp = validate_reports(masters, it, master_entity="labmaster", engine="pandas")
+            vg = validate_reports(masters, it, master_entity="labmaster", engine="gx")
+            pd.testing.assert_frame_equal(vp.failures, vg.failures)
+            assert vp.held_keys == vg.held_keys and len(vp.held_keys) > 0
+            print(json.dumps({"failures": len(vp.failures), "held": len(vp.held_keys)}), flush=True)
+            continue
+        engine = "gx" if what == "gx" else "pandas"
+        t = time.perf_counter()
+        validate_reports(masters, it, master_entity="labmaster", engine=engine)
+        print(json.dumps({"s": time.perf_counter() - t, "rows": len(masters) + len(it)}), flush=True)
+
+
+class _Worker:
+    def __init__(self, tree: Path, args: argparse.Namespace) -> None:
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--plugins", str(tree / "plugins"),
+               "--chunks", ",".join(map(str, args.chunks)), "--items-per-master", str(args.items_per_master),
+               "--seed", str(args.seed), "--day-masters", str(args.day_masters)]  # fmt: skip
+        self.proc = subprocess.Popen(cmd, cwd=tree, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def ask(self, what: str, chunk: int) -> Any:
+        assert self.proc.stdin and self.proc.stdout
+        self.proc.stdin.write(f"{what} {chunk}\n")
+        self.proc.stdin.flush()
+        answer = self.proc.stdout.readline()
+        if not answer:
+            raise RuntimeError(f"the worker of {what} {chunk} ended")
+        return json.loads(answer)
+
+    def close(self) -> None:
+        if self.proc.stdin:
+            self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+
+def measure(workers: dict[str, _Worker], what: str, chunk: int, repeat: int) -> dict[str, float | None]:
+    """Median seconds of ``what`` per tree, the trees taking turns run by run."""
+    times: dict[str, list[float]] = {name: [] for name in workers}
+    for _ in range(repeat):
+        for name, w in workers.items():
+            answer = w.ask(what, chunk)
+            if answer is not None:
+                times[name].append(answer["s"])
+    return {name: (statistics.median(ts) if ts else None) for name, ts in times.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--masters", type=int, default=10_000)
+    ap.add_argument(
+        "--baseline", metavar="REF", help="also measure this commit (in a temporary git worktree)"
+    )
+    ap.add_argument("--chunks", type=lambda s: [int(x) for x in s.split(",")], default=[500, 2000],
+                    help="reports per chunk (the sources' chunk_size), comma-separated")  # fmt: skip
     ap.add_argument("--items-per-master", type=int, default=20)
+    ap.add_argument(
+        "--day-masters", type=int, default=5000, help="reports of the GX hospital-day batch (0: skip)"
+    )
+    ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--json", type=Path, help="also write the figures as JSON here")
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--plugins", default=str(ROOT / "plugins"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.worker:
+        worker(args)
+        return 0
 
-    t = time.perf_counter()
-    masters, items = build(args.masters, args.items_per_master, args.seed)
-    rows = len(masters) + len(items)
-    print(f"batch: {len(masters):,} labmaster + {len(items):,} lab_subitem = {rows:,} rows "
-          f"(built in {time.perf_counter() - t:.1f} s)")  # fmt: skip
-
-    tiny_m, tiny_i = masters.iloc[:1], items.iloc[: args.items_per_master]
-    t = time.perf_counter()
-    validate_reports(tiny_m, tiny_i, master_entity="labmaster", engine="gx")
-    warmup = time.perf_counter() - t
-    t = time.perf_counter()
-    tiny = validate_reports(tiny_m, tiny_i, master_entity="labmaster", engine="gx")
-    fixed = time.perf_counter() - t
-    n_exp = sum(tiny.stats["expectations"].values())
-    print(f"gx warm-up (import + suites): {warmup:.1f} s; fixed cost per call on a 1-report batch: "
-          f"{fixed:.2f} s for {n_exp} expectations = {fixed / n_exp * 1000:.1f} ms per expectation")  # fmt: skip
-
-    results = {}
-    for engine in ("pandas", "gx"):
-        t = time.perf_counter()
-        v = validate_reports(masters, items, master_entity="labmaster", engine=engine)
-        secs = time.perf_counter() - t
-        results[engine] = (v, secs)
-        s = v.stats
-        print(f"{engine:>6}: {secs:6.2f} s  {rows / secs:>9,.0f} rows/s  (prepare {s['prepare_s']:.2f} s, "
-              f"engine {s['engine_s']:.2f} s, assemble {s['assemble_s']:.2f} s; {len(v.failures):,} failures, "
-              f"{len(v.held_keys):,} held)")  # fmt: skip
-
-    (vp, sp), (vg, sg) = results["pandas"], results["gx"]
-    pd.testing.assert_frame_equal(vp.failures, vg.failures)
-    assert vp.held_keys == vg.held_keys
-    print(f"agree: identical failures ({len(vp.failures):,} rows, rules {sorted(set(vp.failures['rule']))})")
-    ep, eg = vp.stats["engine_s"], vg.stats["engine_s"]
-    print(f"ratio: pandas is {sg / sp:.1f}x faster end to end; engines alone (shared preparation and "
-          f"assembly left out): pandas {rows / ep:,.0f} rows/s, GX {rows / eg:,.0f} rows/s, {eg / ep:.1f}x; "
-          f"GX above its fixed cost: {rows / max(eg - fixed, 1e-9):,.0f} rows/s")  # fmt: skip
+    trees = {"new": ROOT}
+    with tempfile.TemporaryDirectory(prefix="bench-validation-") as tmp:
+        if args.baseline:
+            base = Path(tmp) / "baseline"
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(base), args.baseline],
+                           check=True)  # fmt: skip
+            trees = {"old": base, "new": ROOT}
+        workers = {name: _Worker(tree, args) for name, tree in trees.items()}
+        try:
+            figures = _figures(workers, args)
+        finally:
+            for w in workers.values():
+                w.close()
+            if args.baseline:
+                subprocess.run(
+                    ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base)], check=True
+                )
+    _report(figures, args)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(
-            json.dumps(
-                {
-                    "rows": rows,
-                    "pandas_s": sp,
-                    "gx_s": sg,
-                    "pandas_rows_per_s": rows / sp,
-                    "gx_rows_per_s": rows / sg,
-                    "gx_warmup_s": warmup,
-                    "gx_fixed_s": fixed,
-                    "pandas_engine_s": ep,
-                    "gx_engine_s": eg,
-                    "expectations": n_exp,
-                },
-                indent=2,
-            )
-        )
+        args.json.write_text(json.dumps(figures, indent=2))
     return 0
+
+
+def _figures(workers: dict[str, _Worker], args: argparse.Namespace) -> dict[str, Any]:
+    for w in workers.values():  # GX's import and suites: once per process, not measured
+        w.ask("gx", 1)
+    out: dict[str, Any] = {"chunks": {}}
+    for chunk in args.chunks:
+        rows = 0
+        fig: dict[str, Any] = {}
+        for what in ("pandas_base64", "pandas"):
+            measure(workers, what, chunk, 1)  # warm: plans, regex caches
+            fig[what] = measure(workers, what, chunk, args.repeat)
+        fig["gx"] = measure(workers, "gx", chunk, max(1, args.repeat // 2))
+        rows = workers["new"].ask("pandas", chunk)["rows"]
+        fig["rows"] = rows
+        fig["agree"] = workers["new"].ask("agree", chunk)
+        out["chunks"][chunk] = fig
+    if args.day_masters:
+        fixed = measure(workers, "gx", 1, 3)
+        big = measure(workers, "gx", args.day_masters, 1)
+        rows = workers["new"].ask("pandas", args.day_masters)["rows"]
+        out["gx_day"] = {
+            name: {
+                "rows": rows,
+                "s": big[name],
+                "fixed_s": fixed[name],
+                "per_100k_s": (big[name] - fixed[name]) / rows * 1e5,
+            }  # fmt: skip
+            for name in workers
+        }
+    return out
+
+
+def _report(figures: dict[str, Any], args: argparse.Namespace) -> None:
+    old = bool(args.baseline)
+    print(f"lab reports, {args.items_per_master} sub-items each; medians of {args.repeat} runs, "
+          + (f"this tree and {args.baseline} taking turns" if old else "this tree"))  # fmt: skip
+    for chunk, f in figures["chunks"].items():
+        rows = f["rows"]
+        new_p, new_b, new_g = f["pandas"]["new"], f["pandas_base64"]["new"], f["gx"]["new"]
+        print(f"chunk {chunk:,} reports ({rows:,} rows):")
+        print(f"  new: pandas {rows / new_p:>9,.0f} rows/s (PDF outcome precomputed), {rows / new_b:,.0f} rows/s "
+              f"(Base64 PDF); GX per chunk {new_g:.2f} s")  # fmt: skip
+        if old:
+            old_b, old_g = f["pandas_base64"]["old"], f["gx"]["old"]
+            print(f"  old: pandas {rows / old_b:>9,.0f} rows/s (Base64 PDF); GX per chunk {old_g:.2f} s")
+            print(f"  new pandas / old pandas: {old_b / new_p:.1f}x (same Base64 input: {old_b / new_b:.1f}x); "
+                  f"new pandas / old default (GX per chunk): {old_g / new_p:.0f}x")  # fmt: skip
+        print(f"  agree: pandas and GX give identical failures ({f['agree']['failures']:,}, "
+              f"{f['agree']['held']:,} reports held)")  # fmt: skip
+    for name, day in (figures.get("gx_day") or {}).items():
+        print(f"GX over one batch of {day['rows']:,} rows ({name}): {day['s']:.1f} s; fixed part "
+              f"{day['fixed_s']:.2f} s per call, {day['per_100k_s']:.2f} s per 100k rows above it")  # fmt: skip
 
 
 if __name__ == "__main__":

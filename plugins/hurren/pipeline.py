@@ -110,7 +110,7 @@ def run_stream(
     until: datetime,
     backfill_since: datetime | None = None,
     options: spec.SpecOptions | None = None,
-    validator: validation.Engine = "gx",
+    validator: validation.Engine | None = None,
     max_quarantine_ratio: float = 1.0,
     now: datetime | None = None,
 ) -> RunSummary:
@@ -122,10 +122,12 @@ def run_stream(
     plus the source's ``future_tolerance_minutes``; a scheduled run quarantines the rows beyond
     (see the module's docstring). Raises :class:`QuarantineThresholdExceeded` after loading
     when more than ``max_quarantine_ratio`` of the extracted records were held (in a window of
-    at least ``THRESHOLD_MIN_RECORDS``).
+    at least ``THRESHOLD_MIN_RECORDS``). ``validator`` (default: the source's) is the engine
+    that decides each batch.
     """
     d = STREAMS[stream]
     options = options or spec.SpecOptions()
+    validator = validator or source.validator
     codes = mapping.mapping_for(source)
     clock = load.SourceClock(
         extract.to_source_time(now or datetime.now(UTC), source.tz),

@@ -262,7 +262,7 @@ OUTCOME_CODES: Mapping[str, tuple[str, ...]] = {
 
 @dataclass(frozen=True)
 class Derived:
-    """A column computed in pandas before validation (see hurren.validation._derive)."""
+    """A column computed in pandas before validation (see hurren.validation.derived.derive)."""
 
     name: str
     kind: DerivedKind

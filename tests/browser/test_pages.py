@@ -251,7 +251,7 @@ def site(make_database, s3, run_dag, tmp_path_factory, pytestconfig):
     settings.cache_clear()
     server = thread = None
     try:
-        # one more day of hospital 0, through the real DAG (GX validates it)
+        # one more day of hospital 0, through the real DAG (GX validates it: its "validator" is "gx")
         h0 = region.hospitals[0]
         synthetic.generate_hospital_day(region.urls["rep0"], org=h0, day=DAY4, seed=SEED + 3, peers=region.hospitals,
                                         defect_rate=0.3, **VOLUME)  # fmt: skip

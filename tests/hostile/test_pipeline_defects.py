@@ -238,7 +238,7 @@ def test_placeholders_and_invisible_characters_are_held(hospital: Hospital) -> N
           "WHERE report_form_no = :r", t=later, r=bom)  # fmt: skip
     h.sql("UPDATE labmaster SET last_update_dtime = :t WHERE report_form_no = :r", t=later, r=zw)
     h.sql("UPDATE lab_subitem SET class_code = chr(8203) || class_code WHERE report_form_no = :r", r=zw)
-    summary = h.run(NEXT_DAY + timedelta(hours=2), run_id="next", validator="gx")  # the default engine
+    summary = h.run(NEXT_DAY + timedelta(hours=2), run_id="next", validator="gx")  # GX per batch
     balanced(summary)
     held = {q["report_form_no"]: {r["rule"] for r in json.loads(q["rules"])} for q in h.quarantine()}
     assert held == {nulls: {"placeholder"}, bom: {"invisible_chars"}, zw: {"invisible_chars"}}

@@ -49,6 +49,7 @@ def test_shipped_demo_configuration_loads() -> None:
     assert demo.enabled and cfg.enabled == (demo,)
     assert set(demo.views) == set(SOURCE_ENTITIES)
     assert demo.pool.name == "hurren_src_demo"
+    assert demo.validator == "gx"  # the demo shows Data Docs
 
 
 def test_a_minimal_hospital_gets_every_default() -> None:
@@ -59,6 +60,7 @@ def test_a_minimal_hospital_gets_every_default() -> None:
     assert s.schedule == "*/30 * * * *"
     assert s.initial_value == datetime(2024, 1, 1)
     assert (s.overlap_minutes, s.chunk_size, s.enabled, s.mapping_file) == (10, 500, True, None)
+    assert s.validator == "pandas"  # GX per batch only where a hospital asks for it
     assert s.pool == sources.Pool(name="hurren_src_korla", slots=2)
     assert s.pacs_study_uid_column == "STUDIUIID"
 
@@ -111,6 +113,9 @@ def test_sources_are_frozen() -> None:
         pytest.param({"overlap_minutes": -1}, "overlap_minutes", id="overlap-negative"),
         pytest.param({"overlap_minutes": 1.5}, "overlap_minutes", id="overlap-float"),
         pytest.param({"chunk_size": 0}, "chunk_size", id="chunk-size"),
+        pytest.param(
+            {"validator": "great_expectations"}, 'validator must be "pandas" or "gx"', id="validator"
+        ),
         pytest.param({"enabled": "yes"}, "enabled must be true or false", id="enabled"),
         pytest.param({"streams": ["lab", "labs"]}, "streams must be", id="streams"),
         pytest.param({"pool": {"name": "p", "slots": 0}}, "pool must be", id="pool"),

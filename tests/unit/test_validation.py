@@ -449,6 +449,26 @@ def test_pdf_size_limit_comes_from_the_rules_document():
     )
 
 
+@pytest.mark.parametrize("engine", ["pandas", "gx"])
+def test_pdf_checked_at_extraction_is_read_from_its_outcome_column(engine):
+    # Part L's contract: the extraction decodes and checks the PDF and passes on __pdf__pdf (and
+    # pdf_size) instead of the Base64 text; the validator reads that outcome, never the text.
+    reports = [lab_report(i) for i in range(1, 5)]
+    m_df, i_df = frames(*reports)
+    m_df = m_df.drop(columns=["pdf"])
+    m_df["__pdf__pdf"] = ["ok", "too_large", "no_eof", "missing"]
+    m_df["pdf_size"] = [900, 30_000_000, 800, None]
+    v = validate_reports(m_df, i_df, master_entity=LM, engine=engine)
+    got = v.failures[["record_key", "check"]].itertuples(index=False, name=None)
+    assert set(got) == {
+        (key_of(reports[i][0][0]), c) for i, c in ((1, "too_large"), (2, "no_eof"), (3, "missing"))
+    }
+    assert "decoded PDF is 30000000 bytes" in v.reason(key_of(reports[1][0][0]))
+    # the same rows with the Base64 text instead: the same verdicts where the outcomes agree
+    m_b64, _ = frames(*reports)
+    assert validate_reports(m_b64, i_df, master_entity=LM, engine=engine).held_keys == frozenset()
+
+
 def test_tolerance_and_char_semantics_come_from_spec_options():
     report = with_item(lab_report(1, class_name="血" * 50), effective_dtime="2024-03-11 09:38:59")
     m_df, i_df = frames(report)
@@ -691,3 +711,21 @@ def test_gx_suite_is_built_once_per_entity():
     severities = {e.meta["check_id"]: e.severity.value for e in suite.expectations}
     assert severities["labmaster.lab_subitem.no_items"] == "warning"
     assert severities["labmaster.sex_code.dictionary.not_in"] == "critical"
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [rules.INTEGER_RE, rules.DATETIME_RE, r"\A[0-9]+$", r"\Aab\s", r"\w+\Z", r"(?i)\Anull\Z", r"(?=1)1"],
+)
+def test_search_on_arrow_is_python_re_search(pattern):
+    # RE2 where it gives Python's answer (\Z as \z), Python's re where it would not ($, \s, \w,
+    # lookarounds): the pandas engine and GX (pandas' str.contains) read the same regexes alike.
+    import re
+
+    import pyarrow as pa
+
+    from hurren.validation.derived import TEXT, search
+
+    values = ["12", "12\n", "ab\x0b", "ab ", "é1", "NULL", "Null\n", "", None, "1x", "x1", "１２"]
+    got = search(pa.array(values, type=TEXT), pattern).tolist()
+    assert got == [v is not None and re.search(pattern, v) is not None for v in values]
