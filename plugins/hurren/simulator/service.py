@@ -112,6 +112,8 @@ class Stats:
             self.effective_dtime_drift = 0  # D9 warnings
             self.checked_payloads = 0
             self.unchecked_payloads = 0  # fast-ack: stored without the field-by-field checks
+            self.connections = 0  # TCP connections accepted
+            self.session_keys = 0  # strKeys (SM2-wrapped session keys) seen: one per key window
             self.last_errors: deque[str] = deque(maxlen=20)
 
     def add(self, **values: Any) -> None:
@@ -139,6 +141,8 @@ class Stats:
                 "effective_dtime_drift_warnings": self.effective_dtime_drift,
                 "checked_payloads": self.checked_payloads,
                 "unchecked_payloads": self.unchecked_payloads,
+                "connections": self.connections,
+                "session_keys": self.session_keys,
                 "last_errors": list(self.last_errors),
             }
 
@@ -197,9 +201,12 @@ class Platform:
                 return key
         key = unwrap(str_key, self.config.private_key, options=self.config.crypto_options)
         with self._keys_lock:
+            new = str_key not in self._keys  # calls arriving together may each unwrap a new key once
             self._keys[str_key] = key
             if len(self._keys) > _KEY_CACHE:
                 self._keys.popitem(last=False)
+        if new:
+            self.stats.add(session_keys=1)
         return key
 
     def _check_credential(self, credential: Credential) -> Credential:
