@@ -57,17 +57,10 @@ from hurren.push.options import PushOptions  # noqa: E402
 from hurren.push.runner import Pusher  # noqa: E402
 from hurren.settings import settings  # noqa: E402
 
+sys.path.insert(0, str(HERE / "bench"))
+from benchlib import cpu_seconds  # noqa: E402
+
 PHASES = ("store", "pdf", "xml", "sm4", "soap", "wait", "record")
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process so far (0 when it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / TICK
 
 
 def start_simulator(tmp: Path, check_rate: float) -> tuple[subprocess.Popen[str], str, str]:
@@ -140,7 +133,7 @@ def measure(job: dict[str, Any]) -> list[dict[str, Any]]:
 
 def run_measure(job: dict[str, Any], tree: Path | None) -> list[dict[str, Any]]:
     """:func:`measure` in a process of its own, with ``tree``'s code (None: this tree's)."""
-    from baseline import code_env
+    from benchlib import code_env
 
     env = code_env(tree or HERE)
     out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--measure", json.dumps(job)],
@@ -199,7 +192,7 @@ def main() -> None:
     if args.measure:
         print(json.dumps(measure(json.loads(args.measure))))
         return
-    from baseline import checkout, describe
+    from benchlib import checkout, describe
     from minio.deleteobjects import DeleteObject
 
     started = time.perf_counter()

@@ -1,4 +1,4 @@
-"""An older commit's code beside this one, for benchmarks that compare old and new in one run.
+"""Helpers of the benchmarks: an older commit's code beside this one, CPU time of other processes.
 
 ``checkout(ref)`` adds a detached ``git worktree`` of ``ref`` in a temporary directory and removes
 it afterwards; a benchmark then runs its measuring part in a subprocess with that tree's
@@ -15,6 +15,16 @@ from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int | str) -> float:
+    """User + system CPU seconds of a process so far (0 when it is gone or unreadable)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICK
 
 
 @contextmanager
