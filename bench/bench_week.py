@@ -3,6 +3,7 @@
     .venv/bin/python bench/bench_week.py                    # the full size: 2 hospitals x 7 days x 3,000 reports
     .venv/bin/python bench/bench_week.py --per-day 750      # the same week at a quarter of the volume
     .venv/bin/python bench/bench_week.py --hospitals 2 --per-day 100 --pdf-kb 5 --days 3   # a quick look
+    .venv/bin/python bench/bench_week.py --per-day 750 --days 2 --workers 2 --baseline main   # old vs new, 2 processes
 
 Volume. The spec gives no report volumes: its sizing section (1.5.2-1.5.3) gives a front-end
 machine (>= 16 cores, 32 GB, 1 TB) and line bandwidths by city population (一级地市, more than 8
@@ -26,12 +27,23 @@ What runs, day by day, as production runs it (all on loopback, in places of its 
    validates (``--validator``), PDFs go to S3;
 3. **push**: ``hurren.push`` ``Pusher`` runs (production options, concurrency 4) until nothing is
    due, against a simulator of this run's own (its own process, SQLite file, SM2 key, one
-   visitor credential);
+   visitor credential), by default in fast-ack mode (``--check-rate 0.01``: one report in a
+   hundred checked field by field; every one decrypted and stored with its PDF's SHA-256, which
+   the invariants compare; ``--check-rate 1`` checks all);
 4. **daily counts**: ``hurren.daily_counts.compute_day`` for the day and the two before it
    (``recount_days`` 3, as the DAG) before the push, which sends the changed rows from the outbox
    with the reports; after it, ``reconcile_day`` compares them with what the platform acknowledged.
 
-Measured per stage and day: seconds, reports/s, rows/s (masters + sub-items), PDF MB/s, and the
+``--workers N`` deals the hospitals out to N processes, each running its hospitals' week (its own
+generator; the push of its hospitals only, ``org_codes``) into the one store, against the one
+simulator: pipeline and push of different hospitals overlap. Stage seconds are then summed over
+the workers, and the week's wall time gives the end-to-end reports/s. ``--baseline REF`` runs the
+same week first with REF's code (a temporary ``git worktree``; this driver and this tree's
+simulator), then with this tree's, and prints both side by side.
+
+Measured per stage and day: seconds, reports/s, rows/s (masters + sub-items), PDF MB/s, the CPU
+milliseconds per report of this process, the simulator, the PostgreSQL backends of this
+process's connections (``application_name``) and the S3 server (shared: an upper bound), and the
 peak RSS of this process (the pipeline, the push and the counts) and of the simulator (a thread
 samples /proc every 0.1 s; the generator's ``ru_maxrss`` is shown apart; the PostgreSQL and S3
 servers are shared services, not counted). At the end the invariants are
@@ -835,7 +847,9 @@ def report(result: WeekResult) -> str:
     lines.append(f"{'end to end':<14}{result.elapsed_s:>9.1f}{reports:>10,}{reports / result.elapsed_s:>11.1f}"
                  f"   (reports extracted / the week's wall time, generation and checks included; "
                  f"{cfg.workers} worker process(es); stage seconds are summed over the workers)")  # fmt: skip
-    lines.append(f"\nCPU ms per report{'':<4}{'ours':>8}{'simulator':>10}{'postgres':>9}{'s3 (<=)':>9}{'total':>8}")
+    lines.append(f"\nCPU ms per report{'':<4}{'ours':>8}{'simulator':>10}{'postgres':>9}{'s3 (<=)':>9}{'total':>8}"
+                 + ("  (simulator and S3: each worker counts all workers' overlapping use; take them from "
+                    "--workers 1)" if cfg.workers > 1 else ""))  # fmt: skip
     for name, st in result.stage_totals().items():
         if name in ("generate", "daily counts"):
             continue

@@ -6,8 +6,9 @@ revisions and voids than the benchmark so that every path is taken every day. It
 invariants, not timings: every run's extracted = loaded + unchanged + stale + quarantined; every valid
 report acknowledged in its stored version and held by the simulator with its PDF, every voided
 one void there or never sent, nothing left in the outbox; every hospital-day's counts sent and
-matching the acknowledged reports; the last day's peak RSS not above the first day's. The full
-size is the benchmark (bench/README.md).
+matching the acknowledged reports; the last day's peak RSS not above the first day's. Then the
+same for 3 days in two worker processes (``--workers 2``: hospitals dealt out, one store), the
+simulator in fast-ack. The full size is the benchmark (bench/README.md).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ CONFIG = WeekConfig(
 IN_TWO = replace(CONFIG, days=3, workers=2)
 
 
-def _week(cfg: WeekConfig, pg_admin_url, s3, tmp_path_factory, check_rate: float = 1.0) -> Iterator[WeekResult]:
+def _week(cfg: WeekConfig, pg_admin_url, s3, tmp_path_factory, check_rate: float = 1) -> Iterator[WeekResult]:
     """The week, in databases, a bucket and a simulator of its own, all removed afterwards."""
     tag = secrets.token_hex(4)
     with (
