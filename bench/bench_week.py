@@ -664,7 +664,7 @@ def _one_day(day: date, n: int, cfg: WeekConfig, hospitals: list[synthetic.Hospi
     d = Day(day)
     t_day = time.perf_counter()
     peaks: list[dict[str, float]] = []
-    run_id = f"week-{day}"
+    run_id = f"week-{day}" + (f"-{os.getpid()}" if cfg.workers > 1 else "")  # a worker's push runs its own
 
     # 1. the hospitals' day, written by another process (the hospitals are not our pipeline)
     t = time.perf_counter()
