@@ -3,6 +3,7 @@
     .venv/bin/python bench/bench_week.py                    # the full size: 2 hospitals x 7 days x 3,000 reports
     .venv/bin/python bench/bench_week.py --per-day 750      # the same week at a quarter of the volume
     .venv/bin/python bench/bench_week.py --hospitals 2 --per-day 100 --pdf-kb 5 --days 3   # a quick look
+    .venv/bin/python bench/bench_week.py --per-day 750 --days 2 --workers 2 --baseline main   # old vs new, 2 processes
 
 Volume. The spec gives no report volumes: its sizing section (1.5.2-1.5.3) gives a front-end
 machine (>= 16 cores, 32 GB, 1 TB) and line bandwidths by city population (一级地市, more than 8
@@ -26,12 +27,23 @@ What runs, day by day, as production runs it (all on loopback, in places of its 
    validates (``--validator``), PDFs go to S3;
 3. **push**: ``hurren.push`` ``Pusher`` runs (production options, concurrency 4) until nothing is
    due, against a simulator of this run's own (its own process, SQLite file, SM2 key, one
-   visitor credential);
+   visitor credential), by default in fast-ack mode (``--check-rate 0.01``: one report in a
+   hundred checked field by field; every one decrypted and stored with its PDF's SHA-256, which
+   the invariants compare; ``--check-rate 1`` checks all);
 4. **daily counts**: ``hurren.daily_counts.compute_day`` for the day and the two before it
    (``recount_days`` 3, as the DAG) before the push, which sends the changed rows from the outbox
    with the reports; after it, ``reconcile_day`` compares them with what the platform acknowledged.
 
-Measured per stage and day: seconds, reports/s, rows/s (masters + sub-items), PDF MB/s, and the
+``--workers N`` deals the hospitals out to N processes, each running its hospitals' week (its own
+generator; the push of its hospitals only, ``org_codes``) into the one store, against the one
+simulator: pipeline and push of different hospitals overlap. Stage seconds are then summed over
+the workers, and the week's wall time gives the end-to-end reports/s. ``--baseline REF`` runs the
+same week first with REF's code (a temporary ``git worktree``; this driver and this tree's
+simulator), then with this tree's, and prints both side by side.
+
+Measured per stage and day: seconds, reports/s, rows/s (masters + sub-items), PDF MB/s, the CPU
+milliseconds per report of this process, the simulator, the PostgreSQL backends of this
+process's connections (``application_name``) and the S3 server (shared: an upper bound), and the
 peak RSS of this process (the pipeline, the push and the counts) and of the simulator (a thread
 samples /proc every 0.1 s; the generator's ``ru_maxrss`` is shown apart; the PostgreSQL and S3
 servers are shared services, not counted). At the end the invariants are
@@ -74,10 +86,14 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-ROOT = Path(__file__).resolve().parents[1]
+HERE = Path(__file__).resolve().parents[1]
+ROOT = Path(os.environ.get("HURREN_BENCH_CODE") or HERE)  # the code measured: this tree's, or --baseline's
 if str(ROOT / "plugins") not in sys.path:
     sys.path.insert(0, str(ROOT / "plugins"))
+if str(HERE / "bench") not in sys.path:
+    sys.path.append(str(HERE / "bench"))
 
+from benchlib import checkout, code_env, cpu_seconds, describe  # noqa: E402
 from sqlalchemy import create_engine, func, select, text  # noqa: E402
 from sqlalchemy.engine import Engine  # noqa: E402
 
@@ -112,6 +128,7 @@ class WeekConfig:
     void_rate: float = 0.002  # likewise voided
     chunk_size: int = 500  # sources.json default
     concurrency: int = 4  # PushOptions default
+    workers: int = 1  # processes, each running its share of the hospitals (pipeline and push overlap)
     validator: str = "gx"  # the DAGs' default
     recount_days: int = 3  # the daily_counts DAG's default
     seed: int = 2024
@@ -145,6 +162,10 @@ class Stage:
     reports: int = 0
     rows: int = 0  # masters + sub-items (generate: every source row written)
     pdf_bytes: int = 0
+    cpu_s: float = 0.0  # CPU of this process (all its threads)
+    sim_cpu_s: float = 0.0  # of the simulator process
+    pg_cpu_s: float = 0.0  # of the PostgreSQL backends serving this process's connections
+    s3_cpu_s: float = 0.0  # of the S3 server (shared with whatever else uses it: an upper bound)
 
     def add(self, other: Stage) -> None:
         for f in fields(self):
@@ -152,7 +173,14 @@ class Stage:
 
     def rates(self) -> dict[str, float]:
         s = self.seconds or float("nan")
-        return {"reports_s": self.reports / s, "rows_s": self.rows / s, "pdf_mb_s": self.pdf_bytes / MB / s}
+        return {"reports_s": self.reports / s, "rows_s": self.rows / s, "pdf_mb_s": self.pdf_bytes / MB / s,
+                "cpu_ms_per_report": self.cpu_per_report()}  # fmt: skip
+
+    def cpu_per_report(self) -> dict[str, float]:
+        """CPU milliseconds per report: this process, the simulator, PostgreSQL, S3."""
+        n = self.reports or float("nan")
+        return {"self": self.cpu_s * 1e3 / n, "simulator": self.sim_cpu_s * 1e3 / n, "postgres": self.pg_cpu_s * 1e3 / n,
+                "s3": self.s3_cpu_s * 1e3 / n}  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -176,6 +204,7 @@ class WeekResult:
     totals: dict[str, Any] = field(default_factory=dict)  # what check_invariants found
     failures: list[str] = field(default_factory=list)
     stopped: str | None = None  # why the week stopped early (--max-minutes)
+    hospital_days: int = 0  # done (a day of a hospital: its lab and exam pipeline runs)
     elapsed_s: float = 0.0
     max_rss_mb: float = 0.0  # getrusage: this process over its whole life
     load_avg: tuple[float, float, float] = (0.0, 0.0, 0.0)  # at the end
@@ -251,13 +280,40 @@ class RssSampler:
         self._thread.join(timeout=5)
 
 
+class CpuMeter:
+    """CPU seconds charged to a stage: this process (all threads), the simulator, the PostgreSQL
+    backends of this process's connections (found by their ``application_name``) and the S3
+    server (its pid file under ``HURREN_SERVICES_DIR``; shared, so an upper bound)."""
+
+    def __init__(self, engine: Engine, tag: str, sim_pid: int) -> None:
+        self.engine, self.tag, self.sim_pid = engine, tag, sim_pid
+        pid_file = Path(os.environ.get("HURREN_SERVICES_DIR", HERE / ".services")) / "run" / "s3.pid"
+        self.s3_pid = pid_file.read_text().strip() if pid_file.exists() else None
+
+    def snap(self) -> tuple[float, float, dict[int, float], float]:
+        with self.engine.connect() as conn:
+            pids = conn.execute(text("select pid from pg_stat_activity where application_name = :t"),
+                                {"t": self.tag}).scalars().all()  # fmt: skip
+        s3 = cpu_seconds(self.s3_pid) if self.s3_pid else 0.0
+        return time.process_time(), cpu_seconds(self.sim_pid), {p: cpu_seconds(p) for p in pids}, s3
+
+    def charge(self, stage: Stage, before: tuple[float, float, dict[int, float], float]) -> None:
+        own, sim, pg, s3 = self.snap()
+        stage.cpu_s += own - before[0]
+        stage.sim_cpu_s += sim - before[1]
+        stage.pg_cpu_s += sum(v - before[2].get(pid, 0.0) for pid, v in pg.items())
+        stage.s3_cpu_s += s3 - before[3]
+
+
 # --------------------------------------------------------------------------------------------
 # the places it runs in: its own simulator, bucket and databases
 
 
 @dataclass(frozen=True)
 class SimulatorProcess:
-    proc: subprocess.Popen[str]
+    """Where the run's simulator listens (picklable: worker processes get it too)."""
+
+    pid: int
     url: str
     public_key: str
     db: Path
@@ -269,16 +325,20 @@ class SimulatorProcess:
 
 
 @contextmanager
-def simulator_process(workdir: Path) -> Iterator[SimulatorProcess]:
+def simulator_process(workdir: Path, check_rate: float = 1.0) -> Iterator[SimulatorProcess]:
     """``python -m hurren.simulator`` on a free loopback port, in its own process, with its own
-    key pair and SQLite file under ``workdir``; accepts the one visitor credential of this run."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "plugins"), os.environ.get("PYTHONPATH", "")])}
+    key pair and SQLite file under ``workdir``; accepts the one visitor credential of this run.
+    ``check_rate`` below 1: fast-ack (the share of reports checked field by field; every one is
+    still decrypted and stored with its PDF's SHA-256, which the invariants compare). Always this
+    tree's simulator, also when ``--baseline`` measures older code."""
+    env = {**os.environ, "PYTHONPATH": str(HERE / "plugins")}
     db, log_path = workdir / "simulator.db", workdir / "simulator.log"
     with open(log_path, "w", encoding="utf-8") as log_file:
         proc = subprocess.Popen(
             [sys.executable, "-m", "hurren.simulator", "--host", "127.0.0.1", "--port", "0",
              "--key-file", str(workdir / "sim-key.json"), "--db", str(db), "--log-level", "WARNING",
-             "--visitor", f"{PLATFORM_ORG}:{VISITOR_CODE}:{VISITOR_KEY}:{PLATFORM_ORG_NAME}"],
+             "--visitor", f"{PLATFORM_ORG}:{VISITOR_CODE}:{VISITOR_KEY}:{PLATFORM_ORG_NAME}",
+             "--check-rate", str(check_rate)],
             stdout=subprocess.PIPE, stderr=log_file, text=True, env=env,
         )  # fmt: skip
     try:
@@ -287,7 +347,7 @@ def simulator_process(workdir: Path) -> Iterator[SimulatorProcess]:
         key = re.search(r"public key (\S+)", proc.stdout.readline())
         if not url or not key:
             raise RuntimeError(f"the simulator did not start:\n{log_path.read_text(encoding='utf-8')[-2000:]}")
-        yield SimulatorProcess(proc, url.group(1), key.group(1), db)
+        yield SimulatorProcess(proc.pid, url.group(1), key.group(1), db)
     finally:
         proc.terminate()
         try:
@@ -417,11 +477,12 @@ def _pushed(engine: Engine, run_id: str) -> tuple[int, int]:
 
 
 def _push_until_done(engine: Engine, s3: Any, bucket: str, sim: SimulatorProcess, cfg: WeekConfig,
-                     run_id: str, result: WeekResult) -> Stage:  # fmt: skip
-    """Pusher runs with production options until a run sends nothing; what they acknowledged."""
+                     run_id: str, result: WeekResult, org_codes: tuple[str, ...]) -> Stage:  # fmt: skip
+    """Pusher runs with production options (for these hospitals) until a run sends nothing; what
+    they acknowledged."""
     stage = Stage()
     config = sim.config()
-    options = PushOptions(concurrency=cfg.concurrency)
+    options = PushOptions(concurrency=cfg.concurrency, org_codes=org_codes)
     for n in range(1, 6):
         rid = f"{run_id}-{n}"
         session = TimedSession(cfg.concurrency)
@@ -480,62 +541,130 @@ def run_week(
 ) -> WeekResult:
     """The week of ``cfg`` in new databases made with ``make_database(name) -> url``, PDFs in
     ``bucket`` (empty, this run's own) of the MinIO client ``s3``, against ``sim``; then the
-    invariants. Nothing here is dropped: the caller owns the places."""
+    invariants. Nothing here is dropped: the caller owns the places. With ``cfg.workers`` > 1 the
+    hospitals are dealt out to that many processes, each running its share's week (generate,
+    pipeline, counts, push of its hospitals only) into the one store; the days' stage figures are
+    then summed over the workers (worker-seconds) and the week's wall time is the end-to-end figure."""
     started = time.perf_counter()
     result = WeekResult(cfg, load_start=os.getloadavg())
     hospitals = synthetic.make_hospitals(cfg.hospitals, seed=cfg.seed)
-    sources = _sources(hospitals, cfg)
     src_urls = [make_database(f"src{i}") for i in range(cfg.hospitals)]
-    src_engines = [create_engine(u) for u in src_urls]
-    engine = create_engine(make_database("store"), pool_size=cfg.concurrency + 2, max_overflow=4)
+    store_url = make_database("store")
+    engine = create_engine(store_url)
     store.create_reconciliation(engine)  # the store schema, reconciliation tables and indexes
-    pdfs = load.Pdfs(client=s3, bucket=bucket)
     say(f"bench_week: {cfg.hospitals} hospital(s) x {cfg.days} day(s) x {cfg.per_day:,} reports "
         f"({cfg.lab_per_day:,} lab with ~{cfg.lab_items} sub-items, {cfg.exam_per_day:,} exam), PDFs {cfg.pdf_kb:g} KB, "
-        f"validator {cfg.validator}, push concurrency {cfg.concurrency}: {cfg.reports:,} reports, "
-        f"{cfg.city_share:.1%} of the assumed large city's week; load average {result.load_start[0]:.2f}")  # fmt: skip
+        f"validator {cfg.validator}, push concurrency {cfg.concurrency}, {cfg.workers} worker process(es): "
+        f"{cfg.reports:,} reports, {cfg.city_share:.1%} of the assumed large city's week; "
+        f"load average {result.load_start[0]:.2f}")  # fmt: skip
+    shares = [list(range(w, cfg.hospitals, cfg.workers)) for w in range(min(cfg.workers, cfg.hospitals))]
     try:
-        with (
-            RssSampler({"self": "self", "simulator": sim.proc.pid}) as rss,
-            ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as generator,
-        ):
-            rss.take()
-            for n in range(cfg.days):
-                day = cfg.start + timedelta(days=n)
-                elapsed = time.perf_counter() - started
-                if cfg.max_minutes is not None and result.days:
-                    need = max(d.wall_s for d in result.days) * 1.1
-                    if elapsed + need > cfg.max_minutes * 60:
-                        result.stopped = (f"--max-minutes {cfg.max_minutes:g}: stopped before day {n + 1} "
-                                          f"({elapsed / 60:.1f} min spent, a day takes ~{need / 60:.1f} min)")  # fmt: skip
-                        say(result.stopped)
-                        break
-                result.days.append(_one_day(day, n, cfg, hospitals, sources, src_urls, src_engines, engine, pdfs,
-                                            s3, bucket, sim, rss, generator, result))  # fmt: skip
-                d = result.days[-1]
-                say(f"day {n + 1} {day}: {d.wall_s:6.1f} s  " + "  ".join(
-                    f"{k} {v.seconds:.1f} s" for k, v in d.stages.items()) +
-                    f"  peak RSS {d.rss_mb['self']:.0f} MB (simulator {d.rss_mb['simulator']:.0f} MB)  "
-                    f"load {d.load_avg:.2f}")  # fmt: skip
+        if len(shares) == 1:
+            parts = [week_part(cfg, shares[0], src_urls, store_url, bucket, sim, s3=s3, say=say)]
+        else:
+            spawn = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(len(shares), mp_context=spawn) as pool:
+                futures = [pool.submit(week_part, cfg, share, src_urls, store_url, bucket, sim) for share in shares]
+                parts = [f.result() for f in futures]
+        _merge(result, parts)
         say("checking the invariants ...")
-        result.failures = check_invariants(result, engine=engine, sources=sources, src_engines=src_engines, sim=sim)
+        src_engines = [create_engine(u) for u in src_urls]
+        try:
+            result.failures = check_invariants(result, engine=engine, sources=_sources(hospitals, cfg),
+                                               src_engines=src_engines, sim=sim)  # fmt: skip
+        finally:
+            for e in src_engines:
+                e.dispose()
     finally:
-        for e in src_engines:
-            e.dispose()
         engine.dispose()
     result.elapsed_s = time.perf_counter() - started
-    result.max_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result.max_rss_mb = max([resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, *(p.max_rss_mb for p in parts)])
     result.load_avg = os.getloadavg()
     return result
 
 
+def _merge(result: WeekResult, parts: list[WeekResult]) -> None:
+    """The workers' weeks as one: a day's stages summed, its wall time, peak RSS and load the
+    largest of the workers'; runs, counts and push tallies together."""
+    for n in range(max(len(p.days) for p in parts)):
+        days = [p.days[n] for p in parts if len(p.days) > n]
+        d = Day(days[0].day, wall_s=max(x.wall_s for x in days), load_avg=max(x.load_avg for x in days))
+        for x in days:
+            for name, st in x.stages.items():
+                d.stages[name].add(st)
+            for k, v in x.rss_mb.items():
+                d.rss_mb[k] = max(d.rss_mb.get(k, 0.0), v)
+            for k, v in x.rss_by_stage.items():
+                d.rss_by_stage[k] = max(d.rss_by_stage.get(k, 0.0), v)
+        result.days.append(d)
+    for p in parts:
+        result.runs += p.runs
+        result.counts += p.counts
+        result.push.update(p.push)
+        result.hospital_days += p.hospital_days
+        result.stopped = result.stopped or p.stopped
+
+
+def week_part(cfg: WeekConfig, share: list[int], src_urls: list[str], store_url: str, bucket: str,
+              sim: SimulatorProcess, *, s3: Any = None, say: Callable[[str], None] = print) -> WeekResult:  # fmt: skip
+    """The week of the hospitals numbered ``share`` (in this process, or in a worker process of
+    :func:`run_week`): day by day, generate, pipeline, counts, push."""
+    if s3 is None:  # a worker process: its own client
+        from hurren.connections import minio_client
+
+        s3 = minio_client()
+    started = time.perf_counter()
+    part = WeekResult(cfg)
+    hospitals = [synthetic.make_hospitals(cfg.hospitals, seed=cfg.seed)[i] for i in share]
+    sources = [_sources(synthetic.make_hospitals(cfg.hospitals, seed=cfg.seed), cfg)[i] for i in share]
+    urls = [src_urls[i] for i in share]
+    tag = f"bench-week-{os.getpid()}"  # the PostgreSQL backends of this process, for the CPU meter
+    src_engines = [create_engine(u, connect_args={"application_name": tag}) for u in urls]
+    engine = create_engine(store_url, pool_size=cfg.concurrency + 2, max_overflow=4,
+                           connect_args={"application_name": tag})  # fmt: skip
+    pdfs = load.Pdfs(client=s3, bucket=bucket)
+    who = f"worker {share[0] % cfg.workers + 1}: " if cfg.workers > 1 else ""
+    try:
+        with (
+            RssSampler({"self": "self", "simulator": sim.pid}) as rss,
+            ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as generator,
+        ):
+            rss.take()
+            meter = CpuMeter(engine, tag, sim.pid)
+            for n in range(cfg.days):
+                day = cfg.start + timedelta(days=n)
+                elapsed = time.perf_counter() - started
+                if cfg.max_minutes is not None and part.days:
+                    need = max(d.wall_s for d in part.days) * 1.1
+                    if elapsed + need > cfg.max_minutes * 60:
+                        part.stopped = (f"--max-minutes {cfg.max_minutes:g}: stopped before day {n + 1} "
+                                        f"({elapsed / 60:.1f} min spent, a day takes ~{need / 60:.1f} min)")  # fmt: skip
+                        say(who + part.stopped)
+                        break
+                part.days.append(_one_day(day, n, cfg, hospitals, sources, urls, src_engines, engine, pdfs,
+                                          s3, bucket, sim, rss, generator, part, meter))  # fmt: skip
+                part.hospital_days += len(share)
+                d = part.days[-1]
+                say(f"{who}day {n + 1} {day}: {d.wall_s:6.1f} s  " + "  ".join(
+                    f"{k} {v.seconds:.1f} s" for k, v in d.stages.items()) +
+                    f"  peak RSS {d.rss_mb['self']:.0f} MB (simulator {d.rss_mb['simulator']:.0f} MB)  "
+                    f"load {d.load_avg:.2f}")  # fmt: skip
+    finally:
+        for e in src_engines:
+            e.dispose()
+        engine.dispose()
+    part.max_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return part
+
+
 def _one_day(day: date, n: int, cfg: WeekConfig, hospitals: list[synthetic.Hospital], sources: list[Source],
              src_urls: list[str], src_engines: list[Engine], engine: Engine, pdfs: load.Pdfs, s3: Any, bucket: str,
-             sim: SimulatorProcess, rss: RssSampler, generator: Executor, result: WeekResult) -> Day:  # fmt: skip
+             sim: SimulatorProcess, rss: RssSampler, generator: Executor, result: WeekResult,
+             meter: CpuMeter) -> Day:  # fmt: skip
     d = Day(day)
     t_day = time.perf_counter()
     peaks: list[dict[str, float]] = []
-    run_id = f"week-{day}"
+    run_id = f"week-{day}" + (f"-{os.getpid()}" if cfg.workers > 1 else "")  # a worker's push runs its own
 
     # 1. the hospitals' day, written by another process (the hospitals are not our pipeline)
     t = time.perf_counter()
@@ -549,6 +678,7 @@ def _one_day(day: date, n: int, cfg: WeekConfig, hospitals: list[synthetic.Hospi
     until = datetime.combine(day + timedelta(days=1), datetime.min.time(), tzinfo=BEIJING)
     for stream in KINDS:
         st = d.stages[f"pipeline {stream}"]
+        cpu = meter.snap()
         for source, src in zip(sources, src_engines, strict=True):
             t = time.perf_counter()
             summary = pipeline.run_stream(
@@ -561,17 +691,25 @@ def _one_day(day: date, n: int, cfg: WeekConfig, hospitals: list[synthetic.Hospi
             st.rows += rows
             st.pdf_bytes += pdf
             result.runs.append(summary.as_dict())
+        meter.charge(st, cpu)
         d.rss_by_stage[f"pipeline {stream}"] = (p := rss.take())["self"]
         peaks.append(p)
 
     # 3. daily counts of the day (and the recount days), 4. the push, then the counts' reconciliation
+    cpu = meter.snap()
     d.stages["daily counts"] = _daily_counts(engine, sources, day, cfg, run_id)
+    meter.charge(d.stages["daily counts"], cpu)
     d.rss_by_stage["daily counts"] = (p := rss.take())["self"]
     peaks.append(p)
-    d.stages["push"] = _push_until_done(engine, s3, bucket, sim, cfg, run_id, result)
+    cpu = meter.snap()
+    d.stages["push"] = _push_until_done(engine, s3, bucket, sim, cfg, run_id, result,
+                                       tuple(s.org_code for s in sources))  # fmt: skip
+    meter.charge(d.stages["push"], cpu)
     d.rss_by_stage["push"] = (p := rss.take())["self"]
     peaks.append(p)
+    cpu = meter.snap()
     d.stages["daily counts"].seconds += _reconcile(engine, sources, day, cfg, result)
+    meter.charge(d.stages["daily counts"], cpu)
     peaks.append(rss.take())
 
     d.wall_s = time.perf_counter() - t_day
@@ -603,7 +741,7 @@ def check_invariants(result: WeekResult, *, engine: Engine, sources: list[Source
                             .group_by(store.run.c.status)).all()  # fmt: skip
     if dict(runs) != {"success": len(result.runs)}:
         bad.append(f"etl_run rows by status {dict(runs)}, expected {len(result.runs)} success")
-    expected_runs = len(result.days) * len(sources) * len(KINDS)
+    expected_runs = result.hospital_days * len(KINDS)
     if len(result.runs) != expected_runs:
         bad.append(f"{len(result.runs)} pipeline runs, expected {expected_runs}")
     if result.days and totals["loaded"] == 0:
@@ -705,6 +843,19 @@ def report(result: WeekResult) -> str:
         unit = " (hospital-days)" if name == "daily counts" else ""
         lines.append(f"{name:<14}{st.seconds:>9.1f}{st.reports:>10,}{r['reports_s']:>11.1f}{st.rows:>11,}"
                      f"{r['rows_s']:>10,.0f}{st.pdf_bytes / MB:>9,.0f}{r['pdf_mb_s']:>7.1f}{unit}")  # fmt: skip
+    reports = sum(result.stage_totals()[f"pipeline {k}"].reports for k in KINDS)
+    lines.append(f"{'end to end':<14}{result.elapsed_s:>9.1f}{reports:>10,}{reports / result.elapsed_s:>11.1f}"
+                 f"   (reports extracted / the week's wall time, generation and checks included; "
+                 f"{cfg.workers} worker process(es); stage seconds are summed over the workers)")  # fmt: skip
+    lines.append(f"\nCPU ms per report{'':<4}{'ours':>8}{'simulator':>10}{'postgres':>9}{'s3 (<=)':>9}{'total':>8}"
+                 + ("  (simulator and S3: each worker counts all workers' overlapping use; take them from "
+                    "--workers 1)" if cfg.workers > 1 else ""))  # fmt: skip
+    for name, st in result.stage_totals().items():
+        if name in ("generate", "daily counts"):
+            continue
+        c = st.cpu_per_report()
+        lines.append(f"{name:<21}{c['self']:>8.1f}{c['simulator']:>10.1f}{c['postgres']:>9.1f}{c['s3']:>9.1f}"
+                     f"{sum(c.values()):>8.1f}")  # fmt: skip
     lines.append(f"\n{'day':<12}{'wall s':>8}" + "".join(f"{s:>15}" for s in STAGES)
                  + f"{'peak RSS MB':>13}{'simulator MB':>14}{'generator MB':>14}{'load':>6}")  # fmt: skip
     for d in result.days:
@@ -743,24 +894,31 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lab-items", type=int, default=d.lab_items)
     p.add_argument("--chunk", type=int, default=d.chunk_size, help="reports per batch (sources.json chunk_size)")
     p.add_argument("--concurrency", type=int, default=d.concurrency, help="push calls in flight")
+    p.add_argument("--workers", type=int, default=d.workers, help="processes running hospitals in parallel")
+    p.add_argument("--check-rate", type=float, default=0.01,
+                   help="the simulator's share of reports checked field by field (1: all; 0.01: fast-ack)")  # fmt: skip
+    p.add_argument("--baseline", metavar="REF", help="run the same week with REF's code first (a git worktree) "
+                   "and show both side by side, e.g. --baseline db74841")  # fmt: skip
     p.add_argument("--validator", choices=("gx", "pandas"), default=d.validator)
     p.add_argument("--defect-rate", type=float, default=d.defect_rate)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--max-minutes", type=float, default=40.0, help="stop before a day that would end after this")
     p.add_argument("--json", type=Path, default=None, help="also write the figures here")
     a = p.parse_args(argv)
+    if a.baseline:
+        return compare(a.baseline, [x for x in (argv if argv is not None else sys.argv[1:])])
     hospitals, per_day = a.hospitals, a.per_day
     if a.scale is not None:
         hospitals, per_day = CITY_HOSPITALS, max(1, round(CITY_PER_DAY * a.scale))
     cfg = WeekConfig(hospitals=hospitals, per_day=per_day, days=a.days, pdf_kb=a.pdf_kb, lab_items=a.lab_items,
                      chunk_size=a.chunk, concurrency=a.concurrency, validator=a.validator, defect_rate=a.defect_rate,
-                     seed=a.seed, max_minutes=a.max_minutes)  # fmt: skip
+                     seed=a.seed, max_minutes=a.max_minutes, workers=a.workers)  # fmt: skip
     s = settings()
     tag = secrets.token_hex(3)
     client = minio_client(s)
     with (
         tempfile.TemporaryDirectory(prefix="bench_week_") as tmp,
-        simulator_process(Path(tmp)) as sim,
+        simulator_process(Path(tmp), a.check_rate) as sim,
         own_bucket(client, f"hurren-week-{tag}") as bucket,
         own_databases(s.database_url("postgres"), f"hurren_week_{tag}") as make,
     ):
@@ -770,6 +928,41 @@ def main(argv: list[str] | None = None) -> int:
             a.json.write_text(json.dumps(result.as_dict(), ensure_ascii=False, indent=1, default=str), encoding="utf-8")
         print("removing the databases, the bucket and the simulator ...", flush=True)
     return 1 if result.failures else 0
+
+
+def compare(ref: str, argv: list[str]) -> int:
+    """``--baseline REF``: the same week with REF's code, then with this tree's, one after the other
+    in this run (each in its own process, places and simulator; the simulator is this tree's in
+    both, so fast-ack applies to both), and their figures side by side."""
+    args = [a for i, a in enumerate(argv) if a != "--baseline" and (i == 0 or argv[i - 1] != "--baseline")]
+    args = [a for a in args if not a.startswith("--baseline=") and not a.startswith("--json")]
+    figures, failed = {}, 0
+    with checkout(ref) as tree, tempfile.TemporaryDirectory() as tmp:
+        for name, code in (("old", tree), ("new", HERE)):
+            out = Path(tmp) / f"{name}.json"
+            print(f"\n=== {name}: {describe(ref) if name == 'old' else 'this tree'} ===", flush=True)
+            done = subprocess.run([sys.executable, str(Path(__file__).resolve()), *args, "--json", str(out)],
+                                  env=code_env(code), check=False)  # fmt: skip
+            failed |= done.returncode
+            figures[name] = json.loads(out.read_text(encoding="utf-8")) if out.exists() else None
+    old, new = figures["old"], figures["new"]
+    if not old or not new:
+        print("a run failed; no comparison")
+        return 1
+    print(f"\nold = {describe(ref)}, new = this tree ({describe('HEAD')} + working tree); same week, same machine, "
+          "one after the other\n")  # fmt: skip
+    print(f"{'stage':<14}{'old s':>9}{'new s':>9}{'old rep/s':>11}{'new rep/s':>11}{'new/old':>9}")
+    for stage in STAGES:
+        o, n = old["stage_totals"][stage], new["stage_totals"][stage]
+        ratio = n["reports_s"] / o["reports_s"] if o["reports_s"] else float("nan")
+        print(f"{stage:<14}{o['seconds']:>9.1f}{n['seconds']:>9.1f}{o['reports_s']:>11.1f}{n['reports_s']:>11.1f}"
+              f"{ratio:>9.2f}")  # fmt: skip
+    reps = [sum(f["stage_totals"][f"pipeline {k}"]["reports"] for k in KINDS) / f["elapsed_s"] for f in (old, new)]
+    print(f"{'end to end':<14}{old['elapsed_s']:>9.1f}{new['elapsed_s']:>9.1f}{reps[0]:>11.1f}{reps[1]:>11.1f}"
+          f"{reps[1] / reps[0]:>9.2f}")  # fmt: skip
+    print("invariants: old " + ("held" if not old["failures"] else "FAILED") + ", new "
+          + ("held" if not new["failures"] else "FAILED"))  # fmt: skip
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -95,11 +95,12 @@ def _load_all(region: dict[str, Any], until: datetime, run_id: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def first_push(region, run_dag):
+def first_push(region, sim, run_dag):
     _load_all(region, UNTIL, "load-1")
+    sim.platform.reset(data=False, faults=False)  # count this run's connections and keys alone
     result = run_dag("push_reports", logical_date=UNTIL, timeout=180)
     assert result.state == "success", result.summary()
-    return result.xcom("push")
+    return {**result.xcom("push"), "received": sim.platform.received()}
 
 
 def _source_reports(region: dict[str, Any]) -> dict[tuple[str, str], dict[tuple[str, ...], Any]]:
@@ -174,6 +175,15 @@ def test_counts_per_report_type_and_hospital_are_returned(region, first_push):
         assert {s for states in by_org.values() for s in states} == {"acked"}, by_org
         assert sum(states["acked"] for states in by_org.values()) == first_push["by_entity"][entity]["acked"]
     assert sum(t["acked"] for t in first_push["by_org"].values()) == total["acked"]
+
+
+def test_one_run_wraps_one_session_key_over_kept_alive_connections(first_push):
+    """The key ring wraps one SM4 key (SM2) per window (key_max_uses 25 here), not one per call; the
+    keep-alive pool opens at most one connection per worker (plus the public-key look-up), not one per call."""
+    received, sent = first_push["received"], first_push["total"]["sent"]
+    assert received["calls"]["ArchiveAutoReport"] == sent > 3 * 25
+    assert received["session_keys"] == -(-sent // 25)  # one strKey per 25 calls
+    assert received["connections"] <= 4 + 1  # concurrency 4
 
 
 def _rekey(url: str, kind: str, org_code: str, *, loaded_before: datetime, at: datetime,

@@ -297,13 +297,13 @@ def push_killed_after_answer(ctx: Ctx) -> None:
                      HURREN_PLATFORM_ORG_CODE=p.org_code, HURREN_PLATFORM_VISITOR_CODE="faults",
                      HURREN_PLATFORM_VISITOR_KEY="faults-key", HURREN_PUSH_KILL_AFTER_ANSWERS="20")  # fmt: skip
     proc = subprocess.run([sys.executable, "-m", "hurren.push", "run", "--concurrency", "3", "--set",
-                           "backoff_base_s=0.2", "--set", "max_wait_s=1"], env=env, cwd=ROOT, capture_output=True,
-                          text=True, timeout=180, check=False)  # fmt: skip
+                           "backoff_base_s=0.2", "--set", "max_wait_s=1", "--set", "report_batch=2"], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=180, check=False)  # fmt: skip
     assert proc.returncode == -9, f"exit {proc.returncode}\n{proc.stderr[-3000:]}"
     statuses = w.outbox_statuses()
     in_flight = statuses["sending"]
-    assert 1 <= in_flight <= 2 * 3, statuses  # at most two claims of `concurrency`
-    assert 20 - 3 <= statuses["acked"] < 20 and statuses["acked"] + in_flight + statuses["queued"] == n, statuses
+    assert 1 <= in_flight <= 2 * 3 * 2, statuses  # at most two claims of `concurrency` jobs of `report_batch`
+    assert 20 - 3 * 2 <= statuses["acked"] < 20 and statuses["acked"] + in_flight + statuses["queued"] == n, statuses
     calls = p.settled_calls()  # the dead process's last requests are handled too
     ctx.extra_ok = calls - statuses["acked"]  # handled by the platform, answer never recorded
     assert 1 <= ctx.extra_ok <= in_flight
@@ -316,21 +316,21 @@ def push_killed_after_answer(ctx: Ctx) -> None:
 
 
 def store_restarted_mid_push(ctx: Ctx) -> None:
-    """The store's cluster restarts while a push run records its 10th answer: that transaction
-    (and any other in flight) dies; the call it recorded had been handled by the platform."""
+    """The store's cluster restarts while a push run records its 4th job's answers: that
+    transaction (and any other in flight) dies; the calls it recorded had been handled by the platform."""
     cluster = ctx.fixture("pg_cluster")
     w = ctx.world(store_url=cluster.create_database("store_restart_mid_push"))
     w.load_all(RUN)
     n = sum(w.outbox_statuses().values())
     started, real, lock, calls = cluster.started_at(), outbox.record, threading.Lock(), {"n": 0}
 
-    def restart_then_record(conn: Any, entry: Any, **kwargs: Any) -> Any:
+    def restart_then_record(conn: Any, recordings: Any, **kwargs: Any) -> Any:
         with lock:
             calls["n"] += 1
             mine = calls["n"]
-        if mine == 10:
+        if mine == 4:
             cluster.restart()
-        return real(conn, entry, **kwargs)
+        return real(conn, recordings, **kwargs)
 
     ctx.monkeypatch.setattr(outbox, "record", restart_then_record)
     with pytest.raises(OperationalError) as failed:

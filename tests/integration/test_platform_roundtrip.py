@@ -833,3 +833,32 @@ def test_simulator_refuses_bad_settings() -> None:
     assert bad.returncode == 2 and "between 0 and 1" in bad.stderr and "Traceback" not in bad.stderr
     bad = _cli("hurren.simulator", "--visitor", "only-one-part")
     assert bad.returncode == 2 and "ORG_CODE:VISITOR_CODE:KEY" in bad.stderr
+
+
+@pytest.mark.parametrize("rate, checked", [(0.0, 0), (0.25, 1)])
+def test_fast_ack_stores_unchecked_reports_with_their_pdf_digest(rate: float, checked: int) -> None:
+    """check_rate < 1 (benchmarks): only the sampled submissions are checked field by field, the
+    first one included when the rate is above 0; every one is still decrypted and stored with its
+    PDF's SHA-256, so what the platform holds stays verifiable."""
+    config = SimulatorConfig(port=0, private_key=PRIVATE, check_rate=rate)
+    with Simulator(config=config) as s, PlatformClient(endpoint=s.url, credential=CREDENTIAL,
+                                                       public_key=s.public_key, timeout=10) as c:  # fmt: skip
+        master, items = lab(items=2, pdf_size=5_000)
+        bad = dict(master, sex_code="F")  # not in STD_SEX: refused when checked
+        if checked:
+            with pytest.raises(BusinessError, match="sex_code: code 'F' is not in STD_SEX"):
+                c.archive_lab_report(bad, items)
+        for n in range(3):
+            own = [dict(i, report_form_no=f"F-{n}") for i in items]
+            assert c.archive_lab_report(dict(bad, report_form_no=f"F-{n}"), own).text is None
+        received = s.platform.received()
+    assert (received["checked_payloads"], received["unchecked_payloads"]) == (checked, 3)
+    assert received["stored"]["labmaster"] == 3 and received["stored"]["lab_subitem"] == 6
+    assert {r["pdf_sha256"] for r in s.platform.store.report_keys("lab")} == {
+        hashlib.sha256(master["pdf"]).hexdigest()
+    }
+
+
+def test_check_rate_is_between_0_and_1() -> None:
+    bad = _cli("hurren.simulator", "--check-rate", "1.5")
+    assert bad.returncode == 2 and "--check-rate must be between 0 and 1" in bad.stderr

@@ -394,14 +394,14 @@ def test_killed_between_the_answer_and_its_record_resends_only_that_batch(
         "HURREN_PLATFORM_VISITOR_CODE": "v", "HURREN_PLATFORM_VISITOR_KEY": "k",
         "HURREN_PUSH_KILL_AFTER_ANSWERS": "9",
     }  # fmt: skip
-    proc = subprocess.run([sys.executable, "-m", "hurren.push", "run", "--concurrency", "3"], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    proc = subprocess.run([sys.executable, "-m", "hurren.push", "run", "--concurrency", "3", "--set", "report_batch=2"],
+                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
     assert proc.returncode == -9, proc.stderr[-2000:]
     with fresh.connect() as conn:
         in_flight = {r.id for r in conn.execute(select(store.outbox.c.id).where(store.outbox.c.status == "sending"))}
         acked_before = {r.id for r in conn.execute(select(store.outbox.c.id).where(store.outbox.c.status == "acked"))}
-    assert 1 <= len(in_flight) <= 2 * 3, in_flight  # at most two claims of `concurrency`
-    assert len(acked_before) >= 9 - 3 - 1  # answers recorded before the kill (the others were in flight)
+    assert 1 <= len(in_flight) <= 2 * 3 * 2, in_flight  # at most two claims of `concurrency` jobs of `report_batch`
+    assert len(acked_before) >= 9 - 3 * 2 - 1  # answers recorded before the kill (the others were in flight)
     calls_before = settled_calls(sim)  # requests of the dead process still being handled count too
 
     result = push(fresh, s3, sim, hospital, lease_s=0)

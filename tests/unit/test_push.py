@@ -13,7 +13,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, func, insert, select, update
+from sqlalchemy import create_engine, event, func, insert, select, update
 from sqlalchemy.engine import Engine
 
 from hurren import crypto, spec, store
@@ -215,9 +215,9 @@ def test_claim_voids_first_one_per_key_in_flight_and_only_when_due(db: Engine) -
     assert claim(db) == []
     f1 = next(e for e in got if e.report_form_no == "F1")
     with db.begin() as conn:
-        assert outbox.record(conn, f1, claimed_by="run-1", status="acked", attempts=1,
-                             calls=[outbox.Call(outbox.utcnow(), outbox.utcnow(), "ok", None)])  # fmt: skip
-        assert not outbox.record(conn, f1, claimed_by="run-1", status="acked", attempts=1)  # not ours any more
+        ok = outbox.Recording(f1, "acked", 1, calls=[outbox.Call(outbox.utcnow(), outbox.utcnow(), "ok", None)])
+        assert outbox.record(conn, [ok], claimed_by="run-1") == {f1.id}
+        assert outbox.record(conn, [ok], claimed_by="run-1") == set()  # not ours any more
     assert [e.report_form_no for e in claim(db)] == ["F1"]
 
 
@@ -425,6 +425,25 @@ def test_a_platform_that_is_down_is_waited_out_not_hammered(db: Engine) -> None:
     platform.script = lambda method, form: "ok"
     result = push(db, objects, platform)
     assert not result.platform_down and {x["status"] for x in entries(db)} == {"acked"}
+
+
+def test_reports_are_claimed_read_and_recorded_many_per_statement(db: Engine) -> None:
+    """No store round trip per report: one claim for the run's jobs, two reads and one recording
+    per job of report_batch reports (each report still its own call)."""
+    objects = Objects()
+    for i in range(16):
+        put_report(db, objects, f"F{i}")
+    statements: list[str] = []
+    listen = lambda *args: statements.append(args[2])  # noqa: E731 - (conn, cursor, statement, ...)
+    event.listen(db, "before_cursor_execute", listen)
+    try:
+        result = push(db, objects, FakePlatform(), concurrency=2, report_batch=8, max_wait_s=0)
+    finally:
+        event.remove(db, "before_cursor_execute", listen)
+    assert result.total().acked == 16 and {x["status"] for x in entries(db)} == {"acked"}
+    per_job = [x for x in statements if "FROM lab_subitem" in x or "INSERT INTO push_log" in x]
+    assert len(per_job) == 2 * 2  # 2 jobs of 8: their sub-items read once, their push_log rows inserted once
+    assert len(statements) <= 30, statements  # 17 here; 101 before (claim, read and record per report)
 
 
 def test_the_session_key_and_its_wrapped_strkey_are_reused_within_the_window_then_rotated() -> None:

@@ -60,12 +60,16 @@ class PushOptions:
     batch_size: int = 200
     """Rows per call for daily counts and accept/quote records (a refused call is split in halves
     until the refused rows are isolated; the rest are acknowledged)."""
+    report_batch: int = 8
+    """Reports a worker takes at once: their rows and sub-items read in two statements, their
+    answers recorded in one transaction (each report is still its own call). A process killed
+    mid-run may thus leave up to ``2 x concurrency x report_batch`` reports to be sent again."""
     entities: tuple[str, ...] = PUSH_ENTITIES
     org_codes: tuple[str, ...] = ()
     """Push only these hospitals; empty: all."""
 
     def __post_init__(self) -> None:
-        for name in ("concurrency", "max_attempts", "breaker_threshold", "batch_size"):
+        for name in ("concurrency", "max_attempts", "breaker_threshold", "batch_size", "report_batch"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise PushConfigError(f"push option {name} must be a whole number >= 1, got {value!r}")

@@ -73,8 +73,9 @@ __all__ = [
     "letters",
     "method_of",
     "next_due",
-    "on_platform",
     "precede_with_voids",
+    "Recording",
+    "held",
     "record",
     "recover_stale",
     "release",
@@ -482,7 +483,8 @@ def claim(
 ) -> list[Entry]:
     """Mark up to ``limit`` due entries ``sending`` for ``claimed_by`` (in the caller's
     transaction; commit it before calling the platform) and return them. Entries locked by another
-    run are skipped (PostgreSQL ``FOR UPDATE SKIP LOCKED``)."""
+    run are skipped (PostgreSQL ``FOR UPDATE SKIP LOCKED``), and so are entries of a key in flight
+    or of a key already claimed here (its first due entry, voids first, goes alone)."""
     now = now or utcnow()
     busy = aliased(ob)
     in_flight = exists().where(
@@ -496,7 +498,11 @@ def claim(
         .limit(limit)
         .with_for_update(skip_locked=True, of=ob)
     )
-    rows = conn.execute(_scope(stmt, entities, org_codes)).all()
+    rows, keys = [], set()
+    for r in conn.execute(_scope(stmt, entities, org_codes)):
+        if (r.entity, r.record_key) not in keys:
+            keys.add((r.entity, r.record_key))
+            rows.append(r)
     if not rows:
         return []
     conn.execute(
@@ -518,11 +524,11 @@ def precede_with_voids(
     if not registers:
         return {}
     now = now or utcnow()
-    held = {(entity, k) for entity in {e.entity for e in registers}
-            for k in _held(conn, entity, [e.record_key for e in registers if e.entity == entity])}  # fmt: skip
+    on_platform = {(entity, k) for entity in {e.entity for e in registers}
+                   for k in held(conn, entity, [e.record_key for e in registers if e.entity == entity])}  # fmt: skip
     out: dict[int, Entry] = {}
     for e in registers:
-        if (e.entity, e.record_key) not in held:
+        if (e.entity, e.record_key) not in on_platform:
             continue
         new_id = conn.execute(
             insert(ob).values(entity=e.entity, org_code=e.org_code, report_form_no=e.report_form_no,
@@ -557,49 +563,61 @@ class Call:
     answer: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class Recording:
+    """One entry's outcome, to write with :func:`record`."""
+
+    entry: Entry
+    status: str
+    attempts: int
+    next_attempt_at: datetime | None = None
+    last_error: str | None = None
+    answer_text: str | None = None
+    calls: Sequence[Call] = ()
+
+
 def record(
-    conn: Connection,
-    entry: Entry,
-    *,
-    claimed_by: str,
-    status: str,
-    attempts: int,
-    next_attempt_at: datetime | None = None,
-    last_error: str | None = None,
-    answer_text: str | None = None,
-    calls: Sequence[Call] = (),
-    now: datetime | None = None,
-) -> bool:
-    """Write one entry's outcome (and the calls it was part of to ``push_log``) in the caller's
-    transaction.
-    False when the entry is no longer this run's (its lease expired and another run took it):
-    nothing is written then."""
+    conn: Connection, recordings: Sequence[Recording], *, claimed_by: str, now: datetime | None = None
+) -> set[int]:
+    """Write entries' outcomes (and the calls each was part of to ``push_log``) in the caller's
+    transaction, in three statements however many: lock the entries still this run's, update them,
+    insert the calls. Returns the ids written; an entry no longer this run's (its lease expired and
+    another run took it) is left alone."""
+    if not recordings:
+        return set()
     now = now or utcnow()
-    values: dict[str, Any] = {
-        "status": status, "attempts": attempts, "next_attempt_at": next_attempt_at, "claimed_at": None,
-        "claimed_by": None, "updated_at": now,
-    }  # fmt: skip
-    if last_error is not None or status == "acked":
-        values["last_error"] = last_error
-    if answer_text is not None:
-        values["answer_text"] = answer_text
-    if status == "acked":
-        values["acked_at"] = now
-    done = conn.execute(
-        update(ob)
-        .where(ob.c.id == entry.id, ob.c.status == "sending", ob.c.claimed_by == claimed_by[:128])
-        .values(**values)
-    ).rowcount
-    if not done:
-        return False
+    who = claimed_by[:128]
+    ids = [r.entry.id for r in recordings]
+    mine: set[int] = set()
+    for part in _chunks(ids):
+        mine |= set(conn.execute(select(ob.c.id).where(ob.c.id.in_(part), ob.c.status == "sending",
+                                                        ob.c.claimed_by == who).with_for_update()).scalars())  # fmt: skip
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for r in recordings:
+        if r.entry.id not in mine:
+            continue
+        values: dict[str, Any] = {
+            "status": r.status, "attempts": r.attempts, "next_attempt_at": r.next_attempt_at, "claimed_at": None,
+            "claimed_by": None, "updated_at": now,
+        }  # fmt: skip
+        if r.last_error is not None or r.status == "acked":
+            values["last_error"] = r.last_error
+        if r.answer_text is not None:
+            values["answer_text"] = r.answer_text
+        if r.status == "acked":
+            values["acked_at"] = now
+        groups.setdefault(tuple(values), []).append({"entry_id": r.entry.id, **values})
+    for columns, rows in groups.items():  # one executemany per set of columns written
+        stmt = update(ob).where(ob.c.id == bindparam("entry_id")).values({c: bindparam(c) for c in columns})
+        conn.execute(stmt, rows)
+    calls = [
+        {"outbox_id": r.entry.id, "attempt": r.attempts, "method": r.entry.method, "run_id": who, "sent_at": c.sent_at,
+         "answered_at": c.answered_at, "outcome": c.outcome, "answer": c.answer}
+        for r in recordings if r.entry.id in mine for c in r.calls
+    ]  # fmt: skip
     if calls:
-        conn.execute(
-            insert(log_t),
-            [{"outbox_id": entry.id, "attempt": attempts, "method": entry.method, "run_id": claimed_by[:128],
-              "sent_at": c.sent_at, "answered_at": c.answered_at, "outcome": c.outcome, "answer": c.answer}
-             for c in calls],
-        )  # fmt: skip
-    return True
+        conn.execute(insert(log_t), calls)
+    return mine
 
 
 def recover_stale(
@@ -634,7 +652,7 @@ def recover_stale(
     return [_entry(r) for r in rows]
 
 
-def _held(conn: Connection, entity: str, keys: Sequence[str]) -> set[str]:
+def held(conn: Connection, entity: str, keys: Sequence[str]) -> set[str]:
     """The keys the platform holds, as far as the outbox knows: the last of the key's entries
     the platform acknowledged is a register. Last in the order of the answers (``push_log``), not
     of the entries: an update void (D20) is queued after its register but goes before it."""
@@ -651,11 +669,6 @@ def _held(conn: Connection, entity: str, keys: Sequence[str]) -> set[str]:
             last[key] = action
         out |= {k for k, action in last.items() if action == "register"}
     return out
-
-
-def on_platform(conn: Connection, entity: str, record_key: str) -> bool:
-    """Does the platform hold this key, as far as the outbox knows (:func:`_held`)?"""
-    return record_key in _held(conn, entity, [record_key])
 
 
 def next_due(

@@ -21,7 +21,7 @@ from hurren import spec, store
 from hurren.push import outbox
 from hurren.push.options import REPORT_ENTITIES
 
-__all__ = ["MissingPdf", "ObjectReader", "PdfMismatch", "fetch_pdf", "read_items", "read_master", "read_rows"]
+__all__ = ["MissingPdf", "ObjectReader", "PdfMismatch", "fetch_pdf", "item_link", "read_items", "read_rows"]
 
 
 class ObjectReader(Protocol):
@@ -38,18 +38,10 @@ class MissingPdf(ValueError):
     """The store names no PDF object, or S3 has no such object: reload the report."""
 
 
-def read_master(conn: Connection, entity: str, record_key: str) -> Mapping[str, Any] | None:
-    """The store's master row of ``record_key`` (column -> typed value), or None."""
-    ent = spec.entity(entity)
-    table = store.SPEC_TABLES[entity]
-    where = [table.c[k] == v for k, v in outbox.key_values(ent, record_key).items()]
-    row = conn.execute(select(table).where(*where)).mappings().first()
-    return None if row is None else dict(row)
-
-
 def read_rows(conn: Connection, entity: str, record_keys: list[str]) -> dict[str, dict[str, Any]]:
-    """The store rows of a record entity (daily counts, accept/quote) by outbox key, for one call:
-    found by the key's clear columns, told apart by their hashed ones (``outbox.entry_key``)."""
+    """The store rows of these outbox keys (report masters, daily counts, accept/quote records), one
+    statement per 500: found by the key's clear columns, told apart by their hashed ones
+    (``outbox.entry_key``)."""
     ent = spec.entity(entity)
     table = store.SPEC_TABLES[entity]
     wanted = set(record_keys)
@@ -65,13 +57,28 @@ def read_rows(conn: Connection, entity: str, record_keys: list[str]) -> dict[str
     return out
 
 
-def read_items(conn: Connection, entity: str, master: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The master's sub-items, in their key order."""
+def item_link(entity: str) -> list[str]:
+    """The key columns a report's sub-items share with their master (org_code, event_no, report_form_no)."""
+    item = spec.entity(REPORT_ENTITIES[entity][1])
+    return [k for k in item.key if k in spec.entity(entity).key]
+
+
+def read_items(
+    conn: Connection, entity: str, masters: list[Mapping[str, Any]]
+) -> dict[tuple[Any, ...], list[dict[str, Any]]]:
+    """The sub-items of these masters, in their key order, by the master's link values
+    (:func:`item_link`): one statement per 500 masters."""
     item = spec.entity(REPORT_ENTITIES[entity][1])
     table = store.SPEC_TABLES[item.name]
-    link = [k for k in item.key if k in spec.entity(entity).key]
-    stmt = select(table).where(*(table.c[k] == master[k] for k in link)).order_by(*(table.c[k] for k in item.key))
-    return [dict(r) for r in conn.execute(stmt).mappings()]
+    link = item_link(entity)
+    key = tuple_(*(table.c[k] for k in link))
+    wanted = sorted({tuple(m[k] for k in link) for m in masters}, key=repr)
+    out: dict[tuple[Any, ...], list[dict[str, Any]]] = {w: [] for w in wanted}
+    for i in range(0, len(wanted), 500):
+        stmt = select(table).where(key.in_(wanted[i : i + 500])).order_by(*(table.c[k] for k in item.key))
+        for r in conn.execute(stmt).mappings():
+            out[tuple(r[k] for k in link)].append(dict(r))
+    return out
 
 
 def fetch_pdf(client: ObjectReader, bucket: str, master: Mapping[str, Any]) -> bytes:

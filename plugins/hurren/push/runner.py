@@ -38,7 +38,7 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from hurren import spec
 from hurren.platform import ConfigurationError, PayloadError, PlatformClient, PlatformError
@@ -144,7 +144,8 @@ class RunResult:
         }
 
 
-Job = list[outbox.Entry]  # entries sent in one call: one report, or rows of one record entity
+# a worker's entries: up to report_batch reports, or one call's rows of a record entity
+Job = list[outbox.Entry]
 
 
 @dataclass(slots=True)
@@ -174,6 +175,30 @@ class _Result:
     outcome: Outcome
     calls: list[outbox.Call] = field(default_factory=list)
     people: list[Mapping[str, Any]] = field(default_factory=list)  # the rows sent: whose identifiers to mask
+
+
+@dataclass(slots=True)
+class _Rows:
+    """What the store holds for a job's reports, read in a few statements for all of them."""
+
+    masters: dict[tuple[str, str], dict[str, Any]]  # (entity, record key) -> master row
+    items: dict[str, dict[tuple[Any, ...], list[dict[str, Any]]]]  # entity -> master's link -> sub-items
+    held: set[tuple[str, str]]  # (entity, record key) of the voids whose key the platform holds
+
+    @classmethod
+    def read(cls, conn: Connection, job: Job) -> _Rows:
+        masters: dict[tuple[str, str], dict[str, Any]] = {}
+        items: dict[str, dict[tuple[Any, ...], list[dict[str, Any]]]] = {}
+        held: set[tuple[str, str]] = set()
+        for entity in dict.fromkeys(e.entity for e in job):
+            mine = [e for e in job if e.entity == entity]
+            found = payload.read_rows(conn, entity, list(dict.fromkeys(e.record_key for e in mine)))
+            masters.update(((entity, k), row) for k, row in found.items())
+            registers = [found[e.record_key] for e in mine if e.action == "register" and e.record_key in found]  # fmt: skip
+            items[entity] = payload.read_items(conn, entity, registers) if registers else {}
+            voids = [e.record_key for e in mine if e.action == "void" and e.record_key in found]
+            held |= {(entity, k) for k in (outbox.held(conn, entity, voids) if voids else ())}
+        return cls(masters, items, held)
 
 
 class Pusher:
@@ -286,25 +311,31 @@ class Pusher:
         return result
 
     def _claim(self, limit: int) -> list[Job]:
-        """Up to ``limit`` jobs: each claimed record row takes along up to ``batch_size - 1`` more
-        due rows of its entity and hospital."""
+        """Up to ``limit`` jobs, claimed in one statement (plus one per record entity and hospital,
+        to fill its batch): the reports dealt out to the jobs, up to ``report_batch`` each (under
+        D20 a register right after the void of the version the platform holds), and the rows of
+        each record entity and hospital in jobs of up to ``batch_size``."""
         o = self.options
-        jobs: list[Job] = []
         with self.engine.begin() as conn:
-            while len(jobs) < limit:  # one head at a time, so a record batch fills before the next job
-                head = outbox.claim(conn, limit=1, claimed_by=self.claimed_by, entities=o.entities,
-                                    org_codes=o.org_codes)  # fmt: skip
-                if not head:
-                    break
-                e, more = head[0], []
-                if e.entity in RECORD_ENTITIES and o.batch_size > 1:
-                    more = outbox.claim(conn, limit=o.batch_size - 1, claimed_by=self.claimed_by,
-                                        entities=[e.entity], org_codes=[e.org_code])  # fmt: skip
-                elif self.spec_options.update_mode == "void_then_register":  # D20: the held version goes first
-                    void = outbox.precede_with_voids(conn, [e], claimed_by=self.claimed_by).get(e.id)
-                    if void is not None:
-                        e, more = void, [e]
-                jobs.append([e, *more])
+            heads = outbox.claim(conn, limit=limit * o.report_batch, claimed_by=self.claimed_by,
+                                 entities=o.entities, org_codes=o.org_codes)  # fmt: skip
+            reports = [e for e in heads if e.entity in REPORT_ENTITIES]
+            records: dict[tuple[str, str], list[outbox.Entry]] = {}
+            for e in heads:
+                if e.entity in RECORD_ENTITIES:
+                    records.setdefault((e.entity, e.org_code), []).append(e)
+            for (entity, org), rows in records.items():
+                if len(rows) % o.batch_size:
+                    rows += outbox.claim(conn, limit=o.batch_size - len(rows) % o.batch_size,
+                                         claimed_by=self.claimed_by, entities=[entity], org_codes=[org])  # fmt: skip
+            voids: dict[int, outbox.Entry] = {}
+            if self.spec_options.update_mode == "void_then_register":  # D20: the held version goes first
+                voids = outbox.precede_with_voids(conn, reports, claimed_by=self.claimed_by)
+        units = [[voids[e.id], e] if e.id in voids else [e] for e in reports]
+        deal = min(limit, len(units))
+        jobs: list[Job] = [[e for unit in units[i::deal] for e in unit] for i in range(deal)]
+        for rows in records.values():
+            jobs += [rows[i : i + o.batch_size] for i in range(0, len(rows), o.batch_size)]
         if jobs:
             self._due_but_blocked = 0
         return jobs
@@ -390,38 +421,50 @@ class Pusher:
                 outbox.release(conn, [e.id for e in job], claimed_by=self.claimed_by)
             raise PushConfigError(f"the platform client is misconfigured: {exc}") from None
         started = time.perf_counter()
-        dones = []
-        with self.engine.begin() as conn:
-            for r in results:
-                status, values = self._decide(r.entry, r.outcome)
-                # the platform's words as the platform wrote them stay in push_log (r.calls); what is
-                # shown (last_error, answer_text, logs, XCom) has the patient's identifiers masked
-                for name in ("last_error", "answer_text"):
-                    if values.get(name):
-                        values[name] = masking.mask_text(values[name], r.people)
-                recorded = outbox.record(conn, r.entry, claimed_by=self.claimed_by, status=status, calls=r.calls,
-                                         **values)  # fmt: skip
-                shown = masking.mask_text(r.outcome.text, r.people)
-                dones.append(_Done(r.entry, r.outcome, status, recorded, values.get("last_error"), shown))
+        recordings = []
+        for r in results:
+            status, values = self._decide(r.entry, r.outcome)
+            # the platform's words as the platform wrote them stay in push_log (r.calls); what is
+            # shown (last_error, answer_text, logs, XCom) has the patient's identifiers masked
+            for name in ("last_error", "answer_text"):
+                if values.get(name):
+                    values[name] = masking.mask_text(values[name], r.people)
+            recordings.append(outbox.Recording(r.entry, status, calls=r.calls, **values))
+        unsent = [e.id for e in job if e.id not in {r.entry.id for r in results}]
+        with self.engine.begin() as conn:  # the whole job's answers in one transaction
+            recorded = outbox.record(conn, recordings, claimed_by=self.claimed_by)
+            outbox.release(conn, unsent, claimed_by=self.claimed_by)
+        dones = [_Done(r.entry, r.outcome, rec.status, r.entry.id in recorded, rec.last_error,
+                       masking.mask_text(r.outcome.text, r.people))
+                 for r, rec in zip(results, recordings, strict=True)]  # fmt: skip
         t.record += time.perf_counter() - started
         return _JobDone(dones, calls, t)
 
     def _send_reports(self, job: Job, t: Timings, calls: list[Outcome]) -> list[_Result]:
-        """One report version, or (D20) the void of the held version then the new one: the
-        register waits in the queue unless its void was acknowledged or had nothing to void."""
-        results = [self._send_report(job[0], t, calls)]
-        for entry in job[1:]:
-            before = results[-1].outcome
-            if before.kind in ("ok", "skipped"):
-                results.append(self._send_report(entry, t, calls))
+        """The job's report versions, one call each, their store rows read for all at once. Under
+        D20 a register right after the void of the version the platform holds (same key) waits in
+        the queue unless that void was acknowledged or had nothing to void. After a transport
+        failure the rest goes back to the queue unsent: the circuit breaker decides what comes next."""
+        started = time.perf_counter()
+        with self.engine.connect() as conn:
+            rows = _Rows.read(conn, job)
+        t.store += time.perf_counter() - started
+        results: list[_Result] = []
+        for entry in job:
+            void = results[-1] if results and results[-1].entry.record_key == entry.record_key else None
+            if void is None and any(r.outcome.transport_failure for r in results):
+                break
+            if void is None or void.outcome.kind in ("ok", "skipped"):
+                results.append(self._send_report(entry, rows, t, calls))
             else:
-                why = f"waits for the void of the version the platform holds (outbox {job[0].id}): {before.text}"
+                why = (f"waits for the void of the version the platform holds (outbox {void.entry.id}): "
+                       f"{void.outcome.text}")  # fmt: skip
                 results.append(_Result(entry, Outcome("waiting", why, called=False)))
         return results
 
-    def _send_report(self, entry: outbox.Entry, t: Timings, calls: list[Outcome]) -> _Result:
+    def _send_report(self, entry: outbox.Entry, rows: _Rows, t: Timings, calls: list[Outcome]) -> _Result:
         people: list[Mapping[str, Any]] = []
-        checked = self._check(entry, t, people)
+        checked = self._check(entry, rows, t, people)
         if isinstance(checked, Outcome):
             return _Result(entry, checked, people=people)
         outcome, call = self._call(entry.method, checked, t)
@@ -510,31 +553,31 @@ class Pusher:
         self._send_batch(batch[:half], results, calls, t, earlier)
         self._send_batch(batch[half:], results, calls, t, earlier)
 
-    def _check(self, entry: outbox.Entry, t: Timings, people: list[Mapping[str, Any]]) -> Outcome | bytes:
+    def _check(
+        self, entry: outbox.Entry, rows: _Rows, t: Timings, people: list[Mapping[str, Any]]
+    ) -> Outcome | bytes:
         """The payload to send, or the outcome that makes sending pointless or impossible; the
-        master row read goes into ``people`` (its patient's identifiers are masked in what is shown)."""
+        master row goes into ``people`` (its patient's identifiers are masked in what is shown)."""
         kind = REPORT_ENTITIES[entry.entity][0]
-        started = time.perf_counter()
-        with self.engine.connect() as conn:
-            master = payload.read_master(conn, entry.entity, entry.record_key)
-            if master is None:
-                return Outcome("broken", "the store has no row for this key any more; nothing to send",
-                               called=False)  # fmt: skip
-            people.append(master)
-            stale = master.get("etl_content_hash") != entry.content_hash
-            if entry.action == "register" or entry.cause in ("load", "update"):
-                if stale:
-                    return Outcome("superseded", "the store holds a newer version of this report", called=False)
-            if entry.action == "void":
-                if entry.cause == "key_change" and self.options.key_change == "off":
-                    return Outcome("skipped", "key-change voids are off (push option key_change)", called=False)
-                if not outbox.on_platform(conn, entry.entity, entry.record_key):
-                    return Outcome("skipped", "the platform does not hold this key (never acknowledged as "
-                                   "registered): nothing to void", called=False)  # fmt: skip
-                items: list[dict[str, Any]] = []
-            else:
-                items = payload.read_items(conn, entry.entity, master)
-        t.store += time.perf_counter() - started
+        master = rows.masters.get((entry.entity, entry.record_key))
+        if master is None:
+            return Outcome("broken", "the store has no row for this key any more; nothing to send",
+                           called=False)  # fmt: skip
+        people.append(master)
+        stale = master.get("etl_content_hash") != entry.content_hash
+        if entry.action == "register" or entry.cause in ("load", "update"):
+            if stale:
+                return Outcome("superseded", "the store holds a newer version of this report", called=False)
+        if entry.action == "void":
+            if entry.cause == "key_change" and self.options.key_change == "off":
+                return Outcome("skipped", "key-change voids are off (push option key_change)", called=False)
+            if (entry.entity, entry.record_key) not in rows.held:
+                return Outcome("skipped", "the platform does not hold this key (never acknowledged as "
+                               "registered): nothing to void", called=False)  # fmt: skip
+            items: list[dict[str, Any]] = []
+        else:
+            link = tuple(master[k] for k in payload.item_link(entry.entity))
+            items = rows.items[entry.entity].get(link, [])
         pdf = None
         if entry.action == "register" and "pdf_object_key" in master:
             started = time.perf_counter()

@@ -88,6 +88,13 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         help="ignore unknown attributes instead of refusing them",
     )
     p.add_argument(
+        "--check-rate",
+        type=float,
+        default=float(env.get("HURREN_SIM_CHECK_RATE") or 1.0),
+        help="share of submissions checked field by field (fast-ack: 0.01 or 0); every one is still "
+        "decrypted, parsed and stored",
+    )
+    p.add_argument(
         "--admin-token", default=env.get("HURREN_SIM_ADMIN_TOKEN"), help="required in X-Admin-Token"
     )
     p.add_argument("--log-level", default=env.get("HURREN_SIM_LOG_LEVEL", "INFO"))
@@ -139,6 +146,7 @@ def build_config(args: argparse.Namespace, env: Mapping[str, str]) -> SimulatorC
         spec_options=spec_options,
         faults=faults,
         strict_attributes=not args.lenient,
+        check_rate=args.check_rate,
         admin_token=args.admin_token,
     )
 

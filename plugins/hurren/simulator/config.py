@@ -23,6 +23,8 @@ flag                           environment variable         default
 --spec-options JSON            HURREN_SIM_SPEC_OPTIONS      {} (a SpecOptions profile)
 --faults JSON                  HURREN_SIM_FAULTS            {} (see hurren.simulator.faults)
 --lenient                      HURREN_SIM_LENIENT=true      unknown attributes are errors
+--check-rate R                 HURREN_SIM_CHECK_RATE        1 (every submission checked field by
+                                                            field; 0.01: one in a hundred; 0: none)
 --admin-token                  HURREN_SIM_ADMIN_TOKEN       none: /_admin open (bind to loopback!)
 --log-level                    HURREN_SIM_LOG_LEVEL         INFO
 =============================  ===========================  ========================================
@@ -88,6 +90,7 @@ class SimulatorConfig:
     spec_options: spec.SpecOptions = field(default_factory=spec.SpecOptions)
     faults: Faults = field(default_factory=Faults)
     strict_attributes: bool = True
+    check_rate: float = 1.0  # fast-ack: the share of submissions checked field by field (see service)
     admin_token: str | None = field(default=None, repr=False)
     max_body_bytes: int = 64 * 1024 * 1024
 
@@ -96,6 +99,8 @@ class SimulatorConfig:
             raise ConfigError(f"--path must start with '/', got {self.path!r}")
         if self.recent_days < 1 or self.recognition_days < 0:
             raise ConfigError("--recent-days must be >= 1 and --recognition-days >= 0")
+        if not 0.0 <= self.check_rate <= 1.0:
+            raise ConfigError(f"--check-rate must be between 0 and 1, got {self.check_rate}")
         try:
             crypto.public_key_from_private(self.private_key)
         except crypto.CryptoError as exc:

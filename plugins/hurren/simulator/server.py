@@ -140,6 +140,7 @@ class _HTTPServer(ThreadingHTTPServer):
     def process_request(self, request: Any, client_address: Any) -> None:
         with self._open_lock:
             self._open.add(request)
+        self.platform.stats.add(connections=1)  # a client that keeps connections alive opens few
         super().process_request(request, client_address)
 
     def shutdown_request(self, request: Any) -> None:
