@@ -62,15 +62,16 @@ import hashlib
 import io
 import json
 import logging
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import cache
+from json.encoder import encode_basestring
 from typing import Any, Literal, Protocol
 from urllib.parse import quote
 
+import numpy as np
 import pandas as pd
 from sqlalchemy import Table, and_, bindparam, delete, func, insert, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -80,6 +81,16 @@ from sqlalchemy.exc import DBAPIError
 from hurren import rules, spec, store
 from hurren.extract import CursorState, RecordBatch, ReportBatch
 from hurren.push import outbox as push_outbox
+from hurren.rows import (
+    DATETIME_FORMAT,
+    canonical_json,
+    content_hash,
+    json_column,
+    json_rows,
+    sha256_hex,
+    to_store_value,
+    typed_column,
+)
 from hurren.sources import STREAMS, Source
 
 __all__ = [
@@ -112,10 +123,10 @@ log = logging.getLogger(__name__)
 Method = Literal["auto", "copy", "portable"]
 _IN_GROUP = 500  # values per IN list (Oracle allows 1000)
 _PDF_MAGIC = b"%PDF-"
+_PDF_SLOT = (
+    "\x01"  # stands for the PDF in a master's JSON: JSON escapes it in any value (np.full drops a NUL)
+)
 _UPSERT = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
-# the spec's formats, as strict as strptime with them, ten times faster with fromisoformat
-_DATETIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}")
-_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 class LoadError(Exception):
@@ -276,52 +287,13 @@ def pdf_object_key(org_code: str, entity: str, report_form_no: str, sha256: str)
     return f"reports/{key_segment(org_code, 128)}/{entity}/{key_segment(report_form_no, 128)}/{sha256}.pdf"
 
 
-def _json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"), default=str)
+_json = canonical_json
 
 
 def _storable(text: str) -> str:
     """``text`` with lone surrogates (which no UTF-8 database column can hold) written as ``\\udXXX``:
     a report that validation holds for them must still reach the quarantine, not fail the batch."""
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-def content_hash(
-    master: Mapping[str, Any], items: Sequence[Mapping[str, Any]] = (), pdf_sha256: str | None = None
-) -> str:
-    """SHA-256 of a report's canonical form: the master's fields (the PDF replaced by its
-    SHA-256) and its sub-items in a fixed order (not the order the source returned them), as
-    key-sorted compact JSON. The version the store and the outbox track."""
-    row = {k: v for k, v in master.items() if k != "pdf"}
-    if "pdf" in master:
-        row["pdf"] = pdf_sha256
-    body = {"master": row, "items": sorted((dict(i) for i in items), key=_json)}
-    return hashlib.sha256(_json(body).encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def _row_hash(row: Mapping[str, Any]) -> str:
-    return hashlib.sha256(_json(dict(row)).encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def to_store_value(f: spec.Field, value: str | None) -> Any:
-    """A canonical string as the store column's Python value; ValueError when it is not one."""
-    if value is None:
-        return None
-    match f.type:
-        case "datetime":
-            if not _DATETIME.fullmatch(value):
-                raise ValueError(f"{f.name}: not YYYY-MM-DD HH:MM:SS")
-            return datetime.fromisoformat(value)  # naive Beijing time; Feb 30 raises ValueError
-        case "date":
-            # D1: a datetime where a date is due is accepted and truncated to its date
-            if not _DATE.fullmatch(value[:10]):
-                raise ValueError(f"{f.name}: not YYYY-MM-DD")
-            return date.fromisoformat(value[:10])
-        case "number":
-            if not value or not (value.isdigit() or (value[0] == "-" and value[1:].isdigit())):
-                raise ValueError(f"{f.name}: not a whole number")
-            return int(value)
-    return value
 
 
 @dataclass(slots=True)
@@ -347,17 +319,103 @@ def _decode_pdf(value: str | None) -> tuple[_Pdf | None, str | None]:
 # units: one report (master + items) or one record
 
 
+@cache
+def _stored_fields(entity: spec.Entity) -> tuple[tuple[str, spec.Field], ...]:
+    """(store column, field) of the fields a row stores (the PDF is kept in S3)."""
+    return tuple((store.column_name(entity, f.name), f) for f in entity.fields if f.type != "pdf")
+
+
+def _column(frame: pd.DataFrame, name: str) -> pd.Series:
+    """A frame's column, or all missing when the frame lacks it (as ``row.get`` would give)."""
+    if name in frame.columns:
+        return frame[name]
+    return pd.Series([None] * len(frame), index=frame.index, dtype=object)
+
+
+@dataclass(slots=True)
+class _Typed:
+    """A frame's rows typed for the store, column by column (:func:`hurren.rows.typed_column`):
+    the values, and per row the first field that fails (-1: none) and whether it failed as
+    not convertible (else: a key field that is empty)."""
+
+    entity: spec.Entity
+    columns: dict[str, np.ndarray]  # store column -> typed values
+    first_fail: np.ndarray  # index into _stored_fields(entity), -1 when the row is fine
+    bad_value: np.ndarray  # the first failure is a value that does not convert
+
+    @classmethod
+    def of(cls, entity: spec.Entity, frame: pd.DataFrame) -> _Typed:
+        n = len(frame)
+        columns: dict[str, np.ndarray] = {}
+        first_fail = np.full(n, -1, dtype=np.int64)
+        bad_value = np.zeros(n, dtype=bool)
+        for i, (column, f) in enumerate(_stored_fields(entity)):
+            values, bad = typed_column(f, _column(frame, f.name))
+            columns[column] = values
+            fails = bad | np.fromiter((v is None for v in values), dtype=bool, count=n) if f.key else bad
+            new = fails & (first_fail == -1)
+            first_fail[new] = i
+            bad_value[new] = bad[new]
+        return cls(entity, columns, first_fail, bad_value)
+
+    def hold(self, row: int, unit: _Unit) -> bool:
+        """Hold ``unit`` for row ``row``'s first failure, as the per-row check words it; whether it failed."""
+        i = int(self.first_fail[row])
+        if i < 0:
+            return False
+        f = _stored_fields(self.entity)[i][1]
+        name = self.entity.name
+        if self.bad_value[row]:
+            rule = f.type if f.type in ("datetime", "number") else "datetime"  # date fields: rule datetime
+            unit.add_hold(rule, name, f.name, f"{name}.{f.name} is not a valid {f.type}")
+        else:
+            unit.add_hold("not_null", name, f.name, f"{name}.{f.name} (a key field) is empty")
+        return True
+
+
+class _Items:
+    """A batch's sub-items, kept as columns: canonical JSON of each row (for the report's content
+    hash), the typed columns, and each row's own ``etl_content_hash``. Never a dict per row,
+    except for the few rows a quarantine entry carries."""
+
+    def __init__(self, entity: spec.Entity, frame: pd.DataFrame) -> None:
+        self.entity = entity
+        self.frame = frame.reset_index(drop=True)
+        n = len(self.frame)
+        self.json = json_rows({c: json_column(self.frame[c]) for c in self.frame.columns}, n)
+        self.typed = _Typed.of(entity, self.frame)
+        self.hashes = np.array(sha256_hex(json_rows({c: json_column(v) for c, v in self.typed.columns.items()}, n)),
+                               dtype=object)  # fmt: skip
+        keys = [self.typed.columns[store.column_name(entity, k)] for k in entity.key]
+        self.key_of = list(zip(*keys, strict=True)) if keys else [()] * n
+
+    def records(self, pos: Sequence[int]) -> list[dict[str, Any]]:
+        return _records(self.frame.iloc[list(pos)])
+
+    def store_rows(self, pos: Sequence[int], run_id: str | None) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """(store columns, typed rows) of the sub-items at ``pos``, with their hash and run id."""
+        idx = np.asarray(pos, dtype=np.int64)
+        names = [*self.typed.columns, "etl_content_hash", "etl_run_id"]
+        cols = [v[idx] for v in self.typed.columns.values()] + [self.hashes[idx], [run_id] * len(idx)]
+        return names, list(zip(*cols, strict=True))
+
+
 @dataclass(slots=True)
 class _Unit:
     key: str  # store.record_key of the canonical master
     master: dict[str, Any]  # canonical
-    items: list[dict[str, Any]]  # canonical
+    sub: _Items | None = None  # the batch's sub-items
+    item_pos: list[int] = field(default_factory=list)  # this unit's, in the source's order
     hash: str = ""
     pdf: _Pdf | None = None
     typed_master: dict[str, Any] = field(default_factory=dict)  # store column -> value
-    typed_items: list[dict[str, Any]] = field(default_factory=list)
     hold: Hold | None = None
     orphan: bool = False  # sub-items without a master: quarantined, never stored
+
+    @property
+    def items(self) -> list[dict[str, Any]]:
+        """The canonical sub-items (for a quarantine entry; built on demand)."""
+        return self.sub.records(self.item_pos) if self.sub is not None and self.item_pos else []
 
     def add_hold(
         self, rule: str, entity: str, field_name: str | None, text: str, detail: str | None = None
@@ -378,6 +436,12 @@ def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     return clean.to_dict("records")
 
 
+def _plain(values: pd.Series) -> np.ndarray:
+    out = values.to_numpy(dtype=object, copy=True)
+    out[pd.isna(out)] = None
+    return out
+
+
 def _link(master: spec.Entity, item: spec.Entity) -> tuple[str, ...]:
     return tuple(k for k in item.key if k in master.key)
 
@@ -386,17 +450,20 @@ def _units(
     master: spec.Entity, item: spec.Entity | None, masters: pd.DataFrame, items: pd.DataFrame | None
 ) -> list[_Unit]:
     rows = _records(masters)
-    by_link: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    by_link: dict[tuple[Any, ...], list[int]] = {}
     link: tuple[str, ...] = ()
+    sub: _Items | None = None
     if item is not None and items is not None:
         link = _link(master, item)
-        for r in _records(items):
-            by_link.setdefault(tuple(r[k] for k in link), []).append(r)
+        sub = _Items(item, items)
+        for pos, k in enumerate(zip(*(_plain(_column(sub.frame, c)) for c in link), strict=True)):
+            by_link.setdefault(k, []).append(pos)
     units = [
         _Unit(
             key=store.record_key(master, r),
             master={n: r.get(n) for n in master.names},
-            items=by_link.pop(tuple(r[k] for k in link), []) if item is not None else [],
+            sub=sub,
+            item_pos=by_link.pop(tuple(r[k] for k in link), []) if item is not None else [],
         )
         for r in rows
     ]
@@ -404,7 +471,7 @@ def _units(
     # (the link values, null for the rest), as hurren.validation files them
     for values, orphans in by_link.items():
         stub = {k: None for k in master.key} | dict(zip(link, values, strict=True))
-        u = _Unit(key=store.record_key(master, stub), master={}, items=orphans, orphan=True)
+        u = _Unit(key=store.record_key(master, stub), master={}, sub=sub, item_pos=orphans, orphan=True)
         u.add_hold(
             "orphan_item",
             item.name if item else master.name,
@@ -415,31 +482,10 @@ def _units(
     return units
 
 
-@cache
-def _stored_fields(entity: spec.Entity) -> tuple[tuple[str, spec.Field], ...]:
-    """(store column, field) of the fields a row stores (the PDF is kept in S3)."""
-    return tuple((store.column_name(entity, f.name), f) for f in entity.fields if f.type != "pdf")
-
-
-def _typed(entity: spec.Entity, row: Mapping[str, Any], unit: _Unit) -> dict[str, Any] | None:
-    out: dict[str, Any] = {}
-    for column, f in _stored_fields(entity):
-        try:
-            out[column] = to_store_value(f, row.get(f.name))
-        except ValueError:
-            rule = f.type if f.type in ("datetime", "number") else "datetime"  # date fields: rule datetime
-            unit.add_hold(rule, entity.name, f.name, f"{entity.name}.{f.name} is not a valid {f.type}")
-            return None
-        if f.key and out[column] is None:
-            unit.add_hold("not_null", entity.name, f.name, f"{entity.name}.{f.name} (a key field) is empty")
-            return None
-    return out
-
-
 def _change_time(value: Any) -> datetime | None:
     if isinstance(value, datetime):
         return value
-    if isinstance(value, str) and _DATETIME.fullmatch(value):
+    if isinstance(value, str) and DATETIME_FORMAT.fullmatch(value):
         try:
             return datetime.fromisoformat(value)
         except ValueError:
@@ -471,43 +517,66 @@ def _prepare(
     holds: Mapping[str, Hold],
     org_code: str,
     *,
+    masters: pd.DataFrame,
     cursor: str,
     clock: SourceClock | None = None,
 ) -> None:
-    """Load's own checks, typed rows, PDFs and hashes, in place. ``cursor``: the stream's change
-    time field; with a ``clock``, a unit whose change time is in the future is held."""
+    """Load's own checks, typed rows, PDFs and hashes, in place. ``masters``: the canonical frame
+    the first units were made of, in order (orphans follow). ``cursor``: the stream's change time
+    field; with a ``clock``, a unit whose change time is in the future is held.
+
+    Typing and hashing go column by column (:mod:`hurren.rows`); the loop below only looks up
+    each report's results and decodes its PDF."""
     has_pdf = any(f.type == "pdf" for f in master.fields)
+    n = len(masters)
+    typed = _Typed.of(master, masters)
+    # the master's canonical JSON, its PDF as a placeholder
+    parts = {name: json_column(_column(masters, name)) for name in master.names if name != "pdf"}
+    if has_pdf:
+        parts["pdf"] = np.full(n, _PDF_SLOT, dtype=object)
+    master_json = json_rows(parts, n)
+    rows = list(zip(*typed.columns.values(), strict=True)) if typed.columns else [()] * n
+    names = list(typed.columns)
+    sub = next((u.sub for u in units if u.sub is not None), None)
+    item_fail = np.zeros(0, dtype=bool)
+    if sub is not None:
+        item_fail = sub.typed.first_fail >= 0
+    texts: list[str] = []
     seen: dict[tuple[Any, ...], _Unit] = {}
-    for u in units:
+    key_at = [names.index(store.column_name(master, c)) for c in master.key]
+    for i, u in enumerate(units):
         if u.key in holds:
             u.hold = holds[u.key]
         if clock is not None:
             _hold_future(u, master, item, cursor, clock)
+        items_json = ",".join(sorted(sub.json[p] for p in u.item_pos)) if sub is not None else ""
         if u.orphan:
-            u.hash = content_hash({}, u.items)
+            texts.append(f'{{"items":[{items_json}],"master":{{}}}}')
             continue
-        typed = _typed(master, u.master, u)
-        items_typed: list[dict[str, Any]] = []
-        if item is not None:
-            item_keys: set[tuple[Any, ...]] = set()
-            for r in u.items:
-                t = _typed(item, r, u)
-                if t is None:
+        typed_ok = not typed.hold(i, u)
+        if sub is not None and u.item_pos:
+            keys: set[tuple[Any, ...]] = set()
+            for p in u.item_pos:  # the first sub-item that fails, as the per-row check found it
+                if item_fail[p]:
+                    sub.typed.hold(p, u)
                     break
-                k = tuple(t[store.column_name(item, c)] for c in item.key)
-                if k in item_keys:
-                    u.add_hold("unique_key", item.name, None, f"two {item.name} rows with the same key")
+                if sub.key_of[p] in keys:
+                    u.add_hold(
+                        "unique_key", sub.entity.name, None, f"two {sub.entity.name} rows with the same key"
+                    )
                     break
-                item_keys.add(k)
-                items_typed.append(t)
-        pdf_digest: str | None = None
+                keys.add(sub.key_of[p])
+        pdf_json = "null"
         if has_pdf:
-            u.pdf, problem = _decode_pdf(u.master.get("pdf"))
+            raw = u.master.get("pdf")
+            u.pdf, problem = _decode_pdf(raw)
             if u.pdf is not None:
-                pdf_digest = u.pdf.sha256
+                pdf_json = encode_basestring(u.pdf.sha256)
             else:
-                raw = u.master.get("pdf")
-                pdf_digest = None if raw is None else "invalid:" + hashlib.sha256(raw.encode()).hexdigest()
+                if raw is not None:
+                    pdf_json = encode_basestring(  # surrogatepass: a lone surrogate no longer fails the batch
+                        "invalid:" + hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()
+                    )
                 if u.hold is None or not any(r.get("field") == "pdf" for r in u.hold.rules):
                     text = {"missing": "the PDF is missing", "not_base64": "the PDF is not valid Base64"}
                     u.add_hold(
@@ -517,10 +586,10 @@ def _prepare(
                         text.get(problem or "", "the PDF is not a PDF file"),
                         problem,
                     )
-        u.hash = content_hash(u.master, u.items, pdf_digest)
-        if typed is None:
+        texts.append(f'{{"items":[{items_json}],"master":{master_json[i].replace(_PDF_SLOT, pdf_json, 1)}}}')
+        if not typed_ok:
             continue
-        k = tuple(typed[store.column_name(master, c)] for c in master.key)
+        k = tuple(rows[i][j] for j in key_at)
         if k in seen:  # the same key twice in one batch: hold both, neither is the report
             for dup in (seen[k], u):
                 if dup.hold is None or not any(r["rule"] == "unique_key" for r in dup.hold.rules):
@@ -529,17 +598,18 @@ def _prepare(
                     )
             continue
         seen[k] = u
+        row = dict(zip(names, rows[i], strict=True))
         if u.pdf is not None:
-            typed["pdf_object_key"] = pdf_object_key(
+            row["pdf_object_key"] = pdf_object_key(
                 u.master.get("org_code") or org_code, master.name, u.master["report_form_no"], u.pdf.sha256
             )
-            typed["pdf_sha256"] = u.pdf.sha256
-            typed["pdf_size"] = len(u.pdf.data)
-        typed["etl_content_hash"] = u.hash
-        u.typed_master = typed
-        for t in items_typed:
-            t["etl_content_hash"] = _row_hash(t)
-        u.typed_items = items_typed
+            row["pdf_sha256"] = u.pdf.sha256
+            row["pdf_size"] = len(u.pdf.data)
+        u.typed_master = row
+    for u, h in zip(units, sha256_hex(texts), strict=True):
+        u.hash = h
+        if u.typed_master:
+            u.typed_master["etl_content_hash"] = h
 
 
 def holds_from_verdicts(verdicts: Any) -> dict[str, Hold]:
@@ -792,9 +862,13 @@ def _write_portable(
         if changed:
             stmt = delete(itable).where(and_(*(itable.c[c] == bindparam(f"l_{c}") for c in link)))
             conn.execute(stmt, [{f"l_{c}": u.typed_master[c] for c in link} for u in changed])
-        rows = [t for u in (*new, *changed) for t in u.typed_items]
-        if rows:
-            conn.execute(insert(itable), rows)
+        units = [u for u in (*new, *changed) if u.item_pos]
+        if units:
+            sub = units[0].sub
+            names, rows = sub.store_rows(
+                [p for u in units for p in u.item_pos], units[0].typed_master.get("etl_run_id")
+            )
+            conn.execute(insert(itable), [dict(zip(names, r, strict=True)) for r in rows])
 
 
 def _write_copy(
@@ -871,14 +945,15 @@ def _write_copy(
             )
         )
         done = set(written)
-        rows = [r for u in units if tuple(u.typed_master[k] for k in keys) in done for r in u.typed_items]
-        if rows:
-            icols = list(rows[0])
+        mine = [u for u in units if u.item_pos and tuple(u.typed_master[k] for k in keys) in done]
+        if mine:
+            icols, rows = mine[0].sub.store_rows([p for u in mine for p in u.item_pos],
+                                                 mine[0].typed_master.get("etl_run_id"))  # fmt: skip
             with cur.copy(
                 sql.SQL("COPY {} ({}) FROM STDIN").format(itable, sql.SQL(", ").join(map(ident, icols)))
             ) as copy:
                 for r in rows:
-                    copy.write_row([r[c] for c in icols])
+                    copy.write_row(r)
     return written, stale
 
 
@@ -1013,7 +1088,11 @@ RUN_LEASE = timedelta(hours=3)
 """A ``running`` etl_run try older than this is over: no extraction task lives that long (each has
 an ``execution_timeout`` of at most 2 h, ``hurren.dagfactory``; Airflow ends it then)."""
 
-_SUMMED = (*(f.name for f in fields(LoadCounts)), "batches", "future_rows")  # per-try numbers that add up to the run's
+_SUMMED = (
+    *(f.name for f in fields(LoadCounts)),
+    "batches",
+    "future_rows",
+)  # per-try numbers that add up to the run's
 
 
 def _db_now(conn: Connection) -> datetime:
@@ -1039,7 +1118,10 @@ def _interrupted(row: Mapping[str, Any], tries: list[dict[str, Any]], now: datet
     """The last try, found over without having said so: its counts are what its committed batches
     added to the row (the row's counts less the other tries')."""
     last = dict(tries[-1])
-    done = {k: sum(int(t.get(k) or 0) for t in tries[:-1]) for k in ("extracted", "loaded", "quarantined", "stale")}
+    done = {
+        k: sum(int(t.get(k) or 0) for t in tries[:-1])
+        for k in ("extracted", "loaded", "quarantined", "stale")
+    }
     counts = {k: int(row[k] or 0) - done[k] for k in done}
     counts["unchanged"] = counts["extracted"] - counts["loaded"] - counts["quarantined"] - counts["stale"]
     return {**last, **counts, "status": "interrupted", "found_over_at": str(now)}
@@ -1096,7 +1178,9 @@ def start_run(
     with engine.begin() as conn:
         now = _db_now(conn)
         stale = conn.execute(
-            select(r).where(r.c.source == source, r.c.stream == stream, r.c.status == "running", r.c.run_id != run_id)
+            select(r).where(
+                r.c.source == source, r.c.stream == stream, r.c.status == "running", r.c.run_id != run_id
+            )
         ).mappings()
         for row in list(stale):
             tries = _tries(row)
@@ -1106,7 +1190,9 @@ def start_run(
             tries[-1] = _interrupted(row, tries, now)
             conn.execute(update(r).where(r.c.id == row["id"], r.c.status == "running")
                          .values(status="interrupted", finished_at=now, details=_details(tries, _last_summary(tries))))  # fmt: skip
-            log.warning("%s/%s: run %s was left running since %s: interrupted", source, stream, row["run_id"], started)
+            log.warning(
+                "%s/%s: run %s was left running since %s: interrupted", source, stream, row["run_id"], started
+            )
         found = conn.execute(
             select(r).where(r.c.run_id == run_id, r.c.source == source, r.c.stream == stream)
         ).mappings().first()  # fmt: skip
@@ -1266,7 +1352,7 @@ def _commit(
         elif written:
             _write_portable(conn, b.master, b.item, b.new, b.changed)
         counts.loaded = len(written)
-        counts.items_written = sum(len(u.typed_items) for u in written)
+        counts.items_written = sum(len(u.item_pos) for u in written)
         if written:  # a committed version and its queue entry commit together (hurren.push)
             counts.queued = push_outbox.enqueue(
                 conn,
@@ -1334,13 +1420,13 @@ def _load(
     how = _method(engine, method)
     change_time = STREAMS[stream].cursor
     units = _units(master, item, masters, items)
-    _prepare(units, master, item, holds or {}, source.org_code, cursor=change_time, clock=clock)
+    _prepare(
+        units, master, item, holds or {}, source.org_code, masters=masters, cursor=change_time, clock=clock
+    )
     counts = LoadCounts(extracted=len(units), quarantined=sum(u.hold is not None for u in units))
     b = _sort_out(engine, master, item, change_time, units, counts)
     for u in b.to_write:
-        u.typed_master["etl_run_id"] = run_id
-        for t in u.typed_items:
-            t["etl_run_id"] = run_id
+        u.typed_master["etl_run_id"] = run_id  # and their sub-items' (_Items.store_rows)
     refused: dict[str, str] = {}
     if b.to_write and any(f.type == "pdf" for f in master.fields):
         if pdfs is None:

@@ -412,7 +412,7 @@ def test_s3_refusals_of_one_object_are_told_apart_from_outages(pdfs: Pdfs) -> No
     pdf = load._Pdf(data, hashlib.sha256(data).hexdigest())
 
     def unit(key: str) -> Any:
-        return load._Unit(key="k", master={}, items=[], pdf=pdf, typed_master={"pdf_object_key": key})
+        return load._Unit(key="k", master={}, pdf=pdf, typed_master={"pdf_object_key": key})
 
     good, too_long, dots = (
         "reports/x/labmaster/ok/a.pdf",
