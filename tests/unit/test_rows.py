@@ -93,7 +93,7 @@ def test_report_hashes_are_the_per_row_ones(masters: list[dict], items: list[dic
             )
         assert u.hash == rows.content_hash(u.master, u.items, pdf)
         if u.typed_master:  # typed only when every field converts: each as the per-row function types it
-            for column, f in load._stored_fields(LAB):
+            for column, f in load.units._stored_fields(LAB):
                 assert u.typed_master[column] == rows.to_store_value(f, u.master.get(f.name)), column
             assert u.typed_master["etl_content_hash"] == u.hash
 
@@ -103,11 +103,11 @@ def test_report_hashes_are_the_per_row_ones(masters: list[dict], items: list[dic
 )
 @given(st.lists(_row(ITEM, REPORT_KEYS), max_size=10))
 def test_sub_item_typing_and_row_hashes_are_the_per_row_ones(items: list[dict]) -> None:
-    sub = load._Items(ITEM, _frame(ITEM, items))
+    sub = load.units._Items(ITEM, _frame(ITEM, items))
     for pos, record in enumerate(items):
         reference: dict = {}
         failed = None
-        for column, f in load._stored_fields(ITEM):
+        for column, f in load.units._stored_fields(ITEM):
             try:
                 reference[column] = rows.to_store_value(f, record[f.name])
             except ValueError:
