@@ -142,7 +142,7 @@ def test_a_pdf_s3_refuses_holds_its_report_only(hospital: Hospital, monkeypatch:
             return f"reports/{org}/{entity}/{'x' * 600}/{sha}.pdf"  # longer than pdf_object_key holds
         return real_key(org, entity, rfn, sha)
 
-    monkeypatch.setattr(load, "pdf_object_key", key)
+    monkeypatch.setattr(load.units, "pdf_object_key", key)
     summary = h.run()  # before the fix: ObjectStoreError for the whole batch, on every retry
     balanced(summary)
     assert (summary.counts.loaded, summary.counts.quarantined) == (h.n - 2, 2)

@@ -409,10 +409,10 @@ def test_s3_refusals_of_one_object_are_told_apart_from_outages(pdfs: Pdfs) -> No
     """The real server's and client's answers: a refusal that belongs to one object is returned
     (its report is held), anything else fails the batch (ObjectStoreError: S3 and retry)."""
     data = b"%PDF-1.4 refused\n%%EOF\n"
-    pdf = load._Pdf(data, hashlib.sha256(data).hexdigest())
+    pdf = load.pdfs._Pdf(data, hashlib.sha256(data).hexdigest())
 
     def unit(key: str) -> Any:
-        return load._Unit(key="k", master={}, items=[], pdf=pdf, typed_master={"pdf_object_key": key})
+        return load._Unit(key="k", master={}, pdf=pdf, typed_master={"pdf_object_key": key})
 
     good, too_long, dots = (
         "reports/x/labmaster/ok/a.pdf",

@@ -58,6 +58,7 @@ from sqlalchemy.orm import aliased
 
 from hurren import spec, store
 from hurren.push.options import PUSH_ENTITIES, RECORD_ENTITIES, REPORT_ENTITIES
+from hurren.rows import to_store_value
 
 __all__ = [
     "Call",
@@ -782,8 +783,6 @@ def requeue(
 def key_values(entity: spec.Entity, record_key: str) -> dict[str, Any]:
     """The store's typed key values of an outbox key (its JSON text), hashed parts left out: with
     them, the row is the one of these values whose :func:`entry_key` is the key."""
-    from hurren.load import to_store_value  # load imports this module: import at call time
-
     values = json.loads(record_key)
     return {
         k: to_store_value(entity.field(k), v)

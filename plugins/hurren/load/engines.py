@@ -1,0 +1,167 @@
+"""The write engines: ``copy`` (PostgreSQL: COPY into a temporary table, one set-based upsert that
+keeps the newer version, sub-items replaced set-based) and ``portable`` (SQLAlchemy Core, any store)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Table, and_, bindparam, delete, func, insert, select, update
+from sqlalchemy.engine import Connection
+
+from hurren import spec, store
+from hurren.load.common import _IN_GROUP
+from hurren.load.units import _link, _Unit
+
+
+def _key_columns(table: Table, entity: spec.Entity) -> list[Any]:
+    return [table.c[store.column_name(entity, k)] for k in entity.key]
+
+
+def _existing(
+    conn: Connection, entity: spec.Entity, units: Sequence[_Unit], cursor: str, *, lock: bool = False
+) -> dict[tuple[Any, ...], tuple[str, datetime | None]]:
+    """(store hash, stored change time) of each unit's key, found by the first selective key
+    column in IN groups; ``lock``: FOR UPDATE (the portable path's check inside its transaction)."""
+    table = store.SPEC_TABLES[entity.name]
+    keys = _key_columns(table, entity)
+    probe_name = next((k for k in entity.key if k != "org_code"), entity.key[0])
+    probe = table.c[store.column_name(entity, probe_name)]
+    values = sorted({u.typed_master[probe.name] for u in units if u.typed_master})
+    stmt = select(*keys, table.c.etl_content_hash, table.c[store.column_name(entity, cursor)])
+    stmt = stmt.where(probe.in_(bindparam("values", expanding=True)))
+    if lock:
+        stmt = stmt.with_for_update()
+    params: dict[str, Any] = {}
+    if "org_code" in entity.key and probe.name != "org_code":  # form numbers repeat across hospitals
+        stmt = stmt.where(table.c.org_code.in_(bindparam("orgs", expanding=True)))
+        params["orgs"] = sorted({u.typed_master["org_code"] for u in units if u.typed_master})
+    found: dict[tuple[Any, ...], tuple[str, datetime | None]] = {}
+    for i in range(0, len(values), _IN_GROUP):
+        for row in conn.execute(stmt, {**params, "values": values[i : i + _IN_GROUP]}):
+            found[tuple(row[:-2])] = (row[-2], row[-1])
+    return found
+
+
+def _write_portable(
+    conn: Connection, master: spec.Entity, item: spec.Entity | None, new: list[_Unit], changed: list[_Unit]
+) -> None:
+    table = store.SPEC_TABLES[master.name]
+    if new:
+        conn.execute(insert(table), [u.typed_master for u in new])
+    if changed:
+        keys = _key_columns(table, master)
+        cols = [c for c in changed[0].typed_master if c not in {k.name for k in keys}]
+        stmt = (
+            update(table)
+            .where(and_(*(k == bindparam(f"k_{k.name}") for k in keys)))
+            .values({c: bindparam(f"v_{c}") for c in cols} | {"etl_loaded_at": func.current_timestamp()})
+        )
+        conn.execute(
+            stmt,
+            [
+                {f"k_{k.name}": u.typed_master[k.name] for k in keys}
+                | {f"v_{c}": u.typed_master[c] for c in cols}
+                for u in changed
+            ],
+        )
+    if item is not None:
+        itable = store.SPEC_TABLES[item.name]
+        link = _link(master, item)
+        if changed:
+            stmt = delete(itable).where(and_(*(itable.c[c] == bindparam(f"l_{c}") for c in link)))
+            conn.execute(stmt, [{f"l_{c}": u.typed_master[c] for c in link} for u in changed])
+        units = [u for u in (*new, *changed) if u.item_pos]
+        if units:
+            sub = units[0].sub
+            names, rows = sub.store_rows(
+                [p for u in units for p in u.item_pos], units[0].typed_master.get("etl_run_id")
+            )
+            conn.execute(insert(itable), [dict(zip(names, r, strict=True)) for r in rows])
+
+
+def _write_copy(
+    conn: Connection, master: spec.Entity, item: spec.Entity | None, units: list[_Unit], cursor: str
+) -> tuple[list[tuple[Any, ...]], set[tuple[Any, ...]]]:
+    """COPY into a temporary table, then one INSERT … ON CONFLICT; returns the keys written and
+    the keys found stale (a newer version stored meanwhile). The upsert itself compares the change
+    times (column ``cursor``): a stored row is only ever replaced by a version at least as new.
+
+    Typed rows go through psycopg's ``write_row`` (not CSV), so an empty string stays an empty
+    string and only None becomes NULL."""
+    from psycopg import sql  # the copy path is taken only with psycopg
+
+    raw = conn.connection.driver_connection
+    table = store.SPEC_TABLES[master.name]
+    cols = list(units[0].typed_master)
+    keys = [k.name for k in _key_columns(table, master)]
+    ident = sql.Identifier
+    t, stage = ident(table.name), ident(f"etl_stage_{table.name}")
+    col_list = sql.SQL(", ").join(map(ident, cols))
+    key_list = sql.SQL(", ").join(map(ident, keys))
+
+    def same(a: sql.Composable, b: sql.Composable, names: Iterable[str]) -> sql.Composable:
+        return sql.SQL(" AND ").join(sql.SQL("{}.{} = {}.{}").format(a, ident(c), b, ident(c)) for c in names)
+
+    ct = ident(store.column_name(master, cursor))
+    with raw.cursor() as cur:
+        cur.execute(
+            sql.SQL("CREATE TEMP TABLE {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DROP").format(stage, t)
+        )
+        with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(stage, col_list)) as copy:
+            for u in units:
+                copy.write_row([u.typed_master[c] for c in cols])
+        # rows stored meanwhile with the same hash leave the stage
+        cur.execute(
+            sql.SQL(
+                "DELETE FROM {s} USING {t} WHERE {same} AND {t}.etl_content_hash = {s}.etl_content_hash"
+            ).format(s=stage, t=t, same=same(t, stage, keys))
+        )
+        updates = sql.SQL(", ").join(
+            sql.SQL("{} = EXCLUDED.{}").format(ident(c), ident(c))
+            for c in [*cols, "etl_loaded_at"]
+            if c not in keys
+        )
+        cur.execute(
+            sql.SQL(
+                "INSERT INTO {t} ({cols}) SELECT {cols} FROM {s} "
+                "ON CONFLICT ({keys}) DO UPDATE SET {updates} "
+                "WHERE {t}.etl_content_hash IS DISTINCT FROM EXCLUDED.etl_content_hash "
+                "AND ({t}.{ct} IS NULL OR EXCLUDED.{ct} IS NULL OR {t}.{ct} <= EXCLUDED.{ct}) "
+                "RETURNING {keys}"
+            ).format(t=t, cols=col_list, s=stage, keys=key_list, updates=updates, ct=ct)
+        )
+        written = [tuple(r) for r in cur.fetchall()]
+        stale: set[tuple[Any, ...]] = set()
+        by_key = {tuple(u.typed_master[k] for k in keys): u for u in units}
+        missed = set(by_key) - set(written)
+        if missed:  # the rare race: another run stored a version of these keys meanwhile
+            found = _existing(conn, master, [by_key[k] for k in missed], cursor)
+            stale = {k for k in missed if k in found and found[k][0] != by_key[k].hash}
+            cur.executemany(  # only the written reports' sub-items are replaced below
+                sql.SQL("DELETE FROM {s} WHERE {match}").format(
+                    s=stage, match=sql.SQL(" AND ").join(sql.SQL("{} = %s").format(ident(k)) for k in keys)
+                ),
+                sorted(missed, key=repr),
+            )
+        if item is None or not written:
+            return written, stale
+        # the old sub-items of every written report go, the new ones come in by COPY
+        itable = ident(store.SPEC_TABLES[item.name].name)
+        cur.execute(
+            sql.SQL("DELETE FROM {i} USING {s} WHERE {same}").format(
+                i=itable, s=stage, same=same(itable, stage, _link(master, item))
+            )
+        )
+        done = set(written)
+        mine = [u for u in units if u.item_pos and tuple(u.typed_master[k] for k in keys) in done]
+        if mine:
+            icols, rows = mine[0].sub.store_rows([p for u in mine for p in u.item_pos],
+                                                 mine[0].typed_master.get("etl_run_id"))  # fmt: skip
+            with cur.copy(
+                sql.SQL("COPY {} ({}) FROM STDIN").format(itable, sql.SQL(", ").join(map(ident, icols)))
+            ) as copy:
+                for r in rows:
+                    copy.write_row(r)
+    return written, stale
