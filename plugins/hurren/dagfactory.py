@@ -70,7 +70,7 @@ def prepare_store() -> None:
 
 def extract_validate_load(source_id: str, stream: str) -> dict[str, Any]:
     """One window of one hospital's stream into the store; returns the run's counts."""
-    from hurren import load, pipeline
+    from hurren import incremental, load, pipeline
     from hurren.connections import minio_client, store_engine
     from hurren.hooks import source_engine
     from hurren.settings import settings
@@ -79,7 +79,7 @@ def extract_validate_load(source_id: str, stream: str) -> dict[str, Any]:
     ctx = get_current_context()
     source = resolve_sources().get(source_id)
     params, run = ctx["params"], ctx["dag_run"]
-    backfill_since, until = _window(ctx)
+    backfill_since, until = incremental.airflow_window(ctx)
     summary = pipeline.run_stream(
         source=source,
         stream=stream,
@@ -95,15 +95,21 @@ def extract_validate_load(source_id: str, stream: str) -> dict[str, Any]:
     return summary.as_dict()
 
 
+def _window_params() -> dict[str, Param]:
+    """An extraction DAG's params for a backfill window (``hurren.incremental.airflow_window``) and
+    its quarantine threshold."""
+    return {
+        "since": Param(None, type=["null", "string"], description="backfill from (source local time, YYYY-MM-DD HH:MM:SS); leaves the watermark alone"),
+        "until": Param(None, type=["null", "string"], description="backfill until (exclusive); default the run's data interval end"),
+        "max_quarantine_ratio": Param(0.5, type="number", minimum=0, maximum=1, description="fail the task (after loading) when more than this share is quarantined"),
+    }  # fmt: skip
+
+
 def report_dag(source: Source, stream: str, *, doc_md: str) -> DAG:
     """The DAG that moves ``stream`` ("lab" or "exam") reports of ``source`` into the store."""
     with hospital_dag(
         source, dag_id=dag_id(stream, source), what=f"{stream} reports → municipal store", tag=stream, doc_md=doc_md,
-        params={
-            "since": Param(None, type=["null", "string"], description="backfill from (source local time, YYYY-MM-DD HH:MM:SS); leaves the watermark alone"),
-            "until": Param(None, type=["null", "string"], description="backfill until (exclusive); default the run's data interval end"),
-            "max_quarantine_ratio": Param(0.5, type="number", minimum=0, maximum=1, description="fail the task (after loading) when more than this share is quarantined"),
-        },
+        params=_window_params(),
     ) as dag:  # fmt: skip
         prepare = task(prepare_store, task_id="prepare_store")()
         evl = task(
@@ -145,21 +151,6 @@ def _run_scope(ctx: Any) -> str:
     return f"{ctx['dag_run'].dag_id}:{ctx['dag_run'].run_id}"
 
 
-def _window(ctx: Any) -> tuple[datetime | None, datetime]:
-    """(backfill_since or None, until) of a task: the params ``since`` / ``until``, else a
-    backfill run's data interval, else (scheduled and manual runs) from the watermark to the
-    interval's end."""
-    params, run = ctx["params"], ctx["dag_run"]
-    interval_start, interval_end = ctx["data_interval_start"], ctx["data_interval_end"]
-    since, until = None, interval_end or run.run_after
-    if params.get("since"):
-        since = datetime.fromisoformat(params["since"])
-        until = datetime.fromisoformat(params["until"]) if params.get("until") else until
-    elif getattr(run.run_type, "value", run.run_type) == "backfill" and interval_start is not None:
-        since = interval_start  # (the task SDK's DagRunType prints as "DagRunType.BACKFILL")
-    return since, until
-
-
 def load_stream(source_id: str, stream: str) -> dict[str, Any]:
     """One window of a record stream (PACS views, accept/quote records) into the store.
 
@@ -168,7 +159,7 @@ def load_stream(source_id: str, stream: str) -> dict[str, Any]:
     ``etl_run_id`` = ``<dag id>:<run id>``."""
     import dataclasses
 
-    from hurren import pipeline
+    from hurren import incremental, pipeline
     from hurren.connections import store_engine
     from hurren.hooks import source_engine
     from hurren.sources import resolve_sources
@@ -178,7 +169,7 @@ def load_stream(source_id: str, stream: str) -> dict[str, Any]:
     params = ctx["params"]
     if params.get("chunk_size"):
         source = dataclasses.replace(source, chunk_size=int(params["chunk_size"]))
-    since, until = _window(ctx)
+    since, until = incremental.airflow_window(ctx)
     engine = store_engine()
     try:
         summary = pipeline.run_stream(
@@ -203,7 +194,7 @@ def reconcile_pacs(source_id: str) -> dict[str, Any]:
     """The PACS reconciliation of the hospital's last ``reconcile_days`` days (Beijing) up to the
     run's data interval end; the summary is the task's result and the ``etl_run`` row's details
     (stream ``pacs_recon``)."""
-    from hurren import load, pacs, store
+    from hurren import incremental, pacs, store
     from hurren.connections import store_engine
     from hurren.daily_counts import BEIJING as TZ
     from hurren.sources import resolve_sources
@@ -211,22 +202,22 @@ def reconcile_pacs(source_id: str) -> dict[str, Any]:
     ctx = get_current_context()
     source = resolve_sources().get(source_id)
     params, run = ctx["params"], ctx["dag_run"]
-    _, until = _window(ctx)
+    _, until = incremental.airflow_window(ctx)
     last = (until.astimezone(TZ) if until.tzinfo else until) - timedelta(seconds=1)
     first_day, last_day = pacs.days_ending(last.date(), int(params["reconcile_days"]))
     engine = store_engine()
     try:
         store.create_reconciliation(engine)
-        run_pk = load.start_run(engine, run_id=_run_scope(ctx), dag_id=run.dag_id, source=source.id, stream="pacs_recon",
-                                interval_start=datetime.combine(first_day, datetime.min.time()),
-                                interval_end=datetime.combine(last_day + timedelta(days=1), datetime.min.time()))  # fmt: skip
+        run_pk = incremental.start_run(engine, run_id=_run_scope(ctx), dag_id=run.dag_id, source=source.id, stream="pacs_recon",
+                                       interval_start=datetime.combine(first_day, datetime.min.time()),
+                                       interval_end=datetime.combine(last_day + timedelta(days=1), datetime.min.time()))  # fmt: skip
         try:
             summary = pacs.reconcile(engine, org_code=source.org_code, first_day=first_day, last_day=last_day,
                                      run_id=_run_scope(ctx))  # fmt: skip
         except BaseException:
-            load.finish_run(engine, run_pk, status="failed")
+            incremental.finish_run(engine, run_pk, status="failed")
             raise
-        load.finish_run(engine, run_pk, status="success", details=summary.as_dict())
+        incremental.finish_run(engine, run_pk, status="success", details=summary.as_dict())
     finally:
         engine.dispose()
     return summary.as_dict()
@@ -246,9 +237,7 @@ def prepare_reconciliation() -> None:
 
 def _stream_params(chunk_size: int) -> dict[str, Param]:
     return {
-        "since": Param(None, type=["null", "string"], description="backfill from (source local time, YYYY-MM-DD HH:MM:SS); leaves the watermark alone"),
-        "until": Param(None, type=["null", "string"], description="backfill until (exclusive); default the run's data interval end"),
-        "max_quarantine_ratio": Param(0.5, type="number", minimum=0, maximum=1, description="fail the task (after loading) when more than this share is quarantined"),
+        **_window_params(),
         "chunk_size": Param(chunk_size, type="integer", minimum=1, maximum=200_000, description="rows per batch (memory is bounded by one batch)"),
         "validator": Param(None, type=["null", "string"], enum=[None, "pandas", "gx"], description="validation engine for this run: pandas (fast) or Great Expectations per batch (Data Docs, ~2.6 s more per batch); default the hospital's validator (sources configuration)"),
     }  # fmt: skip

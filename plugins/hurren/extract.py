@@ -1,15 +1,8 @@
-"""Incremental extraction of reports and records from a hospital database.
+"""Reading reports and records from a hospital database, one window of change times at a time.
 
-The cursor model follows dlt's incremental loading:
-
-- :class:`CursorState` is the cursor of one (source, stream): ``initial_value`` (where a new
-  cursor starts) and ``last_value`` (the highest cursor value committed to the store). It lives
-  in ``store.watermark``, written by :func:`hurren.load.advance_watermark` in the transaction that
-  commits the rows, so it never passes a row that is not committed.
-- :func:`apply_overlap` is the one pure function that moves the window's start back by the
-  overlap (late commits at the source) and never before ``initial_value``.
-- :func:`window` turns a cursor and the run's end time into the half-open window
-  ``[since, until)`` in the source's local time; :func:`backfill_window` makes any past window.
+Which window a run reads (the cursor, the overlap, backfills, the source's clock) and the
+watermark are :mod:`hurren.incremental`'s; this module reads a given window ``[since, until)``
+(naive source local time; ``until`` None: no end).
 
 Reading a window of reports (:func:`read_reports`) takes three queries per stream, built from the
 spec by :mod:`hurren.sql`: ``<stream>_plan`` lists ``(last_update_dtime, report_form_no)``
@@ -42,40 +35,30 @@ import math
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import pandas as pd
-from sqlalchemy import select
 from sqlalchemy.engine import Connection, Engine
 
-from hurren import spec, sql, store
+from hurren import spec, sql
 from hurren.sources import STREAMS, Source, Stream, StreamDef
 
 __all__ = [
     "Chunk",
-    "CursorState",
     "ExtractError",
     "ColumnsError",
     "ExtractSettingsError",
     "RecordBatch",
     "ReportBatch",
     "SourceReadError",
-    "Window",
-    "apply_overlap",
-    "backfill_window",
     "canonical",
     "canonical_frame",
-    "next_window",
     "plan_chunks",
-    "read_cursor",
     "read_records",
     "read_reports",
     "source_snapshot",
-    "to_source_time",
-    "window",
 ]
 
 log = logging.getLogger(__name__)
@@ -103,96 +86,6 @@ class SourceReadError(ExtractError):
     def __init__(self, message: str, cause: BaseException) -> None:
         super().__init__(message)
         self.cause = cause
-
-
-# --------------------------------------------------------------------------------------------
-# the cursor and its window
-
-
-@dataclass(frozen=True, slots=True)
-class CursorState:
-    """The incremental cursor of one (source, stream), as kept in ``store.watermark``."""
-
-    initial_value: datetime  # where a new cursor starts (source local time, naive)
-    last_value: datetime | None = None  # highest cursor value committed; None: nothing yet
-
-    @property
-    def start_value(self) -> datetime:
-        return self.initial_value if self.last_value is None else self.last_value
-
-
-@dataclass(frozen=True, slots=True)
-class Window:
-    """The half-open window ``[since, until)`` of cursor values to read, source local time."""
-
-    since: datetime
-    until: datetime
-
-    @property
-    def empty(self) -> bool:
-        return self.until <= self.since
-
-
-def apply_overlap(last_value: datetime, overlap: timedelta, initial_value: datetime | None) -> datetime:
-    """The window's start: ``overlap`` before ``last_value``, never before ``initial_value``.
-
-    Re-reading the overlap picks up rows committed late with a cursor value just below the
-    watermark; loading them again is a no-op (same content hash).
-    """
-    if overlap < timedelta(0):
-        raise ExtractSettingsError(f"overlap must not be negative, got {overlap}; use 0 for no overlap")
-    start = last_value - overlap
-    if initial_value is not None and start < initial_value:
-        return initial_value
-    return start
-
-
-def to_source_time(value: datetime, tz: ZoneInfo | str) -> datetime:
-    """``value`` as the source's naive local time, to the second (the spec's precision).
-
-    An aware value (Airflow's data interval, UTC) is converted to the source's zone; a naive one
-    is taken to be in source local time already.
-    """
-    zone = ZoneInfo(tz) if isinstance(tz, str) else tz
-    if value.tzinfo is not None:
-        value = value.astimezone(zone).replace(tzinfo=None)
-    return value.replace(microsecond=0)
-
-
-def window(state: CursorState, *, until: datetime, overlap: timedelta, tz: ZoneInfo | str) -> Window:
-    """The next incremental window of a cursor, ending at ``until`` (exclusive).
-
-    An empty window (``until`` not after the start) means there is nothing to read yet.
-    """
-    end = to_source_time(until, tz)
-    if state.last_value is None:
-        return Window(state.initial_value, end)
-    return Window(apply_overlap(state.last_value, overlap, state.initial_value), end)
-
-
-def next_window(source: Source, state: CursorState, until: datetime) -> Window:
-    """:func:`window` with the source's configured overlap and time zone (what a DAG task calls)."""
-    return window(state, until=until, overlap=timedelta(minutes=source.overlap_minutes), tz=source.tz)
-
-
-def backfill_window(since: datetime, until: datetime, *, tz: ZoneInfo | str) -> Window:
-    """Any past window, for a backfill (which must not advance the cursor: see hurren.load)."""
-    w = Window(to_source_time(since, tz), to_source_time(until, tz))
-    if w.empty:
-        raise ExtractSettingsError(f"backfill window is empty: since {w.since} is not before until {w.until}")
-    return w
-
-
-def read_cursor(store_conn: Connection, source: Source, stream: Stream) -> CursorState:
-    """The cursor of (source, stream) from ``store.watermark``; a new one starts at the source's
-    ``initial_value``."""
-    wm = store.watermark
-    row = store_conn.execute(
-        select(wm.c.initial_value, wm.c.last_value).where(wm.c.source == source.id, wm.c.stream == stream)
-    ).first()
-    if row is None:
-        return CursorState(initial_value=source.initial_value)
-    return CursorState(initial_value=row.initial_value, last_value=row.last_value)
 
 
 # --------------------------------------------------------------------------------------------
@@ -399,7 +292,7 @@ def _check_stream(source: Source, stream: str, allowed: tuple[str, ...]) -> Stre
 def _check_window(since: datetime, until: datetime | None, chunk_size: int) -> None:
     if since.tzinfo is not None or (until is not None and until.tzinfo is not None):
         raise ExtractSettingsError(
-            "since/until must be naive source local time; convert with to_source_time()"
+            "since/until must be naive source local time; convert with hurren.incremental.to_source_time()"
         )
     if chunk_size < 1:
         raise ExtractSettingsError(f"chunk_size must be at least 1, got {chunk_size}")
@@ -452,7 +345,8 @@ def read_reports(
     # (before any chunk can move the watermark past them), so they are quarantined (orphan_item)
     # rather than never seen. Their batch has no masters and does not move the watermark.
     orphans = canonical_frame(
-        conn.execute(sql.query(source, f"{stream}_orphans", open_end=until is None), params).fetchall(), item.names
+        conn.execute(sql.query(source, f"{stream}_orphans", open_end=until is None), params).fetchall(),
+        item.names,
     )
     if len(orphans):
         log.warning(

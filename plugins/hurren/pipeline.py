@@ -6,19 +6,14 @@ is either loaded, unchanged (already in the store), stale (older than the stored
 quarantined with its reasons — ``extracted == loaded + unchanged + stale + quarantined`` for
 every batch and for the run.
 
-Windows: a scheduled run reads from the stream's watermark (less the source's overlap) to the
-end of its data interval and moves the watermark with each committed batch. A backfill reads
-exactly the window it is given and leaves the watermark alone (moving it from a past window
-would skip the rows between).
-
-The source's clock: no window reaches past the source's now plus its
-``future_tolerance_minutes``. A row whose change time lies beyond that (a wrong clock, a
-9999-12-31 placeholder) would never be in a window; so each scheduled run also reads that
-future range, with the same queries, as batches of its own: every row in them is quarantined
-(rule ``future_dtime``, naming the value and the source's now), counted as extracted and
-quarantined and in ``future_rows``, and never moves the watermark. Once the source corrects the
-row, a later window reads it and its quarantine entry is resolved. Rows between the window's
-end and now plus the tolerance are read by a later run, as usual.
+One run, top-down (:func:`run_stream`): :func:`hurren.incremental.run` plans the windows and
+opens the run's ``etl_run`` row; each batch :mod:`hurren.extract` reads from the window is mapped
+(:mod:`hurren.mapping`), validated (:mod:`hurren.validation`) and loaded (:mod:`hurren.load`),
+whose transaction also adds the batch's counts to the run's row and moves the watermark (a
+scheduled run's window only); a scheduled run then reads the future range, the rows beyond the
+source's clock, and quarantines them (rule ``future_dtime``, naming the value and the source's
+now; counted in ``future_rows``); the run's row ends with its summary. The windows, the overlap,
+backfills and the clock are explained in :mod:`hurren.incremental`.
 """
 
 from __future__ import annotations
@@ -28,19 +23,20 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from datetime import datetime
+from typing import Any
 
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
-from hurren import extract, load, mapping, reports, spec, validation
+from hurren import extract, incremental, load, mapping, reports, spec, validation
+from hurren.incremental import Mode
 from hurren.sources import STREAMS, Source
 
 log = logging.getLogger(__name__)
 
-Mode = Literal["incremental", "backfill"]
-
 THRESHOLD_MIN_RECORDS = 20  # below this many records a run's quarantine share is noise, not a signal
+
+
 class QuarantineThresholdExceeded(RuntimeError):
     """More of a run was quarantined than the configured share: the source needs a look.
 
@@ -120,68 +116,42 @@ def run_stream(
     source's time zone). With ``backfill_since`` the window is exactly [backfill_since, until)
     and the watermark does not move. No window ends after ``now`` (default: the current time)
     plus the source's ``future_tolerance_minutes``; a scheduled run quarantines the rows beyond
-    (see the module's docstring). Raises :class:`QuarantineThresholdExceeded` after loading
-    when more than ``max_quarantine_ratio`` of the extracted records were held (in a window of
-    at least ``THRESHOLD_MIN_RECORDS``). ``validator`` (default: the source's) is the engine
-    that decides each batch.
+    (see the module's docstring; the windows are :func:`hurren.incremental.run`'s). Raises
+    :class:`QuarantineThresholdExceeded` after loading when more than ``max_quarantine_ratio`` of
+    the extracted records were held (in a window of at least ``THRESHOLD_MIN_RECORDS``).
+    ``validator`` (default: the source's) is the engine that decides each batch.
     """
     d = STREAMS[stream]
     options = options or spec.SpecOptions()
     validator = validator or source.validator
     codes = mapping.mapping_for(source)
-    clock = load.SourceClock(
-        extract.to_source_time(now or datetime.now(UTC), source.tz),
-        timedelta(minutes=source.future_tolerance_minutes),
-    )
-    with store_engine.connect() as conn:
-        state = extract.read_cursor(conn, source, stream)  # type: ignore[arg-type]
-    if backfill_since is not None:
-        w = extract.backfill_window(backfill_since, until, tz=source.tz)
-        cursor, mode = None, "backfill"
-    else:
-        w = extract.next_window(source, state, until)
-        cursor, mode = state, "incremental"
-    if w.until > clock.future_from:  # a row from there on is the source's clock problem, not data
-        log.warning("%s/%s: the window ends at %s, after the source's now %s + %s min: read until then",
-                    source.id, stream, w.until, clock.now, source.future_tolerance_minutes)  # fmt: skip
-        w = replace(w, until=max(w.since, clock.future_from))
-    summary = RunSummary(source.id, source.org_code, stream, mode, str(w.since), str(w.until))  # type: ignore[arg-type]
-    run_pk = load.start_run(
-        store_engine, run_id=run_id, dag_id=dag_id, source=source.id, stream=stream,
-        interval_start=w.since, interval_end=w.until,
-    )  # fmt: skip
-    log.info("%s/%s: %s window [%s, %s)", source.id, stream, mode, w.since, w.until)
-    try:
-        with ExitStack() as stack:
-            try:
-                conn = stack.enter_context(extract.source_snapshot(source_engine, source))
-            except load.db_errors() as exc:
-                raise _source_error(exc, source, stream) from None
-            read = extract.read_reports if d.item else extract.read_records
-            for batch in _read(read(conn, source, stream, w.since, w.until), source, stream):  # type: ignore[operator]
+    read = extract.read_reports if d.item else extract.read_records
+    with incremental.run(store_engine, source=source, stream=stream, run_id=run_id, dag_id=dag_id, until=until,
+                         backfill_since=backfill_since, now=now) as run, ExitStack() as stack:  # fmt: skip
+        summary = RunSummary(
+            source.id, source.org_code, stream, run.mode, str(run.window.since), str(run.window.until)
+        )
+        run.details = summary.as_dict  # etl_run's details when the run ends, however it ends
+        conn = _connect(stack, source_engine, source, stream)
+        for batch in _read(read(conn, source, stream, run.window.since, run.window.until), source, stream):  # type: ignore[operator]
+            summary.batches += 1
+            summary.counts += _load_batch(batch, d, codes, summary, options, validator, store_engine,
+                                          source=source, run_id=run_id, pdfs=pdfs, run_pk=run.pk, cursor=run.cursor,
+                                          clock=run.clock)  # fmt: skip
+        if run.future is not None:  # a scheduled run: the rows beyond the source's clock, quarantined
+            for batch in _read(read(conn, source, stream, run.future.since, None), source, stream):  # type: ignore[operator]
                 summary.batches += 1
-                summary.counts += _load_batch(batch, d, codes, summary, options, validator, store_engine,
-                                              source=source, run_id=run_id, pdfs=pdfs, run_pk=run_pk, cursor=cursor,
-                                              clock=clock)  # fmt: skip
-            if mode == "incremental":
-                future = read(conn, source, stream, clock.future_from, None)  # no end: 9999-12-31 too  # type: ignore[operator]
-                for batch in _read(future, source, stream):
-                    summary.batches += 1
-                    counts = _load_future(batch, d, store_engine, source=source, run_id=run_id, pdfs=pdfs,
-                                          run_pk=run_pk, clock=clock)  # fmt: skip
-                    summary.future_rows += counts.extracted
-                    summary.errors_by_rule["future_dtime"] += counts.quarantined
-                    summary.counts += counts
-                if summary.future_rows:
-                    log.warning(
-                        "%s/%s: the source holds %s row(s) changed after its now %s + %s min (a wrong "
-                        "clock?): quarantined as future_dtime until corrected", source.id, stream,
-                        summary.future_rows, clock.now, source.future_tolerance_minutes,
-                    )  # fmt: skip
-    except BaseException:
-        load.finish_run(store_engine, run_pk, status="failed", details=summary.as_dict())
-        raise
-    load.finish_run(store_engine, run_pk, status="success", details=summary.as_dict())
+                counts = _load_future(batch, d, store_engine, source=source, run_id=run_id, pdfs=pdfs,
+                                      run_pk=run.pk, clock=run.clock)  # fmt: skip
+                summary.future_rows += counts.extracted
+                summary.errors_by_rule["future_dtime"] += counts.quarantined
+                summary.counts += counts
+            if summary.future_rows:
+                log.warning(
+                    "%s/%s: the source holds %s row(s) changed after its now %s + %s min (a wrong "
+                    "clock?): quarantined as future_dtime until corrected", source.id, stream,
+                    summary.future_rows, run.clock.now, source.future_tolerance_minutes,
+                )  # fmt: skip
     if pdfs is not None:
         _sweep(store_engine, pdfs, source)
     c = summary.counts
@@ -197,6 +167,15 @@ def run_stream(
             f"rules broken {dict(summary.errors_by_rule)} with the hospital, then re-run."
         )
     return summary
+
+
+def _connect(stack: ExitStack, source_engine: Engine, source: Source, stream: str) -> Connection:
+    """A connection that reads one snapshot of the source (``extract.source_snapshot``), closed with
+    ``stack``; failing to connect is a ``SourceReadError``."""
+    try:
+        return stack.enter_context(extract.source_snapshot(source_engine, source))
+    except load.db_errors() as exc:
+        raise _source_error(exc, source, stream) from None
 
 
 def _source_error(exc: BaseException, source: Source, stream: str) -> extract.SourceReadError:

@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import create_engine, select, text
 
-from hurren import extract, load, pipeline, spec, store, synthetic
+from hurren import extract, incremental, load, pipeline, spec, store, synthetic
 from hurren.platform import Credential, PlatformClient, samples
 from hurren.settings import settings
 from hurren.simulator import Simulator, SimulatorConfig, Visitor
@@ -216,7 +216,7 @@ def second_push(region, sim, first_push, run_dag):
         h = region["hospitals"][i]
         for kind in KINDS:
             with engine.connect() as conn:
-                since = extract.read_cursor(conn, source, kind).last_value
+                since = incremental.read_cursor(conn, source, kind).last_value
             ch = synthetic.generate_changes(
                 region["urls"][source.id], org=h, since=since, count_new=2, count_updated=2, count_voided=2,
                 seed=7 + i, report=kind, window_s=600, pdf_kb=3, lab_items=5,

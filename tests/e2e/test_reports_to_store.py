@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import create_engine, select, text
 
-from hurren import dagfactory, extract, load, pipeline, spec, store, synthetic
+from hurren import dagfactory, extract, incremental, load, pipeline, spec, store, synthetic
 from hurren.settings import settings
 from tests.e2e.conftest import configure_region
 from tests.fixtures.services import SOURCE_DIALECTS, make_source_database
@@ -220,7 +220,7 @@ def test_a_run_killed_midway_then_rerun_ends_identical(region, first_run, make_d
                     pipeline.run_stream(**kwargs)
                 monkeypatch.setattr(load, "load_reports", real_load)
                 with engine.connect() as conn:
-                    assert extract.read_cursor(conn, source, "lab").last_value is not None  # two batches committed
+                    assert incremental.read_cursor(conn, source, "lab").last_value is not None  # two batches committed
             pipeline.run_stream(**{**kwargs, "run_id": "rerun"})
         src.dispose()
     engine.dispose()
@@ -234,7 +234,7 @@ def test_backfill_reads_its_window_and_leaves_the_watermark(region, first_run):
     source = region["sources"].enabled[0]
     engine = create_engine(region["store_url"])
     with engine.connect() as conn:
-        before = extract.read_cursor(conn, source, "lab")
+        before = incremental.read_cursor(conn, source, "lab")
     src = create_engine(region["urls"][source.id])
     s3 = region["s3"]
     summary = pipeline.run_stream(
@@ -246,7 +246,7 @@ def test_backfill_reads_its_window_and_leaves_the_watermark(region, first_run):
     assert 0 < summary.counts.extracted < 120
     assert summary.counts.loaded == 0  # all already there
     with engine.connect() as conn:
-        assert extract.read_cursor(conn, source, "lab") == before
+        assert incremental.read_cursor(conn, source, "lab") == before
     src.dispose()
     engine.dispose()
 
@@ -255,7 +255,7 @@ def test_watermark_moves_to_the_last_loaded_value_and_late_rows_are_picked_up(re
     source = region["sources"].enabled[1]
     engine = create_engine(region["store_url"])
     with engine.connect() as conn:
-        cursor = extract.read_cursor(conn, source, "lab")
+        cursor = incremental.read_cursor(conn, source, "lab")
     assert cursor.last_value is not None and cursor.last_value.date() == DAY
     changes = synthetic.generate_changes(
         region["urls"][source.id], org=synthetic.make_hospitals(2, seed=11)[1], since=cursor.last_value,
@@ -266,5 +266,5 @@ def test_watermark_moves_to_the_last_loaded_value_and_late_rows_are_picked_up(re
     r = result.xcom("extract_validate_load")
     assert r["loaded"] == len(changes.new) + len(changes.updated), r
     with engine.connect() as conn:
-        assert extract.read_cursor(conn, source, "lab").last_value >= changes.last_change
+        assert incremental.read_cursor(conn, source, "lab").last_value >= changes.last_change
     engine.dispose()

@@ -24,7 +24,7 @@ import pytest
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import Engine
 
-from hurren import extract, load, pipeline, sources, store, synthetic
+from hurren import incremental, load, pipeline, sources, store, synthetic
 
 pytestmark = pytest.mark.services
 
@@ -81,7 +81,7 @@ class Hospital:
 
     def watermark(self) -> datetime | None:
         with self.db.connect() as conn:
-            return extract.read_cursor(conn, self.source, "lab").last_value
+            return incremental.read_cursor(conn, self.source, "lab").last_value
 
 
 @pytest.fixture

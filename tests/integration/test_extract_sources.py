@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 
-from hurren import extract, sources, spec, synthetic
-from hurren.extract import CursorState
+from hurren import extract, incremental, sources, spec, synthetic
+from hurren.incremental import CursorState
 from tests import sql_reference
 from tests.fixtures.services import SOURCE_DIALECTS, make_source_database
 
@@ -134,7 +134,7 @@ def test_the_window_starts_an_overlap_before_the_watermark(hospital: Engine) -> 
     with hospital.connect() as conn:
         stamps = sorted(conn.execute(text("SELECT last_update_dtime FROM labmaster")).scalars())
         watermark = stamps[300]
-        w = extract.window(
+        w = incremental.window(
             CursorState(initial_value=datetime(2024, 1, 1), last_value=watermark),
             until=WINDOW[1],
             overlap=timedelta(minutes=s.overlap_minutes),
@@ -165,7 +165,7 @@ def test_late_commits_and_changes_are_in_the_next_window(make_db: Callable[..., 
                 text("UPDATE labmaster SET last_update_dtime = :t WHERE report_form_no = :r"),
                 {"t": state.last_value - timedelta(minutes=5), "r": first[0].masters.report_form_no.iloc[0]},
             )
-        w = extract.window(state, until=datetime(2024, 3, 13), overlap=timedelta(minutes=10), tz=s.timezone)
+        w = incremental.window(state, until=datetime(2024, 3, 13), overlap=timedelta(minutes=10), tz=s.timezone)
         with extract.source_snapshot(engine, s) as conn:
             second = list(extract.read_reports(conn, s, "lab", w.since, w.until, 50))
     finally:

@@ -18,8 +18,9 @@ from minio.error import S3Error
 from sqlalchemy import create_engine, func, select, text, update
 from sqlalchemy.engine import Engine
 
-from hurren import extract, load, sources, spec, store, synthetic, validation
-from hurren.extract import Chunk, CursorState, ReportBatch, canonical_frame
+from hurren import extract, incremental, load, sources, spec, store, synthetic, validation
+from hurren.extract import Chunk, ReportBatch, canonical_frame
+from hurren.incremental import CursorState
 from hurren.load import Hold, LoadCounts, Pdfs
 from hurren.synthetic.reports import HospitalDay
 from tests.fixtures.fake_s3 import FakeObjectStore
@@ -311,7 +312,7 @@ def test_empty_string_and_null_stay_apart_through_copy(db: Engine, pdfs: Pdfs) -
 
 def watermark(db: Engine, source: sources.Source) -> datetime | None:
     with db.connect() as conn:
-        return extract.read_cursor(conn, source, "lab").last_value
+        return incremental.read_cursor(conn, source, "lab").last_value
 
 
 def test_the_watermark_moves_with_the_commit_never_back_and_not_for_a_backfill(
@@ -361,7 +362,7 @@ def test_a_crash_between_the_s3_put_and_the_commit_leaves_the_store_consistent(
 ) -> None:
     h = Hospital(8)
     cursor = CursorState(initial_value=datetime(2024, 1, 1))
-    run_pk = load.start_run(db, run_id=f"crash-{h.seed}", dag_id="test", source=h.source.id, stream="lab")
+    run_pk = incremental.start_run(db, run_id=f"crash-{h.seed}", dag_id="test", source=h.source.id, stream="lab")
     first = h.batch(h.reports[:4])
     h.load(db, pdfs, first, cursor=cursor, run_pk=run_pk, method=method)
     before = versions(db, h.h.org_code)
@@ -496,7 +497,7 @@ def test_an_older_version_is_stale_never_written_nor_queued(db: Engine, pdfs: Pd
     newer = copy.deepcopy(h.reports)
     newer[0].master["last_update_dtime"] += timedelta(hours=2)
     newer[0].master["report_title"] = "新版"
-    run_pk = load.start_run(
+    run_pk = incremental.start_run(
         db, run_id=f"stale-{h.seed}-{method}", dag_id="t", source=h.source.id, stream="lab"
     )
     first = h.load(db, pdfs, h.batch(newer), method=method, run_pk=run_pk)
@@ -548,7 +549,7 @@ def test_the_upsert_itself_never_writes_an_older_version(
 def test_the_run_record_counts_what_committed(db: Engine, pdfs: Pdfs) -> None:
     h = Hospital(6)
     run_id = f"run-{h.seed}"
-    pk = load.start_run(
+    pk = incremental.start_run(
         db,
         run_id=run_id,
         dag_id="hurren_extract",
@@ -559,8 +560,8 @@ def test_the_run_record_counts_what_committed(db: Engine, pdfs: Pdfs) -> None:
     )
     h.load(db, pdfs, h.batch(h.reports[:3]), run_pk=pk)
     h.load(db, pdfs, h.batch(h.reports[3:]), run_pk=pk, holds={h.key(5): Hold((), "held")})
-    load.finish_run(db, pk, status="success", details={"batches": 2})
-    assert load.start_run(db, run_id=run_id, dag_id="hurren_extract", source=h.source.id, stream="lab") == pk
+    incremental.finish_run(db, pk, status="success", details={"batches": 2})
+    assert incremental.start_run(db, run_id=run_id, dag_id="hurren_extract", source=h.source.id, stream="lab") == pk
     with db.connect() as conn:
         run = conn.execute(select(store.run).where(store.run.c.id == pk)).one()._mapping
     assert (run["extracted"], run["loaded"], run["quarantined"]) == (6, 5, 1)
@@ -581,17 +582,17 @@ def test_a_try_killed_without_a_word_is_found_interrupted_by_its_retry(db: Engin
     the counts its committed batches left; the run's details list every try, and add up."""
     h = Hospital(6)
     run_id = f"killed-{h.seed}"
-    pk = load.start_run(db, run_id=run_id, dag_id="t", source=h.source.id, stream="lab")
+    pk = incremental.start_run(db, run_id=run_id, dag_id="t", source=h.source.id, stream="lab")
     h.load(db, pdfs, h.batch(h.reports[:4]), run_pk=pk)  # committed; then the worker dies
     assert _run_row(db, pk)["status"] == "running"
-    assert load.start_run(db, run_id=run_id, dag_id="t", source=h.source.id, stream="lab") == pk
+    assert incremental.start_run(db, run_id=run_id, dag_id="t", source=h.source.id, stream="lab") == pk
     row = _run_row(db, pk)
     tries = json.loads(row["details"])["tries"]
     assert [t["status"] for t in tries] == ["interrupted", "running"] and row["status"] == "running"
     assert (tries[0]["extracted"], tries[0]["loaded"], tries[0]["unchanged"]) == (4, 4, 0)
     assert tries[0]["found_over_at"] >= tries[0]["started_at"]
     second = h.load(db, pdfs, h.batch(h.reports), run_pk=pk)  # the retry reads the window again
-    load.finish_run(db, pk, status="success", details={"batches": 1, **second.as_dict()})
+    incremental.finish_run(db, pk, status="success", details={"batches": 1, **second.as_dict()})
     row = _run_row(db, pk)
     details = json.loads(row["details"])
     assert row["status"] == "success"
@@ -609,13 +610,13 @@ def test_a_run_left_running_is_interrupted_by_the_next_run_once_its_lease_is_ove
     (a backfill next to the scheduled run) and is left alone; an older one cannot be (no task
     outlives its execution_timeout) and is marked interrupted, with the time."""
     h = Hospital(2)
-    dead = load.start_run(db, run_id=f"dead-{h.seed}", dag_id="t", source=h.source.id, stream="lab")
+    dead = incremental.start_run(db, run_id=f"dead-{h.seed}", dag_id="t", source=h.source.id, stream="lab")
     h.load(db, pdfs, h.batch(h.reports[:1]), run_pk=dead)
-    other = load.start_run(db, run_id=f"backfill-{h.seed}", dag_id="t", source=h.source.id, stream="lab")
+    other = incremental.start_run(db, run_id=f"backfill-{h.seed}", dag_id="t", source=h.source.id, stream="lab")
     assert _run_row(db, dead)["status"] == "running"  # within the lease: it may be working
-    load.finish_run(db, other, status="success", details={"batches": 0})
+    incremental.finish_run(db, other, status="success", details={"batches": 0})
     # three hours later, as far as the lease can tell
-    load.start_run(
+    incremental.start_run(
         db, run_id=f"next-{h.seed}", dag_id="t", source=h.source.id, stream="lab", lease=timedelta(0)
     )
     row = _run_row(db, dead)
@@ -713,8 +714,8 @@ def test_an_incremental_run_end_to_end(db: Engine, pdfs: Pdfs, make_database: Ca
 
     def run(until: datetime) -> LoadCounts:
         with db.connect() as conn:
-            cursor = extract.read_cursor(conn, src, "lab")
-        w = extract.window(
+            cursor = incremental.read_cursor(conn, src, "lab")
+        w = incremental.window(
             cursor, until=until, overlap=timedelta(minutes=src.overlap_minutes), tz=src.timezone
         )
         total = LoadCounts()
@@ -778,7 +779,7 @@ def test_the_portable_path_on_a_sqlite_store() -> None:
             text("SELECT COUNT(*) FROM lab_subitem WHERE report_form_no = :r"),
             {"r": changed[0].master["report_form_no"]},
         ).scalar_one()
-        assert extract.read_cursor(conn, h.source, "lab").last_value == batch.max_cursor
+        assert incremental.read_cursor(conn, h.source, "lab").last_value == batch.max_cursor
         resolved = conn.execute(select(store.quarantine.c.resolved_at)).scalar_one()
     assert n_items == len(changed[0].items) and resolved is not None
     with pytest.raises(load.LoadError, match="needs PostgreSQL"):

@@ -20,7 +20,7 @@ import pytest
 from sqlalchemy import MetaData, Table, create_engine, delete, insert, select, text
 from sqlalchemy.engine import Engine
 
-from hurren import extract, load, pipeline, sources, spec, store, synthetic
+from hurren import incremental, load, pipeline, sources, spec, store, synthetic
 from hurren.reports import datadocs, masking, quarantine, results
 
 pytestmark = pytest.mark.services
@@ -256,7 +256,7 @@ def test_a_corrected_report_resolves_its_quarantine_entry(region, make_database)
     # the corrected version, stamped after everything the store has seen
     src_db, clean_db = create_engine(region.urls[src.id]), create_engine(clean_url)
     with region.engine.connect() as conn:
-        cursor = extract.read_cursor(conn, src, "lab")
+        cursor = incremental.read_cursor(conn, src, "lab")
     stamp = max(datetime.combine(DAYS[2], time(23, 59, 50)), cursor.last_value + timedelta(minutes=1))
     with clean_db.connect() as c, src_db.begin() as s:
         for name in ("labmaster", "lab_subitem"):

@@ -1,4 +1,4 @@
-"""The window a hospital task reads, from its run (``dagfactory._window``), with the run types
+"""The window a hospital task reads, from its run (``hurren.incremental.airflow_window``), with the run types
 the task SDK hands a task: a backfill reads its data interval (before, the SDK's
 ``DagRunType.BACKFILL`` printed as "DagRunType.BACKFILL" and was taken for a scheduled run, so
 ``airflow backfill create`` read from the watermark instead: tests/stack/test_scheduler.py)."""
@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 from airflow.sdk.api.datamodels._generated import DagRunType
 
-from hurren.dagfactory import _window
+from hurren.incremental import airflow_window as _window
 
 START, END = datetime(2024, 3, 10, 16, tzinfo=UTC), datetime(2024, 3, 11, 16, tzinfo=UTC)
 

@@ -1,5 +1,5 @@
-"""Extraction without a server: the cursor and its window, chunk planning, canonical values, and
-reading a synthetic SQLite hospital end to end."""
+"""Extraction without a server: chunk planning, canonical values, and reading a synthetic SQLite
+hospital end to end (the cursor and its windows: test_incremental.py)."""
 
 from __future__ import annotations
 
@@ -11,99 +11,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from sqlalchemy import create_engine, insert
+from sqlalchemy import create_engine
 from sqlalchemy.engine import Engine
 
-from hurren import extract, sources, spec, store, synthetic
-from hurren.extract import (
-    Chunk,
-    CursorState,
-    ExtractSettingsError,
-    Window,
-    apply_overlap,
-    backfill_window,
-    canonical,
-    canonical_frame,
-    plan_chunks,
-    window,
-)
+from hurren import extract, sources, spec, synthetic
+from hurren.extract import Chunk, ExtractSettingsError, canonical, canonical_frame, plan_chunks
 
 T0 = datetime(2024, 3, 11, 12, 0, 0)
 DAY = date(2024, 3, 11)
-
-
-# -- the cursor -------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("last", "overlap", "initial", "expected"),
-    [
-        pytest.param(
-            T0, timedelta(minutes=10), datetime(2024, 1, 1), T0 - timedelta(minutes=10), id="overlap"
-        ),
-        pytest.param(T0, timedelta(0), datetime(2024, 1, 1), T0, id="no-overlap"),
-        pytest.param(
-            T0, timedelta(days=1), T0 - timedelta(hours=1), T0 - timedelta(hours=1), id="never-before-initial"
-        ),
-        pytest.param(T0, timedelta(minutes=10), T0, T0, id="at-initial"),
-        pytest.param(T0, timedelta(minutes=10), None, T0 - timedelta(minutes=10), id="no-initial"),
-    ],
-)
-def test_apply_overlap(
-    last: datetime, overlap: timedelta, initial: datetime | None, expected: datetime
-) -> None:
-    assert apply_overlap(last, overlap, initial) == expected
-
-
-def test_a_negative_overlap_fails_early_saying_what_to_do() -> None:
-    with pytest.raises(ExtractSettingsError, match="use 0 for no overlap"):
-        apply_overlap(T0, timedelta(minutes=-1), None)
-
-
-def test_a_new_cursor_starts_at_its_initial_value() -> None:
-    w = window(
-        CursorState(initial_value=datetime(2024, 1, 1)),
-        until=T0,
-        overlap=timedelta(minutes=10),
-        tz="Asia/Shanghai",
-    )
-    assert w == Window(datetime(2024, 1, 1), T0)
-
-
-def test_a_cursor_window_starts_an_overlap_before_its_last_value() -> None:
-    state = CursorState(initial_value=datetime(2024, 1, 1), last_value=T0)
-    w = window(state, until=T0 + timedelta(hours=1), overlap=timedelta(minutes=10), tz="Asia/Shanghai")
-    assert w == Window(T0 - timedelta(minutes=10), T0 + timedelta(hours=1))
-    assert not w.empty
-
-
-def test_an_aware_end_is_converted_to_source_time_to_the_second() -> None:
-    # Airflow's data interval is UTC; the sources write naive Beijing time (UTC+8)
-    until = datetime(2024, 3, 11, 4, 0, 0, 999_999, tzinfo=UTC)
-    w = window(
-        CursorState(initial_value=datetime(2024, 1, 1)), until=until, overlap=timedelta(0), tz="Asia/Shanghai"
-    )
-    assert w.until == datetime(2024, 3, 11, 12, 0, 0)
-    assert extract.to_source_time(T0, "Asia/Shanghai") == T0  # naive: already source time
-
-
-def test_a_window_ending_before_the_cursor_is_empty() -> None:
-    state = CursorState(initial_value=datetime(2024, 1, 1), last_value=T0)
-    assert window(state, until=T0 - timedelta(hours=1), overlap=timedelta(0), tz="Asia/Shanghai").empty
-
-
-def test_next_window_uses_the_sources_overlap_and_zone() -> None:
-    s = source(overlap_minutes=15, timezone="Asia/Urumqi")  # UTC+6
-    state = CursorState(initial_value=datetime(2024, 1, 1), last_value=T0)
-    w = extract.next_window(s, state, datetime(2024, 3, 11, 8, 0, tzinfo=UTC))
-    assert w == Window(T0 - timedelta(minutes=15), datetime(2024, 3, 11, 14, 0))
-
-
-def test_backfill_window() -> None:
-    w = backfill_window(datetime(2024, 2, 1), datetime(2024, 2, 2), tz="Asia/Shanghai")
-    assert (w.since, w.until) == (datetime(2024, 2, 1), datetime(2024, 2, 2))
-    with pytest.raises(ExtractSettingsError, match="empty"):
-        backfill_window(datetime(2024, 2, 2), datetime(2024, 2, 1), tz="Asia/Shanghai")
 
 
 # -- chunk planning -----------------------------------------------------------------------------
@@ -317,18 +232,3 @@ def test_a_stream_the_source_does_not_extract_is_refused(
             next(
                 extract.read_reports(conn, s, "lab", datetime(2024, 3, 11, tzinfo=UTC), datetime(2024, 3, 12))
             )
-
-
-def test_read_cursor_from_the_store() -> None:
-    engine = create_engine("sqlite://")
-    store.create_all(engine)
-    s = sqlite_source("1")
-    with engine.begin() as conn:
-        assert extract.read_cursor(conn, s, "lab") == CursorState(initial_value=s.initial_value)
-        conn.execute(
-            insert(store.watermark).values(
-                source="demo", stream="lab", initial_value=datetime(2023, 1, 1), last_value=T0
-            )
-        )
-        assert extract.read_cursor(conn, s, "lab") == CursorState(datetime(2023, 1, 1), T0)
-        assert extract.read_cursor(conn, s, "exam").last_value is None

@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 from openpyxl import load_workbook
 from sqlalchemy import create_engine, select, update
 
-from hurren import load, pipeline, sources, store, synthetic
+from hurren import incremental, load, pipeline, sources, store, synthetic
 from hurren.reports import masking, quarantine, results, scorecard, web
 
 DAYS = [date(2024, 3, 9), date(2024, 3, 10), date(2024, 3, 11)]
@@ -352,11 +352,11 @@ def test_an_interrupted_try_and_a_run_left_running_show_as_interrupted(region):
     the try that finished; a run left running that a later run found over shows interrupted on
     the DAG's and the run's pages (main showed neither: the row stayed running, its try forgotten)."""
     engine, dag = region["engine"], "lab_reports__unit0"
-    retried = load.start_run(engine, run_id="manual__retried", dag_id=dag, source="unit0", stream="lab")
-    load.start_run(engine, run_id="manual__retried", dag_id=dag, source="unit0", stream="lab")  # its retry
-    load.finish_run(engine, retried, status="success", details={"batches": 0, **load.LoadCounts().as_dict()})
-    load.start_run(engine, run_id="manual__killed", dag_id=dag, source="unit0", stream="exam")
-    load.start_run(
+    retried = incremental.start_run(engine, run_id="manual__retried", dag_id=dag, source="unit0", stream="lab")
+    incremental.start_run(engine, run_id="manual__retried", dag_id=dag, source="unit0", stream="lab")  # its retry
+    incremental.finish_run(engine, retried, status="success", details={"batches": 0, **load.LoadCounts().as_dict()})
+    incremental.start_run(engine, run_id="manual__killed", dag_id=dag, source="unit0", stream="exam")
+    incremental.start_run(
         engine, run_id="manual__next", dag_id=dag, source="unit0", stream="exam", lease=timedelta(0)
     )
     page = region["client"].get(f"/run/{dag}/manual__retried").text

@@ -31,7 +31,7 @@ One call loads one batch (:func:`load_reports` for a :class:`~hurren.extract.Rep
    in ``push_outbox`` (``hurren.push``; a void when its data_status is void, D15); held reports
    written whole to ``etl_quarantine`` (once per version); open quarantine entries of every
    valid, current report resolved; the run's counts added to ``etl_run``; the cursor advanced to
-   the batch's highest cursor value (:func:`advance_watermark`).
+   the batch's highest cursor value (:func:`hurren.incremental.advance_watermark`).
 
 Every report of a batch is counted once: extracted = loaded + unchanged + stale + quarantined.
 
@@ -51,8 +51,8 @@ The package, by concept: :mod:`~hurren.load.units` (a batch as reports or record
 hashed column by column with :mod:`hurren.rows`; load's own checks), :mod:`~hurren.load.pdfs`
 (decode, check, content-addressed keys, parallel puts, the pending list and its sweep),
 :mod:`~hurren.load.engines` (``copy`` for PostgreSQL, ``portable`` for any other store),
-:mod:`~hurren.load.quarantine`, :mod:`~hurren.load.runs` (``etl_run`` and the watermark) and,
-here, the batch flow that ties them into one transaction.
+:mod:`~hurren.load.quarantine` and, here, the batch flow that ties them into one transaction
+with the run's counts and the watermark (both :mod:`hurren.incremental`'s).
 
 Exceptions::
 
@@ -73,7 +73,8 @@ import pandas as pd
 from sqlalchemy.engine import Engine
 
 from hurren import spec, store
-from hurren.extract import CursorState, RecordBatch, ReportBatch
+from hurren.extract import RecordBatch, ReportBatch
+from hurren.incremental import CursorState, add_run_counts, advance_watermark
 from hurren.load.common import (
     Hold,
     LoadCounts,
@@ -102,7 +103,6 @@ from hurren.load.pdfs import (
     sweep_pdfs,
 )
 from hurren.load.quarantine import _quarantine, _resolve
-from hurren.load.runs import RUN_LEASE, _add_run_counts, advance_watermark, finish_run, start_run
 from hurren.load.units import _prepare, _Unit, _units, holds_from_verdicts
 from hurren.push import outbox as push_outbox
 from hurren.rows import content_hash, to_store_value
@@ -120,18 +120,14 @@ __all__ = [
     "ObjectStoreError",
     "StoreWriteError",
     "Pdfs",
-    "RUN_LEASE",
-    "advance_watermark",
     "content_hash",
     "db_error_summary",
     "db_errors",
-    "finish_run",
     "holds_from_verdicts",
     "key_segment",
     "load_records",
     "load_reports",
     "pdf_object_key",
-    "start_run",
     "SourceClock",
     "sweep_pdfs",
     "to_store_value",
@@ -258,7 +254,7 @@ def _commit(
         counts.quarantine_written = _quarantine(conn, b.master, b.held, source=source, run_id=run_id)
         counts.resolved = _resolve(conn, b.master, b, source=source)
         if run_pk is not None:
-            _add_run_counts(conn, run_pk, counts)
+            add_run_counts(conn, run_pk, counts)
         if cursor is not None and max_cursor is not None:
             advance_watermark(
                 conn,

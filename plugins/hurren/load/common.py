@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 
 from hurren import rules, spec
+from hurren.incremental import LoadCounts, SourceClock  # noqa: F401 - load's names for them
 from hurren.rows import canonical_json
 
 if TYPE_CHECKING:
@@ -79,47 +80,10 @@ class Hold:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
-class SourceClock:
-    """The source's current time (naive, in its zone, as its change times are) and how far ahead
-    of it a change time may lie before it is a clock problem (``future_tolerance_minutes``)."""
-
-    now: datetime
-    tolerance: timedelta
-
-    @property
-    def future_from(self) -> datetime:
-        """Change times from here on are held (rule ``future_dtime``)."""
-        return self.now + self.tolerance
-
-
 def _rule_text(rule: str, check: str, **context: Any) -> str:
     """The rule book's bilingual message of a load-found failure (as validation words its own)."""
     zh, en = rules.load_rulebook().message(rule, check)
     return f"{zh.format(**context)} / {en.format(**context)}"
-
-
-@dataclass(slots=True)
-class LoadCounts:
-    """What one batch (or a sum of batches) did.
-    extracted = loaded + unchanged + stale + quarantined."""
-
-    extracted: int = 0  # masters/records in the batch
-    loaded: int = 0  # inserted or changed
-    unchanged: int = 0  # same content hash as the store: not touched
-    stale: int = 0  # an older change time than the stored version: not touched, not pushed
-    quarantined: int = 0  # held (validator or load checks)
-    quarantine_written: int = 0  # new quarantine rows (a version already held is not written again)
-    resolved: int = 0  # open quarantine entries closed by a valid version
-    items_written: int = 0
-    pdfs_put: int = 0
-    queued: int = 0  # push_outbox entries added (report versions to send, key-change voids)
-
-    def __add__(self, other: LoadCounts) -> LoadCounts:
-        return LoadCounts(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)})
-
-    def as_dict(self) -> dict[str, int]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 _json = canonical_json

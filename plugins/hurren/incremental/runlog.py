@@ -1,11 +1,11 @@
-"""The run record (``etl_run``: tries, counts) and the stream's watermark."""
+"""The run log: one ``etl_run`` row per (run, source, stream), its tries and their counts."""
 
 from __future__ import annotations
 
 import json
 import logging
 from collections.abc import Mapping
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -13,12 +13,36 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from hurren import store
-from hurren.load.common import LoadCounts, _json
+from hurren.rows import canonical_json as _json
 
 log = logging.getLogger(__name__)
 
 
-def _add_run_counts(conn: Connection, run_pk: int, counts: LoadCounts) -> None:
+@dataclass(slots=True)
+class LoadCounts:
+    """What one batch (or a sum of batches) did.
+    extracted = loaded + unchanged + stale + quarantined."""
+
+    extracted: int = 0  # masters/records in the batch
+    loaded: int = 0  # inserted or changed
+    unchanged: int = 0  # same content hash as the store: not touched
+    stale: int = 0  # an older change time than the stored version: not touched, not pushed
+    quarantined: int = 0  # held (validator or load checks)
+    quarantine_written: int = 0  # new quarantine rows (a version already held is not written again)
+    resolved: int = 0  # open quarantine entries closed by a valid version
+    items_written: int = 0
+    pdfs_put: int = 0
+    queued: int = 0  # push_outbox entries added (report versions to send, key-change voids)
+
+    def __add__(self, other: LoadCounts) -> LoadCounts:
+        return LoadCounts(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)})
+
+    def as_dict(self) -> dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def add_run_counts(conn: Connection, run_pk: int, counts: LoadCounts) -> None:
+    """A committed batch's counts added to its run's row, in the batch's transaction."""
     r = store.run
     conn.execute(
         update(r)
@@ -30,41 +54,6 @@ def _add_run_counts(conn: Connection, run_pk: int, counts: LoadCounts) -> None:
             stale=func.coalesce(r.c.stale, 0) + counts.stale,
         )
     )
-
-
-def advance_watermark(
-    conn: Connection,
-    *,
-    source: str,
-    stream: str,
-    last_value: datetime,
-    initial_value: datetime,
-    run_id: str | None = None,
-) -> datetime:
-    """Move the cursor of (source, stream) forward to ``last_value`` — never back — in the
-    caller's transaction (commit it with the rows). Returns the cursor's value afterwards."""
-    wm = store.watermark
-    where = (wm.c.source == source, wm.c.stream == stream)
-    current = conn.execute(select(wm.c.last_value).where(*where).with_for_update()).scalar_one_or_none()
-    if current is None:
-        conn.execute(
-            insert(wm).values(
-                source=source,
-                stream=stream,
-                initial_value=initial_value,
-                last_value=last_value,
-                run_id=run_id,
-            )
-        )
-        return last_value
-    if last_value <= current:
-        return current
-    conn.execute(
-        update(wm)
-        .where(*where)
-        .values(last_value=last_value, run_id=run_id, updated_at=func.current_timestamp())
-    )
-    return last_value
 
 
 RUN_LEASE = timedelta(hours=3)
