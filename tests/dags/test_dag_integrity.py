@@ -326,8 +326,8 @@ def test_dag_does_not_catch_up(dag_id: str, dagbag):
 
 @pytest.mark.parametrize("dag_id", _DAGS)
 def test_no_task_outlives_the_run_lease(dag_id: str, dagbag):
-    """A run's etl_run row left running longer than ``load.RUN_LEASE`` is taken for interrupted by
-    the next run of its stream: that holds only if every task ends (execution_timeout) before."""
+    """A run's etl_run row left running longer than ``incremental.RUN_LEASE`` is taken for interrupted
+    by the next run of its stream: that holds only if every task ends (execution_timeout) before."""
     from hurren.incremental import RUN_LEASE
 
     # the callables that start etl_run rows

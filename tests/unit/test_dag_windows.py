@@ -1,5 +1,5 @@
-"""The window a hospital task reads, from its run (``hurren.incremental.airflow_window``), with the run types
-the task SDK hands a task: a backfill reads its data interval (before, the SDK's
+"""The window a hospital task reads, from its run (``hurren.incremental.airflow_window``), with the
+run types the task SDK hands a task: a backfill reads its data interval (before, the SDK's
 ``DagRunType.BACKFILL`` printed as "DagRunType.BACKFILL" and was taken for a scheduled run, so
 ``airflow backfill create`` read from the watermark instead: tests/stack/test_scheduler.py)."""
 
