@@ -182,7 +182,10 @@ def test_the_future_range_has_no_end() -> None:
     assert not far.empty and capped(far, SourceClock(T0, timedelta(0))) == far
 
 
-# -- the Airflow interval of a task's run --------------------------------------------------------
+# -- the Airflow interval of a task's run (airflow_window) ----------------------------------------
+# with the run types the task SDK hands a task: a backfill reads its data interval (before, the SDK's
+# ``DagRunType.BACKFILL`` printed as "DagRunType.BACKFILL" and was taken for a scheduled run, so
+# ``airflow backfill create`` read from the watermark instead: tests/stack/test_scheduler.py)
 
 START, END = datetime(2024, 3, 10, 16, tzinfo=UTC), datetime(2024, 3, 11, 16, tzinfo=UTC)
 
@@ -192,12 +195,24 @@ def _ctx(run_type: DagRunType, **params: str) -> dict[str, Any]:
     return {"params": params, "dag_run": run, "data_interval_start": START, "data_interval_end": END}
 
 
-def test_a_backfill_runs_interval_becomes_the_local_days_window() -> None:
+def test_a_backfill_run_reads_its_data_interval_as_the_local_days_window() -> None:
     since, until = incremental.airflow_window(_ctx(DagRunType.BACKFILL))
-    assert since is not None
+    assert (since, until) == (START, END) and since is not None
     assert backfill_window(since, until, tz="Asia/Shanghai") == Window(
         datetime(2024, 3, 11), datetime(2024, 3, 12)
     )
+
+
+@pytest.mark.parametrize("run_type", [DagRunType.SCHEDULED, DagRunType.MANUAL, DagRunType.ASSET_TRIGGERED])
+def test_other_runs_read_from_the_watermark_to_the_interval_end(run_type: DagRunType) -> None:
+    assert incremental.airflow_window(_ctx(run_type)) == (None, END)
+
+
+def test_params_since_until_win() -> None:
+    since, until = incremental.airflow_window(
+        _ctx(DagRunType.MANUAL, since="2024-02-01 00:00:00", until="2024-02-02 00:00:00")
+    )
+    assert (since, until) == (datetime(2024, 2, 1), datetime(2024, 2, 2))
 
 
 # -- the watermark --------------------------------------------------------------------------------
