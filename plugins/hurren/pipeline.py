@@ -125,7 +125,6 @@ def run_stream(
     options = options or spec.SpecOptions()
     validator = validator or source.validator
     codes = mapping.mapping_for(source)
-    read = extract.read_reports if d.item else extract.read_records
     with incremental.run(store_engine, source=source, stream=stream, run_id=run_id, dag_id=dag_id, until=until,
                          backfill_since=backfill_since, now=now) as run, ExitStack() as stack:  # fmt: skip
         summary = RunSummary(
@@ -133,13 +132,13 @@ def run_stream(
         )
         run.details = summary.as_dict  # etl_run's details when the run ends, however it ends
         conn = _connect(stack, source_engine, source, stream)
-        for batch in _read(read(conn, source, stream, run.window.since, run.window.until), source, stream):  # type: ignore[operator]
+        for batch in _read(conn, source, stream, run.window):
             summary.batches += 1
             summary.counts += _load_batch(batch, d, codes, summary, options, validator, store_engine,
                                           source=source, run_id=run_id, pdfs=pdfs, run_pk=run.pk, cursor=run.cursor,
                                           clock=run.clock)  # fmt: skip
         if run.future is not None:  # a scheduled run: the rows beyond the source's clock, quarantined
-            for batch in _read(read(conn, source, stream, run.future.since, None), source, stream):  # type: ignore[operator]
+            for batch in _read(conn, source, stream, run.future):
                 summary.batches += 1
                 counts = _load_future(batch, d, store_engine, source=source, run_id=run_id, pdfs=pdfs,
                                       run_pk=run.pk, clock=run.clock)  # fmt: skip
@@ -187,9 +186,11 @@ def _source_error(exc: BaseException, source: Source, stream: str) -> extract.So
     )
 
 
-def _read(batches: Iterator[Any], source: Source, stream: str) -> Iterator[Any]:
-    """The source's batches; a database error while reading one becomes a ``SourceReadError``
-    (errors of the load, between two reads, pass through as they are)."""
+def _read(conn: Connection, source: Source, stream: str, w: incremental.Window) -> Iterator[Any]:
+    """The source's batches of ``w``; a database error while reading one becomes a
+    ``SourceReadError`` (errors of the load, between two reads, pass through as they are)."""
+    read = extract.read_reports if STREAMS[stream].item else extract.read_records
+    batches = read(conn, source, stream, w.since, w.until)  # type: ignore[arg-type]
     while True:
         try:
             batch = next(batches)
