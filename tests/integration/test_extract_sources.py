@@ -165,7 +165,9 @@ def test_late_commits_and_changes_are_in_the_next_window(make_db: Callable[..., 
                 text("UPDATE labmaster SET last_update_dtime = :t WHERE report_form_no = :r"),
                 {"t": state.last_value - timedelta(minutes=5), "r": first[0].masters.report_form_no.iloc[0]},
             )
-        w = incremental.window(state, until=datetime(2024, 3, 13), overlap=timedelta(minutes=10), tz=s.timezone)
+        w = incremental.window(
+            state, until=datetime(2024, 3, 13), overlap=timedelta(minutes=10), tz=s.timezone
+        )
         with extract.source_snapshot(engine, s) as conn:
             second = list(extract.read_reports(conn, s, "lab", w.since, w.until, 50))
     finally:

@@ -362,7 +362,9 @@ def test_a_crash_between_the_s3_put_and_the_commit_leaves_the_store_consistent(
 ) -> None:
     h = Hospital(8)
     cursor = CursorState(initial_value=datetime(2024, 1, 1))
-    run_pk = incremental.start_run(db, run_id=f"crash-{h.seed}", dag_id="test", source=h.source.id, stream="lab")
+    run_pk = incremental.start_run(
+        db, run_id=f"crash-{h.seed}", dag_id="test", source=h.source.id, stream="lab"
+    )
     first = h.batch(h.reports[:4])
     h.load(db, pdfs, first, cursor=cursor, run_pk=run_pk, method=method)
     before = versions(db, h.h.org_code)
@@ -561,7 +563,10 @@ def test_the_run_record_counts_what_committed(db: Engine, pdfs: Pdfs) -> None:
     h.load(db, pdfs, h.batch(h.reports[:3]), run_pk=pk)
     h.load(db, pdfs, h.batch(h.reports[3:]), run_pk=pk, holds={h.key(5): Hold((), "held")})
     incremental.finish_run(db, pk, status="success", details={"batches": 2})
-    assert incremental.start_run(db, run_id=run_id, dag_id="hurren_extract", source=h.source.id, stream="lab") == pk
+    assert (
+        incremental.start_run(db, run_id=run_id, dag_id="hurren_extract", source=h.source.id, stream="lab")
+        == pk
+    )
     with db.connect() as conn:
         run = conn.execute(select(store.run).where(store.run.c.id == pk)).one()._mapping
     assert (run["extracted"], run["loaded"], run["quarantined"]) == (6, 5, 1)
@@ -612,7 +617,9 @@ def test_a_run_left_running_is_interrupted_by_the_next_run_once_its_lease_is_ove
     h = Hospital(2)
     dead = incremental.start_run(db, run_id=f"dead-{h.seed}", dag_id="t", source=h.source.id, stream="lab")
     h.load(db, pdfs, h.batch(h.reports[:1]), run_pk=dead)
-    other = incremental.start_run(db, run_id=f"backfill-{h.seed}", dag_id="t", source=h.source.id, stream="lab")
+    other = incremental.start_run(
+        db, run_id=f"backfill-{h.seed}", dag_id="t", source=h.source.id, stream="lab"
+    )
     assert _run_row(db, dead)["status"] == "running"  # within the lease: it may be working
     incremental.finish_run(db, other, status="success", details={"batches": 0})
     # three hours later, as far as the lease can tell

@@ -352,9 +352,15 @@ def test_an_interrupted_try_and_a_run_left_running_show_as_interrupted(region):
     the try that finished; a run left running that a later run found over shows interrupted on
     the DAG's and the run's pages (main showed neither: the row stayed running, its try forgotten)."""
     engine, dag = region["engine"], "lab_reports__unit0"
-    retried = incremental.start_run(engine, run_id="manual__retried", dag_id=dag, source="unit0", stream="lab")
-    incremental.start_run(engine, run_id="manual__retried", dag_id=dag, source="unit0", stream="lab")  # its retry
-    incremental.finish_run(engine, retried, status="success", details={"batches": 0, **load.LoadCounts().as_dict()})
+    retried = incremental.start_run(
+        engine, run_id="manual__retried", dag_id=dag, source="unit0", stream="lab"
+    )
+    incremental.start_run(
+        engine, run_id="manual__retried", dag_id=dag, source="unit0", stream="lab"
+    )  # its retry
+    incremental.finish_run(
+        engine, retried, status="success", details={"batches": 0, **load.LoadCounts().as_dict()}
+    )
     incremental.start_run(engine, run_id="manual__killed", dag_id=dag, source="unit0", stream="exam")
     incremental.start_run(
         engine, run_id="manual__next", dag_id=dag, source="unit0", stream="exam", lease=timedelta(0)
