@@ -12,17 +12,14 @@ A PDF that fails keeps its text, so the quarantine shows what the hospital sent.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
-import re
 from dataclasses import dataclass
 
 import pandas as pd
 
 OK = "ok"  # hurren.rules.OK
-B64_SPACE = r"[\t\n\r ]"  # MIME / Oracle UTL_ENCODE line breaks are tolerated
-_B64_SPACE = re.compile(B64_SPACE)
-_B64 = re.compile(r"\A(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?\Z")
+SPACE = "\t\n\r "  # MIME / Oracle UTL_ENCODE line breaks are tolerated, no other whitespace
+_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 MAGIC = b"%PDF-"
 TAIL = 1024  # %%EOF must be within the last 1024 bytes (ISO 32000 implementation note)
 SIZE_COLUMN = "pdf_size"  # the decoded size, beside the outcome column
@@ -59,22 +56,34 @@ def b64_size(t: str) -> int:
 
 
 def compact(value: str) -> str:
-    return _B64_SPACE.sub("", value)
+    """``value`` without the whitespace Base64 may carry (str.replace: C speed, no copy if none)."""
+    for c in SPACE:
+        value = value.replace(c, "")
+    return value
+
+
+def is_base64(t: str) -> bool:
+    """Whether ``t`` is canonical Base64: ASCII alphabet only, length a multiple of 4, at most two
+    ``=`` and only at the end (what ``\\A(?:[A-Za-z0-9+/]{4})*(?:..==|...=)?\\Z`` says, at C speed)."""
+    body = t.rstrip("=")
+    if len(t) % 4 or len(t) - len(body) > 2:
+        return False
+    try:
+        raw = body.encode("ascii")
+    except UnicodeEncodeError:
+        return False
+    return not raw.translate(None, _ALPHABET)
 
 
 def outcome(t: str, max_bytes: int) -> str:
     """'ok' or the first failure of Base64 text ``t`` (whitespace removed, not empty), decoding
     only its first and last bytes."""
-    if not _B64.search(t):
+    if not is_base64(t):
         return "not_base64"
     if b64_size(t) > max_bytes:
         return "too_large"
-    try:
-        head = base64.b64decode(t[:8], validate=True)
-        cut = max(0, len(t) - 4 * ((TAIL + 2) // 3 + 1))
-        tail = base64.b64decode(t[cut:], validate=True)[-TAIL:]
-    except (binascii.Error, ValueError):
-        return "not_base64"
+    head = base64.b64decode(t[:8])
+    tail = base64.b64decode(t[max(0, len(t) - 4 * ((TAIL + 2) // 3 + 1)) :])[-TAIL:]  # whole quanta
     return "not_pdf" if not head.startswith(MAGIC) else ("no_eof" if b"%%EOF" not in tail else OK)
 
 
@@ -82,14 +91,23 @@ def read(value: object, max_bytes: int) -> tuple[str, int | None, Pdf | None]:
     """(outcome, decoded size, the PDF when the outcome is 'ok') of one extracted value."""
     if isinstance(value, Pdf):
         return OK, len(value.data), value
-    t = compact(value) if isinstance(value, str) else ""
-    if not t:
+    if not isinstance(value, str) or not value:
         return "missing", None, None
-    found = outcome(t, max_bytes)
-    size = b64_size(t) if found != "not_base64" else None
-    if found != OK:
-        return found, size, None
-    return OK, size, Pdf.of(base64.b64decode(t, validate=True))
+    t = value
+    if not is_base64(t):  # most PDFs come without line breaks: checked once
+        t = compact(value)
+        if not t:
+            return "missing", None, None
+        if not is_base64(t):
+            return "not_base64", None, None
+    data = base64.b64decode(t)
+    if len(data) > max_bytes:
+        return "too_large", len(data), None
+    if not data.startswith(MAGIC):
+        return "not_pdf", len(data), None
+    if b"%%EOF" not in data[-TAIL:]:
+        return "no_eof", len(data), None
+    return OK, len(data), Pdf.of(data)
 
 
 def detach(masters: pd.DataFrame, field_name: str, max_bytes: int) -> pd.DataFrame:

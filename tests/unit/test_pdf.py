@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 from dataclasses import replace
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hurren import pdf, rules
 from hurren.validation import validate_reports
@@ -78,3 +81,12 @@ def test_detached_and_base64_batches_get_the_same_verdicts_and_messages(engine: 
     assert sorted(as_text.failures[cols].itertuples(index=False)) == sorted(
         as_pdf.failures[cols].itertuples(index=False)
     )
+
+
+OLD_B64 = re.compile(r"\A(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?\Z")
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.text(alphabet="QUJD+/=a9\né*-_ ", max_size=14))
+def test_is_base64_answers_as_the_regular_expression_it_replaced(t: str) -> None:
+    assert pdf.is_base64(t) == bool(OLD_B64.search(t))
