@@ -28,7 +28,8 @@ from typing import Any
 
 from sqlalchemy.engine import Connection, Engine
 
-from hurren import extract, incremental, load, mapping, reports, spec, validation
+from hurren import extract, incremental, load, mapping, pdf, reports, spec, validation
+from hurren import rules as R
 from hurren.incremental import Mode
 from hurren.sources import STREAMS, Source
 
@@ -235,14 +236,16 @@ def _load_batch(
     store_engine: Engine,
     **load_args: Any,
 ) -> load.LoadCounts:
+    rulebook = R.load_rulebook()
     if isinstance(batch, extract.ReportBatch):
         batch = replace(
-            batch,
-            masters=_map(batch.masters, d.master, codes, summary),
+            batch,  # the PDFs decoded and checked once, here; the frames carry no Base64 text from now on
+            masters=_map(pdf.detach(batch.masters, "pdf", rulebook.pdf_max_bytes), d.master, codes, summary),
             items=_map(batch.items, d.item, codes, summary),
         )
         verdicts = validation.validate_reports(
-            batch.masters, batch.items, master_entity=d.master, options=options, engine=validator
+            batch.masters, batch.items, master_entity=d.master, options=options, engine=validator,
+            rulebook=rulebook,
         )
         holds = load.holds_from_verdicts(verdicts)
         counts = load.load_reports(store_engine, batch, holds=holds, **load_args)

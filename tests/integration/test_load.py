@@ -10,6 +10,7 @@ import hashlib
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -19,9 +20,11 @@ from sqlalchemy import create_engine, func, select, text, update
 from sqlalchemy.engine import Engine
 
 from hurren import extract, incremental, load, sources, spec, store, synthetic, validation
+from hurren import pdf as pdf_
 from hurren.extract import Chunk, ReportBatch, canonical_frame
 from hurren.incremental import CursorState
 from hurren.load import Hold, LoadCounts, Pdfs
+from hurren.pdf import Pdf
 from hurren.synthetic.reports import HospitalDay
 from tests.fixtures.fake_s3 import FakeObjectStore
 
@@ -207,6 +210,31 @@ def test_a_new_pdf_gets_a_new_key_and_the_old_object_stays(db: Engine, pdfs: Pdf
     }
     assert new_key != old_key and new_key.endswith(hashlib.sha256(pdf).hexdigest() + ".pdf")
     pdfs.client.stat_object(pdfs.bucket, old_key)  # still there: an outbox entry may point at it
+
+
+def test_a_batch_whose_pdfs_were_decoded_after_extraction_loads_as_the_same_versions(
+    db: Engine, pdfs: Pdfs
+) -> None:
+    """hurren.pdf.detach leaves the store's hashes, keys and objects as they were: a batch loaded
+    from Base64 and then again decoded changes nothing; a held report keeps its PDF's text."""
+    h = Hospital(4)
+    first = h.load(db, pdfs)
+    stored = org_rows(db, "labmaster", h.h.org_code, "report_form_no", "etl_content_hash", "pdf_object_key")
+    before = versions(db, h.h.org_code)
+    b = h.batch()
+    detached = replace(b, masters=pdf_.detach(b.masters, "pdf", 1 << 20))
+    assert all(isinstance(v, Pdf) for v in detached.masters["pdf"])
+    again = h.load(db, pdfs, detached, holds={h.key(0): Hold((), "held for the test")})
+    assert (first.loaded, again.unchanged, again.quarantined, again.pdfs_put) == (4, 3, 1, 0)
+    assert versions(db, h.h.org_code) == before
+    assert org_rows(db, "labmaster", h.h.org_code, "report_form_no", "etl_content_hash", "pdf_object_key") == stored
+    (held,) = quarantine_rows(db, h.source.id)
+    assert json.loads(held["payload"])["master"]["pdf"] == "".join(h.reports[0].master["pdf"].split())
+
+    other = Hospital(2)  # and the other way round: decoded first, then from Base64
+    b = other.batch()
+    assert other.load(db, pdfs, replace(b, masters=pdf_.detach(b.masters, "pdf", 1 << 20))).loaded == 2
+    assert other.load(db, pdfs).unchanged == 2
 
 
 def quarantine_rows(db: Engine, source: str) -> list[dict[str, Any]]:
@@ -412,7 +440,7 @@ def test_s3_refusals_of_one_object_are_told_apart_from_outages(pdfs: Pdfs) -> No
     """The real server's and client's answers: a refusal that belongs to one object is returned
     (its report is held), anything else fails the batch (ObjectStoreError: S3 and retry)."""
     data = b"%PDF-1.4 refused\n%%EOF\n"
-    pdf = load.pdfs._Pdf(data, hashlib.sha256(data).hexdigest())
+    pdf = Pdf.of(data)
 
     def unit(key: str) -> Any:
         return load._Unit(key="k", master={}, pdf=pdf, typed_master={"pdf_object_key": key})

@@ -20,6 +20,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from hurren import spec, store
 from hurren.load.common import _IN_GROUP, _UPSERT, ObjectStoreError, _report_form_no, _utcnow
+from hurren.pdf import MAGIC, Pdf
 from hurren.sources import Source
 
 if TYPE_CHECKING:
@@ -27,8 +28,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-
-_PDF_MAGIC = b"%PDF-"
 
 
 class ObjectStore(Protocol):
@@ -94,23 +93,21 @@ def pdf_object_key(org_code: str, entity: str, report_form_no: str, sha256: str)
     return f"reports/{key_segment(org_code, 128)}/{entity}/{key_segment(report_form_no, 128)}/{sha256}.pdf"
 
 
-@dataclass(slots=True)
-class _Pdf:
-    data: bytes
-    sha256: str
-
-
-def _decode_pdf(value: str | None) -> tuple[_Pdf | None, str | None]:
-    """(the PDF, None) or (None, what is wrong: missing, not_base64, not_pdf)."""
-    if value is None or not value.strip():
+def _decode_pdf(value: object) -> tuple[Pdf | None, str | None]:
+    """(the PDF, None) or (None, what is wrong: missing, not_base64, not_pdf). A value
+    :func:`hurren.pdf.detach` decoded is taken as it is; text is decoded here (leniently: the
+    validation decides; this only keeps a report without a readable PDF out of the store)."""
+    if isinstance(value, Pdf):
+        return value, None
+    if not isinstance(value, str) or not value.strip():
         return None, "missing"
     try:
         data = base64.b64decode("".join(value.split()), validate=True)
     except (binascii.Error, ValueError):
         return None, "not_base64"
-    if not data.startswith(_PDF_MAGIC):
+    if not data.startswith(MAGIC):
         return None, "not_pdf"
-    return _Pdf(data, hashlib.sha256(data).hexdigest()), None
+    return Pdf.of(data), None
 
 
 REFUSAL_CODES = frozenset(
@@ -143,14 +140,14 @@ def _refusal(exc: BaseException) -> str | None:
 def _put_pdfs(units: Sequence[_Unit], pdfs: Pdfs) -> tuple[int, dict[str, str]]:
     """Put the units' PDFs; returns how many were stored and the refused ones (key -> what S3
     said). Raises ObjectStoreError when a put failed for any other reason."""
-    todo: dict[str, _Pdf] = {}
+    todo: dict[str, Pdf] = {}
     for u in units:
         if u.pdf is not None and u.typed_master.get("pdf_object_key"):
             todo[u.typed_master["pdf_object_key"]] = u.pdf
     if not todo:
         return 0, {}
 
-    def put(item: tuple[str, _Pdf]) -> BaseException | None:
+    def put(item: tuple[str, Pdf]) -> BaseException | None:
         key, pdf = item
         try:
             pdfs.client.put_object(

@@ -11,6 +11,7 @@ from sqlalchemy.engine import Connection
 from hurren import spec, store
 from hurren.load.common import _IN_GROUP, _json, _report_form_no, _storable
 from hurren.load.units import _Unit
+from hurren.pdf import Pdf
 from hurren.sources import Source
 
 if TYPE_CHECKING:
@@ -53,7 +54,7 @@ def _quarantine(
                     json.dumps(
                         {"master": None if u.orphan else u.master, "items": u.items},
                         ensure_ascii=False,
-                        default=str,
+                        default=_payload_value,
                     )
                 ),
             }
@@ -84,3 +85,9 @@ def _resolve(conn: Connection, master: spec.Entity, b: _Batch, *, source: Source
         for i in range(0, len(values), _IN_GROUP):
             n += conn.execute(stmt, {"values": list(values[i : i + _IN_GROUP])}).rowcount or 0
     return n
+
+
+def _payload_value(value: object) -> str:
+    """A decoded PDF as the Base64 text the hospital sent (whitespace aside); anything else
+    JSON does not know as its text."""
+    return value.base64() if isinstance(value, Pdf) else str(value)

@@ -16,7 +16,8 @@ import pandas as pd
 
 from hurren import spec, store
 from hurren.load.common import Hold, SourceClock, _rule_text
-from hurren.load.pdfs import _decode_pdf, _Pdf, pdf_object_key
+from hurren.load.pdfs import _decode_pdf, pdf_object_key
+from hurren.pdf import Pdf
 from hurren.rows import DATETIME_FORMAT, json_column, json_rows, sha256_hex, typed_column
 
 _PDF_SLOT = (
@@ -112,7 +113,7 @@ class _Unit:
     sub: _Items | None = None  # the batch's sub-items
     item_pos: list[int] = field(default_factory=list)  # this unit's, in the source's order
     hash: str = ""
-    pdf: _Pdf | None = None
+    pdf: Pdf | None = None
     typed_master: dict[str, Any] = field(default_factory=dict)  # store column -> value
     hold: Hold | None = None
     orphan: bool = False  # sub-items without a master: quarantined, never stored

@@ -12,14 +12,13 @@ instead of ~0.5 ms of pandas overhead, which at the pipeline's chunk sizes (~10k
 the cost. GX reads the same columns as a DataFrame (:meth:`Frame.to_pandas`): text as pandas'
 Arrow-backed strings, numbers as float64 with NaN, outcomes as categoricals.
 
-A report PDF the extraction already checked comes as its outcome column ``__pdf__<field>``
-(:func:`pdf_outcome_column`) with ``pdf_size``; its Base64 text is then not read at all.
+A report PDF checked right after extraction (:func:`hurren.pdf.detach`) comes as its outcome
+column ``__pdf__<field>`` with ``pdf_size``; its value (a decoded :class:`hurren.pdf.Pdf`) is then
+not read at all. Either way the check is :func:`hurren.pdf.outcome`.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
 import re
 from collections.abc import Iterable, Mapping
@@ -32,8 +31,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from hurren import pdf, spec, store
 from hurren import rules as R
-from hurren import spec, store
 from hurren.validation.exceptions import ValidationError
 
 log = logging.getLogger("hurren.validation")
@@ -44,9 +43,6 @@ TEXT = pa.large_string()
 _XML_BAD = "[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]"  # literal characters: the same in re and RE2
 XML_BAD_PY = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
-B64_SPACE = r"[\t\n\r ]"  # MIME / Oracle UTL_ENCODE line breaks are tolerated
-_B64 = re.compile(r"\A(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?\Z")
-_PDF_TAIL = 1024  # %%EOF must be within the last 1024 bytes (ISO 32000 implementation note)
 _ID_WEIGHTS = np.array([7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2], dtype=np.int64)
 _ID_CHECK = np.frombuffer(b"10X98765432", dtype=np.uint8)
 _DAYS_IN_MONTH = np.array([31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtype=np.int64)
@@ -192,7 +188,7 @@ def normalize(raw: pd.DataFrame, ent: spec.Entity) -> Frame:
     columns the extraction computed. Lone surrogates (which Arrow cannot hold) become '?', as
     Oracle's byte count would see them, and are remembered for xml_chars."""
     n = len(raw)
-    checked = {f.name for f in ent.fields if f.type == "pdf" and pdf_outcome_column(f.name) in raw.columns}
+    checked = {f.name for f in ent.fields if f.type == "pdf" and pdf.outcome_column(f.name) in raw.columns}
     absent = [c for c in ent.names if c not in raw.columns and c not in checked]
     if absent and n:
         log.warning("%s: %d spec column(s) absent from the batch, treated as empty: %s",
@@ -209,7 +205,7 @@ def normalize(raw: pd.DataFrame, ent: spec.Entity) -> Frame:
             surrogates[name] = bad
     frame = Frame(n, columns, surrogates)
     for name in sorted(checked):
-        col = pdf_outcome_column(name)
+        col = pdf.outcome_column(name)
         frame[col] = outcome_of(raw[col], R.OUTCOME_CODES["pdf"])
     return frame
 
@@ -251,12 +247,6 @@ def outcome_of(s: pd.Series, failures: tuple[str, ...]) -> Codes:
     if present.any():
         codes[present] = [index[str(v)] for v in values[present]]
     return Codes(codes, names)
-
-
-def pdf_outcome_column(field_name: str) -> str:
-    """The outcome column of a PDF field's check (the plan's derived column, which the extraction
-    may compute and pass on: missing / not_base64 / too_large / not_pdf / no_eof or ``ok``)."""
-    return f"__pdf__{field_name}"
 
 
 def link_of(frame: Frame, cols: tuple[str, ...]) -> pa.Array:
@@ -405,28 +395,10 @@ def _pdf_outcomes(arr: pa.Array, max_bytes: int) -> Codes:
     code = {v: i for i, v in enumerate(names)}
     codes = np.full(len(arr), code["missing"], dtype=np.int8)
     for i, value in enumerate(arr.to_pylist()):
-        text = re.sub(B64_SPACE, "", value) if value is not None else ""
+        text = pdf.compact(value) if value is not None else ""
         if text:
-            codes[i] = code[_pdf_outcome(text, max_bytes)]
+            codes[i] = code[pdf.outcome(text, max_bytes)]
     return Codes(codes, names)
-
-
-def _pdf_outcome(t: str, max_bytes: int) -> str:
-    if not _B64.search(t):
-        return "not_base64"
-    if b64_size(t) > max_bytes:
-        return "too_large"
-    try:
-        head = base64.b64decode(t[:8], validate=True)
-        cut = max(0, len(t) - 4 * ((_PDF_TAIL + 2) // 3 + 1))
-        tail = base64.b64decode(t[cut:], validate=True)[-_PDF_TAIL:]
-    except (binascii.Error, ValueError):
-        return "not_base64"
-    return "not_pdf" if not head.startswith(b"%PDF-") else ("no_eof" if b"%%EOF" not in tail else R.OK)
-
-
-def b64_size(t: str) -> int:
-    return len(t) // 4 * 3 - (2 if t.endswith("==") else 1 if t.endswith("=") else 0)
 
 
 def _id_analysis(frame: Frame) -> dict[str, Codes]:

@@ -9,11 +9,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from hurren import pdf, spec
 from hurren import rules as R
-from hurren import spec
-from hurren.validation.derived import B64_SPACE, XML_BAD_PY, Frame, b64_size, missing
+from hurren.validation.derived import XML_BAD_PY, Frame, missing
 
-PDF_SIZE = "pdf_size"  # the decoded size, carried by frames whose PDFs were checked at extraction
+PDF_SIZE = pdf.SIZE_COLUMN  # the decoded size, carried by frames whose PDFs were checked after extraction
 FAILURE_COLUMNS = ("entity", "row", "record_key", "field", "rule", "check", "severity", "message")
 _CHAR_RULES = {"xml_chars": XML_BAD_PY, "invisible_chars": re.compile(R.INVISIBLE_RE)}  # {char}, {position}
 
@@ -109,7 +109,7 @@ def _fill(ctx: _Ctx, c: R.Check, check: str, take: _Taker, j: int) -> None:
             size = take(PDF_SIZE, raw=True)[j]
             ctx["actual"] = "?" if missing(size) else str(int(size))
         else:
-            ctx["actual"] = str(b64_size(re.sub(B64_SPACE, "", str(text))))
+            ctx["actual"] = str(pdf.b64_size(pdf.compact(str(text))))
     if c.rule in _CHAR_RULES:
         value = take(c.field, raw=True)[j]
         m = _CHAR_RULES[c.rule].search(value) if isinstance(value, str) else None
