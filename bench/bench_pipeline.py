@@ -103,6 +103,7 @@ def _child(plugins: str, src_db: str, org_code: str, chunk: int, validator: str)
                     seconds["load"] += time.perf_counter() - t
                     for k, v in c.as_dict().items():
                         totals[k] += v
+                    del batch, masters, verdicts  # one chunk in memory, as in hurren.pipeline
         assert totals["extracted"] == totals["loaded"] + totals["unchanged"] + totals["stale"] + totals["quarantined"]
         src.dispose()
         dst.dispose()

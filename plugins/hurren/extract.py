@@ -383,6 +383,7 @@ def read_reports(
             chunks=len(chunks),
             max_cursor=_max_cursor(masters[d.cursor]),
         )
+        del masters, items  # not alive while the next chunk is fetched: one chunk in memory, not two
     if read != planned:
         log.warning(
             "%s/%s: read %s masters where the plan counted %s (rows changed during the read; "

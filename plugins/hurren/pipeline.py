@@ -138,6 +138,7 @@ def run_stream(
             summary.counts += _load_batch(batch, d, codes, summary, options, validator, store_engine,
                                           source=source, run_id=run_id, pdfs=pdfs, run_pk=run.pk, cursor=run.cursor,
                                           clock=run.clock)  # fmt: skip
+            del batch
         if run.future is not None:  # a scheduled run: the rows beyond the source's clock, quarantined
             for batch in _read(conn, source, stream, run.future):
                 summary.batches += 1
@@ -200,6 +201,7 @@ def _read(conn: Connection, source: Source, stream: str, w: incremental.Window) 
         except load.db_errors() as exc:
             raise _source_error(exc, source, stream) from None
         yield batch
+        del batch  # one batch in memory at a time (here, in the caller's loop and in the reader)
 
 
 def _sweep(store_engine: Engine, pdfs: load.Pdfs, source: Source) -> None:
