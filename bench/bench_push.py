@@ -45,6 +45,7 @@ from hurren.push.connection import PlatformConfig, TimedSession  # noqa: E402
 from hurren.push.options import PushOptions  # noqa: E402
 from hurren.push.runner import Pusher  # noqa: E402
 from hurren.settings import settings  # noqa: E402
+from hurren.spec import DEFAULT_OPTIONS  # noqa: E402
 from hurren.synthetic.reports import HospitalDay  # noqa: E402
 
 PHASES = ("store", "pdf", "xml", "sm4", "soap", "wait", "record")
@@ -102,12 +103,12 @@ def main() -> None:
         reports = [day.lab_report(i) for i in range(args.reports)]
         pdf_bytes = sum(len(r.master["pdf"]) * 3 // 4 for r in reports) / len(reports)
         for i in range(0, len(reports), 100):
-            load.load_reports(engine, batch(reports[i : i + 100]), source=source, run_id="bench", pdfs=pdfs)
+            load.load_reports(engine, batch(reports[i : i + 100]), source=source, run_id="bench", pdfs=pdfs, options=DEFAULT_OPTIONS)
         with tempfile.TemporaryDirectory() as tmp:
             proc, url, public_key = start_simulator(Path(tmp))
             admin_url = url.rsplit("/", 1)[0] + "/_admin"
             credential = Credential(org_code=h.org_code, org_name=h.name, visitor_code="bench", visitor_key="k")
-            config = PlatformConfig(endpoint=url, public_key=public_key, credential=credential, timeout_s=60)
+            config = PlatformConfig(endpoint=url, public_key=public_key, credential=credential, timeout_s=60, spec_options=DEFAULT_OPTIONS)
             try:
                 for level in [args.levels[0], *args.levels]:  # the first run warms up (WSDL, pools)
                     with engine.begin() as conn:
@@ -120,7 +121,7 @@ def main() -> None:
                     with config.client(pool_size=level, session=session) as client:
                         t0 = time.perf_counter()
                         result = Pusher(engine=engine, client=client, objects=s3, bucket=bucket, options=options,
-                                        session=session, run_id=f"bench-{level}").run()  # fmt: skip
+                                        session=session, run_id=f"bench-{level}", spec_options=DEFAULT_OPTIONS).run()  # fmt: skip
                         wall = time.perf_counter() - t0
                     session.close()
                     acked = result.total().acked

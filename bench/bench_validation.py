@@ -28,6 +28,8 @@ import pandas as pd
 sys.path[:0] = [str(Path(__file__).resolve().parents[1] / "plugins")]
 
 from hurren import rules, spec  # noqa: E402
+from hurren.rules import load_rulebook  # noqa: E402
+from hurren.spec import DEFAULT_OPTIONS  # noqa: E402
 from hurren.validation import validate_reports  # noqa: E402
 
 STR = "str"
@@ -127,10 +129,24 @@ def main(argv: list[str] | None = None) -> int:
 
     tiny_m, tiny_i = masters.iloc[:1], items.iloc[: args.items_per_master]
     t = time.perf_counter()
-    validate_reports(tiny_m, tiny_i, master_entity="labmaster", engine="gx")
+    validate_reports(
+        tiny_m,
+        tiny_i,
+        master_entity="labmaster",
+        engine="gx",
+        options=DEFAULT_OPTIONS,
+        rulebook=load_rulebook(),
+    )
     warmup = time.perf_counter() - t
     t = time.perf_counter()
-    tiny = validate_reports(tiny_m, tiny_i, master_entity="labmaster", engine="gx")
+    tiny = validate_reports(
+        tiny_m,
+        tiny_i,
+        master_entity="labmaster",
+        engine="gx",
+        options=DEFAULT_OPTIONS,
+        rulebook=load_rulebook(),
+    )
     fixed = time.perf_counter() - t
     n_exp = sum(tiny.stats["expectations"].values())
     print(f"gx warm-up (import + suites): {warmup:.1f} s; fixed cost per call on a 1-report batch: "
@@ -139,7 +155,14 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     for engine in ("pandas", "gx"):
         t = time.perf_counter()
-        v = validate_reports(masters, items, master_entity="labmaster", engine=engine)
+        v = validate_reports(
+            masters,
+            items,
+            master_entity="labmaster",
+            engine=engine,
+            options=DEFAULT_OPTIONS,
+            rulebook=load_rulebook(),
+        )
         secs = time.perf_counter() - t
         results[engine] = (v, secs)
         s = v.stats

@@ -1329,7 +1329,7 @@ def _load(
     cursor: CursorState | None,
     method: Method,
     clock: SourceClock | None = None,
-    options: spec.SpecOptions | None = None,
+    options: spec.SpecOptions,
 ) -> LoadCounts:
     how = _method(engine, method)
     change_time = STREAMS[stream].cursor
@@ -1369,7 +1369,7 @@ def _load(
             max_cursor=max_cursor,
             pdfs=pdfs,
             settled=list(refused),
-            void_data_status=(options or spec.SpecOptions()).void_data_status,
+            void_data_status=options.void_data_status,
         )
     except db_errors() as exc:
         raise StoreWriteError(
@@ -1406,7 +1406,7 @@ def load_reports(
     run_pk: int | None = None,
     cursor: CursorState | None = None,
     method: Method = "auto",
-    options: spec.SpecOptions | None = None,
+    options: spec.SpecOptions,
     clock: SourceClock | None = None,
 ) -> LoadCounts:
     """Load one batch of reports (masters with their sub-items and PDFs) into the store.

@@ -28,6 +28,8 @@ from sqlalchemy.engine import Engine
 from hurren import load, rules, sources, spec, store
 from hurren.extract import Chunk, ReportBatch, canonical, canonical_frame
 from hurren.platform import xml as px
+from hurren.rules import load_rulebook
+from hurren.spec import DEFAULT_OPTIONS
 from hurren.validation import validate_reports
 from tests.fixtures.fake_s3 import FakeObjectStore
 from tests.fixtures.services import remove_bucket
@@ -104,7 +106,9 @@ def run(
 ) -> tuple[Any, load.LoadCounts]:
     m_name, i_name = sources.STREAMS[stream].master, sources.STREAMS[stream].item
     mf, itf = _frame(m_name, masters), _frame(i_name, items)
-    verdicts = validate_reports(mf, itf, master_entity=m_name, engine="pandas", rulebook=rulebook)
+    verdicts = validate_reports(
+        mf, itf, master_entity=m_name, engine="pandas", rulebook=rulebook, options=DEFAULT_OPTIONS
+    )
     cursor = max((m["last_update_dtime"] for m in masters if m.get("last_update_dtime")), default=None)
     batch = ReportBatch(stream, mf, itf, Chunk(None, "", None, "", len(masters)), 0, 1, cursor)
     counts = load.load_reports(
@@ -116,6 +120,7 @@ def run(
         holds=load.holds_from_verdicts(verdicts),
         method=t.method,  # type: ignore[arg-type]
         clock=load.SourceClock(datetime.now(SOURCE.tz).replace(tzinfo=None), timedelta(minutes=60)),
+        options=DEFAULT_OPTIONS,
     )
     return verdicts, counts
 
@@ -303,6 +308,8 @@ def test_duplicate_key_across_real_chunks_is_an_update(tmp_path: Any, target: Ta
         until=datetime(2024, 3, 12),
         backfill_since=datetime(2024, 3, 11),
         validator="pandas",
+        options=DEFAULT_OPTIONS,
+        rulebook=load_rulebook(),
     )
     src_engine.dispose()
     c = summary.counts
