@@ -86,6 +86,7 @@ from hurren.platform import Credential  # noqa: E402
 from hurren.push.connection import PlatformConfig, TimedSession  # noqa: E402
 from hurren.push.options import PushOptions  # noqa: E402
 from hurren.push.runner import Pusher  # noqa: E402
+from hurren.rules import load_rulebook  # noqa: E402
 from hurren.sources import Source, parse_sources  # noqa: E402
 from hurren.spec import DEFAULT_OPTIONS  # noqa: E402
 
@@ -554,7 +555,7 @@ def _one_day(day: date, n: int, cfg: WeekConfig, hospitals: list[synthetic.Hospi
             t = time.perf_counter()
             summary = pipeline.run_stream(
                 source=source, stream=stream, source_engine=src, store_engine=engine, pdfs=pdfs, run_id=run_id,
-                dag_id=f"{stream}_reports__{source.id}", until=until, validator=cfg.validator,  # type: ignore[arg-type], options=DEFAULT_OPTIONS, rulebook=load_rulebook()
+                dag_id=f"{stream}_reports__{source.id}", until=until, validator=cfg.validator, options=DEFAULT_OPTIONS, rulebook=load_rulebook(),  # type: ignore[arg-type]
             )  # fmt: skip
             st.seconds += time.perf_counter() - t
             st.reports += summary.counts.extracted

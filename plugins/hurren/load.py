@@ -1329,7 +1329,7 @@ def _load(
     cursor: CursorState | None,
     method: Method,
     clock: SourceClock | None = None,
-    options: spec.SpecOptions,
+    void_data_status: Sequence[str],
 ) -> LoadCounts:
     how = _method(engine, method)
     change_time = STREAMS[stream].cursor
@@ -1369,7 +1369,7 @@ def _load(
             max_cursor=max_cursor,
             pdfs=pdfs,
             settled=list(refused),
-            void_data_status=options.void_data_status,
+            void_data_status=void_data_status,
         )
     except db_errors() as exc:
         raise StoreWriteError(
@@ -1436,7 +1436,7 @@ def load_reports(
         run_pk=run_pk,
         cursor=cursor,
         method=method,
-        options=options,
+        void_data_status=options.void_data_status,
         clock=clock,
     )
 
@@ -1472,5 +1472,6 @@ def load_records(
         run_pk=run_pk,
         cursor=cursor,
         method=method,
+        void_data_status=(),  # records carry no data_status: none is a void
         clock=clock,
     )

@@ -215,7 +215,8 @@ def test_a_run_killed_midway_then_rerun_ends_identical(region, first_run, make_d
         src = create_engine(region["urls"][source.id])
         for stream in ("lab", "exam"):
             kwargs = dict(source=source, stream=stream, source_engine=src, store_engine=engine, pdfs=pdfs,
-                          run_id="kill", dag_id="e2e", until=UNTIL)  # fmt: skip
+                          run_id="kill", dag_id="e2e", until=UNTIL, options=DEFAULT_OPTIONS,
+                          rulebook=load_rulebook())  # fmt: skip
             if stream == "lab" and source is region["sources"].enabled[0]:
                 monkeypatch.setattr(load, "load_reports", dying_load)
                 with pytest.raises(_Killed):

@@ -352,7 +352,8 @@ def test_the_default_cap_and_its_setting(server: _Server, monkeypatch: pytest.Mo
     from hurren.settings import DEFAULT_MAX_ANSWER_BYTES, Settings
 
     host, port = server.server_address[:2]
-    kw = {"endpoint": f"http://{host}:{port}/Myhealth", "credential": CREDENTIAL, "public_key": PUBLIC}
+    kw = {"endpoint": f"http://{host}:{port}/Myhealth", "credential": CREDENTIAL, "public_key": PUBLIC,
+          "spec_options": DEFAULT_OPTIONS}  # fmt: skip
     assert PlatformClient(**kw).max_answer_bytes == DEFAULT_MAX_ANSWER_BYTES == 32 * 1024 * 1024
     monkeypatch.setenv("HURREN_PLATFORM_MAX_ANSWER_BYTES", "4096")
     assert PlatformClient(**kw).max_answer_bytes == 4096  # what the push's client gets

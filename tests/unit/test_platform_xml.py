@@ -233,17 +233,17 @@ def test_text_xml_cannot_carry_is_refused_naming_entity_and_field(char: str, ent
     secret = "张三"
     value = f"{secret}{char}x"
     if entity == "labmaster":
-        call = lambda: px.build_lab_report(
+        call = lambda: px.build_lab_report(  # noqa: E731
             dict(LAB_MASTER, **{field: value}), LAB_ITEMS, options=DEFAULT_OPTIONS
-        )  # noqa: E731
+        )
     elif entity == "lab_subitem":
-        call = lambda: px.build_lab_report(
+        call = lambda: px.build_lab_report(  # noqa: E731
             LAB_MASTER, [dict(LAB_ITEMS[0], **{field: value})], options=DEFAULT_OPTIONS
-        )  # noqa: E731
+        )
     else:
-        call = lambda: px.build_exam_report(
+        call = lambda: px.build_exam_report(  # noqa: E731
             dict(EXAM_MASTER, **{field: value}), EXAM_ITEMS, options=DEFAULT_OPTIONS
-        )  # noqa: E731
+        )
     with pytest.raises(PayloadError) as info:
         call()
     message = str(info.value)
