@@ -74,7 +74,11 @@ class Hospital:
 
     def load(self, db: Engine, pdfs: Pdfs, batch: ReportBatch | None = None, **kw: Any) -> LoadCounts:
         return load.load_reports(
-            db, batch or self.batch(), source=self.source, run_id="test-run", pdfs=pdfs,
+            db,
+            batch or self.batch(),
+            source=self.source,
+            run_id="test-run",
+            pdfs=pdfs,
             **{"options": DEFAULT_OPTIONS, **kw},
         )
 

@@ -20,7 +20,9 @@ def checks_of(entity: str, options: spec.SpecOptions = spec.DEFAULT_OPTIONS) -> 
     return list(rules.plan(entity, options).checks)
 
 
-def by(entity: str, rule: str, options: spec.SpecOptions = spec.DEFAULT_OPTIONS) -> dict[str, list[rules.Check]]:
+def by(
+    entity: str, rule: str, options: spec.SpecOptions = spec.DEFAULT_OPTIONS
+) -> dict[str, list[rules.Check]]:
     out: dict[str, list[rules.Check]] = {}
     for c in checks_of(entity, options):
         if c.rule == rule:
