@@ -30,8 +30,10 @@ from sqlalchemy import create_engine, text
 
 from hurren import extract, load, store, synthetic, validation
 from hurren.connections import minio_client
+from hurren.rules import load_rulebook
 from hurren.settings import settings
 from hurren.sources import STREAMS, parse_sources
+from hurren.spec import DEFAULT_OPTIONS
 
 DAY = date(2024, 3, 11)
 
@@ -97,13 +99,13 @@ def main() -> int:
                     peak["extract"] = rss_mb()
                     for engine in ("pandas", "gx"):
                         t = time.perf_counter()
-                        verdicts = validation.validate_reports(batch.masters, batch.items, master_entity=d.master, engine=engine)
+                        verdicts = validation.validate_reports(batch.masters, batch.items, master_entity=d.master, engine=engine, options=DEFAULT_OPTIONS, rulebook=load_rulebook())
                         seconds[f"validate ({engine})"] += time.perf_counter() - t
                         rows[f"validate ({engine})"] += n
                     peak["validate"] = rss_mb()
                     t = time.perf_counter()
                     counts += load.load_reports(dst, batch, source=source, run_id="bench", pdfs=pdfs,
-                                                holds=load.holds_from_verdicts(verdicts))  # fmt: skip
+                                                holds=load.holds_from_verdicts(verdicts), options=DEFAULT_OPTIONS)  # fmt: skip
                     seconds["load (store + S3)"] += time.perf_counter() - t
                     rows["load (store + S3)"] += n
                     peak["load"] = rss_mb()

@@ -9,6 +9,9 @@ broken database fails only its own runs, each hospital keeps its own schedule an
 and a backfill of one hospital is one CLI call. Its ``extract_validate_load`` task runs in the
 hospital's pool (``Source.pool``: caps concurrent queries against that database across streams
 and backfills) and updates the stream's Asset, which the push DAG consumes.
+
+Every task resolves the site once (``hurren.site.site()``: sources, profile, rule book) and passes
+what each component needs explicitly.
 """
 
 from __future__ import annotations
@@ -73,23 +76,25 @@ def extract_validate_load(source_id: str, stream: str) -> dict[str, Any]:
     from hurren import load, pipeline
     from hurren.connections import minio_client, store_engine
     from hurren.hooks import source_engine
-    from hurren.settings import settings
-    from hurren.sources import resolve_sources
+    from hurren.site import site
 
     ctx = get_current_context()
-    source = resolve_sources().get(source_id)
+    here = site()
+    source = here.sources.get(source_id)
     params, run = ctx["params"], ctx["dag_run"]
     backfill_since, until = _window(ctx)
     summary = pipeline.run_stream(
         source=source,
         stream=stream,
         source_engine=source_engine(source.conn_id),
-        store_engine=store_engine(),
-        pdfs=load.Pdfs(client=minio_client(), bucket=settings().s3_bucket_reports),
+        store_engine=store_engine(here.settings),
+        pdfs=load.Pdfs(client=minio_client(here.settings), bucket=here.settings.s3_bucket_reports),
         run_id=run.run_id,
         dag_id=run.dag_id,
         until=until,
         backfill_since=backfill_since,
+        options=here.spec_options,
+        rulebook=here.rulebook,
         max_quarantine_ratio=float(params["max_quarantine_ratio"]),
     )
     return summary.as_dict()
@@ -171,15 +176,16 @@ def load_stream(source_id: str, stream: str) -> dict[str, Any]:
     from hurren import pipeline
     from hurren.connections import store_engine
     from hurren.hooks import source_engine
-    from hurren.sources import resolve_sources
+    from hurren.site import site
 
     ctx = get_current_context()
-    source = resolve_sources().get(source_id)
+    here = site()
+    source = here.sources.get(source_id)
     params = ctx["params"]
     if params.get("chunk_size"):
         source = dataclasses.replace(source, chunk_size=int(params["chunk_size"]))
     since, until = _window(ctx)
-    engine = store_engine()
+    engine = store_engine(here.settings)
     try:
         summary = pipeline.run_stream(
             source=source,
@@ -191,6 +197,8 @@ def load_stream(source_id: str, stream: str) -> dict[str, Any]:
             dag_id=ctx["dag_run"].dag_id,
             until=until,
             backfill_since=since,
+            options=here.spec_options,
+            rulebook=here.rulebook,
             validator=params.get("validator"),  # None: the hospital's (sources configuration)
             max_quarantine_ratio=float(params["max_quarantine_ratio"]),
         )
@@ -206,10 +214,10 @@ def reconcile_pacs(source_id: str) -> dict[str, Any]:
     from hurren import load, pacs, store
     from hurren.connections import store_engine
     from hurren.daily_counts import BEIJING as TZ
-    from hurren.sources import resolve_sources
+    from hurren.site import site
 
     ctx = get_current_context()
-    source = resolve_sources().get(source_id)
+    source = site().sources.get(source_id)
     params, run = ctx["params"], ctx["dag_run"]
     _, until = _window(ctx)
     last = (until.astimezone(TZ) if until.tzinfo else until) - timedelta(seconds=1)
@@ -281,9 +289,10 @@ def pacs_dag(source: Source, *, doc_md: str) -> DAG:
 def push_records(source_id: str, stream: str) -> dict[str, Any]:
     """The hospital's queued accept or quote records to the platform now (``push_hospital``)."""
     from hurren.push.tasks import push_hospital
-    from hurren.sources import STREAMS, resolve_sources
+    from hurren.site import site
+    from hurren.sources import STREAMS
 
-    return push_hospital(STREAMS[stream].master, resolve_sources().get(source_id).org_code)
+    return push_hospital(STREAMS[stream].master, site().sources.get(source_id).org_code)
 
 
 def records_dag(source: Source, *, doc_md: str) -> DAG:
@@ -322,14 +331,16 @@ def count_daily(source_id: str) -> list[dict[str, Any]]:
     """The hospital's daily counts of the run's day(s), from the store, into ``lab_exam_report``."""
     from hurren import daily_counts
     from hurren.connections import store_engine
-    from hurren.sources import resolve_sources
+    from hurren.site import site
 
     ctx = get_current_context()
-    source = resolve_sources().get(source_id)
-    engine = store_engine()
+    here = site()
+    source = here.sources.get(source_id)
+    engine = store_engine(here.settings)
     try:
         return [
-            daily_counts.compute_day(engine, org_code=source.org_code, day=day, run_id=_run_scope(ctx)).as_dict()
+            daily_counts.compute_day(engine, org_code=source.org_code, day=day, run_id=_run_scope(ctx),
+                                     options=here.spec_options).as_dict()  # fmt: skip
             for day in _count_days(ctx)
         ]
     finally:
@@ -340,22 +351,24 @@ def push_daily(source_id: str) -> dict[str, Any]:
     """The hospital's queued daily-count rows to the platform now (``push_hospital``): only rows
     whose counts changed since the platform acknowledged them are queued."""
     from hurren.push.tasks import push_hospital
-    from hurren.sources import resolve_sources
+    from hurren.site import site
 
-    return push_hospital("lab_exam_report", resolve_sources().get(source_id).org_code)
+    return push_hospital("lab_exam_report", site().sources.get(source_id).org_code)
 
 
 def reconcile_daily(source_id: str) -> list[dict[str, Any]]:
     """Counts against what the platform acknowledged, per day (``daily_count_recon``)."""
     from hurren import daily_counts
     from hurren.connections import store_engine
-    from hurren.sources import resolve_sources
+    from hurren.site import site
 
     ctx = get_current_context()
-    source = resolve_sources().get(source_id)
-    engine = store_engine()
+    here = site()
+    source = here.sources.get(source_id)
+    engine = store_engine(here.settings)
     try:
-        return [daily_counts.reconcile_day(engine, org_code=source.org_code, day=day) for day in _count_days(ctx)]
+        return [daily_counts.reconcile_day(engine, org_code=source.org_code, day=day, options=here.spec_options)
+                for day in _count_days(ctx)]  # fmt: skip
     finally:
         engine.dispose()
 

@@ -33,7 +33,7 @@ from typing import Any, Literal
 
 from sqlalchemy.engine import Engine
 
-from hurren import extract, load, mapping, reports, spec, validation
+from hurren import extract, load, mapping, reports, rules, spec, validation
 from hurren.sources import STREAMS, Source
 
 log = logging.getLogger(__name__)
@@ -108,8 +108,9 @@ def run_stream(
     run_id: str,
     dag_id: str,
     until: datetime,
+    options: spec.SpecOptions,
+    rulebook: rules.RuleBook,
     backfill_since: datetime | None = None,
-    options: spec.SpecOptions | None = None,
     validator: validation.Engine | None = None,
     max_quarantine_ratio: float = 1.0,
     now: datetime | None = None,
@@ -122,11 +123,11 @@ def run_stream(
     plus the source's ``future_tolerance_minutes``; a scheduled run quarantines the rows beyond
     (see the module's docstring). Raises :class:`QuarantineThresholdExceeded` after loading
     when more than ``max_quarantine_ratio`` of the extracted records were held (in a window of
-    at least ``THRESHOLD_MIN_RECORDS``). ``validator`` (default: the source's) is the engine
-    that decides each batch.
+    at least ``THRESHOLD_MIN_RECORDS``). ``options`` and ``rulebook`` are the site's
+    (``hurren.site``): the validation and the load follow them. ``validator`` (default: the
+    source's) is the engine that decides each batch.
     """
     d = STREAMS[stream]
-    options = options or spec.SpecOptions()
     validator = validator or source.validator
     codes = mapping.mapping_for(source)
     clock = load.SourceClock(
@@ -160,14 +161,14 @@ def run_stream(
             read = extract.read_reports if d.item else extract.read_records
             for batch in _read(read(conn, source, stream, w.since, w.until), source, stream):  # type: ignore[operator]
                 summary.batches += 1
-                summary.counts += _load_batch(batch, d, codes, summary, options, validator, store_engine,
+                summary.counts += _load_batch(batch, d, codes, summary, options, rulebook, validator, store_engine,
                                               source=source, run_id=run_id, pdfs=pdfs, run_pk=run_pk, cursor=cursor,
                                               clock=clock)  # fmt: skip
             if mode == "incremental":
                 future = read(conn, source, stream, clock.future_from, None)  # no end: 9999-12-31 too  # type: ignore[operator]
                 for batch in _read(future, source, stream):
                     summary.batches += 1
-                    counts = _load_future(batch, d, store_engine, source=source, run_id=run_id, pdfs=pdfs,
+                    counts = _load_future(batch, d, store_engine, options, source=source, run_id=run_id, pdfs=pdfs,
                                           run_pk=run_pk, clock=clock)  # fmt: skip
                     summary.future_rows += counts.extracted
                     summary.errors_by_rule["future_dtime"] += counts.quarantined
@@ -235,12 +236,16 @@ def _sweep(store_engine: Engine, pdfs: load.Pdfs, source: Source) -> None:
 
 
 def _load_future(
-    batch: extract.ReportBatch | extract.RecordBatch, d: Any, store_engine: Engine, **load_args: Any
+    batch: extract.ReportBatch | extract.RecordBatch,
+    d: Any,
+    store_engine: Engine,
+    options: spec.SpecOptions,
+    **load_args: Any,
 ) -> load.LoadCounts:
     """A batch of the future range: not validated (the rows are not due yet; the corrected version
     is), every record held by the clock (``future_dtime``), and no watermark moved."""
     if isinstance(batch, extract.ReportBatch):
-        return load.load_reports(store_engine, batch, cursor=None, **load_args)
+        return load.load_reports(store_engine, batch, cursor=None, options=options, **load_args)
     load_args.pop("pdfs")
     return load.load_records(store_engine, batch, cursor=None, **load_args)
 
@@ -251,6 +256,7 @@ def _load_batch(
     codes: mapping.CodeMapping | None,
     summary: RunSummary,
     options: spec.SpecOptions,
+    rulebook: rules.RuleBook,
     validator: validation.Engine,
     store_engine: Engine,
     **load_args: Any,
@@ -262,14 +268,14 @@ def _load_batch(
             items=_map(batch.items, d.item, codes, summary),
         )
         verdicts = validation.validate_reports(
-            batch.masters, batch.items, master_entity=d.master, options=options, engine=validator
+            batch.masters, batch.items, master_entity=d.master, options=options, engine=validator, rulebook=rulebook
         )
         holds = load.holds_from_verdicts(verdicts)
-        counts = load.load_reports(store_engine, batch, holds=holds, **load_args)
+        counts = load.load_reports(store_engine, batch, holds=holds, options=options, **load_args)
     else:
         batch = replace(batch, records=_map(batch.records, d.master, codes, summary))
         verdicts = validation.validate_records(
-            batch.records, entity=d.master, options=options, engine=validator
+            batch.records, entity=d.master, options=options, engine=validator, rulebook=rulebook
         )
         holds = load.holds_from_verdicts(verdicts)
         load_args.pop("pdfs")

@@ -36,6 +36,7 @@ from hurren.push.options import PushOptions
 from hurren.push.policy import CircuitBreaker, Outcome, backoff_s, classify
 from hurren.push.runner import Pusher
 from hurren.settings import PlatformSettings
+from hurren.spec import DEFAULT_OPTIONS
 
 LAB = spec.entity("labmaster")
 ob = store.outbox
@@ -278,9 +279,9 @@ def _settings(**kw: Any) -> PlatformSettings:
 
 def test_the_platform_config_names_every_missing_setting() -> None:
     with pytest.raises(PushConfigError) as info:
-        PlatformConfig.from_settings(_settings(public_key=None, visitor_key=None))
+        PlatformConfig.from_settings(_settings(public_key=None, visitor_key=None), spec_options=DEFAULT_OPTIONS)
     assert "HURREN_PLATFORM_PUBLIC_KEY" in str(info.value) and "password" in str(info.value)
-    config = PlatformConfig.from_settings(_settings(key_max_uses=5, key_max_age_s=60))
+    config = PlatformConfig.from_settings(_settings(key_max_uses=5, key_max_age_s=60), spec_options=DEFAULT_OPTIONS)
     assert (config.key_max_uses, config.key_max_age_s) == (5, 60)
     assert "secret-key" not in repr(config) and config.public_key not in repr(config)
 
@@ -289,16 +290,16 @@ def test_the_airflow_connection_wins_over_the_environment() -> None:
     conn = SimpleNamespace(host="platform.example", port=8080, schema="Myhealth", login="visitor-9",
                            password="pw-9", extra_dejson={"org_code": "650000001", "sm2_mode": "C1C2C3",
                                                           "key_max_uses": 50})  # fmt: skip
-    config = PlatformConfig.from_connection(conn, fallback=_settings())
+    config = PlatformConfig.from_connection(conn, fallback=_settings(), spec_options=DEFAULT_OPTIONS)
     assert config.endpoint == "http://platform.example:8080/Myhealth"
     assert (config.credential.org_code, config.credential.visitor_code, config.credential.visitor_key) == (
         "650000001", "visitor-9", "pw-9")  # fmt: skip
     assert (config.crypto_options.mode, config.key_max_uses) == ("C1C2C3", 50)
     conn.host = "https://p.example/ws/Myhealth"
-    assert PlatformConfig.from_connection(conn, fallback=_settings()).endpoint == conn.host
+    assert PlatformConfig.from_connection(conn, fallback=_settings(), spec_options=DEFAULT_OPTIONS).endpoint == conn.host
     with pytest.raises(PushConfigError, match="sm2_mode|mode"):
         PlatformConfig.from_connection(SimpleNamespace(**{**vars(conn), "extra_dejson": {"sm2_mode": "X"}}),
-                                       fallback=_settings())  # fmt: skip
+                                       fallback=_settings(), spec_options=DEFAULT_OPTIONS)  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------
@@ -447,7 +448,7 @@ def test_reports_are_claimed_read_and_recorded_many_per_statement(db: Engine) ->
 
 
 def test_the_session_key_and_its_wrapped_strkey_are_reused_within_the_window_then_rotated() -> None:
-    config = PlatformConfig.from_settings(_settings(key_max_uses=3, key_max_age_s=600))
+    config = PlatformConfig.from_settings(_settings(key_max_uses=3, key_max_age_s=600), spec_options=DEFAULT_OPTIONS)
     with config.client(pool_size=1) as client:
         keys = [client.seal(b"<root/>").key for _ in range(7)]
     assert [keys.index(k) for k in keys] == [0, 0, 0, 3, 3, 3, 6]  # one SM2 wrap per 3 calls

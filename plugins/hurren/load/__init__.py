@@ -306,7 +306,7 @@ def _load(
     cursor: CursorState | None,
     method: Method,
     clock: SourceClock | None = None,
-    options: spec.SpecOptions | None = None,
+    void_data_status: Sequence[str],
 ) -> LoadCounts:
     how = _method(engine, method)
     change_time = STREAMS[stream].cursor
@@ -346,7 +346,7 @@ def _load(
             max_cursor=max_cursor,
             pdfs=pdfs,
             settled=list(refused),
-            void_data_status=(options or spec.SpecOptions()).void_data_status,
+            void_data_status=void_data_status,
         )
     except db_errors() as exc:
         raise StoreWriteError(
@@ -383,7 +383,7 @@ def load_reports(
     run_pk: int | None = None,
     cursor: CursorState | None = None,
     method: Method = "auto",
-    options: spec.SpecOptions | None = None,
+    options: spec.SpecOptions,
     clock: SourceClock | None = None,
 ) -> LoadCounts:
     """Load one batch of reports (masters with their sub-items and PDFs) into the store.
@@ -413,7 +413,7 @@ def load_reports(
         run_pk=run_pk,
         cursor=cursor,
         method=method,
-        options=options,
+        void_data_status=options.void_data_status,
         clock=clock,
     )
 
@@ -449,5 +449,6 @@ def load_records(
         run_pk=run_pk,
         cursor=cursor,
         method=method,
+        void_data_status=(),  # records carry no data_status: none is a void
         clock=clock,
     )
