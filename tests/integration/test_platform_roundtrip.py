@@ -884,7 +884,8 @@ def test_fast_ack_stores_unchecked_reports_with_their_pdf_digest(rate: float, ch
     PDF's SHA-256, so what the platform holds stays verifiable."""
     config = SimulatorConfig(port=0, private_key=PRIVATE, check_rate=rate)
     with Simulator(config=config) as s, PlatformClient(endpoint=s.url, credential=CREDENTIAL,
-                                                       public_key=s.public_key, timeout=10) as c:  # fmt: skip
+                                                       public_key=s.public_key, timeout=10,
+                                                       spec_options=DEFAULT_OPTIONS) as c:  # fmt: skip
         master, items = lab(items=2, pdf_size=5_000)
         bad = dict(master, sex_code="F")  # not in STD_SEX: refused when checked
         if checked:
