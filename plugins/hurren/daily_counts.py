@@ -313,7 +313,7 @@ def compute_day(
             result.rows = [{k: v[k] for k in (*_fields, "etl_content_hash", "etl_run_id")} for v in before.values()]
             result.rows.sort(key=lambda r: r["dept_code"])
             _refresh_recon(conn, result, run_id=run_id, now=now)
-            outbox.enqueue(conn, spec.entity(ENTITY), result.rows)  # no-op unless the outbox lacks them
+            outbox.enqueue_records(conn, spec.entity(ENTITY), result.rows)  # no-op unless the outbox lacks them
             return result
         conn.execute(delete(t).where(t.c.org_code == org_code, t.c.date_t == day))
         if rows:
@@ -321,7 +321,7 @@ def compute_day(
         conn.execute(delete(recon).where(recon.c.org_code == org_code, recon.c.date_t == day))
         if rows:
             conn.execute(insert(recon), [_recon_row(result, r, run_id=run_id, now=now) for r in rows])
-            outbox.enqueue(conn, spec.entity(ENTITY), rows)  # changed rows only: the rest are acked or queued
+            outbox.enqueue_records(conn, spec.entity(ENTITY), rows)  # changed rows only: the rest are acked or queued
     log.info(
         "daily counts %s %s: %s department(s), lab %s, exam %s%s",
         org_code,

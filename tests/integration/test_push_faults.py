@@ -94,8 +94,8 @@ def fresh(db: Engine, sim: Simulator) -> Engine:
         conn.execute(delete(store.push_log))
         conn.execute(delete(store.outbox))
     nothing = dict.fromkeys(outbox.SYNCABLE, 0)
-    assert outbox.sync_from_store(db) == {**nothing, "labmaster": LAB, "exammaster": EXAM}
-    assert outbox.sync_from_store(db) == nothing  # idempotent
+    assert outbox.sync_from_store(db, void_data_status=DEFAULT_OPTIONS.void_data_status) == {**nothing, "labmaster": LAB, "exammaster": EXAM}
+    assert outbox.sync_from_store(db, void_data_status=DEFAULT_OPTIONS.void_data_status) == nothing  # idempotent
     sim.platform.reset()
     return db
 
@@ -250,7 +250,7 @@ def test_a_void_keeps_the_answer_naming_who_quoted_the_report(
         conn.execute(update(lab).where(lab.c.report_form_no == report["report_form_no"])
                      .values(data_status=0, etl_content_hash=void_hash))  # fmt: skip
         voided = {**report, "data_status": 0, "etl_content_hash": void_hash}
-        assert outbox.enqueue_reports(conn, spec.entity("labmaster"), [voided]) == 1
+        assert outbox.enqueue_reports(conn, spec.entity("labmaster"), [voided], void_data_status=("0",)) == 1
     try:
         result = push(fresh, s3, sim, hospital, entities=["labmaster"])
     finally:  # the store is the module's: put the report back as it was
@@ -282,7 +282,7 @@ def revise(db: Engine, entity: str, forms: list[str], *, title: str) -> list[dic
             new = {**row, "report_title": title, "etl_content_hash": hashlib.sha256(f"{row['etl_content_hash']}{title}".encode()).hexdigest()}
             conn.execute(update(table).where(table.c.report_form_no == row["report_form_no"])
                          .values(report_title=title, etl_content_hash=new["etl_content_hash"]))  # fmt: skip
-            assert outbox.enqueue_reports(conn, spec.entity(entity), [new]) == 1
+            assert outbox.enqueue_reports(conn, spec.entity(entity), [new], void_data_status=("0",)) == 1
     return before
 
 

@@ -221,7 +221,7 @@ def _commit(
     max_cursor: datetime | None,
     pdfs: Pdfs | None,
     settled: Sequence[str] = (),
-    void_data_status: Sequence[str] = ("0",),
+    void_data_status: Sequence[str],
 ) -> None:
     """The batch's one transaction: rows, their push_outbox entries, quarantine, resolutions, run
     counts, watermark; and the PDFs put for it (``settled``: refused ones too) no longer pending."""

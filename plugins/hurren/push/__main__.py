@@ -111,7 +111,8 @@ def _run(args: argparse.Namespace) -> int:
         if args.command == "sync":
             outbox.upgrade(engine)
             print(outbox.sync_from_store(engine, entities=args.entities or outbox.SYNCABLE,
-                                         org_codes=args.org_codes or ()))  # fmt: skip
+                                         org_codes=args.org_codes or (),
+                                         void_data_status=site().spec_options.void_data_status))  # fmt: skip
             return 0
         with engine.connect() as conn:
             if args.command == "status":
