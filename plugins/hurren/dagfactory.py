@@ -67,8 +67,10 @@ def prepare_store() -> None:
     (idempotent; before any hospital task)."""
     from hurren.connections import store_engine
     from hurren.push import outbox
+    from hurren.site import site
 
-    outbox.upgrade(store_engine())  # store.create_all, then the outbox's keys and senders
+    # store.create_all, then the outbox's keys and senders
+    outbox.upgrade(store_engine(site().connected_settings()))
 
 
 def extract_validate_load(source_id: str, stream: str) -> dict[str, Any]:
@@ -87,8 +89,8 @@ def extract_validate_load(source_id: str, stream: str) -> dict[str, Any]:
         source=source,
         stream=stream,
         source_engine=source_engine(source.conn_id),
-        store_engine=store_engine(here.settings),
-        pdfs=load.Pdfs(client=minio_client(here.settings), bucket=here.settings.s3_bucket_reports),
+        store_engine=store_engine(connected := here.connected_settings()),
+        pdfs=load.Pdfs(client=minio_client(connected), bucket=connected.s3_bucket_reports),
         run_id=run.run_id,
         dag_id=run.dag_id,
         until=until,
@@ -185,7 +187,7 @@ def load_stream(source_id: str, stream: str) -> dict[str, Any]:
     if params.get("chunk_size"):
         source = dataclasses.replace(source, chunk_size=int(params["chunk_size"]))
     since, until = _window(ctx)
-    engine = store_engine(here.settings)
+    engine = store_engine(here.connected_settings())
     try:
         summary = pipeline.run_stream(
             source=source,
@@ -217,12 +219,13 @@ def reconcile_pacs(source_id: str) -> dict[str, Any]:
     from hurren.site import site
 
     ctx = get_current_context()
-    source = site().sources.get(source_id)
+    here = site()
+    source = here.sources.get(source_id)
     params, run = ctx["params"], ctx["dag_run"]
     _, until = _window(ctx)
     last = (until.astimezone(TZ) if until.tzinfo else until) - timedelta(seconds=1)
     first_day, last_day = pacs.days_ending(last.date(), int(params["reconcile_days"]))
-    engine = store_engine()
+    engine = store_engine(here.connected_settings())
     try:
         store.create_reconciliation(engine)
         run_pk = load.start_run(engine, run_id=_run_scope(ctx), dag_id=run.dag_id, source=source.id, stream="pacs_recon",
@@ -244,8 +247,9 @@ def prepare_reconciliation() -> None:
     """The store schema, the reconciliation tables and their day indexes, where missing."""
     from hurren import store
     from hurren.connections import store_engine
+    from hurren.site import site
 
-    engine = store_engine()
+    engine = store_engine(site().connected_settings())
     try:
         store.create_reconciliation(engine)
     finally:
@@ -336,7 +340,7 @@ def count_daily(source_id: str) -> list[dict[str, Any]]:
     ctx = get_current_context()
     here = site()
     source = here.sources.get(source_id)
-    engine = store_engine(here.settings)
+    engine = store_engine(here.connected_settings())
     try:
         return [
             daily_counts.compute_day(engine, org_code=source.org_code, day=day, run_id=_run_scope(ctx),
@@ -365,7 +369,7 @@ def reconcile_daily(source_id: str) -> list[dict[str, Any]]:
     ctx = get_current_context()
     here = site()
     source = here.sources.get(source_id)
-    engine = store_engine(here.settings)
+    engine = store_engine(here.connected_settings())
     try:
         return [daily_counts.reconcile_day(engine, org_code=source.org_code, day=day, options=here.spec_options)
                 for day in _count_days(ctx)]  # fmt: skip

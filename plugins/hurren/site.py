@@ -14,6 +14,11 @@ default when it is missing::
       sources.json        the hospitals (hurren.sources; ``$HURREN_SOURCES_FILE`` wins)
       dictionaries/       STD_LOINC_CLASS.tsv, STD_EXAM_CODE.tsv (``$HURREN_SITE_DICTIONARIES`` wins)
 
+The store's and S3's credentials come from the Airflow connections ``hurren_store`` and ``hurren_s3``
+(ids: ``HURREN_STORE_CONN_ID`` / ``HURREN_S3_CONN_ID``) where they exist, as the hospitals' and
+the platform's do, else from the environment as before (:meth:`Site.connected_settings`, at task
+time: the connections are read when a task builds its clients, never while a DAG file is parsed).
+
 Every file is checked when the site is resolved; an error (:class:`SiteError`) names the file and
 the key to fix, and unknown keys are refused (a typo is an error, not a default). Where a setting
 came from elsewhere before, that one name keeps working and is documented as such
@@ -34,17 +39,29 @@ import re
 import types
 import typing
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from hurren import rules, spec
 from hurren.settings import Settings
 from hurren.sources import Sources, SourcesError, resolve_sources
 
-__all__ = ["SITE_FILES", "Site", "SiteError", "site", "spec_options_from_document", "spec_options_from_env"]
+__all__ = [
+    "SITE_FILES",
+    "Site",
+    "SiteError",
+    "airflow_connection",
+    "site",
+    "spec_options_from_document",
+    "spec_options_from_env",
+]
 
 ENV_DIR = "HURREN_SITE_DIR"
 SPEC_OPTIONS_FILE = "spec-options.json"
@@ -54,6 +71,9 @@ SITE_FILES = (SPEC_OPTIONS_FILE, RULES_FILE, "sources.json", "dictionaries/")
 stack keeps ``airflow.env``, mappings and secrets there too)."""
 DEFAULT_DAILY_COUNTS_CRON = "0 3 * * *"
 DEFAULT_DAILY_COUNTS_TIMEZONE = "Asia/Shanghai"
+DEFAULT_STORE_CONN_ID = "hurren_store"
+DEFAULT_S3_CONN_ID = "hurren_s3"
+_STORE_TYPES = ("postgres", "postgresql")
 
 _RULES_KEYS = {"overrides", "params", "$comment"}
 _OVERRIDE_KEYS = {"rule", "severity", "entity", "field", "why"}
@@ -63,6 +83,35 @@ _CRON_FIELD = re.compile(r"^[0-9*/,\-A-Za-z?LW#]+$")
 
 class SiteError(ValueError):
     """The site's configuration cannot be used; the message names the file (or variable) and key."""
+
+
+class ConnectionLike(Protocol):
+    """What is read of an Airflow connection (``airflow.sdk.Connection``)."""
+
+    conn_id: str
+    conn_type: str
+    host: str | None
+    port: int | None
+    login: str | None
+    password: str | None
+    schema: str | None
+
+    @property
+    def extra_dejson(self) -> dict[str, Any]: ...
+
+
+def airflow_connection(conn_id: str) -> ConnectionLike | None:
+    """The Airflow connection ``conn_id`` (secrets backend, ``AIRFLOW_CONN_…``, metadata database),
+    or None when there is none or Airflow is not installed (a CLI on a bare machine)."""
+    try:
+        from airflow.sdk import Connection
+        from airflow.sdk.exceptions import AirflowNotFoundException
+    except ImportError:
+        return None
+    try:
+        return Connection.get(conn_id)
+    except AirflowNotFoundException:
+        return None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -82,6 +131,10 @@ class Site:
     """The site's external lists (read by ``hurren.spec.dictionaries``, the same resolution)."""
     daily_counts_cron: str = DEFAULT_DAILY_COUNTS_CRON
     daily_counts_timezone: str = DEFAULT_DAILY_COUNTS_TIMEZONE
+    store_conn_id: str = DEFAULT_STORE_CONN_ID
+    """The Airflow connection of the store (``HURREN_STORE_CONN_ID``); none such: ``HURREN_STORE_URL``."""
+    s3_conn_id: str = DEFAULT_S3_CONN_ID
+    """The Airflow connection of S3 (``HURREN_S3_CONN_ID``); none such: ``HURREN_S3_*``."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Site:
@@ -106,7 +159,23 @@ class Site:
             dictionaries_dir=spec.site_dictionary_dir(env),
             daily_counts_cron=_cron(env),
             daily_counts_timezone=_timezone(env),
+            store_conn_id=(env.get("HURREN_STORE_CONN_ID") or "").strip() or DEFAULT_STORE_CONN_ID,
+            s3_conn_id=(env.get("HURREN_S3_CONN_ID") or "").strip() or DEFAULT_S3_CONN_ID,
         )
+
+    def connected_settings(
+        self, get_connection: typing.Callable[[str], ConnectionLike | None] = airflow_connection
+    ) -> Settings:
+        """The settings a task builds its store engine and S3 client from: the store's URL and S3's
+        endpoint and keys from the Airflow connections :attr:`store_conn_id` / :attr:`s3_conn_id`
+        where they exist (a value the connection leaves empty: the environment's), else
+        :attr:`settings` as the environment gives them."""
+        out = self.settings
+        if (conn := get_connection(self.store_conn_id)) is not None:
+            out = replace(out, store_url=_store_url(conn, out.store_url))
+        if (conn := get_connection(self.s3_conn_id)) is not None:
+            out = replace(out, **_s3_values(conn, out))
+        return out
 
 
 def site() -> Site:
@@ -239,6 +308,59 @@ def _rulebook(directory: Path | None) -> rules.RuleBook:
         return rules.parse_rulebook(shipped, source=f"{path} (on top of include/spec/rules.json)")
     except rules.RulesError as exc:
         raise SiteError(str(exc)) from None
+
+
+# --------------------------------------------------------------------------------------------
+# the store's and S3's connections
+
+
+def _store_url(conn: ConnectionLike, env_url: str) -> str:
+    """The store's SQLAlchemy URL from its connection: ``extra.sqlalchemy_url`` as given, else a
+    postgres connection's host, port, login, password and schema (the database) over the
+    environment's URL (psycopg 3: the load's COPY needs it)."""
+    extra = conn.extra_dejson or {}
+    where = f"Airflow connection {conn.conn_id!r}"
+    if extra.get("sqlalchemy_url"):
+        try:
+            return make_url(extra["sqlalchemy_url"]).render_as_string(hide_password=False)
+        except ArgumentError:
+            raise SiteError(f"{where}: extra.sqlalchemy_url is not a SQLAlchemy URL") from None
+    if (conn.conn_type or "").lower() not in _STORE_TYPES:
+        raise SiteError(
+            f"{where}: the store's connection must be of type postgres (or give extra.sqlalchemy_url), "
+            f"got {conn.conn_type!r}"
+        )
+    given = {"host": conn.host, "port": conn.port, "username": conn.login, "password": conn.password,
+             "database": conn.schema}  # fmt: skip
+    url = make_url(env_url).set(drivername="postgresql+psycopg", **{k: v for k, v in given.items() if v})
+    return url.render_as_string(hide_password=False)
+
+
+def _s3_values(conn: ConnectionLike, env: Settings) -> dict[str, Any]:
+    """S3's endpoint, keys and region from its connection (the amazon provider's ``aws`` form:
+    login = access key, password = secret key, ``extra.endpoint_url`` ``http(s)://host:port``,
+    ``extra.region_name``; or host and port), each empty value the environment's."""
+    extra = conn.extra_dejson or {}
+    out: dict[str, Any] = {}
+    endpoint = extra.get("endpoint_url") or (conn.host or "")
+    if endpoint:
+        parts = urlsplit(endpoint if "://" in endpoint else f"//{endpoint}")
+        if not parts.hostname or parts.path.strip("/"):
+            raise SiteError(
+                f"Airflow connection {conn.conn_id!r}: the S3 endpoint must be http(s)://host[:port] "
+                f"(extra.endpoint_url, or host and port), got {endpoint!r}"
+            )
+        port = parts.port or conn.port
+        out["s3_endpoint"] = f"{parts.hostname}:{port}" if port else parts.hostname
+        if parts.scheme:
+            out["s3_secure"] = parts.scheme == "https"
+    if conn.login:
+        out["s3_access_key"] = conn.login
+    if conn.password:
+        out["s3_secret_key"] = conn.password
+    if extra.get("region_name"):
+        out["s3_region"] = extra["region_name"]
+    return out
 
 
 # --------------------------------------------------------------------------------------------

@@ -150,7 +150,9 @@ class PlatformConfig:
         )
 
     @classmethod
-    def from_connection(cls, conn: Any, *, fallback: PlatformSettings, spec_options: spec.SpecOptions) -> PlatformConfig:
+    def from_connection(
+        cls, conn: Any, *, fallback: PlatformSettings, spec_options: spec.SpecOptions
+    ) -> PlatformConfig:
         """From an Airflow connection (anything with host/port/schema/login/password/extra_dejson)."""
         extra = dict(conn.extra_dejson or {})
         host = (conn.host or "").strip()
@@ -218,7 +220,9 @@ def simulator_public_key(endpoint: str, *, timeout_s: float = 10.0) -> str:
     scheme, rest = endpoint.split("://", 1)
     base = f"{scheme}://{rest.split('/', 1)[0]}"
     try:
-        return str(httpx.get(f"{base}/_admin/public-key", timeout=timeout_s).raise_for_status().json()["public_key"])
+        return str(
+            httpx.get(f"{base}/_admin/public-key", timeout=timeout_s).raise_for_status().json()["public_key"]
+        )
     except (httpx.HTTPError, KeyError, ValueError) as exc:
         raise PushConfigError(
             f"public key 'simulator': cannot read {base}/_admin/public-key ({type(exc).__name__}); is the "
@@ -232,19 +236,11 @@ def platform_config(
     """At task time: the Airflow connection ``conn_id`` if it exists, else the environment; the site's
     profile ``spec_options``."""
     from hurren.settings import settings
+    from hurren.site import airflow_connection
 
     fallback = settings_ or settings().platform
     assert fallback is not None  # Settings.from_env always sets it
-    try:
-        from airflow.sdk import Connection
-        from airflow.sdk.exceptions import AirflowNotFoundException
-
-        try:
-            conn = Connection.get(conn_id)
-        except AirflowNotFoundException:
-            conn = None
-    except ImportError:  # outside Airflow (the CLI on a bare machine)
-        conn = None
+    conn = airflow_connection(conn_id)  # None: no such connection, or no Airflow (a bare machine's CLI)
     if conn is None:
         return PlatformConfig.from_settings(fallback, spec_options=spec_options)
     return PlatformConfig.from_connection(conn, fallback=fallback, spec_options=spec_options)

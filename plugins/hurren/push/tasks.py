@@ -44,7 +44,7 @@ def run_push(
     options = options or PushOptions()
     if platform is None or settings_ is None:
         here = site()  # resolved once per process
-        s = settings_ or here.settings
+        s = settings_ or here.connected_settings()  # the store's and S3's connections, else the env
         config = platform or platform_config(spec_options=here.spec_options, settings_=s.platform)
     else:
         s, config = settings_, platform
@@ -123,9 +123,10 @@ def requeue_entries(
     """Requeue dead / rejected entries (or, ``dry_run``, list them); what happened, per entry."""
     from hurren.connections import store_engine
     from hurren.push import outbox
+    from hurren.site import site
 
     own = engine is None
-    engine = engine or store_engine()
+    engine = engine or store_engine(site().connected_settings())
     try:
         with engine.begin() as conn:
             rows = outbox.requeue(
