@@ -42,7 +42,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -50,6 +50,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from hurren import rules, spec
+from hurren.hooks import ConnectionLike
 from hurren.settings import Settings
 from hurren.sources import Sources, SourcesError, resolve_sources
 
@@ -83,21 +84,6 @@ _CRON_FIELD = re.compile(r"^[0-9*/,\-A-Za-z?LW#]+$")
 
 class SiteError(ValueError):
     """The site's configuration cannot be used; the message names the file (or variable) and key."""
-
-
-class ConnectionLike(Protocol):
-    """What is read of an Airflow connection (``airflow.sdk.Connection``)."""
-
-    conn_id: str
-    conn_type: str
-    host: str | None
-    port: int | None
-    login: str | None
-    password: str | None
-    schema: str | None
-
-    @property
-    def extra_dejson(self) -> dict[str, Any]: ...
 
 
 def airflow_connection(conn_id: str) -> ConnectionLike | None:
