@@ -35,8 +35,8 @@ COPY --chown=airflow:0 include/ /opt/airflow/include/
 COPY --chown=airflow:0 docker/airflow/ /opt/airflow/docker/
 
 # `hurren` importable by every process (task runners and `python -m hurren.simulator` too).
-# /opt/airflow/site: the site's own configuration (sources.json, mappings, dictionaries), mounted
-# read-only by docker-compose.yml, which also points HURREN_SOURCES_FILE there.
+# /opt/airflow/site: the site's own configuration (sources.json, spec-options.json, rules.json,
+# mappings, dictionaries), mounted read-only by docker-compose.yml, which points HURREN_SITE_DIR there.
 # /opt/airflow/sim-data: the simulator's key pair and SQLite file (a volume in the test profile);
 # group 0 writable, because compose may run the container as any uid in group 0 (AIRFLOW_UID).
 ENV PYTHONPATH=/opt/airflow/plugins

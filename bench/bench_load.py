@@ -80,7 +80,7 @@ def _child(plugins: str, data: Path) -> None:
     sys.path.insert(0, plugins)
     from sqlalchemy import create_engine, text
 
-    from hurren import load, store, synthetic
+    from hurren import load, spec, store, synthetic
     from hurren.connections import minio_client
     from hurren.settings import settings
     from hurren.sources import parse_sources
@@ -88,6 +88,8 @@ def _child(plugins: str, data: Path) -> None:
     with data.open("rb") as f:
         saved = pickle.load(f)
     source = parse_sources(json.dumps({"hospitals": [saved["hospital"]]})).get("bench")
+    # the spec's defaults as the site's profile, where the tree measured requires one (hurren.site)
+    site = {"options": spec.DEFAULT_OPTIONS} if hasattr(spec, "DEFAULT_OPTIONS") else {}
     s = settings()
     tag = secrets.token_hex(4)
     admin = create_engine(s.database_url("postgres"), isolation_level="AUTOCOMMIT")
@@ -106,7 +108,9 @@ def _child(plugins: str, data: Path) -> None:
             total = load.LoadCounts()
             t0 = time.perf_counter()
             for batch in saved["batches"]:
-                total += load.load_reports(dst, batch, source=source, run_id=f"bench-{name}", pdfs=pdfs)
+                total += load.load_reports(
+                    dst, batch, source=source, run_id=f"bench-{name}", pdfs=pdfs, **site
+                )
             secs = time.perf_counter() - t0
             c = total.as_dict()
             assert c["extracted"] == c["loaded"] + c["unchanged"] + c["stale"] + c["quarantined"], c

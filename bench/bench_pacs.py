@@ -32,6 +32,9 @@ import time
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
+from hurren.rules import load_rulebook
+from hurren.spec import DEFAULT_OPTIONS
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "plugins"))
 
@@ -151,7 +154,7 @@ def _child(args: argparse.Namespace) -> None:
             until=datetime.combine(DAY + timedelta(days=1), datetime.min.time()),
             validator=args.validator,
             # the second run reads the whole day again (a backfill), everything already stored
-            backfill_since=datetime.combine(DAY, datetime.min.time()) if args.run_id == "rerun" else None,
+            backfill_since=datetime.combine(DAY, datetime.min.time()) if args.run_id == "rerun" else None, options=DEFAULT_OPTIONS, rulebook=load_rulebook()
         )
         c = summary.counts
         out = {

@@ -52,7 +52,7 @@ def _child(plugins: str, src_db: str, org_code: str, chunk: int, validator: str)
     sys.path.insert(0, plugins)
     from sqlalchemy import create_engine, text
 
-    from hurren import extract, load, rules, store, synthetic, validation
+    from hurren import extract, load, rules, spec, store, synthetic, validation
     from hurren.connections import minio_client
     from hurren.settings import settings
     from hurren.sources import STREAMS, parse_sources
@@ -77,7 +77,11 @@ def _child(plugins: str, src_db: str, org_code: str, chunk: int, validator: str)
         src, dst = create_engine(s.database_url(src_db)), create_engine(s.database_url(db))
         store.create_all(dst)
         pdfs = load.Pdfs(client=s3, bucket=bucket)
-        max_bytes = rules.load_rulebook().pdf_max_bytes
+        rulebook = rules.load_rulebook()
+        max_bytes = rulebook.pdf_max_bytes
+        # a tree with hurren.site passes the site's decisions explicitly; an older one defaulted them
+        options = {"options": spec.DEFAULT_OPTIONS} if hasattr(spec, "DEFAULT_OPTIONS") else {}
+        decisions = {**options, "rulebook": rulebook} if options else {}
         for stream in ("lab", "exam"):
             d = STREAMS[stream]
             with extract.source_snapshot(src, source) as conn:
@@ -95,11 +99,11 @@ def _child(plugins: str, src_db: str, org_code: str, chunk: int, validator: str)
                     seconds["pdf"] += time.perf_counter() - t
                     t = time.perf_counter()
                     verdicts = validation.validate_reports(masters, batch.items, master_entity=d.master,
-                                                           engine=validator)  # fmt: skip
+                                                           engine=validator, **decisions)  # fmt: skip
                     seconds["validate"] += time.perf_counter() - t
                     t = time.perf_counter()
                     c = load.load_reports(dst, replace(batch, masters=masters), source=source,
-                                          run_id="bench", pdfs=pdfs, holds=load.holds_from_verdicts(verdicts))  # fmt: skip
+                                          run_id="bench", pdfs=pdfs, holds=load.holds_from_verdicts(verdicts), **options)  # fmt: skip
                     seconds["load"] += time.perf_counter() - t
                     for k, v in c.as_dict().items():
                         totals[k] += v

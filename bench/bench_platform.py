@@ -36,6 +36,7 @@ from lxml import etree  # noqa: E402
 
 from hurren.platform import Credential, PlatformClient, samples  # noqa: E402
 from hurren.platform import xml as px  # noqa: E402
+from hurren.spec import DEFAULT_OPTIONS  # noqa: E402
 
 PDF_SIZE = 130_000
 ITEMS = 20
@@ -105,7 +106,12 @@ def main() -> None:
         proc, url, public_key = start_simulator(Path(tmp))
         try:
             client = PlatformClient(
-                endpoint=url, credential=credential, public_key=public_key, pool_size=8, timeout=30
+                endpoint=url,
+                credential=credential,
+                public_key=public_key,
+                pool_size=8,
+                timeout=30,
+                spec_options=DEFAULT_OPTIONS,
             )
             reports = [
                 samples.lab_report(report_form_no=f"B-{i}", items=ITEMS, pdf_size=PDF_SIZE) for i in range(50)

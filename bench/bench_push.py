@@ -49,7 +49,7 @@ sys.path.insert(0, str(CODE / "plugins"))
 import httpx  # noqa: E402
 from sqlalchemy import create_engine, delete, text, update  # noqa: E402
 
-from hurren import store  # noqa: E402
+from hurren import spec, store  # noqa: E402
 from hurren.connections import minio_client  # noqa: E402
 from hurren.platform import Credential  # noqa: E402
 from hurren.push.connection import PlatformConfig, TimedSession  # noqa: E402
@@ -61,6 +61,9 @@ sys.path.insert(0, str(HERE / "bench"))
 from benchlib import cpu_seconds  # noqa: E402
 
 PHASES = ("store", "pdf", "xml", "sm4", "soap", "wait", "record")
+# The spec's defaults, passed as the site's profile where the measured code requires one (a --baseline
+# from before hurren.site has no spec.DEFAULT_OPTIONS and takes no profile).
+SITE = {"spec_options": spec.DEFAULT_OPTIONS} if hasattr(spec, "DEFAULT_OPTIONS") else {}
 
 
 def start_simulator(tmp: Path, check_rate: float) -> tuple[subprocess.Popen[str], str, str]:
@@ -89,7 +92,7 @@ def measure(job: dict[str, Any]) -> list[dict[str, Any]]:
         org_code=job["org_code"], org_name=job["org_name"], visitor_code="bench", visitor_key="k"
     )
     config = PlatformConfig(
-        endpoint=job["url"], public_key=job["public_key"], credential=credential, timeout_s=60
+        endpoint=job["url"], public_key=job["public_key"], credential=credential, timeout_s=60, **SITE
     )
     s3 = minio_client(s)
 
@@ -113,7 +116,7 @@ def measure(job: dict[str, Any]) -> list[dict[str, Any]]:
             pg0, sim0, own0 = pg_cpu(), cpu_seconds(job["sim_pid"]), time.process_time()
             t0 = time.perf_counter()
             result = Pusher(engine=engine, client=client, objects=s3, bucket=job["bucket"], options=options,
-                            session=session, run_id=f"bench-{level}").run()  # fmt: skip
+                            session=session, run_id=f"bench-{level}", **SITE).run()  # fmt: skip
             wall = time.perf_counter() - t0
             own, sim = time.process_time() - own0, cpu_seconds(job["sim_pid"]) - sim0
             pg = sum(v - pg0.get(pid, 0.0) for pid, v in pg_cpu().items())
@@ -173,7 +176,14 @@ def set_up(engine: Any, s3: Any, bucket: str, reports: int, pdf_kb: float) -> tu
     made = [day.lab_report(i) for i in range(reports)]
     pdf_bytes = sum(len(r.master["pdf"]) * 3 // 4 for r in made) / len(made)
     for i in range(0, len(made), 100):
-        load.load_reports(engine, batch(made[i : i + 100]), source=source, run_id="bench", pdfs=pdfs)
+        load.load_reports(
+            engine,
+            batch(made[i : i + 100]),
+            source=source,
+            run_id="bench",
+            pdfs=pdfs,
+            **({"options": SITE["spec_options"]} if SITE else {}),
+        )
     return h.org_code, h.name, pdf_bytes
 
 

@@ -143,6 +143,10 @@ def worker(args: argparse.Namespace) -> None:
     """One tree's measurements, one per request: reads ``<what> <chunk>`` lines on stdin, answers
     each with a JSON line (seconds, rows), so the parent can alternate the trees run by run."""
     new_tree = (Path(args.plugins) / "hurren" / "validation" / "derived.py").exists()
+    site = {
+        "options": spec.SpecOptions(),
+        "rulebook": rules.load_rulebook(),
+    }  # the shipped defaults, in any tree
     batches = {c: build(c, args.items_per_master, args.seed) for c in args.chunks}
     if args.day_masters:
         batches[args.day_masters] = build(args.day_masters, args.items_per_master, args.seed)
@@ -157,15 +161,15 @@ def worker(args: argparse.Namespace) -> None:
             continue
         masters = precomputed[int(chunk)] if what in ("pandas", "agree") else m
         if what == "agree":  # the engines give identical verdicts
-            vp = validate_reports(masters, it, master_entity="labmaster", engine="pandas")
-            vg = validate_reports(masters, it, master_entity="labmaster", engine="gx")
+            vp = validate_reports(masters, it, master_entity="labmaster", engine="pandas", **site)
+            vg = validate_reports(masters, it, master_entity="labmaster", engine="gx", **site)
             pd.testing.assert_frame_equal(vp.failures, vg.failures)
             assert vp.held_keys == vg.held_keys and len(vp.held_keys) > 0
             print(json.dumps({"failures": len(vp.failures), "held": len(vp.held_keys)}), flush=True)
             continue
         engine = "gx" if what == "gx" else "pandas"
         t = time.perf_counter()
-        validate_reports(masters, it, master_entity="labmaster", engine=engine)
+        validate_reports(masters, it, master_entity="labmaster", engine=engine, **site)
         print(json.dumps({"s": time.perf_counter() - t, "rows": len(masters) + len(it)}), flush=True)
 
 

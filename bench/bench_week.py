@@ -102,7 +102,9 @@ from hurren.platform import Credential  # noqa: E402
 from hurren.push.connection import PlatformConfig, TimedSession  # noqa: E402
 from hurren.push.options import PushOptions  # noqa: E402
 from hurren.push.runner import Pusher  # noqa: E402
+from hurren.rules import load_rulebook  # noqa: E402
 from hurren.sources import Source, parse_sources  # noqa: E402
+from hurren.spec import DEFAULT_OPTIONS  # noqa: E402
 
 BEIJING = ZoneInfo("Asia/Shanghai")
 CITY_HOSPITALS, CITY_PER_DAY, WEEK = 30, 3_000, 7  # the assumed large city (docstring)
@@ -321,7 +323,7 @@ class SimulatorProcess:
     def config(self) -> PlatformConfig:
         credential = Credential(org_code=PLATFORM_ORG, org_name=PLATFORM_ORG_NAME, visitor_code=VISITOR_CODE,
                                 visitor_key=VISITOR_KEY)  # fmt: skip
-        return PlatformConfig(endpoint=self.url, public_key=self.public_key, credential=credential, timeout_s=60)
+        return PlatformConfig(endpoint=self.url, public_key=self.public_key, credential=credential, timeout_s=60, spec_options=DEFAULT_OPTIONS)
 
 
 @contextmanager
@@ -491,7 +493,7 @@ def _push_until_done(engine: Engine, s3: Any, bucket: str, sim: SimulatorProcess
                 t = time.perf_counter()
                 res = Pusher(engine=engine, client=client, objects=s3, bucket=bucket, options=options,
                              text_encoding=config.crypto_options.text_encoding, session=session,
-                             run_id=rid).run()  # fmt: skip
+                             run_id=rid, spec_options=DEFAULT_OPTIONS).run()  # fmt: skip
                 stage.seconds += time.perf_counter() - t
         finally:
             session.close()
@@ -515,7 +517,7 @@ def _daily_counts(engine: Engine, sources: list[Source], day: date, cfg: WeekCon
     days = [d for d in daily_counts.days_to_count(day, cfg.recount_days) if d >= cfg.start]
     for source in sources:
         for d in days:
-            stage.rows += len(daily_counts.compute_day(engine, org_code=source.org_code, day=d, run_id=run_id).rows)
+            stage.rows += len(daily_counts.compute_day(engine, org_code=source.org_code, day=d, run_id=run_id, options=DEFAULT_OPTIONS).rows)
         stage.reports += len(days)  # here: hospital-days counted
     stage.seconds += time.perf_counter() - t
     return stage
@@ -526,7 +528,7 @@ def _reconcile(engine: Engine, sources: list[Source], day: date, cfg: WeekConfig
     for source in sources:
         for d in daily_counts.days_to_count(day, cfg.recount_days):
             if d >= cfg.start:
-                result.counts.append(daily_counts.reconcile_day(engine, org_code=source.org_code, day=d))
+                result.counts.append(daily_counts.reconcile_day(engine, org_code=source.org_code, day=d, options=DEFAULT_OPTIONS))
     return time.perf_counter() - t
 
 
@@ -683,7 +685,7 @@ def _one_day(day: date, n: int, cfg: WeekConfig, hospitals: list[synthetic.Hospi
             t = time.perf_counter()
             summary = pipeline.run_stream(
                 source=source, stream=stream, source_engine=src, store_engine=engine, pdfs=pdfs, run_id=run_id,
-                dag_id=f"{stream}_reports__{source.id}", until=until, validator=cfg.validator,  # type: ignore[arg-type]
+                dag_id=f"{stream}_reports__{source.id}", until=until, validator=cfg.validator, options=DEFAULT_OPTIONS, rulebook=load_rulebook(),  # type: ignore[arg-type]
             )  # fmt: skip
             st.seconds += time.perf_counter() - t
             st.reports += summary.counts.extracted

@@ -23,14 +23,13 @@ rows (named in the error; `python -m hurren.push dead --status rejected`), or wh
 answer (retried; queued rows also go out with `push_reports`' runs every 15 minutes).
 """
 
-import os
-
 from hurren.dagfactory import daily_counts_dag
-from hurren.sources import resolve_sources
+from hurren.site import site
 
+_site = site()
 dag = daily_counts_dag(
-    [s for s in resolve_sources().enabled if {"lab", "exam"} & set(s.streams)],
+    [s for s in _site.sources.enabled if {"lab", "exam"} & set(s.streams)],
     doc_md=__doc__,
-    cron=os.environ.get("HURREN_DAILY_COUNTS_CRON") or "0 3 * * *",
-    timezone=os.environ.get("HURREN_DAILY_COUNTS_TIMEZONE") or "Asia/Shanghai",
+    cron=_site.daily_counts_cron,
+    timezone=_site.daily_counts_timezone,
 )

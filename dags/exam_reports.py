@@ -1,8 +1,8 @@
 """
 ### exam_reports__&lt;hospital&gt;: audited exam reports (检查报告) into the municipal store
 
-One DAG per hospital in the sources configuration (`include/sources.json`, or the file named by
-`HURREN_SOURCES_FILE`). Each run reads `exammaster` + `exam_subitem` from the hospital's database
+One DAG per hospital in the site's sources configuration (`sources.json` of `HURREN_SITE_DIR`,
+`include/sources.json` without one, or the file named by `HURREN_SOURCES_FILE`). Each run reads `exammaster` + `exam_subitem` from the hospital's database
 incrementally (watermark `last_update_dtime`, less the hospital's overlap), maps its local codes,
 validates every report against the spec with Great Expectations, loads valid reports (PDFs to
 S3) and quarantines the rest whole, with every rule they broke.
@@ -19,9 +19,9 @@ window is quarantined (everything valid is loaded first). Runs in the hospital's
 """
 
 from hurren.dagfactory import report_dag
-from hurren.sources import resolve_sources
+from hurren.site import site
 
-for _source in resolve_sources().enabled:
+for _source in site().sources.enabled:
     if "exam" in _source.streams:
         _dag = report_dag(_source, "exam", doc_md=__doc__)
         globals()[_dag.dag_id] = _dag

@@ -44,12 +44,13 @@ def check_store() -> dict[str, Any]:
     from sqlalchemy.pool import NullPool
 
     from hurren.connections import store_engine
-    from hurren.settings import settings
+    from hurren.site import site
 
-    url = make_url(settings().store_url)
+    s = site().connected_settings()  # the connection hurren_store, else the environment
+    url = make_url(s.store_url)
     shown = url.render_as_string(hide_password=True)
     connect_args = {"connect_timeout": _TIMEOUT_S} if url.get_backend_name() == "postgresql" else {}
-    engine = store_engine(poolclass=NullPool, connect_args=connect_args)
+    engine = store_engine(s, poolclass=NullPool, connect_args=connect_args)
     try:
         with engine.connect() as conn:
             dialect = conn.dialect
@@ -61,7 +62,7 @@ def check_store() -> dict[str, Any]:
         reason = getattr(exc, "orig", None) or exc
         raise SelfCheckFailed(
             f"store database {shown} is unreachable: {str(reason).strip()}. "
-            "Locally: scripts/services up; elsewhere check HURREN_STORE_URL (or HURREN_PG_*)."
+            "Locally: scripts/services up; elsewhere check the connection hurren_store or HURREN_STORE_URL (or HURREN_PG_*)."
         ) from exc
     finally:
         engine.dispose()
@@ -85,9 +86,9 @@ def check_s3() -> dict[str, Any]:
     from minio.error import S3Error
 
     from hurren.connections import minio_client
-    from hurren.settings import settings
+    from hurren.site import site
 
-    s = settings()
+    s = site().connected_settings()  # the connection hurren_s3, else the environment
     base = f"{'https' if s.s3_secure else 'http'}://{s.s3_endpoint}"
     try:
         # Any HTTP answer (even 403 to an anonymous request) means a server is listening.
@@ -100,7 +101,7 @@ def check_s3() -> dict[str, Any]:
     server = answer.headers.get("server", "unknown")
 
     try:
-        buckets = sorted(b.name for b in minio_client().list_buckets())
+        buckets = sorted(b.name for b in minio_client(s).list_buckets())
     except S3Error as exc:
         raise SelfCheckFailed(
             f"S3 endpoint {base} ({server}) refused the configured keys: {exc.code}: {exc.message}. "

@@ -23,9 +23,9 @@ time), or `airflow backfill create --dag-id records__<id> --from-date … --to-d
 """
 
 from hurren.dagfactory import records_dag
-from hurren.sources import resolve_sources
+from hurren.site import site
 
-for _source in resolve_sources().enabled:
+for _source in site().sources.enabled:
     if {"accept", "quote"} & set(_source.streams):
         _dag = records_dag(_source, doc_md=__doc__)
         globals()[_dag.dag_id] = _dag

@@ -26,9 +26,9 @@ time), or `airflow backfill create --dag-id pacs__<id> --from-date … --to-date
 """
 
 from hurren.dagfactory import pacs_dag
-from hurren.sources import resolve_sources
+from hurren.site import site
 
-for _source in resolve_sources().enabled:
+for _source in site().sources.enabled:
     if {"pacs_instance", "pacs_study"} & set(_source.streams):
         _dag = pacs_dag(_source, doc_md=__doc__)
         globals()[_dag.dag_id] = _dag

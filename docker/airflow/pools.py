@@ -1,8 +1,8 @@
 """Print the hospitals' pools as JSON for ``airflow pools import`` (run by docker/airflow/init.sh).
 
 Every enabled hospital of the sources configuration ($HURREN_SOURCES_FILE, else
-include/sources.json) runs its extraction in its own pool (``Source.pool``: name and slots); a
-task whose pool does not exist is never scheduled, so the stack creates them at start. Importing
+$HURREN_SITE_DIR/sources.json, else include/sources.json) runs its extraction in its own pool
+(``Source.pool``: name and slots); a task whose pool does not exist is never scheduled, so the stack creates them at start. Importing
 again updates the slots; a pool whose hospital was removed is left alone (delete it by hand).
 """
 

@@ -9,6 +9,9 @@ broken database fails only its own runs, each hospital keeps its own schedule an
 and a backfill of one hospital is one CLI call. Its ``extract_validate_load`` task runs in the
 hospital's pool (``Source.pool``: caps concurrent queries against that database across streams
 and backfills) and updates the stream's Asset, which the push DAG consumes.
+
+Every task resolves the site once (``hurren.site.site()``: sources, profile, rule book) and passes
+what each component needs explicitly.
 """
 
 from __future__ import annotations
@@ -64,8 +67,10 @@ def prepare_store() -> None:
     (idempotent; before any hospital task)."""
     from hurren.connections import store_engine
     from hurren.push import outbox
+    from hurren.site import site
 
-    outbox.upgrade(store_engine())  # store.create_all, then the outbox's keys and senders
+    # store.create_all, then the outbox's keys and senders
+    outbox.upgrade(store_engine(site().connected_settings()))
 
 
 def extract_validate_load(source_id: str, stream: str) -> dict[str, Any]:
@@ -73,23 +78,25 @@ def extract_validate_load(source_id: str, stream: str) -> dict[str, Any]:
     from hurren import incremental, load, pipeline
     from hurren.connections import minio_client, store_engine
     from hurren.hooks import source_engine
-    from hurren.settings import settings
-    from hurren.sources import resolve_sources
+    from hurren.site import site
 
     ctx = get_current_context()
-    source = resolve_sources().get(source_id)
+    here = site()
+    source = here.sources.get(source_id)
     params, run = ctx["params"], ctx["dag_run"]
     backfill_since, until = incremental.airflow_window(ctx)
     summary = pipeline.run_stream(
         source=source,
         stream=stream,
         source_engine=source_engine(source.conn_id),
-        store_engine=store_engine(),
-        pdfs=load.Pdfs(client=minio_client(), bucket=settings().s3_bucket_reports),
+        store_engine=store_engine(connected := here.connected_settings()),
+        pdfs=load.Pdfs(client=minio_client(connected), bucket=connected.s3_bucket_reports),
         run_id=run.run_id,
         dag_id=run.dag_id,
         until=until,
         backfill_since=backfill_since,
+        options=here.spec_options,
+        rulebook=here.rulebook,
         max_quarantine_ratio=float(params["max_quarantine_ratio"]),
     )
     return summary.as_dict()
@@ -162,15 +169,16 @@ def load_stream(source_id: str, stream: str) -> dict[str, Any]:
     from hurren import incremental, pipeline
     from hurren.connections import store_engine
     from hurren.hooks import source_engine
-    from hurren.sources import resolve_sources
+    from hurren.site import site
 
     ctx = get_current_context()
-    source = resolve_sources().get(source_id)
+    here = site()
+    source = here.sources.get(source_id)
     params = ctx["params"]
     if params.get("chunk_size"):
         source = dataclasses.replace(source, chunk_size=int(params["chunk_size"]))
     since, until = incremental.airflow_window(ctx)
-    engine = store_engine()
+    engine = store_engine(here.connected_settings())
     try:
         summary = pipeline.run_stream(
             source=source,
@@ -182,6 +190,8 @@ def load_stream(source_id: str, stream: str) -> dict[str, Any]:
             dag_id=ctx["dag_run"].dag_id,
             until=until,
             backfill_since=since,
+            options=here.spec_options,
+            rulebook=here.rulebook,
             validator=params.get("validator"),  # None: the hospital's (sources configuration)
             max_quarantine_ratio=float(params["max_quarantine_ratio"]),
         )
@@ -197,15 +207,16 @@ def reconcile_pacs(source_id: str) -> dict[str, Any]:
     from hurren import incremental, pacs, store
     from hurren.connections import store_engine
     from hurren.daily_counts import BEIJING as TZ
-    from hurren.sources import resolve_sources
+    from hurren.site import site
 
     ctx = get_current_context()
-    source = resolve_sources().get(source_id)
+    here = site()
+    source = here.sources.get(source_id)
     params, run = ctx["params"], ctx["dag_run"]
     _, until = incremental.airflow_window(ctx)
     last = (until.astimezone(TZ) if until.tzinfo else until) - timedelta(seconds=1)
     first_day, last_day = pacs.days_ending(last.date(), int(params["reconcile_days"]))
-    engine = store_engine()
+    engine = store_engine(here.connected_settings())
     try:
         store.create_reconciliation(engine)
         run_pk = incremental.start_run(engine, run_id=_run_scope(ctx), dag_id=run.dag_id, source=source.id, stream="pacs_recon",
@@ -227,8 +238,9 @@ def prepare_reconciliation() -> None:
     """The store schema, the reconciliation tables and their day indexes, where missing."""
     from hurren import store
     from hurren.connections import store_engine
+    from hurren.site import site
 
-    engine = store_engine()
+    engine = store_engine(site().connected_settings())
     try:
         store.create_reconciliation(engine)
     finally:
@@ -270,9 +282,10 @@ def pacs_dag(source: Source, *, doc_md: str) -> DAG:
 def push_records(source_id: str, stream: str) -> dict[str, Any]:
     """The hospital's queued accept or quote records to the platform now (``push_hospital``)."""
     from hurren.push.tasks import push_hospital
-    from hurren.sources import STREAMS, resolve_sources
+    from hurren.site import site
+    from hurren.sources import STREAMS
 
-    return push_hospital(STREAMS[stream].master, resolve_sources().get(source_id).org_code)
+    return push_hospital(STREAMS[stream].master, site().sources.get(source_id).org_code)
 
 
 def records_dag(source: Source, *, doc_md: str) -> DAG:
@@ -311,14 +324,16 @@ def count_daily(source_id: str) -> list[dict[str, Any]]:
     """The hospital's daily counts of the run's day(s), from the store, into ``lab_exam_report``."""
     from hurren import daily_counts
     from hurren.connections import store_engine
-    from hurren.sources import resolve_sources
+    from hurren.site import site
 
     ctx = get_current_context()
-    source = resolve_sources().get(source_id)
-    engine = store_engine()
+    here = site()
+    source = here.sources.get(source_id)
+    engine = store_engine(here.connected_settings())
     try:
         return [
-            daily_counts.compute_day(engine, org_code=source.org_code, day=day, run_id=_run_scope(ctx)).as_dict()
+            daily_counts.compute_day(engine, org_code=source.org_code, day=day, run_id=_run_scope(ctx),
+                                     options=here.spec_options).as_dict()  # fmt: skip
             for day in _count_days(ctx)
         ]
     finally:
@@ -329,22 +344,24 @@ def push_daily(source_id: str) -> dict[str, Any]:
     """The hospital's queued daily-count rows to the platform now (``push_hospital``): only rows
     whose counts changed since the platform acknowledged them are queued."""
     from hurren.push.tasks import push_hospital
-    from hurren.sources import resolve_sources
+    from hurren.site import site
 
-    return push_hospital("lab_exam_report", resolve_sources().get(source_id).org_code)
+    return push_hospital("lab_exam_report", site().sources.get(source_id).org_code)
 
 
 def reconcile_daily(source_id: str) -> list[dict[str, Any]]:
     """Counts against what the platform acknowledged, per day (``daily_count_recon``)."""
     from hurren import daily_counts
     from hurren.connections import store_engine
-    from hurren.sources import resolve_sources
+    from hurren.site import site
 
     ctx = get_current_context()
-    source = resolve_sources().get(source_id)
-    engine = store_engine()
+    here = site()
+    source = here.sources.get(source_id)
+    engine = store_engine(here.connected_settings())
     try:
-        return [daily_counts.reconcile_day(engine, org_code=source.org_code, day=day) for day in _count_days(ctx)]
+        return [daily_counts.reconcile_day(engine, org_code=source.org_code, day=day, options=here.spec_options)
+                for day in _count_days(ctx)]  # fmt: skip
     finally:
         engine.dispose()
 

@@ -188,9 +188,8 @@ def merge(lab: Iterable[_Group], exam: Iterable[_Group]) -> list[DeptCount]:
     return out
 
 
-def count_reports(conn: Connection, *, org_code: str, day: date, options: spec.SpecOptions | None = None) -> list[DeptCount]:
+def count_reports(conn: Connection, *, org_code: str, day: date, options: spec.SpecOptions) -> list[DeptCount]:
     """The day's counts of ``org_code`` from the store, one per ordering department."""
-    options = options or spec.SpecOptions()
     return merge(
         _groups(conn, "labmaster", org_code=org_code, day=day, options=options),
         _groups(conn, "exammaster", org_code=org_code, day=day, options=options),
@@ -205,11 +204,10 @@ def row_hash(row: Mapping[str, Any]) -> str:
 
 
 def to_rows(
-    counts: Sequence[DeptCount], *, org_code: str, day: date, computed_at: datetime, options: spec.SpecOptions | None = None
+    counts: Sequence[DeptCount], *, org_code: str, day: date, computed_at: datetime, options: spec.SpecOptions
 ) -> tuple[list[dict[str, Any]], dict[str, tuple[str, ...]]]:
     """``lab_exam_report`` rows (spec field names, store types) and, per department, the fields
     that exceeded ``daily_count_max`` (D8: clamped, or :class:`DailyCountOverflow` under ``error``)."""
-    options = options or spec.SpecOptions()
     limit = options.daily_count_max
     rows, overflow = [], {}
     for c in counts:
@@ -282,8 +280,8 @@ def compute_day(
     *,
     org_code: str,
     day: date,
+    options: spec.SpecOptions,
     run_id: str | None = None,
-    options: spec.SpecOptions | None = None,
     now: datetime | None = None,
 ) -> DayCounts:
     """Count ``org_code``'s reports of ``day`` from the store and replace the day's rows in
@@ -291,7 +289,6 @@ def compute_day(
 
     ``now`` (naive Beijing time; default the clock) becomes ``last_update_dtime`` of changed rows.
     """
-    options = options or spec.SpecOptions()
     now = (now or datetime.now(BEIJING).replace(tzinfo=None)).replace(microsecond=0)
     t, recon = store.SPEC_TABLES[ENTITY], store.daily_count_recon
     with engine.begin() as conn:
@@ -316,7 +313,7 @@ def compute_day(
             result.rows = [{k: v[k] for k in (*_fields, "etl_content_hash", "etl_run_id")} for v in before.values()]
             result.rows.sort(key=lambda r: r["dept_code"])
             _refresh_recon(conn, result, run_id=run_id, now=now)
-            outbox.enqueue(conn, spec.entity(ENTITY), result.rows)  # no-op unless the outbox lacks them
+            outbox.enqueue_records(conn, spec.entity(ENTITY), result.rows)  # no-op unless the outbox lacks them
             return result
         conn.execute(delete(t).where(t.c.org_code == org_code, t.c.date_t == day))
         if rows:
@@ -324,7 +321,7 @@ def compute_day(
         conn.execute(delete(recon).where(recon.c.org_code == org_code, recon.c.date_t == day))
         if rows:
             conn.execute(insert(recon), [_recon_row(result, r, run_id=run_id, now=now) for r in rows])
-            outbox.enqueue(conn, spec.entity(ENTITY), rows)  # changed rows only: the rest are acked or queued
+            outbox.enqueue_records(conn, spec.entity(ENTITY), rows)  # changed rows only: the rest are acked or queued
     log.info(
         "daily counts %s %s: %s department(s), lab %s, exam %s%s",
         org_code,
@@ -435,12 +432,11 @@ def _pushed(conn: Connection, org_code: str, day: date) -> dict[str, dict[str, A
     return out
 
 
-def reconcile_day(engine: Engine, *, org_code: str, day: date, options: spec.SpecOptions | None = None) -> dict[str, Any]:
+def reconcile_day(engine: Engine, *, org_code: str, day: date, options: spec.SpecOptions) -> dict[str, Any]:
     """Per department of the day: counted vs. sent (D8) vs. the platform's answer to the counts
     (the push outbox) vs. the reports of the day the platform acknowledged. Writes ``lab_acked``,
     ``exam_acked``, the push state and ``issues`` into ``daily_count_recon``; returns the day's
     summary (JSON-safe)."""
-    options = options or spec.SpecOptions()
     recon = store.daily_count_recon
     now = datetime.now(BEIJING).replace(tzinfo=None, microsecond=0)
     with engine.begin() as conn:

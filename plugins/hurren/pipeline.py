@@ -28,8 +28,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection, Engine
 
-from hurren import extract, incremental, load, mapping, pdf, reports, spec, validation
-from hurren import rules as R
+from hurren import extract, incremental, load, mapping, pdf, reports, rules, spec, validation
 from hurren.incremental import Mode
 from hurren.sources import STREAMS, Source
 
@@ -105,8 +104,9 @@ def run_stream(
     run_id: str,
     dag_id: str,
     until: datetime,
+    options: spec.SpecOptions,
+    rulebook: rules.RuleBook,
     backfill_since: datetime | None = None,
-    options: spec.SpecOptions | None = None,
     validator: validation.Engine | None = None,
     max_quarantine_ratio: float = 1.0,
     now: datetime | None = None,
@@ -120,10 +120,10 @@ def run_stream(
     (see the module's docstring; the windows are :func:`hurren.incremental.run`'s). Raises
     :class:`QuarantineThresholdExceeded` after loading when more than ``max_quarantine_ratio`` of
     the extracted records were held (in a window of at least ``THRESHOLD_MIN_RECORDS``).
-    ``validator`` (default: the source's) is the engine that decides each batch.
+    ``options`` and ``rulebook`` are the site's (``hurren.site``): the validation and the load
+    follow them. ``validator`` (default: the source's) is the engine that decides each batch.
     """
     d = STREAMS[stream]
-    options = options or spec.SpecOptions()
     validator = validator or source.validator
     codes = mapping.mapping_for(source)
     with incremental.run(store_engine, source=source, stream=stream, run_id=run_id, dag_id=dag_id, until=until,
@@ -135,14 +135,14 @@ def run_stream(
         conn = _connect(stack, source_engine, source, stream)
         for batch in _read(conn, source, stream, run.window):
             summary.batches += 1
-            summary.counts += _load_batch(batch, d, codes, summary, options, validator, store_engine,
+            summary.counts += _load_batch(batch, d, codes, summary, options, rulebook, validator, store_engine,
                                           source=source, run_id=run_id, pdfs=pdfs, run_pk=run.pk, cursor=run.cursor,
                                           clock=run.clock)  # fmt: skip
             del batch
         if run.future is not None:  # a scheduled run: the rows beyond the source's clock, quarantined
             for batch in _read(conn, source, stream, run.future):
                 summary.batches += 1
-                counts = _load_future(batch, d, store_engine, source=source, run_id=run_id, pdfs=pdfs,
+                counts = _load_future(batch, d, store_engine, options, source=source, run_id=run_id, pdfs=pdfs,
                                       run_pk=run.pk, clock=run.clock)  # fmt: skip
                 summary.future_rows += counts.extracted
                 summary.errors_by_rule["future_dtime"] += counts.quarantined
@@ -218,12 +218,16 @@ def _sweep(store_engine: Engine, pdfs: load.Pdfs, source: Source) -> None:
 
 
 def _load_future(
-    batch: extract.ReportBatch | extract.RecordBatch, d: Any, store_engine: Engine, **load_args: Any
+    batch: extract.ReportBatch | extract.RecordBatch,
+    d: Any,
+    store_engine: Engine,
+    options: spec.SpecOptions,
+    **load_args: Any,
 ) -> load.LoadCounts:
     """A batch of the future range: not validated (the rows are not due yet; the corrected version
     is), every record held by the clock (``future_dtime``), and no watermark moved."""
     if isinstance(batch, extract.ReportBatch):
-        return load.load_reports(store_engine, batch, cursor=None, **load_args)
+        return load.load_reports(store_engine, batch, cursor=None, options=options, **load_args)
     load_args.pop("pdfs")
     return load.load_records(store_engine, batch, cursor=None, **load_args)
 
@@ -234,11 +238,11 @@ def _load_batch(
     codes: mapping.CodeMapping | None,
     summary: RunSummary,
     options: spec.SpecOptions,
+    rulebook: rules.RuleBook,
     validator: validation.Engine,
     store_engine: Engine,
     **load_args: Any,
 ) -> load.LoadCounts:
-    rulebook = R.load_rulebook()
     if isinstance(batch, extract.ReportBatch):
         batch = replace(
             batch,  # the PDFs decoded and checked once, here; the frames carry no Base64 text from now on
@@ -250,11 +254,11 @@ def _load_batch(
             rulebook=rulebook,
         )
         holds = load.holds_from_verdicts(verdicts)
-        counts = load.load_reports(store_engine, batch, holds=holds, **load_args)
+        counts = load.load_reports(store_engine, batch, holds=holds, options=options, **load_args)
     else:
         batch = replace(batch, records=_map(batch.records, d.master, codes, summary))
         verdicts = validation.validate_records(
-            batch.records, entity=d.master, options=options, engine=validator
+            batch.records, entity=d.master, options=options, engine=validator, rulebook=rulebook
         )
         holds = load.holds_from_verdicts(verdicts)
         load_args.pop("pdfs")

@@ -519,11 +519,8 @@ def _options_fingerprint(options: spec.SpecOptions) -> str:
 _PLANS: dict[tuple[str, str, int], Plan] = {}
 
 
-def plan(
-    entity: str, options: spec.SpecOptions | None = None, *, pdf_max_bytes: int = 20 * 1024 * 1024
-) -> Plan:
-    """Every check of ``entity`` under ``options`` (cached)."""
-    options = options or spec.SpecOptions()
+def plan(entity: str, options: spec.SpecOptions, *, pdf_max_bytes: int = 20 * 1024 * 1024) -> Plan:
+    """Every check of ``entity`` under ``options`` (the site's profile; cached)."""
     key = (entity, _options_fingerprint(options), pdf_max_bytes)
     if key not in _PLANS:
         _PLANS[key] = _build_plan(spec.entity(entity), options, pdf_max_bytes)
@@ -703,9 +700,9 @@ LOAD_RULES: Mapping[str, tuple[str, ...]] = {
 entity.field pairs they apply to."""
 
 
-def rule_table(rulebook: RuleBook | None = None, options: spec.SpecOptions | None = None) -> list[RuleRow]:
+def rule_table(rulebook: RuleBook, options: spec.SpecOptions) -> list[RuleRow]:
     """The catalogue: every rule with its default severity and the entity.field pairs it applies to."""
-    rb = rulebook or load_rulebook()
+    rb = rulebook
     where: dict[str, list[str]] = {r: list(LOAD_RULES.get(r, ())) for r in RULE_IDS}
     for name in spec.entities():
         for c in plan(name, options, pdf_max_bytes=rb.pdf_max_bytes).checks:

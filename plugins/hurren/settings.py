@@ -49,10 +49,11 @@ HURREN_PLATFORM_MAX_ANSWER_BYTES    ``33554432`` (32 MiB): the largest answer bo
                                     one is refused (``AnswerError``) without reading the rest
 HURREN_PLATFORM_DEADLINE_S          ``300``: a call (or the live WSDL's download) ends after this
                                     long in total, however slowly the answer drips in
-HURREN_PLATFORM_SPEC_OPTIONS        ``{}``: the platform's profile, a ``SpecOptions`` JSON object
-                                    (what goes on the wire: D2, D13, D20 ``update_mode``, D21
-                                    ``xml_declaration`` …)
 ==================================  ==============================================================
+
+The site's profile (``SpecOptions``: what validation, the store and the pushed XML follow) is not a
+setting of this module: ``hurren.site`` reads it (``spec-options.json`` in ``$HURREN_SITE_DIR``,
+or ``HURREN_PLATFORM_SPEC_OPTIONS``).
 
 The push outbox: ``HURREN_OUTBOX_KEY_SECRET`` keys the hash that stands for a patient's ID
 number in the outbox's record keys of accept/quote records (default: a local-only value; a
@@ -64,7 +65,6 @@ changed port or credential reaches the services and the code alike.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Mapping
@@ -74,8 +74,6 @@ from functools import cache
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
-from hurren import spec
-
 __all__ = [
     "DEFAULT_MAX_ANSWER_BYTES",
     "PlatformSettings",
@@ -83,7 +81,6 @@ __all__ = [
     "SettingsError",
     "max_answer_bytes_from_env",
     "settings",
-    "spec_options_from_json",
 ]
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -127,8 +124,6 @@ class PlatformSettings:
     key_max_age_s: float | None = 600.0
     max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES
     deadline_s: float = DEFAULT_DEADLINE_S
-    spec_options: spec.SpecOptions = field(default_factory=spec.SpecOptions)
-    """The platform's profile: what the push puts on the wire (D2, D13, D20, D21 …)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], *, default_url: str) -> PlatformSettings:
@@ -149,9 +144,6 @@ class PlatformSettings:
             key_max_age_s=_positive(env, "HURREN_PLATFORM_KEY_MAX_AGE_S", 600.0),
             max_answer_bytes=max_answer_bytes_from_env(env),
             deadline_s=_positive(env, "HURREN_PLATFORM_DEADLINE_S", DEFAULT_DEADLINE_S),
-            spec_options=spec_options_from_json(
-                env.get("HURREN_PLATFORM_SPEC_OPTIONS"), name="HURREN_PLATFORM_SPEC_OPTIONS"
-            ),
         )
 
 
@@ -243,26 +235,6 @@ def max_answer_bytes_from_env(environ: Mapping[str, str] | None = None) -> int:
             f"HURREN_PLATFORM_MAX_ANSWER_BYTES must be a whole number of bytes >= 1, got {raw!r}"
         )
     return int(raw)
-
-
-def spec_options_from_json(text: str | Mapping[str, object] | None, *, name: str) -> spec.SpecOptions:
-    """A ``SpecOptions`` profile from a JSON object (text, or already a mapping: a connection's
-    extra); nothing given is the defaults, said so explicitly here. Unknown keys are refused."""
-    if text is None or (isinstance(text, str) and not text.strip()):
-        return spec.SpecOptions()
-    if isinstance(text, str):
-        try:
-            values = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise SettingsError(f"{name} is not JSON: {exc.msg} at position {exc.pos}") from None
-    else:
-        values = text
-    if not isinstance(values, Mapping):
-        raise SettingsError(f"{name} must be a JSON object of spec options, got {type(values).__name__}")
-    try:
-        return spec.SpecOptions.from_mapping(values)
-    except (spec.SpecError, TypeError) as exc:
-        raise SettingsError(f"{name}: {exc}") from None
 
 
 @cache

@@ -14,7 +14,8 @@ The configuration is one JSON document (``include/sources.json`` by default)::
 Every key of ``defaults`` may be set per hospital, which wins. Where the text comes from, first
 match wins: the Airflow Variable ``hurren_sources`` (the DAG reads it and passes the text to
 :func:`resolve_sources`; this module imports nothing from Airflow), the file named by
-``$HURREN_SOURCES_FILE``, ``include/sources.json``. The text is checked once, on load: every
+``$HURREN_SOURCES_FILE``, ``sources.json`` in the site directory ``$HURREN_SITE_DIR``
+(``hurren.site``), ``include/sources.json``. The text is checked once, on load: every
 problem is reported together, each naming the hospital and key to fix (:class:`SourcesError`).
 
 Names substituted into extraction SQL (view and table names, the PACS study-UID column) must be
@@ -215,8 +216,14 @@ _REQUIRED = ("id", "org_code", "org_name", "conn_id", "dialect")
 
 
 def default_sources_path(environ: Mapping[str, str] | None = None) -> Path:
+    """``$HURREN_SOURCES_FILE``, else ``sources.json`` of the site directory ``$HURREN_SITE_DIR`` when it
+    has one, else ``include/sources.json``."""
     env = os.environ if environ is None else environ
-    return Path(env[ENV_FILE]) if env.get(ENV_FILE) else DEFAULT_SOURCES_FILE
+    if env.get(ENV_FILE):
+        return Path(env[ENV_FILE])
+    if env.get("HURREN_SITE_DIR") and (site_file := Path(env["HURREN_SITE_DIR"]) / "sources.json").is_file():
+        return site_file
+    return DEFAULT_SOURCES_FILE
 
 
 def resolve_sources(variable_text: str | None = None, *, environ: Mapping[str, str] | None = None) -> Sources:

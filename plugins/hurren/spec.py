@@ -127,13 +127,19 @@ class SpecOptions:
         if unknown:
             raise SpecError(f"unknown spec option(s) {unknown}; known options: {sorted(known)}")
         merged = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
-        return replace(cls(), **merged)
+        return replace(DEFAULT_OPTIONS, **merged)
 
     def measured_length(self, value: str) -> int:
         """The length Oracle would count for ``value`` in a VARCHAR2 column (D14)."""
         if self.length_semantics == "char":
             return len(value)
         return len(value.encode(self.length_encoding, errors="replace"))
+
+
+DEFAULT_OPTIONS = SpecOptions()
+"""The spec's defaults, with no site decision: the site's profile is ``hurren.site.site().spec_options``.
+Only tests, the simulator and CLIs that say so use this directly; the library takes options as a
+required parameter, so no component falls back to it silently."""
 
 
 def _read_tsv(path: Path, columns: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str]]]:
@@ -180,10 +186,15 @@ def _load_fields(path: Path) -> tuple[Field, ...]:
     return tuple(out)
 
 
-def _site_dictionary_dir() -> Path | None:
-    """Where a site keeps its external lists (3.7 LOINC, 3.11 exam codes): $HURREN_SITE_DICTIONARIES."""
-    env = os.environ.get("HURREN_SITE_DICTIONARIES")
-    return Path(env) if env else None
+def site_dictionary_dir(environ: Mapping[str, str] | None = None) -> Path | None:
+    """Where a site keeps its external lists (3.7 LOINC, 3.11 exam codes): ``$HURREN_SITE_DICTIONARIES``,
+    else ``dictionaries/`` of the site directory ``$HURREN_SITE_DIR`` (``hurren.site``), else none."""
+    env = os.environ if environ is None else environ
+    if env.get("HURREN_SITE_DICTIONARIES"):
+        return Path(env["HURREN_SITE_DICTIONARIES"])
+    if env.get("HURREN_SITE_DIR"):
+        return Path(env["HURREN_SITE_DIR"]) / "dictionaries"
+    return None
 
 
 def _load_codes(path: Path, name: str) -> tuple[dict[str, str], dict[str, str]]:
@@ -207,7 +218,7 @@ def _load_codes(path: Path, name: str) -> tuple[dict[str, str], dict[str, str]]:
 def dictionaries() -> dict[str, Dictionary]:
     """Every dictionary, by name. An open set becomes closed when the site supplies its list."""
     out: dict[str, Dictionary] = {}
-    site = _site_dictionary_dir()
+    site = site_dictionary_dir()
     for lineno, row in _read_tsv(DICTIONARY_DIR / "index.tsv", ("name", "section", "kind", "title")):
         name, kind = row["name"], row["kind"]
         if kind not in get_args(DictionaryKind):

@@ -24,8 +24,10 @@ from sqlalchemy import create_engine, select, text
 
 from hurren import extract, incremental, load, pipeline, spec, store, synthetic
 from hurren.platform import Credential, PlatformClient, samples
+from hurren.rules import load_rulebook
 from hurren.settings import settings
 from hurren.simulator import Simulator, SimulatorConfig, Visitor
+from hurren.spec import DEFAULT_OPTIONS
 
 pytestmark = pytest.mark.services
 
@@ -88,7 +90,7 @@ def _load_all(region: dict[str, Any], until: datetime, run_id: str) -> None:
             summary = pipeline.run_stream(
                 source=source, stream=stream, source_engine=src, store_engine=region["engine"],
                 pdfs=load.Pdfs(client=s3.client, bucket=s3.bucket_reports), run_id=run_id, dag_id="e2e",
-                until=until, validator="pandas",
+                until=until, validator="pandas", options=DEFAULT_OPTIONS, rulebook=load_rulebook()
             )  # fmt: skip
             assert summary.counts.loaded > 0
         src.dispose()
@@ -234,7 +236,7 @@ def second_push(region, sim, first_push, run_dag):
                                     type_="2" if kind == "lab" else "1")  # fmt: skip
     quote |= {"hr_org_code": quoted_key[0], "dept_name": "心内科", "doc_name": "王医生"}
     other = Credential(org_code=PLATFORM_ORG, org_name="", visitor_code="e2e-visitor", visitor_key="e2e-key")
-    with PlatformClient(endpoint=sim.url, credential=other, public_key=sim.public_key) as client:
+    with PlatformClient(endpoint=sim.url, credential=other, public_key=sim.public_key, spec_options=DEFAULT_OPTIONS) as client:
         client.submit_quote([quote])
     _load_all(region, UNTIL + timedelta(days=1), "load-2")
     result = run_dag("push_reports", logical_date=UNTIL + timedelta(days=1), timeout=180)

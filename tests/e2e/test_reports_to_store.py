@@ -21,7 +21,9 @@ import pytest
 from sqlalchemy import create_engine, select, text
 
 from hurren import dagfactory, extract, incremental, load, pipeline, spec, store, synthetic
+from hurren.rules import load_rulebook
 from hurren.settings import settings
+from hurren.spec import DEFAULT_OPTIONS
 from tests.e2e.conftest import configure_region
 from tests.fixtures.services import SOURCE_DIALECTS, make_source_database
 
@@ -213,7 +215,8 @@ def test_a_run_killed_midway_then_rerun_ends_identical(region, first_run, make_d
         src = create_engine(region["urls"][source.id])
         for stream in ("lab", "exam"):
             kwargs = dict(source=source, stream=stream, source_engine=src, store_engine=engine, pdfs=pdfs,
-                          run_id="kill", dag_id="e2e", until=UNTIL)  # fmt: skip
+                          run_id="kill", dag_id="e2e", until=UNTIL, options=DEFAULT_OPTIONS,
+                          rulebook=load_rulebook())  # fmt: skip
             if stream == "lab" and source is region["sources"].enabled[0]:
                 monkeypatch.setattr(load, "load_reports", dying_load)
                 with pytest.raises(_Killed):
@@ -240,7 +243,7 @@ def test_backfill_reads_its_window_and_leaves_the_watermark(region, first_run):
     summary = pipeline.run_stream(
         source=source, stream="lab", source_engine=src, store_engine=engine,
         pdfs=load.Pdfs(client=s3.client, bucket=s3.bucket_reports), run_id="backfill", dag_id="e2e",
-        until=datetime(2024, 3, 11, 12), backfill_since=datetime(2024, 3, 11, 6),
+        until=datetime(2024, 3, 11, 12), backfill_since=datetime(2024, 3, 11, 6), options=DEFAULT_OPTIONS, rulebook=load_rulebook()
     )  # fmt: skip
     assert summary.mode == "backfill"
     assert 0 < summary.counts.extracted < 120

@@ -32,9 +32,11 @@ from hurren import load, pipeline, store
 from hurren.connections import minio_client, store_engine
 from hurren.push.connection import PlatformConfig
 from hurren.push.options import PushOptions
+from hurren.rules import load_rulebook
 from hurren.settings import Settings
 from hurren.simulator import Simulator
 from hurren.sources import Source
+from hurren.spec import DEFAULT_OPTIONS
 
 DAY = date(2024, 3, 11)  # the synthetic hospital day
 UNTIL = datetime(2024, 3, 12, tzinfo=ZoneInfo("Asia/Shanghai"))  # every run's data interval end
@@ -95,7 +97,7 @@ class Platform:
         credential = Credential(org_code=self.org_code, org_name=self.org_name, visitor_code="faults",
                                 visitor_key="faults-key")  # fmt: skip
         return PlatformConfig(endpoint=self.sim.url if direct else self.url, public_key=self.sim.public_key,
-                              credential=credential, timeout_s=timeout_s, connect_timeout_s=timeout_s)  # fmt: skip
+                              credential=credential, timeout_s=timeout_s, connect_timeout_s=timeout_s, spec_options=DEFAULT_OPTIONS)  # fmt: skip
 
     def faults(self, **values: Any) -> dict[str, Any]:
         response = httpx.post(f"{self.sim.admin_url}/faults", json=values, timeout=10)
@@ -160,7 +162,7 @@ class World:
         summary = pipeline.run_stream(
             source=self.source, stream=stream, source_engine=self.source_engine, store_engine=self.engine,
             pdfs=load.Pdfs(client=self.pdf_client, bucket=self.bucket), run_id=run_id, dag_id=f"faults_{self.name}",
-            until=self.until, validator="pandas",
+            until=self.until, validator="pandas", options=DEFAULT_OPTIONS, rulebook=load_rulebook()
         )  # fmt: skip
         self.summaries.append((run_id, stream, summary.as_dict()))
         return summary

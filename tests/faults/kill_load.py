@@ -28,6 +28,9 @@ import sys
 from datetime import datetime
 from typing import Any
 
+from hurren.rules import load_rulebook
+from hurren.spec import DEFAULT_OPTIONS
+
 
 def main(argv: list[str]) -> int:
     args = json.loads(argv[0])
@@ -73,7 +76,7 @@ def main(argv: list[str]) -> int:
         source=source, stream=args["stream"], source_engine=create_engine(args["source_url"], pool_pre_ping=True),
         store_engine=engine, pdfs=load.Pdfs(client=minio_client(s), bucket=s.s3_bucket_reports),
         run_id=args["run_id"], dag_id=args["dag_id"], until=datetime.fromisoformat(args["until"]),
-        validator="pandas",
+        validator="pandas", options=DEFAULT_OPTIONS, rulebook=load_rulebook()
     )  # fmt: skip
     print("FINISHED without being killed", flush=True)
     return 3

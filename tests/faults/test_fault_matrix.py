@@ -290,15 +290,16 @@ def _transport_errors(w: harness.World) -> list[str]:
 
 
 def push_killed_after_answer(ctx: Ctx) -> None:
-    """``python -m hurren.push run`` SIGKILLs itself after the 20th answer, before recording it."""
+    """``python -m hurren.push run`` SIGKILLs itself after the 20th answer, before recording it
+    (``tests.faults.kill_push``: the CLI's run with the runner's ``after_answer`` hook)."""
     w, n = _loaded(ctx)
     p = w.platform
     env = _child_env(w, HURREN_PLATFORM_URL=p.url, HURREN_PLATFORM_PUBLIC_KEY=p.sim.public_key,
                      HURREN_PLATFORM_ORG_CODE=p.org_code, HURREN_PLATFORM_VISITOR_CODE="faults",
-                     HURREN_PLATFORM_VISITOR_KEY="faults-key", HURREN_PUSH_KILL_AFTER_ANSWERS="20")  # fmt: skip
-    proc = subprocess.run([sys.executable, "-m", "hurren.push", "run", "--concurrency", "3", "--set",
-                           "backoff_base_s=0.2", "--set", "max_wait_s=1", "--set", "report_batch=2"], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=180, check=False)  # fmt: skip
+                     HURREN_PLATFORM_VISITOR_KEY="faults-key")  # fmt: skip
+    proc = subprocess.run([sys.executable, "-m", "tests.faults.kill_push", "20", "run", "--concurrency", "3", "--set",
+                           "backoff_base_s=0.2", "--set", "max_wait_s=1", "--set", "report_batch=2"], env=env,
+                          cwd=ROOT, capture_output=True, text=True, timeout=180, check=False)  # fmt: skip
     assert proc.returncode == -9, f"exit {proc.returncode}\n{proc.stderr[-3000:]}"
     statuses = w.outbox_statuses()
     in_flight = statuses["sending"]

@@ -28,6 +28,8 @@ from sqlalchemy.engine import Engine
 from hurren import load, rules, sources, spec, store
 from hurren.extract import Chunk, ReportBatch, canonical, canonical_frame
 from hurren.platform import xml as px
+from hurren.rules import load_rulebook
+from hurren.spec import DEFAULT_OPTIONS
 from hurren.validation import validate_reports
 from tests.fixtures.fake_s3 import FakeObjectStore
 from tests.fixtures.services import remove_bucket
@@ -44,7 +46,8 @@ SOURCE = sources.parse_sources(
         }
     )
 ).get("hostile")
-TINY_PDF = dataclasses.replace(rules.load_rulebook(), pdf_max_bytes=64)
+SHIPPED_RULES = rules.load_rulebook()
+TINY_PDF = dataclasses.replace(SHIPPED_RULES, pdf_max_bytes=64)
 
 
 @dataclass(frozen=True)
@@ -100,11 +103,13 @@ def run(
     *,
     stream: str,
     run_id: str,
-    rulebook: rules.RuleBook | None = None,
+    rulebook: rules.RuleBook = SHIPPED_RULES,
 ) -> tuple[Any, load.LoadCounts]:
     m_name, i_name = sources.STREAMS[stream].master, sources.STREAMS[stream].item
     mf, itf = _frame(m_name, masters), _frame(i_name, items)
-    verdicts = validate_reports(mf, itf, master_entity=m_name, engine="pandas", rulebook=rulebook)
+    verdicts = validate_reports(
+        mf, itf, master_entity=m_name, engine="pandas", rulebook=rulebook, options=DEFAULT_OPTIONS
+    )
     cursor = max((m["last_update_dtime"] for m in masters if m.get("last_update_dtime")), default=None)
     batch = ReportBatch(stream, mf, itf, Chunk(None, "", None, "", len(masters)), 0, 1, cursor)
     counts = load.load_reports(
@@ -116,6 +121,7 @@ def run(
         holds=load.holds_from_verdicts(verdicts),
         method=t.method,  # type: ignore[arg-type]
         clock=load.SourceClock(datetime.now(SOURCE.tz).replace(tzinfo=None), timedelta(minutes=60)),
+        options=DEFAULT_OPTIONS,
     )
     return verdicts, counts
 
@@ -166,7 +172,7 @@ def test_hostile_kind(target: Target, kind: Kind) -> None:
         before = stored(target.db, m_table, rfn)
     verdicts, counts = run(
         target, masters, items, stream=kind.report, run_id=run_id,
-        rulebook=TINY_PDF if kind.tiny_pdf_limit else None,
+        rulebook=TINY_PDF if kind.tiny_pdf_limit else load_rulebook(),
     )  # fmt: skip
 
     assert counts.extracted == counts.loaded + counts.unchanged + counts.stale + counts.quarantined, counts
@@ -202,7 +208,7 @@ def test_hostile_kind(target: Target, kind: Kind) -> None:
         field, want = kind.stored
         assert canonical(row[field]) == want  # stored exactly as sent (a date column: as a date)
         build = px.build_lab_report if kind.report == "lab" else px.build_exam_report
-        parsed = px.parse_records(px.parse_xml(build(row, item_rows)))
+        parsed = px.parse_records(px.parse_xml(build(row, item_rows, options=DEFAULT_OPTIONS)))
         assert parsed[m_table][0][field] == want  # and pushed exactly as stored
 
 
@@ -303,6 +309,8 @@ def test_duplicate_key_across_real_chunks_is_an_update(tmp_path: Any, target: Ta
         until=datetime(2024, 3, 12),
         backfill_since=datetime(2024, 3, 11),
         validator="pandas",
+        options=DEFAULT_OPTIONS,
+        rulebook=load_rulebook(),
     )
     src_engine.dispose()
     c = summary.counts

@@ -20,6 +20,7 @@ from hurren import crypto
 from hurren.platform import AnswerError, HTTPStatusError, PlatformClient, PlatformError, SoapFault
 from hurren.platform.envelope import Credential, seal_answer, unwrap
 from hurren.simulator.server import read_soap_call, soap_answer, soap_fault
+from hurren.spec import DEFAULT_OPTIONS
 
 PRIVATE, PUBLIC = crypto.generate_keypair()
 CREDENTIAL = Credential(org_code="457759922", org_name="某医院", visitor_code="v", visitor_key="k")
@@ -174,6 +175,7 @@ def client(server: _Server) -> Iterator[PlatformClient]:
         public_key=PUBLIC,
         timeout=20,
         connect_timeout=2,
+        spec_options=DEFAULT_OPTIONS,
     ) as c:
         yield c
 
@@ -273,7 +275,7 @@ def capped(server: _Server) -> Iterator[PlatformClient]:
     host, port = server.server_address[:2]
     with PlatformClient(
         endpoint=f"http://{host}:{port}/Myhealth", credential=CREDENTIAL, public_key=PUBLIC, timeout=20,
-        connect_timeout=2, max_answer_bytes=CAP,
+        connect_timeout=2, max_answer_bytes=CAP, spec_options=DEFAULT_OPTIONS
     ) as c:  # fmt: skip
         yield c
 
@@ -350,7 +352,8 @@ def test_the_default_cap_and_its_setting(server: _Server, monkeypatch: pytest.Mo
     from hurren.settings import DEFAULT_MAX_ANSWER_BYTES, Settings
 
     host, port = server.server_address[:2]
-    kw = {"endpoint": f"http://{host}:{port}/Myhealth", "credential": CREDENTIAL, "public_key": PUBLIC}
+    kw = {"endpoint": f"http://{host}:{port}/Myhealth", "credential": CREDENTIAL, "public_key": PUBLIC,
+          "spec_options": DEFAULT_OPTIONS}  # fmt: skip
     assert PlatformClient(**kw).max_answer_bytes == DEFAULT_MAX_ANSWER_BYTES == 32 * 1024 * 1024
     monkeypatch.setenv("HURREN_PLATFORM_MAX_ANSWER_BYTES", "4096")
     assert PlatformClient(**kw).max_answer_bytes == 4096  # what the push's client gets
@@ -376,12 +379,15 @@ def test_an_answer_at_the_cap_is_read(server: _Server) -> None:
     server.answer = answer
     host, port = server.server_address[:2]
     with PlatformClient(
-        endpoint=f"http://{host}:{port}/Myhealth", credential=CREDENTIAL, public_key=PUBLIC
+        endpoint=f"http://{host}:{port}/Myhealth",
+        credential=CREDENTIAL,
+        public_key=PUBLIC,
+        spec_options=DEFAULT_OPTIONS,
     ) as c:
         query(c)
     size = sizes[0]
     with PlatformClient(endpoint=f"http://{host}:{port}/Myhealth", credential=CREDENTIAL, public_key=PUBLIC,
-                        max_answer_bytes=size) as c:  # fmt: skip
+                        max_answer_bytes=size, spec_options=DEFAULT_OPTIONS) as c:  # fmt: skip
         for _ in range(3):
             assert query(c)["item"] == [{"org_code": "457759922", "report_form_no": "R1"}]
 
@@ -416,7 +422,7 @@ def test_a_dripping_answer_ends_at_the_deadline(server: _Server, answer: Answer)
 
     host, port = server.server_address[:2]
     with PlatformClient(endpoint=f"http://{host}:{port}/Myhealth", credential=CREDENTIAL, public_key=PUBLIC,
-                        timeout=2, connect_timeout=2, deadline_s=1.5) as c:  # fmt: skip
+                        timeout=2, connect_timeout=2, deadline_s=1.5, spec_options=DEFAULT_OPTIONS) as c:  # fmt: skip
         server.answer = sealed(lambda key: seal_answer(ROWS, key))
         query(c)  # the WSDL loaded, the pool warm: what follows is the call alone
         server.answer = answer
@@ -444,12 +450,12 @@ def test_the_live_wsdl_is_read_within_the_deadline(server: _Server) -> None:
     server.wsdl = lambda: shipped
     server.answer = sealed(lambda key: seal_answer(ROWS, key))
     with PlatformClient(endpoint=_wsdl_url(server), credential=CREDENTIAL, public_key=PUBLIC, wsdl="live",
-                        timeout=2, deadline_s=1.5) as c:  # fmt: skip
+                        timeout=2, deadline_s=1.5, spec_options=DEFAULT_OPTIONS) as c:  # fmt: skip
         assert query(c)["item"]  # a live WSDL that is the shipped one works as the shipped one
     server.wsdl = lambda: _Drip(http_answer(shipped), every_s=DRIP_S, piece=16)
     started = time.monotonic()
     with PlatformClient(endpoint=_wsdl_url(server), credential=CREDENTIAL, public_key=PUBLIC, wsdl="live",
-                        timeout=2, deadline_s=1.5) as c:  # fmt: skip
+                        timeout=2, deadline_s=1.5, spec_options=DEFAULT_OPTIONS) as c:  # fmt: skip
         with pytest.raises(PlatformTimeout, match="WSDL .* deadline of 1.5 s"):
             query(c)
     assert time.monotonic() - started < 4
@@ -472,7 +478,7 @@ def test_a_huge_live_wsdl_is_refused_at_its_cap(server: _Server, announce: bool)
     server.wsdl = huge
     server.written.clear()
     with PlatformClient(endpoint=_wsdl_url(server), credential=CREDENTIAL, public_key=PUBLIC, wsdl="live",
-                        timeout=5) as c:  # fmt: skip
+                        timeout=5, spec_options=DEFAULT_OPTIONS) as c:  # fmt: skip
         with pytest.raises(ConfigurationError, match=f"more than the {MAX_WSDL_BYTES} bytes a WSDL may have"):
             query(c)
     deadline = time.monotonic() + 10
@@ -539,8 +545,15 @@ def test_a_fault_or_another_element_is_recorded_and_classified_by_the_push(
     options = PushOptions(max_attempts=5, max_wait_s=0, max_run_s=10, transient_errors=("繁忙",))
     host, port = server.server_address[:2]
     with PlatformClient(endpoint=f"http://{host}:{port}/Myhealth", credential=CREDENTIAL, public_key=PUBLIC,
-                        timeout=5) as c:  # fmt: skip
-        Pusher(engine=engine, client=c, objects=objects, bucket="b", options=options).run()
+                        timeout=5, spec_options=DEFAULT_OPTIONS) as c:  # fmt: skip
+        Pusher(
+            engine=engine,
+            client=c,
+            objects=objects,
+            bucket="b",
+            options=options,
+            spec_options=DEFAULT_OPTIONS,
+        ).run()
     with engine.connect() as conn:
         [entry] = conn.execute(select(store.outbox)).all()
         [call] = conn.execute(select(store.push_log)).all()
@@ -560,7 +573,7 @@ def test_a_query_answered_ok_fails_alike_in_the_library_and_the_command_line(ser
     server.answer = soap("ok")
     host, port = server.server_address[:2]
     with PlatformClient(endpoint=f"http://{host}:{port}/Myhealth", credential=CREDENTIAL,
-                        public_key=PUBLIC) as c, pytest.raises(AnswerError, match="where encrypted XML was expected"):  # fmt: skip
+                        public_key=PUBLIC, spec_options=DEFAULT_OPTIONS) as c, pytest.raises(AnswerError, match="where encrypted XML was expected"):  # fmt: skip
         query(c)
     root = Path(__file__).resolve().parents[2]
     done = subprocess.run(

@@ -23,6 +23,8 @@ import pytest
 from sqlalchemy import create_engine, event, select, text
 
 from hurren import load, pipeline, sources, store, synthetic
+from hurren.rules import load_rulebook
+from hurren.spec import DEFAULT_OPTIONS
 
 pytestmark = pytest.mark.services
 
@@ -88,7 +90,7 @@ def loaded(hospital, make_database, s3):
         summaries[stream] = pipeline.run_stream(
             source=hospital["source"], stream=stream, source_engine=source_engine, store_engine=store_engine,
             pdfs=load.Pdfs(s3.client, s3.bucket_reports), run_id="mysql", dag_id="hostile",
-            until=datetime(2024, 3, 12), backfill_since=datetime(2024, 3, 11), validator="pandas",
+            until=datetime(2024, 3, 12), backfill_since=datetime(2024, 3, 11), validator="pandas", options=DEFAULT_OPTIONS, rulebook=load_rulebook()
         ).counts  # fmt: skip
     source_engine.dispose()
     yield summaries, store_engine

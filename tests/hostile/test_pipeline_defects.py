@@ -25,6 +25,8 @@ from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import Engine
 
 from hurren import incremental, load, pipeline, sources, store, synthetic
+from hurren.rules import load_rulebook
+from hurren.spec import DEFAULT_OPTIONS
 
 pytestmark = pytest.mark.services
 
@@ -63,7 +65,7 @@ class Hospital:
         return pipeline.run_stream(
             source=self.source, stream="lab", source_engine=self.src, store_engine=self.db, pdfs=self.pdfs,
             run_id=run_id, dag_id="hostile", until=until, backfill_since=since, now=now,
-            validator=validator,  # type: ignore[arg-type]
+            validator=validator, options=DEFAULT_OPTIONS, rulebook=load_rulebook(),  # type: ignore[arg-type]
         )  # fmt: skip
 
     def stored(self, *cols: str) -> list[tuple[Any, ...]]:
@@ -282,7 +284,7 @@ def test_the_future_range_of_a_sqlite_source_reaches_its_last_second(tmp_path: A
     store.create_all(db)
     summary = pipeline.run_stream(
         source=source, stream="lab", source_engine=src, store_engine=db, pdfs=load.Pdfs(s3.client, s3.bucket_reports),
-        run_id="clock", dag_id="hostile", until=NEXT_DAY, now=NOW, validator="pandas",
+        run_id="clock", dag_id="hostile", until=NEXT_DAY, now=NOW, validator="pandas", options=DEFAULT_OPTIONS, rulebook=load_rulebook()
     )  # fmt: skip
     src.dispose()
     balanced(summary)

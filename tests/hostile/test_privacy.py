@@ -20,6 +20,8 @@ import pytest
 from sqlalchemy import create_engine, select, text
 
 from hurren import load, pipeline, sources, store, synthetic
+from hurren.rules import load_rulebook
+from hurren.spec import DEFAULT_OPTIONS
 from tests.fixtures.services import SOURCE_DIALECTS, make_source_database
 
 pytestmark = pytest.mark.services
@@ -67,7 +69,7 @@ def test_no_identifier_in_logs_summaries_or_quarantine_reasons(hospital, make_da
         summary = pipeline.run_stream(
             source=source, stream=stream, source_engine=source_engine, store_engine=store_engine,
             pdfs=load.Pdfs(s3.client, s3.bucket_reports), run_id="privacy-run", dag_id="privacy",
-            until=datetime(2024, 3, 12), backfill_since=datetime(2024, 3, 11), validator="gx",
+            until=datetime(2024, 3, 12), backfill_since=datetime(2024, 3, 11), validator="gx", options=DEFAULT_OPTIONS, rulebook=load_rulebook()
         )  # fmt: skip
         summaries.append(summary.as_dict())
     out, err = capsys.readouterr()

@@ -15,6 +15,7 @@ from hurren.platform import xml as px
 from hurren.platform.answers import Ack, read_query, read_status, read_submit
 from hurren.platform.envelope import Credential, Envelope
 from hurren.platform.exceptions import AnswerError, BusinessError, PayloadError
+from hurren.spec import DEFAULT_OPTIONS
 
 PROPS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 LAB_MASTER, LAB_ITEMS = samples.lab_report(items=2)
@@ -35,7 +36,7 @@ KEY = bytes(range(16))
 def test_master_text_builds_and_round_trips_or_names_the_field(field: str, value: str) -> None:
     master = {**LAB_MASTER, field: value}
     try:
-        data = px.build_lab_report(master, LAB_ITEMS)
+        data = px.build_lab_report(master, LAB_ITEMS, options=DEFAULT_OPTIONS)
     except PayloadError as exc:
         assert exc.entity == "labmaster" and exc.field == field
         assert value not in str(exc) or len(value) < 2  # the culprit is named, its value is not quoted
@@ -49,7 +50,7 @@ def test_item_text_builds_and_round_trips_or_names_the_field(field: str, value: 
     items = [dict(i) for i in LAB_ITEMS]
     items[index][field] = value
     try:
-        data = px.build_lab_report(LAB_MASTER, items)
+        data = px.build_lab_report(LAB_MASTER, items, options=DEFAULT_OPTIONS)
     except PayloadError as exc:
         assert exc.entity == "lab_subitem" and exc.field == field
         return

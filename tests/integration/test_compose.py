@@ -313,7 +313,7 @@ def test_airflow_is_given_what_the_init_services_create() -> None:
         assert env["HURREN_PG_HOST"] == "postgres" and env["HURREN_PG_PORT"] == "5432"
         assert env["HURREN_S3_ENDPOINT"].endswith("minio:9000}")
         assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
-        assert env["HURREN_SOURCES_FILE"] == "/opt/airflow/site/sources.json"
+        assert env["HURREN_SITE_DIR"] == "/opt/airflow/site"  # hurren.site reads sources.json etc. there
 
 
 def test_every_secret_is_required_and_none_has_a_default() -> None:

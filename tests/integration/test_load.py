@@ -25,6 +25,8 @@ from hurren.extract import Chunk, ReportBatch, canonical_frame
 from hurren.incremental import CursorState
 from hurren.load import Hold, LoadCounts, Pdfs
 from hurren.pdf import Pdf
+from hurren.rules import load_rulebook
+from hurren.spec import DEFAULT_OPTIONS
 from hurren.synthetic.reports import HospitalDay
 from tests.fixtures.fake_s3 import FakeObjectStore
 
@@ -76,7 +78,12 @@ class Hospital:
 
     def load(self, db: Engine, pdfs: Pdfs, batch: ReportBatch | None = None, **kw: Any) -> LoadCounts:
         return load.load_reports(
-            db, batch or self.batch(), source=self.source, run_id="test-run", pdfs=pdfs, **kw
+            db,
+            batch or self.batch(),
+            source=self.source,
+            run_id="test-run",
+            pdfs=pdfs,
+            **{"options": DEFAULT_OPTIONS, **kw},
         )
 
     def key(self, i: int) -> str:
@@ -668,7 +675,12 @@ def test_validator_verdicts_become_holds(db: Engine, pdfs: Pdfs) -> None:
     reps[2].master["sex_code"] = "M"  # a local code the hospital did not map
     batch = h.batch(reps)
     verdicts = validation.validate_reports(
-        batch.masters, batch.items, master_entity="labmaster", engine="pandas"
+        batch.masters,
+        batch.items,
+        master_entity="labmaster",
+        engine="pandas",
+        options=DEFAULT_OPTIONS,
+        rulebook=load_rulebook(),
     )
     holds = load.holds_from_verdicts(verdicts)
     assert set(holds) == {h.key(2)}
@@ -756,7 +768,9 @@ def test_an_incremental_run_end_to_end(db: Engine, pdfs: Pdfs, make_database: Ca
         total = LoadCounts()
         with extract.source_snapshot(source_engine, src) as conn:
             for batch in extract.read_reports(conn, src, "lab", w.since, w.until):
-                total += load.load_reports(db, batch, source=src, run_id="e2e", pdfs=pdfs, cursor=cursor)
+                total += load.load_reports(
+                    db, batch, source=src, run_id="e2e", pdfs=pdfs, cursor=cursor, options=DEFAULT_OPTIONS
+                )
         return total
 
     try:

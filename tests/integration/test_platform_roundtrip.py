@@ -44,7 +44,7 @@ from hurren.platform import xml as px
 from hurren.platform.envelope import open_request, seal_answer, unwrap
 from hurren.platform.methods import METHODS
 from hurren.simulator import Simulator, SimulatorConfig, Visitor
-from hurren.spec import SpecOptions
+from hurren.spec import DEFAULT_OPTIONS, SpecOptions
 
 ROOT = Path(__file__).resolve().parents[2]
 PRIVATE, PUBLIC = crypto.generate_keypair()
@@ -69,7 +69,13 @@ def sim() -> Iterator[Simulator]:
 
 @pytest.fixture(scope="module")
 def client(sim: Simulator) -> Iterator[PlatformClient]:
-    with PlatformClient(endpoint=sim.url, credential=CREDENTIAL, public_key=sim.public_key, timeout=10) as c:
+    with PlatformClient(
+        endpoint=sim.url,
+        credential=CREDENTIAL,
+        public_key=sim.public_key,
+        timeout=10,
+        spec_options=DEFAULT_OPTIONS,
+    ) as c:
         yield c
 
 
@@ -316,14 +322,20 @@ def test_every_method_is_counted(sim: Simulator, client: PlatformClient) -> None
 def test_live_wsdl_is_served_with_this_address(sim: Simulator) -> None:
     text = httpx.get(sim.url + "?wsdl", timeout=5).text
     assert f'location="{sim.url}"' in text
-    with PlatformClient(endpoint=sim.url, credential=CREDENTIAL, public_key=PUBLIC, wsdl="live") as live:
+    with PlatformClient(
+        endpoint=sim.url, credential=CREDENTIAL, public_key=PUBLIC, wsdl="live", spec_options=DEFAULT_OPTIONS
+    ) as live:
         assert live.wsdl == sim.url + "?wsdl"
         assert live.archive_daily_counts(samples.daily_counts()).text is None
 
 
 def test_a_missing_wsdl_is_a_configuration_error(sim: Simulator, tmp_path: Path) -> None:
     with PlatformClient(
-        endpoint=sim.url, credential=CREDENTIAL, public_key=PUBLIC, wsdl=tmp_path / "nope.wsdl"
+        endpoint=sim.url,
+        credential=CREDENTIAL,
+        public_key=PUBLIC,
+        wsdl=tmp_path / "nope.wsdl",
+        spec_options=DEFAULT_OPTIONS,
     ) as bad:
         with pytest.raises(ConfigurationError, match="cannot use the WSDL"):
             bad.get_check_lab_list(id_no=ID_NO, id_type="01")
@@ -331,7 +343,12 @@ def test_a_missing_wsdl_is_a_configuration_error(sim: Simulator, tmp_path: Path)
 
 def test_concurrent_calls_from_a_thread_pool(sim: Simulator) -> None:
     with PlatformClient(
-        endpoint=sim.url, credential=CREDENTIAL, public_key=PUBLIC, pool_size=8, key_max_uses=25
+        endpoint=sim.url,
+        credential=CREDENTIAL,
+        public_key=PUBLIC,
+        pool_size=8,
+        key_max_uses=25,
+        spec_options=DEFAULT_OPTIONS,
     ) as shared:
 
         def work(n: int) -> str:
@@ -361,7 +378,9 @@ def test_client_repr_and_pickling_hide_credentials(client: PlatformClient) -> No
 
 def test_wrong_platform_key(sim: Simulator) -> None:
     _, other_public = crypto.generate_keypair()
-    with PlatformClient(endpoint=sim.url, credential=CREDENTIAL, public_key=other_public) as wrong:
+    with PlatformClient(
+        endpoint=sim.url, credential=CREDENTIAL, public_key=other_public, spec_options=DEFAULT_OPTIONS
+    ) as wrong:
         with pytest.raises(BusinessError, match="strKey: SM2 C3 check failed") as info:
             wrong.archive_daily_counts(samples.daily_counts())
     assert admin(sim, "received")["refused_by_part"] == {"strKey": 1}
@@ -379,7 +398,11 @@ def test_wrong_platform_key(sim: Simulator) -> None:
 )
 def test_wrong_ciphertext_layout(sim: Simulator, options: crypto.CryptoOptions, message: str) -> None:
     with PlatformClient(
-        endpoint=sim.url, credential=CREDENTIAL, public_key=PUBLIC, crypto_options=options
+        endpoint=sim.url,
+        credential=CREDENTIAL,
+        public_key=PUBLIC,
+        crypto_options=options,
+        spec_options=DEFAULT_OPTIONS,
     ) as wrong:
         with pytest.raises(BusinessError, match=message):
             wrong.get_check_lab_list(id_no=ID_NO, id_type="01")
@@ -387,7 +410,9 @@ def test_wrong_ciphertext_layout(sim: Simulator, options: crypto.CryptoOptions, 
 
 def test_wrong_credential(sim: Simulator) -> None:
     bad = Credential(org_code=ORG, org_name=ORG_NAME, visitor_code=VISITOR_CODE, visitor_key="guessed")
-    with PlatformClient(endpoint=sim.url, credential=bad, public_key=PUBLIC) as wrong:
+    with PlatformClient(
+        endpoint=sim.url, credential=bad, public_key=PUBLIC, spec_options=DEFAULT_OPTIONS
+    ) as wrong:
         with pytest.raises(BusinessError, match="strCredential: unknown visitor or wrong key") as info:
             wrong.submit_quote(samples.quote_records())
     assert "guessed" not in str(info.value) and VISITOR_CODE not in str(info.value)
@@ -422,7 +447,9 @@ def _cut(text: str, n: int) -> str:
     ],
 )
 def test_mangled_strings(client: PlatformClient, mangle, message: str) -> None:
-    payload, credential, key = mangle(*_sealed(client, px.build_daily_counts(samples.daily_counts())))
+    payload, credential, key = mangle(
+        *_sealed(client, px.build_daily_counts(samples.daily_counts(), options=DEFAULT_OPTIONS))
+    )
     answer = client.invoke("ArchiveAutoReport", payload=payload, credential=credential, key=key)
     assert answer.startswith("error:")
     assert re.search(message, answer), answer
@@ -606,7 +633,11 @@ def _fault(code: str) -> bytes:
 )
 def test_answers_we_cannot_use(session: FakeSession, error: type[Exception], message: str) -> None:
     with PlatformClient(
-        endpoint="http://platform.invalid/Myhealth", credential=CREDENTIAL, public_key=PUBLIC, session=session
+        endpoint="http://platform.invalid/Myhealth",
+        credential=CREDENTIAL,
+        public_key=PUBLIC,
+        session=session,
+        spec_options=DEFAULT_OPTIONS,
     ) as c:
         with pytest.raises(error, match=message) as info:
             c.get_lab_info(id_no=ID_NO, id_type="01")
@@ -620,7 +651,11 @@ def test_answers_we_cannot_use(session: FakeSession, error: type[Exception], mes
 def test_a_submit_answered_with_encrypted_text_is_an_answer_error() -> None:
     session = FakeSession(_soap("QUJDRA==", method="SubmitQuote"))
     with PlatformClient(
-        endpoint="http://platform.invalid/Myhealth", credential=CREDENTIAL, public_key=PUBLIC, session=session
+        endpoint="http://platform.invalid/Myhealth",
+        credential=CREDENTIAL,
+        public_key=PUBLIC,
+        session=session,
+        spec_options=DEFAULT_OPTIONS,
     ) as c:
         with pytest.raises(AnswerError, match="answered neither ok nor error"):
             c.submit_quote(samples.quote_records())
@@ -666,7 +701,9 @@ def test_unqualified_parameters_are_answered_unqualified(sim: Simulator, client:
 
 
 def test_a_wrong_path_is_an_http_status_error(sim: Simulator) -> None:
-    with PlatformClient(endpoint=sim.url + "-missing", credential=CREDENTIAL, public_key=PUBLIC) as lost:
+    with PlatformClient(
+        endpoint=sim.url + "-missing", credential=CREDENTIAL, public_key=PUBLIC, spec_options=DEFAULT_OPTIONS
+    ) as lost:
         with pytest.raises(HTTPStatusError) as info:
             lost.get_check_lab_list(id_no=ID_NO, id_type="01")
     assert info.value.status_code == 404 and not info.value.retryable
@@ -817,7 +854,12 @@ def test_simulator_runs_alone_and_stops_cleanly(tmp_path: Path) -> None:
         line = proc.stdout.readline() if proc.stdout else ""
         url = re.search(r"serving (http://\S+)", line).group(1)  # type: ignore[union-attr]
         assert proc.stdout is not None and printed.stdout.strip() in proc.stdout.readline()
-        with PlatformClient(endpoint=url, credential=CREDENTIAL, public_key=printed.stdout.strip()) as c:
+        with PlatformClient(
+            endpoint=url,
+            credential=CREDENTIAL,
+            public_key=printed.stdout.strip(),
+            spec_options=DEFAULT_OPTIONS,
+        ) as c:
             assert c.archive_daily_counts(samples.daily_counts()).text is None
         assert httpx.get(url.rsplit("/", 1)[0] + "/_admin/faults", timeout=5).json()["seed"] == 3
     finally:
@@ -842,7 +884,8 @@ def test_fast_ack_stores_unchecked_reports_with_their_pdf_digest(rate: float, ch
     PDF's SHA-256, so what the platform holds stays verifiable."""
     config = SimulatorConfig(port=0, private_key=PRIVATE, check_rate=rate)
     with Simulator(config=config) as s, PlatformClient(endpoint=s.url, credential=CREDENTIAL,
-                                                       public_key=s.public_key, timeout=10) as c:  # fmt: skip
+                                                       public_key=s.public_key, timeout=10,
+                                                       spec_options=DEFAULT_OPTIONS) as c:  # fmt: skip
         master, items = lab(items=2, pdf_size=5_000)
         bad = dict(master, sex_code="F")  # not in STD_SEX: refused when checked
         if checked:

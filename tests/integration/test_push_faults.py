@@ -36,6 +36,7 @@ from hurren.push.connection import PlatformConfig, TimedSession
 from hurren.push.options import PushOptions
 from hurren.push.runner import Pusher, RunResult
 from hurren.simulator import Simulator, SimulatorConfig
+from hurren.spec import DEFAULT_OPTIONS
 from hurren.synthetic.reports import HospitalDay
 
 pytestmark = pytest.mark.services
@@ -80,7 +81,7 @@ def db(make_database: Any, s3: Any, hospital: Any) -> Iterator[Engine]:
     for kind, n in (("lab", LAB), ("exam", EXAM)):
         make = day.lab_report if kind == "lab" else day.exam_report
         counts = load.load_reports(engine, _batch(kind, [make(i) for i in range(n)]), source=source,
-                                   run_id="faults", pdfs=pdfs)  # fmt: skip
+                                   run_id="faults", pdfs=pdfs, options=DEFAULT_OPTIONS)  # fmt: skip
         assert counts.queued == n
     yield engine
     engine.dispose()
@@ -93,8 +94,8 @@ def fresh(db: Engine, sim: Simulator) -> Engine:
         conn.execute(delete(store.push_log))
         conn.execute(delete(store.outbox))
     nothing = dict.fromkeys(outbox.SYNCABLE, 0)
-    assert outbox.sync_from_store(db) == {**nothing, "labmaster": LAB, "exammaster": EXAM}
-    assert outbox.sync_from_store(db) == nothing  # idempotent
+    assert outbox.sync_from_store(db, void_data_status=DEFAULT_OPTIONS.void_data_status) == {**nothing, "labmaster": LAB, "exammaster": EXAM}
+    assert outbox.sync_from_store(db, void_data_status=DEFAULT_OPTIONS.void_data_status) == nothing  # idempotent
     sim.platform.reset()
     return db
 
@@ -107,7 +108,7 @@ def faults(sim: Simulator, **values: Any) -> None:
 def config(sim: Simulator, hospital: Any, timeout_s: float = 2.0) -> PlatformConfig:
     credential = Credential(org_code=hospital.org_code, org_name=hospital.name, visitor_code="v", visitor_key="k")
     return PlatformConfig(endpoint=sim.url, public_key=sim.public_key, credential=credential, timeout_s=timeout_s,
-                          connect_timeout_s=timeout_s)  # fmt: skip
+                          connect_timeout_s=timeout_s, spec_options=DEFAULT_OPTIONS)  # fmt: skip
 
 
 def push(db: Engine, s3: Any, sim: Simulator, hospital: Any, *, timeout_s: float = 2.0,
@@ -242,14 +243,14 @@ def test_a_void_keeps_the_answer_naming_who_quoted_the_report(
     [quote] = samples.quote_records(report_form_no=report["report_form_no"], id_no=report["id_no"], type_="2")
     quote |= {"hr_org_code": report["org_code"], "dept_name": "内科", "doc_name": "李医生"}
     other = Credential(org_code="650000999", org_name="乙医院", visitor_code="v2", visitor_key="k2")
-    with PlatformClient(endpoint=sim.url, credential=other, public_key=sim.public_key) as client:
+    with PlatformClient(endpoint=sim.url, credential=other, public_key=sim.public_key, spec_options=DEFAULT_OPTIONS) as client:
         client.submit_quote([quote])
     void_hash = "f" * 64  # the source marked it void: a new version with data_status 0
     with fresh.begin() as conn:
         conn.execute(update(lab).where(lab.c.report_form_no == report["report_form_no"])
                      .values(data_status=0, etl_content_hash=void_hash))  # fmt: skip
         voided = {**report, "data_status": 0, "etl_content_hash": void_hash}
-        assert outbox.enqueue_reports(conn, spec.entity("labmaster"), [voided]) == 1
+        assert outbox.enqueue_reports(conn, spec.entity("labmaster"), [voided], void_data_status=("0",)) == 1
     try:
         result = push(fresh, s3, sim, hospital, entities=["labmaster"])
     finally:  # the store is the module's: put the report back as it was
@@ -281,7 +282,7 @@ def revise(db: Engine, entity: str, forms: list[str], *, title: str) -> list[dic
             new = {**row, "report_title": title, "etl_content_hash": hashlib.sha256(f"{row['etl_content_hash']}{title}".encode()).hexdigest()}
             conn.execute(update(table).where(table.c.report_form_no == row["report_form_no"])
                          .values(report_title=title, etl_content_hash=new["etl_content_hash"]))  # fmt: skip
-            assert outbox.enqueue_reports(conn, spec.entity(entity), [new]) == 1
+            assert outbox.enqueue_reports(conn, spec.entity(entity), [new], void_data_status=("0",)) == 1
     return before
 
 
@@ -392,10 +393,10 @@ def test_killed_between_the_answer_and_its_record_resends_only_that_batch(
         "HURREN_S3_BUCKET_REPORTS": s3.bucket_reports, "HURREN_PLATFORM_URL": sim.url,
         "HURREN_PLATFORM_PUBLIC_KEY": sim.public_key, "HURREN_PLATFORM_ORG_CODE": hospital.org_code,
         "HURREN_PLATFORM_VISITOR_CODE": "v", "HURREN_PLATFORM_VISITOR_KEY": "k",
-        "HURREN_PUSH_KILL_AFTER_ANSWERS": "9",
     }  # fmt: skip
-    proc = subprocess.run([sys.executable, "-m", "hurren.push", "run", "--concurrency", "3", "--set", "report_batch=2"],
-                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    proc = subprocess.run([sys.executable, "-m", "tests.faults.kill_push", "9", "run", "--concurrency", "3", "--set",
+                           "report_batch=2"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          check=False)  # fmt: skip
     assert proc.returncode == -9, proc.stderr[-2000:]
     with fresh.connect() as conn:
         in_flight = {r.id for r in conn.execute(select(store.outbox.c.id).where(store.outbox.c.status == "sending"))}
@@ -456,12 +457,12 @@ def test_load_queues_each_written_version_in_its_transaction(make_database: Any,
     source = sources.parse_sources(json.dumps({"hospitals": [body]})).get("q41")
     pdfs = load.Pdfs(s3.client, s3.bucket_reports)
     reports = [day.lab_report(i) for i in range(4)]
-    assert load.load_reports(engine, _batch("lab", reports), source=source, run_id="a", pdfs=pdfs).queued == 4
-    assert load.load_reports(engine, _batch("lab", reports), source=source, run_id="b", pdfs=pdfs).queued == 0
+    assert load.load_reports(engine, _batch("lab", reports), source=source, run_id="a", pdfs=pdfs, options=DEFAULT_OPTIONS).queued == 4
+    assert load.load_reports(engine, _batch("lab", reports), source=source, run_id="b", pdfs=pdfs, options=DEFAULT_OPTIONS).queued == 0
     reports[0].master["data_status"] = "0"
     reports[0].master["last_update_dtime"] = datetime(2024, 3, 11, 23)
     reports[1].items[0]["result_value"] = "9.9"
-    assert load.load_reports(engine, _batch("lab", reports), source=source, run_id="c", pdfs=pdfs).queued == 2
+    assert load.load_reports(engine, _batch("lab", reports), source=source, run_id="c", pdfs=pdfs, options=DEFAULT_OPTIONS).queued == 2
     with engine.connect() as conn:
         rows = conn.execute(select(store.outbox).order_by(store.outbox.c.id)).all()
     assert Counter((r.action, r.status) for r in rows) == {

@@ -22,6 +22,7 @@ from sqlalchemy.engine import Engine
 
 from hurren import incremental, load, pipeline, sources, spec, store, synthetic
 from hurren.reports import datadocs, masking, quarantine, results
+from hurren.rules import load_rulebook
 
 pytestmark = pytest.mark.services
 
@@ -62,7 +63,8 @@ def run_day(region: Region, i: int, day: date, stream: str, **kw) -> pipeline.Ru
             pdfs=load.Pdfs(client=region.s3.client, bucket=region.s3.bucket_reports),
             run_id=kw.pop("run_id", f"scheduled__{day + timedelta(days=1)}T00:00:00+08:00"),
             dag_id=f"{stream}_reports__{src.id}", until=datetime.combine(day + timedelta(days=1), time()),
-            validator=kw.pop("validator", "gx" if (i, day, stream) in GX_RUNS else "pandas"), **kw,
+            validator=kw.pop("validator", "gx" if (i, day, stream) in GX_RUNS else "pandas"),
+            options=kw.pop("options", spec.DEFAULT_OPTIONS), rulebook=kw.pop("rulebook", load_rulebook()), **kw,
         )  # fmt: skip
     finally:
         engine.dispose()

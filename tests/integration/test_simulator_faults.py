@@ -30,6 +30,7 @@ from hurren.platform import (
 )
 from hurren.simulator import Faults, FaultsError, Simulator, SimulatorConfig
 from hurren.simulator.faults import FaultInjector
+from hurren.spec import DEFAULT_OPTIONS
 
 PRIVATE, _ = crypto.generate_keypair()
 CREDENTIAL = Credential(org_code="457759922", org_name="某医院", visitor_code="v", visitor_key="k")
@@ -45,7 +46,12 @@ def sim() -> Iterator[Simulator]:
 @pytest.fixture(scope="module")
 def client(sim: Simulator) -> Iterator[PlatformClient]:
     with PlatformClient(
-        endpoint=sim.url, credential=CREDENTIAL, public_key=sim.public_key, timeout=0.6, connect_timeout=0.6
+        endpoint=sim.url,
+        credential=CREDENTIAL,
+        public_key=sim.public_key,
+        timeout=0.6,
+        connect_timeout=0.6,
+        spec_options=DEFAULT_OPTIONS,
     ) as c:
         yield c
 
@@ -205,6 +211,7 @@ def test_nothing_listening_is_a_connect_error() -> None:
         wsdl=None,
         timeout=1,
         connect_timeout=1,
+        spec_options=DEFAULT_OPTIONS,
     ) as nowhere:
         with pytest.raises(ConnectError, match="cannot connect to the platform"):
             nowhere.get_check_lab_list(id_no=ID_NO, id_type="01")
@@ -219,6 +226,7 @@ def test_live_wsdl_from_a_down_platform_is_a_transport_error(sim: Simulator) -> 
         timeout=1,
         connect_timeout=1,
         wsdl_timeout=1,
+        spec_options=DEFAULT_OPTIONS,
     ) as nowhere:
         with pytest.raises(ConnectError, match="loading the WSDL"):
             nowhere.get_check_lab_list(id_no=ID_NO, id_type="01")
@@ -275,7 +283,12 @@ def test_faults_set_at_start(sim: Simulator) -> None:
     config = SimulatorConfig(port=0, private_key=PRIVATE, faults=Faults(error_rate=1.0, seed=1))
     with (
         Simulator(config=config) as failing,
-        PlatformClient(endpoint=failing.url, credential=CREDENTIAL, public_key=failing.public_key) as c,
+        PlatformClient(
+            endpoint=failing.url,
+            credential=CREDENTIAL,
+            public_key=failing.public_key,
+            spec_options=DEFAULT_OPTIONS,
+        ) as c,
     ):
         with pytest.raises(BusinessError, match="simulated"):
             counts(c)

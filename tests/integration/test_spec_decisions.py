@@ -21,7 +21,7 @@ from hurren import crypto
 from hurren.platform import BusinessError, Credential, PlatformClient, samples
 from hurren.platform import xml as px
 from hurren.simulator import Simulator, SimulatorConfig
-from hurren.spec import SpecOptions
+from hurren.spec import DEFAULT_OPTIONS, SpecOptions
 
 PRIVATE, _ = crypto.generate_keypair()
 CREDENTIAL = Credential(org_code="457759922", org_name="昌吉市人民医院", visitor_code="v", visitor_key="k")
@@ -108,14 +108,14 @@ def test_patient_local_id_is_read_from_exam_answers_and_never_sent_d22() -> None
     show, and the client reads it like any attribute. A registration that carries it (the spec's
     own exam example) is accepted and its value answered back."""
     master, items = samples.exam_report(items=1)
-    assert b"patient_local_id" not in px.build_exam_report(master, items)
+    assert b"patient_local_id" not in px.build_exam_report(master, items, options=DEFAULT_OPTIONS)
     with simulator() as sim, client(sim) as c:
         c.archive_exam_report(master, items)
         [row] = c.get_exam_info(id_no=ID_NO, id_type="01")["exammaster"]
         assert row["patient_local_id"] == master["patient_id"]  # nothing registered: the platform's own
         [info] = c.get_check_lab_info(id_no=ID_NO, id_type="01")["exammaster"]
         assert info["patient_local_id"] == master["patient_id"]
-        with_it = px.build_exam_report(master, items).replace(
+        with_it = px.build_exam_report(master, items, options=DEFAULT_OPTIONS).replace(
             b'patient_id="', b'patient_local_id="X2308255" patient_id="'
         )
         assert c.call_document("ArchiveAutoReport", with_it).text is None
@@ -142,7 +142,11 @@ def test_calls_are_soap_11_with_the_tempuri_namespace_and_soap_action_d23(sent: 
     session, seen = sent
     with simulator() as sim:
         with PlatformClient(
-            endpoint=sim.url, credential=CREDENTIAL, public_key=sim.public_key, session=session
+            endpoint=sim.url,
+            credential=CREDENTIAL,
+            public_key=sim.public_key,
+            session=session,
+            spec_options=DEFAULT_OPTIONS,
         ) as c:
             c.archive_lab_report(*samples.lab_report())
             c.get_check_lab_list(id_no=ID_NO, id_type="01")
@@ -159,7 +163,9 @@ def test_calls_are_soap_11_with_the_tempuri_namespace_and_soap_action_d23(sent: 
 def test_a_soap_action_naming_another_operation_is_a_client_fault_d23() -> None:
     """As an ASMX service answers it; the client reads it as a refusal (SoapFault, not retryable)."""
     with simulator() as sim:
-        with PlatformClient(endpoint=sim.url, credential=CREDENTIAL, public_key=sim.public_key) as c:
+        with PlatformClient(
+            endpoint=sim.url, credential=CREDENTIAL, public_key=sim.public_key, spec_options=DEFAULT_OPTIONS
+        ) as c:
             sealed = c.seal(
                 px.build_query_filter("GetLabInfo", id_no=ID_NO, id_type="01", options=SpecOptions())
             )
@@ -188,7 +194,12 @@ def test_the_way_out_is_the_platforms_own_wsdl_d23(sent: Any) -> None:
     session, seen = sent
     with simulator() as sim:
         with PlatformClient(
-            endpoint=sim.url, credential=CREDENTIAL, public_key=sim.public_key, wsdl="live", session=session
+            endpoint=sim.url,
+            credential=CREDENTIAL,
+            public_key=sim.public_key,
+            wsdl="live",
+            session=session,
+            spec_options=DEFAULT_OPTIONS,
         ) as c:
             assert c.wsdl == sim.url + "?wsdl"
             assert c.archive_daily_counts(samples.daily_counts()).text is None
@@ -206,7 +217,7 @@ def test_first_cipher_blocks_repeat_only_within_one_key_window_d24(sent: Any) ->
     session, seen = sent
     with simulator() as sim:
         with PlatformClient(endpoint=sim.url, credential=CREDENTIAL, public_key=sim.public_key, session=session,
-                            key_max_uses=3) as c:  # fmt: skip
+                            key_max_uses=3, spec_options=DEFAULT_OPTIONS) as c:  # fmt: skip
             for day in range(7):
                 rows = [dict(r, date_t=f"2024-03-{day + 1:02d}") for r in samples.daily_counts()]
                 assert c.archive_daily_counts(rows).text is None

@@ -12,6 +12,7 @@ from sqlalchemy import create_engine, insert, select
 
 from hurren import daily_counts as dc
 from hurren import spec, store
+from hurren.spec import DEFAULT_OPTIONS
 from tests.unit.test_push import RowsPlatform
 
 ORG = "457759922"
@@ -103,7 +104,7 @@ def test_merge_breaks_a_tie_by_the_latest_report():
 
 def test_d8_clamps_by_default_and_reports_the_overflow():
     rows, overflow = dc.to_rows([dc.DeptCount("A", "a", "A30", "x", lab=12_345, exam=3)], org_code=ORG, day=DAY,
-                                computed_at=datetime(2024, 5, 30, 3))  # fmt: skip
+                                computed_at=datetime(2024, 5, 30, 3), options=DEFAULT_OPTIONS)  # fmt: skip
     assert (rows[0]["lab_num"], rows[0]["exam_num"]) == (9999, 3)
     assert overflow == {"A": ("lab_num",)}
 
@@ -116,9 +117,9 @@ def test_d8_error_mode_refuses_to_send_a_wrong_number():
 
 
 def test_row_hash_ignores_the_computation_time():
-    rows1, _ = dc.to_rows([dc.DeptCount("A", "a", "A30", "x", 1, 2)], org_code=ORG, day=DAY, computed_at=datetime(2024, 5, 30, 3))
-    rows2, _ = dc.to_rows([dc.DeptCount("A", "a", "A30", "x", 1, 2)], org_code=ORG, day=DAY, computed_at=datetime(2024, 6, 1, 3))
-    rows3, _ = dc.to_rows([dc.DeptCount("A", "a", "A30", "x", 1, 3)], org_code=ORG, day=DAY, computed_at=datetime(2024, 5, 30, 3))
+    rows1, _ = dc.to_rows([dc.DeptCount("A", "a", "A30", "x", 1, 2)], org_code=ORG, day=DAY, computed_at=datetime(2024, 5, 30, 3), options=DEFAULT_OPTIONS)
+    rows2, _ = dc.to_rows([dc.DeptCount("A", "a", "A30", "x", 1, 2)], org_code=ORG, day=DAY, computed_at=datetime(2024, 6, 1, 3), options=DEFAULT_OPTIONS)
+    rows3, _ = dc.to_rows([dc.DeptCount("A", "a", "A30", "x", 1, 3)], org_code=ORG, day=DAY, computed_at=datetime(2024, 5, 30, 3), options=DEFAULT_OPTIONS)
     assert dc.row_hash(rows1[0]) == dc.row_hash(rows2[0]) != dc.row_hash(rows3[0])
 
 
@@ -144,7 +145,7 @@ def test_only_audited_valid_reports_of_the_day_count(engine):
         _report("exammaster", dept="1180000", name="超声室", std="A32.05", std_name="超声诊断专业"),
     ])  # fmt: skip
     with engine.connect() as conn:
-        counts = dc.count_reports(conn, org_code=ORG, day=DAY)
+        counts = dc.count_reports(conn, org_code=ORG, day=DAY, options=DEFAULT_OPTIONS)
     assert [(c.dept_code, c.lab, c.exam) for c in counts] == [("1180000", 1, 1), ("1190000", 2, 3)]
 
 
@@ -156,15 +157,15 @@ def _stored(engine, table=None):
 
 def test_a_rerun_replaces_the_day_and_never_double_counts(engine):
     _add(engine, "labmaster", [_report("labmaster") for _ in range(3)])
-    first = dc.compute_day(engine, org_code=ORG, day=DAY, run_id="r1", now=datetime(2024, 5, 30, 3, 0, 7))
+    first = dc.compute_day(engine, org_code=ORG, day=DAY, run_id="r1", now=datetime(2024, 5, 30, 3, 0, 7), options=DEFAULT_OPTIONS)
     assert first.changed and [(r["dept_code"], r["lab_num"], r["exam_num"]) for r in first.rows] == [("1190000", 3, 0)]
-    again = dc.compute_day(engine, org_code=ORG, day=DAY, run_id="r2", now=datetime(2024, 5, 30, 4))
+    again = dc.compute_day(engine, org_code=ORG, day=DAY, run_id="r2", now=datetime(2024, 5, 30, 4), options=DEFAULT_OPTIONS)
     assert not again.changed
     assert _stored(engine) == [{**r, "etl_loaded_at": _stored(engine)[0]["etl_loaded_at"]} for r in first.rows]
     assert again.rows[0]["last_update_dtime"] == datetime(2024, 5, 30, 3, 0, 7)  # untouched: not re-sent
 
     _add(engine, "labmaster", [_report("labmaster")])  # a late report of the day
-    later = dc.compute_day(engine, org_code=ORG, day=DAY, run_id="r3", now=datetime(2024, 5, 31, 3))
+    later = dc.compute_day(engine, org_code=ORG, day=DAY, run_id="r3", now=datetime(2024, 5, 31, 3), options=DEFAULT_OPTIONS)
     assert later.changed
     stored = _stored(engine)
     assert [(r["dept_code"], r["lab_num"], r["last_update_dtime"]) for r in stored] == [
@@ -175,11 +176,11 @@ def test_a_rerun_replaces_the_day_and_never_double_counts(engine):
 def test_a_department_that_disappears_is_sent_as_zero(engine):
     rows = [_report("labmaster"), _report("labmaster", dept="X1", name="X", std="A03", std_name="内科")]
     _add(engine, "labmaster", rows)
-    dc.compute_day(engine, org_code=ORG, day=DAY)
+    dc.compute_day(engine, org_code=ORG, day=DAY, options=DEFAULT_OPTIONS)
     with engine.begin() as conn:  # the X1 report turns out to belong to another department
         t = store.SPEC_TABLES["labmaster"]
         conn.execute(t.update().where(t.c.participant_dept_code == "X1").values(participant_dept_code="1190000"))
-    result = dc.compute_day(engine, org_code=ORG, day=DAY)
+    result = dc.compute_day(engine, org_code=ORG, day=DAY, options=DEFAULT_OPTIONS)
     assert [(r["dept_code"], r["lab_num"]) for r in result.rows] == [("1190000", 2), ("X1", 0)]
 
 
@@ -202,7 +203,7 @@ def _push(engine, platform):
     from hurren.push.runner import Pusher
 
     options = PushOptions(entities=("lab_exam_report",), backoff_base_s=0.01, max_wait_s=1, max_run_s=10)
-    return Pusher(engine=engine, client=platform, objects=None, bucket="b", options=options).run()
+    return Pusher(engine=engine, client=platform, objects=None, bucket="b", options=options, spec_options=DEFAULT_OPTIONS).run()
 
 
 def _queued(engine):
@@ -213,33 +214,33 @@ def _queued(engine):
 
 def test_changed_rows_are_queued_once_sent_in_one_call_and_reconciled_from_the_outbox(engine):
     _add(engine, "labmaster", [_report("labmaster"), _report("labmaster", dept="2", name="检验科", std="A01")])
-    dc.compute_day(engine, org_code=ORG, day=DAY)
-    dc.compute_day(engine, org_code=ORG, day=DAY)  # unchanged: nothing queued again
+    dc.compute_day(engine, org_code=ORG, day=DAY, options=DEFAULT_OPTIONS)
+    dc.compute_day(engine, org_code=ORG, day=DAY, options=DEFAULT_OPTIONS)  # unchanged: nothing queued again
     assert [status for _, status in _queued(engine)] == ["queued", "queued"]
-    assert dc.reconcile_day(engine, org_code=ORG, day=DAY)["push_status"] == {"queued": 2}
+    assert dc.reconcile_day(engine, org_code=ORG, day=DAY, options=DEFAULT_OPTIONS)["push_status"] == {"queued": 2}
     platform = RowsPlatform(field="dept_code")
     _push(engine, platform)
     assert [(m, sorted(r["dept_code"] for r in rows)) for m, rows, _ in platform.calls] == [
         ("ArchiveAutoReport", ["1190000", "2"])]  # fmt: skip
     assert set(platform.calls[0][1][0]) == set(spec.entity("lab_exam_report").names)
-    summary = dc.reconcile_day(engine, org_code=ORG, day=DAY)
+    summary = dc.reconcile_day(engine, org_code=ORG, day=DAY, options=DEFAULT_OPTIONS)
     assert summary["push_status"] == {"acked": 2} and "not_sent" not in summary["issues"]
     recon = _stored(engine, store.daily_count_recon)
     assert {(r["push_status"], r["push_answer"]) for r in recon} == {("acked", "ok")}
     _add(engine, "labmaster", [_report("labmaster", dept="2", name="检验科", std="A01")])  # a late report
-    dc.compute_day(engine, org_code=ORG, day=DAY)
+    dc.compute_day(engine, org_code=ORG, day=DAY, options=DEFAULT_OPTIONS)
     assert [status for _, status in _queued(engine)] == ["acked", "acked", "queued"]  # only the changed department
     _push(engine, platform)
     assert [r["lab_num"] for r in platform.calls[-1][1]] == ["2"]
-    assert dc.reconcile_day(engine, org_code=ORG, day=DAY)["push_status"] == {"acked": 2}
+    assert dc.reconcile_day(engine, org_code=ORG, day=DAY, options=DEFAULT_OPTIONS)["push_status"] == {"acked": 2}
 
 
 def test_a_refused_row_is_rejected_in_the_outbox_and_reported_by_the_reconciliation(engine):
     _add(engine, "labmaster", [_report("labmaster"), _report("labmaster", dept="2", name="检验科", std="A01")])
-    dc.compute_day(engine, org_code=ORG, day=DAY)
+    dc.compute_day(engine, org_code=ORG, day=DAY, options=DEFAULT_OPTIONS)
     result = _push(engine, RowsPlatform({"1190000"}, field="dept_code"))
     assert result.total().acked == 1 and result.total().rejected == 1
-    summary = dc.reconcile_day(engine, org_code=ORG, day=DAY)
+    summary = dc.reconcile_day(engine, org_code=ORG, day=DAY, options=DEFAULT_OPTIONS)
     assert summary["push_status"] == {"acked": 1, "rejected": 1} and summary["issues"] == {"push_error": 1}
     refused = next(r for r in _stored(engine, store.daily_count_recon) if r["dept_code"] == "1190000")
     assert refused["push_answer"] == "error:dept_code 1190000 不存在" and refused["issues"] == "push_error"
@@ -248,9 +249,9 @@ def test_a_refused_row_is_rejected_in_the_outbox_and_reported_by_the_reconciliat
 def test_reconciliation_compares_counts_with_the_reports_the_platform_acknowledged(engine):
     reports = [_report("labmaster") for _ in range(3)]
     _add(engine, "labmaster", reports)
-    dc.compute_day(engine, org_code=ORG, day=DAY)
+    dc.compute_day(engine, org_code=ORG, day=DAY, options=DEFAULT_OPTIONS)
     _push(engine, RowsPlatform(field="dept_code"))
-    assert dc.reconcile_day(engine, org_code=ORG, day=DAY)["lab_acked"] is None  # no report pushed yet: unknown
+    assert dc.reconcile_day(engine, org_code=ORG, day=DAY, options=DEFAULT_OPTIONS)["lab_acked"] is None  # no report pushed yet: unknown
     ent = spec.entity("labmaster")
     with engine.begin() as conn:
         conn.execute(insert(store.outbox), [
@@ -258,7 +259,7 @@ def test_reconciliation_compares_counts_with_the_reports_the_platform_acknowledg
              "action": "register", "status": status}
             for r, status in zip(reports, ("acked", "acked", "queued"), strict=True)
         ])  # fmt: skip
-    summary = dc.reconcile_day(engine, org_code=ORG, day=DAY)
+    summary = dc.reconcile_day(engine, org_code=ORG, day=DAY, options=DEFAULT_OPTIONS)
     assert (summary["lab_counted"], summary["lab_acked"], summary["exam_acked"]) == (3, 2, None)
     assert summary["issues"] == {"lab_not_acked": 1}
     recon = _stored(engine, store.daily_count_recon)[0]

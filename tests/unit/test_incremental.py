@@ -31,6 +31,8 @@ from hurren.incremental import (
     future_range,
     window,
 )
+from hurren.rules import load_rulebook
+from hurren.spec import DEFAULT_OPTIONS
 
 T0 = datetime(2024, 3, 11, 12, 0, 0)
 DAY = date(2024, 3, 11)
@@ -285,7 +287,8 @@ def _run(hospital: tuple[Engine, sources.Source, list[datetime]], db: Engine, ru
     kw.setdefault("until", datetime(2024, 3, 12))
     kw.setdefault("now", datetime(2024, 3, 12, 1))
     return pipeline.run_stream(source=s, stream=STREAM, source_engine=engine, store_engine=db, pdfs=None,
-                               run_id=run_id, dag_id="t", validator="pandas", **kw)  # fmt: skip
+                               run_id=run_id, dag_id="t", validator="pandas", options=DEFAULT_OPTIONS,
+                               rulebook=load_rulebook(), **kw)  # fmt: skip
 
 
 def _etl_run(db: Engine, run_id: str) -> Any:

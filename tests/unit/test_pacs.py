@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import create_engine, insert, select
 
 from hurren import mapping, pacs, spec, store, validation
+from hurren.rules import load_rulebook
 
 ORG = "457759922"
 DAY = date(2024, 3, 11)
@@ -58,8 +59,8 @@ def _study(**over):
     return row | over
 
 
-def _rules(entity, rows, options=None):
-    v = validation.validate_records(pd.DataFrame(rows), entity=entity, engine="pandas", options=options)
+def _rules(entity, rows, options=spec.DEFAULT_OPTIONS):
+    v = validation.validate_records(pd.DataFrame(rows), entity=entity, engine="pandas", options=options, rulebook=load_rulebook())
     f = v.failures
     return sorted({(r.field, r.rule, r.severity) for r in f.itertuples()})
 

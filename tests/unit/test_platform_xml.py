@@ -17,6 +17,7 @@ from hurren.platform import samples
 from hurren.platform import xml as px
 from hurren.platform.answers import Ack, QueryResult, read_query, read_status, read_submit
 from hurren.platform.exceptions import AnswerError, BusinessError, PayloadError
+from hurren.spec import DEFAULT_OPTIONS
 
 OPTIONS = spec.SpecOptions()  # the defaults, named: the builders of filters take the platform's profile
 
@@ -36,7 +37,7 @@ def parsed(data: bytes) -> dict[str, list[dict[str, Any]]]:
 @pytest.mark.parametrize("kind", ["lab", "exam"])
 def test_report_has_every_field_as_attribute_in_spec_order(kind: str) -> None:
     master, items = (LAB_MASTER, LAB_ITEMS) if kind == "lab" else (EXAM_MASTER, EXAM_ITEMS)
-    data = px.build_report(kind, master, items)
+    data = px.build_report(kind, master, items, options=DEFAULT_OPTIONS)
     root = etree.fromstring(data)
     master_name, item_name = px.REPORTS[kind]
     assert [c.tag for c in root] == [master_name, item_name]
@@ -48,7 +49,7 @@ def test_report_has_every_field_as_attribute_in_spec_order(kind: str) -> None:
 
 
 def test_declaration_is_the_specs() -> None:
-    assert px.build_lab_report(LAB_MASTER, LAB_ITEMS).startswith(
+    assert px.build_lab_report(LAB_MASTER, LAB_ITEMS, options=DEFAULT_OPTIONS).startswith(
         b'<?xml version="1.0" encoding="UTF-8"?>\n<root>'
     )
 
@@ -127,7 +128,7 @@ def test_values_are_formatted_as_the_spec_writes_them() -> None:
         data_status=1,
         pdf=b"%PDF-1.4 tiny",
     )
-    item = parsed(px.build_lab_report(master, []))["labmaster"][0]
+    item = parsed(px.build_lab_report(master, [], options=DEFAULT_OPTIONS))["labmaster"][0]
     assert item["last_update_dtime"] == "2024-03-11 09:29:00"
     assert item["retrieve_date"] == "2024-03-11"
     assert item["apply_form_no"] == ""
@@ -137,14 +138,18 @@ def test_values_are_formatted_as_the_spec_writes_them() -> None:
 
 def test_aware_datetimes_are_converted_to_beijing_time() -> None:
     utc = datetime(2024, 3, 11, 1, 29, tzinfo=UTC)
-    item = parsed(px.build_lab_report(dict(LAB_MASTER, author_dtime=utc), []))["labmaster"][0]
+    item = parsed(px.build_lab_report(dict(LAB_MASTER, author_dtime=utc), [], options=DEFAULT_OPTIONS))[
+        "labmaster"
+    ][0]
     assert item["author_dtime"] == "2024-03-11 09:29:00"
 
 
 def test_retrieve_date_text_with_time_is_truncated_d1() -> None:
-    item = parsed(px.build_lab_report(dict(LAB_MASTER, retrieve_date="2024-03-11 09:29:00"), []))[
-        "labmaster"
-    ][0]
+    item = parsed(
+        px.build_lab_report(
+            dict(LAB_MASTER, retrieve_date="2024-03-11 09:29:00"), [], options=DEFAULT_OPTIONS
+        )
+    )["labmaster"][0]
     assert item["retrieve_date"] == "2024-03-11"
 
 
@@ -156,12 +161,14 @@ def test_retrieve_date_as_datetime_when_the_platform_wants_it_d1() -> None:
 
 
 def test_years_before_1000_keep_four_digits() -> None:
-    item = parsed(px.build_exam_report(dict(EXAM_MASTER, birth_date=date(999, 1, 2)), []))["exammaster"][0]
+    item = parsed(
+        px.build_exam_report(dict(EXAM_MASTER, birth_date=date(999, 1, 2)), [], options=DEFAULT_OPTIONS)
+    )["exammaster"][0]
     assert item["birth_date"] == "0999-01-02"
 
 
 def test_table_spellings_by_default_and_aliases_rename_d2() -> None:
-    default = etree.fromstring(px.build_exam_report(EXAM_MASTER, EXAM_ITEMS))[0][0]
+    default = etree.fromstring(px.build_exam_report(EXAM_MASTER, EXAM_ITEMS, options=DEFAULT_OPTIONS))[0][0]
     assert (
         "id_type_code" in default.attrib
         and "patient_condition_desc" in default.attrib
@@ -185,20 +192,22 @@ def test_table_spellings_by_default_and_aliases_rename_d2() -> None:
 
 
 def test_extra_keys_such_as_store_columns_are_ignored() -> None:
-    data = px.build_lab_report(dict(LAB_MASTER, etl_run_id="r1", etl_content_hash="h"), [])
+    data = px.build_lab_report(
+        dict(LAB_MASTER, etl_run_id="r1", etl_content_hash="h"), [], options=DEFAULT_OPTIONS
+    )
     assert b"etl_" not in data
 
 
 def test_sub_items_take_missing_references_from_the_master() -> None:
     item = {k: v for k, v in LAB_ITEMS[0].items() if k not in ("org_code", "event_no", "report_form_no")}
-    got = parsed(px.build_lab_report(LAB_MASTER, [item]))["lab_subitem"][0]
+    got = parsed(px.build_lab_report(LAB_MASTER, [item], options=DEFAULT_OPTIONS))["lab_subitem"][0]
     assert (got["org_code"], got["event_no"], got["report_form_no"]) == ("457759922", "1878", "14437173")
 
 
 def test_sub_item_of_another_report_is_refused() -> None:
     item = dict(LAB_ITEMS[0], report_form_no="other")
     with pytest.raises(PayloadError, match=r"lab_subitem\[0\]\.report_form_no differs") as info:
-        px.build_lab_report(LAB_MASTER, [item])
+        px.build_lab_report(LAB_MASTER, [item], options=DEFAULT_OPTIONS)
     assert (info.value.entity, info.value.field) == ("lab_subitem", "report_form_no")
     assert "other" not in str(info.value)
 
@@ -224,11 +233,17 @@ def test_text_xml_cannot_carry_is_refused_naming_entity_and_field(char: str, ent
     secret = "张三"
     value = f"{secret}{char}x"
     if entity == "labmaster":
-        call = lambda: px.build_lab_report(dict(LAB_MASTER, **{field: value}), LAB_ITEMS)  # noqa: E731
+        call = lambda: px.build_lab_report(  # noqa: E731
+            dict(LAB_MASTER, **{field: value}), LAB_ITEMS, options=DEFAULT_OPTIONS
+        )
     elif entity == "lab_subitem":
-        call = lambda: px.build_lab_report(LAB_MASTER, [dict(LAB_ITEMS[0], **{field: value})])  # noqa: E731
+        call = lambda: px.build_lab_report(  # noqa: E731
+            LAB_MASTER, [dict(LAB_ITEMS[0], **{field: value})], options=DEFAULT_OPTIONS
+        )
     else:
-        call = lambda: px.build_exam_report(dict(EXAM_MASTER, **{field: value}), EXAM_ITEMS)  # noqa: E731
+        call = lambda: px.build_exam_report(  # noqa: E731
+            dict(EXAM_MASTER, **{field: value}), EXAM_ITEMS, options=DEFAULT_OPTIONS
+        )
     with pytest.raises(PayloadError) as info:
         call()
     message = str(info.value)
@@ -240,7 +255,9 @@ def test_text_xml_cannot_carry_is_refused_naming_entity_and_field(char: str, ent
 @pytest.mark.parametrize("char", ["\t", "\n", "\r", "\x7f", "\u2028", "😀", "ئ"], ids=repr)
 def test_text_xml_can_carry_survives(char: str) -> None:
     value = f"a{char}b"
-    got = parsed(px.build_exam_report(dict(EXAM_MASTER, conclusion=value), EXAM_ITEMS))["exammaster"][0]
+    got = parsed(
+        px.build_exam_report(dict(EXAM_MASTER, conclusion=value), EXAM_ITEMS, options=DEFAULT_OPTIONS)
+    )["exammaster"][0]
     assert got["conclusion"] == value
 
 
@@ -251,17 +268,23 @@ def test_text_xml_can_carry_survives(char: str) -> None:
 )
 def test_values_we_cannot_send_are_refused(value: object, message: str) -> None:
     with pytest.raises(PayloadError, match=message):
-        px.build_lab_report(dict(LAB_MASTER, event_type=value), [])
+        px.build_lab_report(dict(LAB_MASTER, event_type=value), [], options=DEFAULT_OPTIONS)
 
 
 def test_decimal_and_integral_float_numbers() -> None:
-    got = parsed(px.build_lab_report(dict(LAB_MASTER, event_type=2.0, data_status=Decimal("1.000")), []))
+    got = parsed(
+        px.build_lab_report(
+            dict(LAB_MASTER, event_type=2.0, data_status=Decimal("1.000")), [], options=DEFAULT_OPTIONS
+        )
+    )
     assert (got["labmaster"][0]["event_type"], got["labmaster"][0]["data_status"]) == ("2", "1")
 
 
 def test_gbk_encoding_is_declared_and_keeps_every_character() -> None:
     value = "维吾尔 ئۇيغۇر 😀"
-    data = px.build_exam_report(dict(EXAM_MASTER, conclusion=value), EXAM_ITEMS, encoding="GBK")
+    data = px.build_exam_report(
+        dict(EXAM_MASTER, conclusion=value), EXAM_ITEMS, encoding="GBK", options=DEFAULT_OPTIONS
+    )
     assert data.startswith(b'<?xml version="1.0" encoding="GBK"?>')
     assert parsed(data)["exammaster"][0]["conclusion"] == value
 
@@ -269,7 +292,7 @@ def test_gbk_encoding_is_declared_and_keeps_every_character() -> None:
 def test_daily_counts_shape_and_d8_clamp() -> None:
     rows = samples.daily_counts()
     rows[0]["exam_num"] = 12345
-    got = parsed(px.build_daily_counts(rows))["lab_exam_report"]
+    got = parsed(px.build_daily_counts(rows, options=DEFAULT_OPTIONS))["lab_exam_report"]
     assert [r["exam_num"] for r in got] == ["9999", "490"]
     assert list(got[0]) == list(spec.entity("lab_exam_report").names)
 
@@ -286,20 +309,20 @@ def test_records_shape(entity: str) -> None:
     rows = (
         samples.accept_records(is_accept="2") if entity == "sehr_accept_record" else samples.quote_records()
     )
-    got = parsed(px.build_records(entity, rows))  # type: ignore[arg-type]
+    got = parsed(px.build_records(entity, rows, options=DEFAULT_OPTIONS))  # type: ignore[arg-type]
     assert list(got) == [entity]
     assert list(got[entity][0]) == list(spec.entity(entity).names)
 
 
 def test_records_of_another_entity_are_refused() -> None:
     with pytest.raises(PayloadError, match="records must be one of"):
-        px.build_records("labmaster", [])  # type: ignore[arg-type]
+        px.build_records("labmaster", [], options=DEFAULT_OPTIONS)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("kind", ["lab", "exam"])
 def test_void_filter_elements_d13(kind: str) -> None:
     master = LAB_MASTER if kind == "lab" else EXAM_MASTER
-    root = etree.fromstring(px.build_void_filter(kind, master))  # type: ignore[arg-type]
+    root = etree.fromstring(px.build_void_filter(kind, master, options=DEFAULT_OPTIONS))  # type: ignore[arg-type]
     assert [c.tag for c in root] == list(spec.filters()[f"{kind}_void_filter"].elements)
     assert root.findtext("id_type") == "01"
     assert root.findtext("event_type") == "1"
@@ -561,7 +584,7 @@ def _rows(entity: str) -> st.SearchStrategy[dict[str, Any]]:
 
 
 def _expected(fld: spec.Field, value: Any) -> str:
-    return px.format_value(value, fld, entity="x")
+    return px.format_value(value, fld, entity="x", options=DEFAULT_OPTIONS)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -570,7 +593,7 @@ def test_property_exam_report_round_trips(master: dict[str, Any], items: list[di
     for key in ("org_code", "event_no", "report_form_no"):
         for item in items:
             item[key] = master[key]
-    got = parsed(px.build_exam_report(master, items))
+    got = parsed(px.build_exam_report(master, items, options=DEFAULT_OPTIONS))
     fields = spec.entity("exammaster").fields
     assert got["exammaster"][0] == {f.name: _expected(f, master[f.name]) for f in fields}
     assert len(got["exam_subitem"]) == len(items)
@@ -581,7 +604,9 @@ def test_property_exam_report_round_trips(master: dict[str, Any], items: list[di
 @settings(max_examples=60, deadline=None)
 @given(rows=st.lists(_rows("sehr_quote_record"), max_size=4))
 def test_property_records_round_trip(rows: list[dict[str, Any]]) -> None:
-    got = parsed(px.build_records("sehr_quote_record", rows)).get("sehr_quote_record", [])
+    got = parsed(px.build_records("sehr_quote_record", rows, options=DEFAULT_OPTIONS)).get(
+        "sehr_quote_record", []
+    )
     fields = spec.entity("sehr_quote_record").fields
     assert got == [{f.name: _expected(f, r[f.name]) for f in fields} for r in rows]
 
@@ -590,7 +615,7 @@ def test_property_records_round_trip(rows: list[dict[str, Any]]) -> None:
 @given(value=datetimes)
 def test_property_datetimes_have_the_spec_format(value: datetime) -> None:
     fld = spec.entity("labmaster").field("authenticator_dtime")
-    text = px.format_value(value, fld, entity="labmaster")
+    text = px.format_value(value, fld, entity="labmaster", options=DEFAULT_OPTIONS)
     assert re.fullmatch(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}", text)
     expected = value.astimezone(px.BEIJING).replace(tzinfo=None) if value.tzinfo else value
     assert text[:10] == f"{expected.year:04d}-{expected.month:02d}-{expected.day:02d}"
@@ -601,7 +626,7 @@ def test_property_datetimes_have_the_spec_format(value: datetime) -> None:
 @given(text=st.text(max_size=20))
 def test_property_any_text_is_sent_or_refused_cleanly(text: str) -> None:
     try:
-        got = parsed(px.build_lab_report(dict(LAB_MASTER, report_title=text), []))
+        got = parsed(px.build_lab_report(dict(LAB_MASTER, report_title=text), [], options=DEFAULT_OPTIONS))
     except PayloadError as exc:
         assert any(c in _BAD or ord(c) < 0x20 and c not in "\t\n\r" for c in text)
         assert exc.field == "report_title"

@@ -36,6 +36,7 @@ from hurren.push.options import PushOptions
 from hurren.push.policy import CircuitBreaker, Outcome, backoff_s, classify
 from hurren.push.runner import Pusher
 from hurren.settings import PlatformSettings
+from hurren.spec import DEFAULT_OPTIONS
 
 LAB = spec.entity("labmaster")
 ob = store.outbox
@@ -155,7 +156,7 @@ def row(form: str, *, version: str = "v1", status: int = 1, patient: str = "P1",
 
 def enqueue(db: Engine, *rows: dict[str, Any]) -> int:
     with db.begin() as conn:
-        return outbox.enqueue_reports(conn, LAB, list(rows))
+        return outbox.enqueue_reports(conn, LAB, list(rows), void_data_status=DEFAULT_OPTIONS.void_data_status)
 
 
 def entries(db: Engine) -> list[dict[str, Any]]:
@@ -278,9 +279,9 @@ def _settings(**kw: Any) -> PlatformSettings:
 
 def test_the_platform_config_names_every_missing_setting() -> None:
     with pytest.raises(PushConfigError) as info:
-        PlatformConfig.from_settings(_settings(public_key=None, visitor_key=None))
+        PlatformConfig.from_settings(_settings(public_key=None, visitor_key=None), spec_options=DEFAULT_OPTIONS)
     assert "HURREN_PLATFORM_PUBLIC_KEY" in str(info.value) and "password" in str(info.value)
-    config = PlatformConfig.from_settings(_settings(key_max_uses=5, key_max_age_s=60))
+    config = PlatformConfig.from_settings(_settings(key_max_uses=5, key_max_age_s=60), spec_options=DEFAULT_OPTIONS)
     assert (config.key_max_uses, config.key_max_age_s) == (5, 60)
     assert "secret-key" not in repr(config) and config.public_key not in repr(config)
 
@@ -289,16 +290,16 @@ def test_the_airflow_connection_wins_over_the_environment() -> None:
     conn = SimpleNamespace(host="platform.example", port=8080, schema="Myhealth", login="visitor-9",
                            password="pw-9", extra_dejson={"org_code": "650000001", "sm2_mode": "C1C2C3",
                                                           "key_max_uses": 50})  # fmt: skip
-    config = PlatformConfig.from_connection(conn, fallback=_settings())
+    config = PlatformConfig.from_connection(conn, fallback=_settings(), spec_options=DEFAULT_OPTIONS)
     assert config.endpoint == "http://platform.example:8080/Myhealth"
     assert (config.credential.org_code, config.credential.visitor_code, config.credential.visitor_key) == (
         "650000001", "visitor-9", "pw-9")  # fmt: skip
     assert (config.crypto_options.mode, config.key_max_uses) == ("C1C2C3", 50)
     conn.host = "https://p.example/ws/Myhealth"
-    assert PlatformConfig.from_connection(conn, fallback=_settings()).endpoint == conn.host
+    assert PlatformConfig.from_connection(conn, fallback=_settings(), spec_options=DEFAULT_OPTIONS).endpoint == conn.host
     with pytest.raises(PushConfigError, match="sm2_mode|mode"):
         PlatformConfig.from_connection(SimpleNamespace(**{**vars(conn), "extra_dejson": {"sm2_mode": "X"}}),
-                                       fallback=_settings())  # fmt: skip
+                                       fallback=_settings(), spec_options=DEFAULT_OPTIONS)  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------
@@ -355,7 +356,7 @@ def put_report(db: Engine, objects: Objects, form: str, *, status: int = 1, pdf:
         for it in items:
             conn.execute(insert(item_t).values({**{k: v for k, v in it.items() if k in item_t.c},
                                                 "etl_content_hash": "x"}))  # fmt: skip
-        outbox.enqueue_reports(conn, LAB, [master])
+        outbox.enqueue_reports(conn, LAB, [master], void_data_status=DEFAULT_OPTIONS.void_data_status)
 
 
 def push(db: Engine, objects: Objects, platform: FakePlatform, profile: spec.SpecOptions | None = None,
@@ -447,7 +448,7 @@ def test_reports_are_claimed_read_and_recorded_many_per_statement(db: Engine) ->
 
 
 def test_the_session_key_and_its_wrapped_strkey_are_reused_within_the_window_then_rotated() -> None:
-    config = PlatformConfig.from_settings(_settings(key_max_uses=3, key_max_age_s=600))
+    config = PlatformConfig.from_settings(_settings(key_max_uses=3, key_max_age_s=600), spec_options=DEFAULT_OPTIONS)
     with config.client(pool_size=1) as client:
         keys = [client.seal(b"<root/>").key for _ in range(7)]
     assert [keys.index(k) for k in keys] == [0, 0, 0, 3, 3, 3, 6]  # one SM2 wrap per 3 calls
@@ -505,7 +506,7 @@ def put_records(db: Engine, codes: Sequence[str], *, version: str = "v1", queue:
         conn.execute(t.delete().where(t.c.code.in_(list(codes))))
         conn.execute(insert(t), [{k: v for k, v in r.items() if k in t.c} for r in rows])
         if queue:
-            outbox.enqueue(conn, ACCEPT, rows, org_code="ORG")
+            outbox.enqueue_records(conn, ACCEPT, rows, org_code="ORG")
     return rows
 
 
@@ -553,7 +554,7 @@ def test_a_batch_that_times_out_is_retried_whole_and_a_stale_row_is_not_sent(db:
 def test_a_row_queued_again_unchanged_is_not_queued_twice(db: Engine) -> None:
     rows = put_records(db, ["A", "B"])
     with db.begin() as conn:
-        assert outbox.enqueue(conn, ACCEPT, rows, org_code="ORG") == 0
+        assert outbox.enqueue_records(conn, ACCEPT, rows, org_code="ORG") == 0
     rows = put_records(db, ["A"], version="v2")
     assert [(x["status"], x["content_hash"] == rows[0]["etl_content_hash"]) for x in entries(db)] == [
         ("superseded", False), ("queued", False), ("queued", True)]  # fmt: skip
@@ -704,7 +705,7 @@ def test_an_older_outbox_is_upgraded_in_place_once(db: Engine) -> None:
     assert outbox.upgrade(db)["keys_hashed"] == 0
     assert [x["record_key"] for x in entries(db)] == [outbox.entry_key(ACCEPT, r) for r in rows]
     with db.begin() as conn:
-        assert outbox.enqueue(conn, ACCEPT, rows, org_code="ORG") == 0  # the same versions
+        assert outbox.enqueue_records(conn, ACCEPT, rows, org_code="ORG") == 0  # the same versions
     platform = RowsPlatform()
     push(db, Objects(), platform)
     assert sorted(r["code"] for _, call_rows, _ in platform.calls for r in call_rows) == ["A", "B"]
@@ -722,7 +723,7 @@ def test_sync_queues_accept_records_for_the_hospital_that_sent_them(db: Engine) 
         [orphan] = samples.accept_records(codes=("C",))
         conn.execute(insert(t).values({**{k: v for k, v in orphan.items() if k in t.c}, "etl_content_hash": "h",
                                        "etl_run_id": "records__x:run1"}))  # fmt: skip
-    got = outbox.sync_from_store(db, entities=["sehr_accept_record"])
+    got = outbox.sync_from_store(db, entities=["sehr_accept_record"], void_data_status=())
     assert got == {"sehr_accept_record": 2, "sehr_accept_record:no_sender": 1}
     assert {(x["org_code"], x["status"]) for x in entries(db)} == {("ORG", "queued")}
     with db.begin() as conn:
@@ -730,6 +731,6 @@ def test_sync_queues_accept_records_for_the_hospital_that_sent_them(db: Engine) 
                                               stream="accept", status="success",
                                               details=json.dumps({"org_code": "ORG2"})))  # fmt: skip
     assert outbox.upgrade(db)["senders_found"] == 1
-    assert outbox.sync_from_store(db, entities=["sehr_accept_record"]) == {"sehr_accept_record": 1}
-    assert outbox.sync_from_store(db, entities=["sehr_accept_record"]) == {"sehr_accept_record": 0}
+    assert outbox.sync_from_store(db, entities=["sehr_accept_record"], void_data_status=()) == {"sehr_accept_record": 1}
+    assert outbox.sync_from_store(db, entities=["sehr_accept_record"], void_data_status=()) == {"sehr_accept_record": 0}
     assert sorted(x["org_code"] for x in entries(db)) == ["ORG", "ORG", "ORG2"]

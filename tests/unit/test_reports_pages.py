@@ -21,6 +21,8 @@ from sqlalchemy import create_engine, select, update
 
 from hurren import incremental, load, pipeline, sources, store, synthetic
 from hurren.reports import masking, quarantine, results, scorecard, web
+from hurren.rules import load_rulebook
+from hurren.spec import DEFAULT_OPTIONS
 
 DAYS = [date(2024, 3, 9), date(2024, 3, 10), date(2024, 3, 11)]
 
@@ -77,7 +79,7 @@ def region(tmp_path_factory):
                 source=src, stream=stream, source_engine=source_engine, store_engine=engine,
                 pdfs=load.Pdfs(client=s3, bucket="reports"), run_id=f"scheduled__{day}T16:00:00+00:00",
                 dag_id=f"{stream}_reports__unit0", until=datetime.combine(day + timedelta(days=1), datetime.min.time()),
-                validator="pandas",
+                validator="pandas", options=DEFAULT_OPTIONS, rulebook=load_rulebook()
             )  # fmt: skip
     idents, others = masking.database_identifiers(source_engine)
     app = web.create_app(engine=engine, s3=s3, bucket="docs", org_names=lambda: {h.org_code: h.name})

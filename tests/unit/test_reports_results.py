@@ -12,6 +12,8 @@ from sqlalchemy import create_engine, select
 
 from hurren import extract, sources, synthetic, validation
 from hurren.reports import results
+from hurren.rules import load_rulebook
+from hurren.spec import DEFAULT_OPTIONS
 
 DAY = date(2024, 3, 11)
 
@@ -131,7 +133,14 @@ def verdicts(tmp_path_factory):
         batch = next(
             iter(extract.read_reports(conn, src, "lab", datetime(2024, 3, 11), datetime(2024, 3, 12)))
         )
-    v = validation.validate_reports(batch.masters, batch.items, master_entity="labmaster", engine="pandas")
+    v = validation.validate_reports(
+        batch.masters,
+        batch.items,
+        master_entity="labmaster",
+        engine="pandas",
+        options=DEFAULT_OPTIONS,
+        rulebook=load_rulebook(),
+    )
     engine.dispose()
     return h, v, batch
 

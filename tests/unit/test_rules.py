@@ -9,16 +9,20 @@ import pandas as pd
 import pytest
 
 from hurren import rules, spec
+from hurren.rules import load_rulebook
+from hurren.spec import DEFAULT_OPTIONS
 
 ENTITIES = sorted(spec.entities())
 WARNINGS = {"id_card_legacy", "id_sex", "id_birth_date", "effective_dtime", "dtime_order", "accept_reason"}
 
 
-def checks_of(entity: str, options: spec.SpecOptions | None = None) -> list[rules.Check]:
+def checks_of(entity: str, options: spec.SpecOptions = spec.DEFAULT_OPTIONS) -> list[rules.Check]:
     return list(rules.plan(entity, options).checks)
 
 
-def by(entity: str, rule: str, options: spec.SpecOptions | None = None) -> dict[str, list[rules.Check]]:
+def by(
+    entity: str, rule: str, options: spec.SpecOptions = spec.DEFAULT_OPTIONS
+) -> dict[str, list[rules.Check]]:
     out: dict[str, list[rules.Check]] = {}
     for c in checks_of(entity, options):
         if c.rule == rule:
@@ -127,7 +131,7 @@ def test_checks_follow_the_field_tables(entity):
     assert len(by(entity, "unique_key")) == 1
     ids = [c.id for c in checks_of(entity)]
     assert len(ids) == len(set(ids))
-    raw = {c for c in rules.plan(entity).columns}
+    raw = {c for c in rules.plan(entity, options=DEFAULT_OPTIONS).columns}
     assert raw <= set(ent.names)
 
 
@@ -181,7 +185,7 @@ def test_cross_field_rules_land_where_the_spec_says():
 
 
 def test_every_rule_applies_somewhere():
-    table = rules.rule_table()
+    table = rules.rule_table(rulebook=load_rulebook(), options=DEFAULT_OPTIONS)
     assert [r.rule for r in table] == list(rules.RULE_IDS)
     assert all(r.fields for r in table), [r.rule for r in table if not r.fields]
 

@@ -17,6 +17,8 @@ import pandas as pd
 import pytest
 
 from hurren import rules, spec, store
+from hurren.rules import load_rulebook
+from hurren.spec import DEFAULT_OPTIONS
 from hurren.validation import ValidationError, Verdicts, mask, validate_records, validate_reports
 
 PDF = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n"
@@ -334,7 +336,9 @@ def run_case(case: Case, engine: str = "pandas", n: int = 1) -> tuple[Verdicts, 
     master_entity = LM if case.kind == "lab" else XM
     if i_df.empty:
         i_df = pd.DataFrame(columns=spec.entity(rules.item_entity_of(master_entity)).names)
-    v = validate_reports(m_df, i_df, master_entity=master_entity, options=case.options, engine=engine)
+    v = validate_reports(
+        m_df, i_df, master_entity=master_entity, options=case.options, engine=engine, rulebook=load_rulebook()
+    )
     return v, masters, items
 
 
@@ -362,7 +366,9 @@ def test_orphan_is_filed_under_the_key_its_master_would_have():
     masters, items = lab_report(1)
     orphan = {**items[0], "report_form_no": "R-MISSING"}
     m_df, i_df = pd.DataFrame(masters), pd.DataFrame([*items, orphan])
-    v = validate_reports(m_df, i_df, master_entity=LM, engine="pandas")
+    v = validate_reports(
+        m_df, i_df, master_entity=LM, engine="pandas", options=DEFAULT_OPTIONS, rulebook=load_rulebook()
+    )
     expected = json.dumps(["457759922", "R-MISSING", None, None, "1878"], ensure_ascii=False)
     assert v.held_keys == {expected}
     assert v.item_record_keys.tolist() == [key_of(masters[0])] * 2 + [expected]
@@ -376,7 +382,9 @@ def test_a_held_report_is_held_whole_with_its_items():
     bad = with_item(lab_report(1), 1, result_value="阳性")
     good = lab_report(2)
     m_df, i_df = frames(bad, good)
-    v = validate_reports(m_df, i_df, master_entity=LM, engine="pandas")
+    v = validate_reports(
+        m_df, i_df, master_entity=LM, engine="pandas", options=DEFAULT_OPTIONS, rulebook=load_rulebook()
+    )
     assert v.held_keys == {key_of(bad[0][0])}
     assert v.master_held.tolist() == [True, False]
     assert v.item_held.tolist() == [True, True, False, False]
@@ -391,7 +399,9 @@ def test_a_held_report_is_held_whole_with_its_items():
 def test_rows_are_positions_even_with_a_foreign_index():
     m_df, i_df = frames(lab_report(1, sex_code="F"), lab_report(2))
     m_df.index = [100, 7]
-    v = validate_reports(m_df, i_df, master_entity=LM, engine="pandas")
+    v = validate_reports(
+        m_df, i_df, master_entity=LM, engine="pandas", options=DEFAULT_OPTIONS, rulebook=load_rulebook()
+    )
     assert v.failures["row"].tolist() == [0]
     assert v.master_held.index.tolist() == [100, 7]
 
@@ -399,7 +409,9 @@ def test_rows_are_positions_even_with_a_foreign_index():
 def test_every_broken_rule_is_in_the_reason():
     report = with_item(lab_report(1, sex_code="F", report_title="血\x02", pdf=""), 0, result_value="x")
     m_df, i_df = frames(report)
-    v = validate_reports(m_df, i_df, master_entity=LM, engine="pandas")
+    v = validate_reports(
+        m_df, i_df, master_entity=LM, engine="pandas", options=DEFAULT_OPTIONS, rulebook=load_rulebook()
+    )
     reason = v.reason(key_of(report[0][0]))
     for rule in ("dictionary", "xml_chars", "pdf", "pq_numeric"):
         assert f" {rule}: " in reason
@@ -417,10 +429,14 @@ def test_every_broken_rule_is_in_the_reason():
 
 def test_flipping_a_rule_to_warning_releases_the_report():
     m_df, i_df = frames(lab_report(1, items=0))
-    strict = validate_reports(m_df, i_df, master_entity=LM, engine="pandas")
+    strict = validate_reports(
+        m_df, i_df, master_entity=LM, engine="pandas", options=DEFAULT_OPTIONS, rulebook=load_rulebook()
+    )
     assert strict.held_keys == {key_of(m_df.iloc[0].to_dict())}
     lenient = rules.load_rulebook().with_severity("no_items", "warning")
-    v = validate_reports(m_df, i_df, master_entity=LM, engine="pandas", rulebook=lenient)
+    v = validate_reports(
+        m_df, i_df, master_entity=LM, engine="pandas", rulebook=lenient, options=DEFAULT_OPTIONS
+    )
     assert v.failures["severity"].tolist() == ["warning"]
     assert not v.held_keys and v.passed(m_df).shape[0] == 1
 
@@ -430,7 +446,7 @@ def test_severity_override_from_the_rules_document():
     doc["overrides"].append({"rule": "dictionary", "entity": LM, "field": "sex_code", "severity": "warning"})
     rb = rules.rulebook_from_mapping(doc)
     m_df, i_df = frames(lab_report(1, sex_code="F", event_type="7"))
-    v = validate_reports(m_df, i_df, master_entity=LM, engine="pandas", rulebook=rb)
+    v = validate_reports(m_df, i_df, master_entity=LM, engine="pandas", rulebook=rb, options=DEFAULT_OPTIONS)
     assert dict(zip(v.failures["field"], v.failures["severity"], strict=True)) == {
         "event_type": "error", "sex_code": "warning",
     }  # fmt: skip
@@ -442,7 +458,7 @@ def test_pdf_size_limit_comes_from_the_rules_document():
     rb = rules.rulebook_from_mapping(doc)
     big = base64.b64encode(PDF + b" " * 200).decode()
     m_df, i_df = frames(lab_report(1, pdf=big), lab_report(2))
-    v = validate_reports(m_df, i_df, master_entity=LM, engine="pandas", rulebook=rb)
+    v = validate_reports(m_df, i_df, master_entity=LM, engine="pandas", rulebook=rb, options=DEFAULT_OPTIONS)
     assert found(v) == {(LM, "pdf", "pdf", "too_large")}
     assert (
         f"decoded PDF is {len(PDF) + 200} bytes, over the limit of 64 bytes" in v.failures.loc[0, "message"]
@@ -458,7 +474,9 @@ def test_pdf_checked_at_extraction_is_read_from_its_outcome_column(engine):
     m_df = m_df.drop(columns=["pdf"])
     m_df["__pdf__pdf"] = ["ok", "too_large", "no_eof", "missing"]
     m_df["pdf_size"] = [900, 30_000_000, 800, None]
-    v = validate_reports(m_df, i_df, master_entity=LM, engine=engine)
+    v = validate_reports(
+        m_df, i_df, master_entity=LM, engine=engine, options=DEFAULT_OPTIONS, rulebook=load_rulebook()
+    )
     got = v.failures[["record_key", "check"]].itertuples(index=False, name=None)
     assert set(got) == {
         (key_of(reports[i][0][0]), c) for i, c in ((1, "too_large"), (2, "no_eof"), (3, "missing"))
@@ -466,26 +484,45 @@ def test_pdf_checked_at_extraction_is_read_from_its_outcome_column(engine):
     assert "decoded PDF is 30000000 bytes" in v.reason(key_of(reports[1][0][0]))
     # the same rows with the Base64 text instead: the same verdicts where the outcomes agree
     m_b64, _ = frames(*reports)
-    assert validate_reports(m_b64, i_df, master_entity=LM, engine=engine).held_keys == frozenset()
+    again = validate_reports(
+        m_b64, i_df, master_entity=LM, engine=engine, options=DEFAULT_OPTIONS, rulebook=load_rulebook()
+    )
+    assert again.held_keys == frozenset()
 
 
 def test_tolerance_and_char_semantics_come_from_spec_options():
     report = with_item(lab_report(1, class_name="血" * 50), effective_dtime="2024-03-11 09:38:59")
     m_df, i_df = frames(report)
-    strict = validate_reports(m_df, i_df, master_entity=LM, engine="pandas")
+    strict = validate_reports(
+        m_df, i_df, master_entity=LM, engine="pandas", options=DEFAULT_OPTIONS, rulebook=load_rulebook()
+    )
     assert {f[2] for f in found(strict)} == {"length", "effective_dtime"}
     opts = spec.SpecOptions(length_semantics="char", effective_dtime_tolerance_s=600)
-    assert found(validate_reports(m_df, i_df, master_entity=LM, engine="pandas", options=opts)) == set()
+    assert (
+        found(
+            validate_reports(
+                m_df, i_df, master_entity=LM, engine="pandas", options=opts, rulebook=load_rulebook()
+            )
+        )
+        == set()
+    )
     gbk = spec.SpecOptions(length_encoding="gbk")  # 2 bytes per Chinese character: 100 bytes fit
     assert {
-        f[2] for f in found(validate_reports(m_df, i_df, master_entity=LM, engine="pandas", options=gbk))
+        f[2]
+        for f in found(
+            validate_reports(
+                m_df, i_df, master_entity=LM, engine="pandas", options=gbk, rulebook=load_rulebook()
+            )
+        )
     } == {"effective_dtime"}
 
 
 def test_modality_can_move_to_class_name_D4():
     opts = spec.SpecOptions(exam_modality_field="class_name")
     m_df, i_df = frames(exam_report(1, class_code="A01", class_name="CT"), exam_report(2, class_name="平扫"))
-    v = validate_reports(m_df, i_df, master_entity=XM, engine="pandas", options=opts)
+    v = validate_reports(
+        m_df, i_df, master_entity=XM, engine="pandas", options=opts, rulebook=load_rulebook()
+    )
     assert found(v) == {(XM, "class_name", "dictionary", "not_in")}
     assert v.failures["row"].tolist() == [1]
 
@@ -512,7 +549,9 @@ RECORD_CASES = [
 )
 def test_accept_records(rows, expect, held):
     df = pd.DataFrame(rows)
-    v = validate_records(df, entity="sehr_accept_record", engine="pandas")
+    v = validate_records(
+        df, entity="sehr_accept_record", engine="pandas", options=DEFAULT_OPTIONS, rulebook=load_rulebook()
+    )
     assert set(v.failures[["field", "rule", "check"]].itertuples(index=False, name=None)) == expect
     assert bool(v.held_keys) is held
     assert v.master_held.tolist() == [held] * len(rows)
@@ -556,25 +595,63 @@ def pacs_instance(**changes: str | None) -> dict:
     ],
 )
 def test_pacs_instances(changes, expect):
-    v = validate_records(pd.DataFrame([pacs_instance(**changes)]), entity="v_web_jcjg", engine="pandas")
+    v = validate_records(
+        pd.DataFrame([pacs_instance(**changes)]),
+        entity="v_web_jcjg",
+        engine="pandas",
+        options=DEFAULT_OPTIONS,
+        rulebook=load_rulebook(),
+    )
     assert set(v.failures[["field", "rule", "check"]].itertuples(index=False, name=None)) == expect
 
 
 def test_wrong_entry_point_is_refused():
     with pytest.raises(ValidationError, match="validate_reports"):
-        validate_records(pd.DataFrame([accept()]), entity="labmaster", engine="pandas")
+        validate_records(
+            pd.DataFrame([accept()]),
+            entity="labmaster",
+            engine="pandas",
+            options=DEFAULT_OPTIONS,
+            rulebook=load_rulebook(),
+        )
     with pytest.raises(ValidationError, match="not a report master"):
-        validate_reports(pd.DataFrame(), pd.DataFrame(), master_entity="sehr_accept_record")
+        validate_reports(
+            pd.DataFrame(),
+            pd.DataFrame(),
+            master_entity="sehr_accept_record",
+            options=DEFAULT_OPTIONS,
+            rulebook=load_rulebook(),
+        )
     with pytest.raises(ValidationError, match="engine"):
-        validate_records(pd.DataFrame([accept()]), entity="sehr_accept_record", engine="spark")  # type: ignore[arg-type]
+        validate_records(
+            pd.DataFrame([accept()]),
+            entity="sehr_accept_record",
+            engine="spark",
+            options=DEFAULT_OPTIONS,
+            rulebook=load_rulebook(),
+        )  # type: ignore[arg-type]
 
 
 def test_object_columns_with_none_and_str_columns_with_nan_are_the_same():
     masters, items = lab_report(1, author_name=None, apply_form_no=None)
     as_object = pd.DataFrame(masters, dtype=object)
     as_str = pd.DataFrame(masters).astype("str")
-    v1 = validate_reports(as_object, pd.DataFrame(items), master_entity=LM, engine="pandas")
-    v2 = validate_reports(as_str, pd.DataFrame(items), master_entity=LM, engine="pandas")
+    v1 = validate_reports(
+        as_object,
+        pd.DataFrame(items),
+        master_entity=LM,
+        engine="pandas",
+        options=DEFAULT_OPTIONS,
+        rulebook=load_rulebook(),
+    )
+    v2 = validate_reports(
+        as_str,
+        pd.DataFrame(items),
+        master_entity=LM,
+        engine="pandas",
+        options=DEFAULT_OPTIONS,
+        rulebook=load_rulebook(),
+    )
     pd.testing.assert_frame_equal(v1.failures, v2.failures)
     assert found(v1) == {(LM, "author_name", "not_null", "required")}
 
@@ -604,7 +681,9 @@ def assert_no_secret(text: str) -> None:
 
 def test_messages_and_reasons_carry_no_identifier_values():
     m_df, i_df = identifier_batch()
-    v = validate_reports(m_df, i_df, master_entity=XM, engine="pandas")
+    v = validate_reports(
+        m_df, i_df, master_entity=XM, engine="pandas", options=DEFAULT_OPTIONS, rulebook=load_rulebook()
+    )
     rules_hit = set(v.failures["rule"])
     assert {"xml_chars", "length", "id_card", "datetime", "not_null"} <= rules_hit
     assert_no_secret(v.failures.to_csv())
@@ -645,8 +724,22 @@ def every_defect() -> dict[str, tuple[pd.DataFrame, pd.DataFrame, dict[str, Case
 def test_gx_and_pandas_agree_on_every_defect(every_defect, kind):
     m_df, i_df, by_key = every_defect[kind]
     master_entity = LM if kind == "lab" else XM
-    gx = validate_reports(m_df, i_df, master_entity=master_entity, engine="gx")
-    pd_ = validate_reports(m_df, i_df, master_entity=master_entity, engine="pandas")
+    gx = validate_reports(
+        m_df,
+        i_df,
+        master_entity=master_entity,
+        engine="gx",
+        options=DEFAULT_OPTIONS,
+        rulebook=load_rulebook(),
+    )
+    pd_ = validate_reports(
+        m_df,
+        i_df,
+        master_entity=master_entity,
+        engine="pandas",
+        options=DEFAULT_OPTIONS,
+        rulebook=load_rulebook(),
+    )
     pd.testing.assert_frame_equal(gx.failures, pd_.failures)
     assert gx.held_keys == pd_.held_keys
     # and each case found exactly its defects in the big batch too (orphans file under their own key)
@@ -662,22 +755,32 @@ def test_gx_and_pandas_agree_on_every_defect(every_defect, kind):
 
 def test_gx_and_pandas_agree_on_records():
     rows = pd.DataFrame([r for c in RECORD_CASES for r in c[1]])
-    gx = validate_records(rows, entity="sehr_accept_record", engine="gx")
-    pd_ = validate_records(rows, entity="sehr_accept_record", engine="pandas")
+    gx = validate_records(
+        rows, entity="sehr_accept_record", engine="gx", options=DEFAULT_OPTIONS, rulebook=load_rulebook()
+    )
+    pd_ = validate_records(
+        rows, entity="sehr_accept_record", engine="pandas", options=DEFAULT_OPTIONS, rulebook=load_rulebook()
+    )
     pd.testing.assert_frame_equal(gx.failures, pd_.failures)
     pacs = pd.DataFrame([pacs_instance(), pacs_instance(SERIESIUID="1.02", INSTANCESOPIUID="9.9")])
-    gx = validate_records(pacs, entity="v_web_jcjg", engine="gx")
-    pd_ = validate_records(pacs, entity="v_web_jcjg", engine="pandas")
+    gx = validate_records(
+        pacs, entity="v_web_jcjg", engine="gx", options=DEFAULT_OPTIONS, rulebook=load_rulebook()
+    )
+    pd_ = validate_records(
+        pacs, entity="v_web_jcjg", engine="pandas", options=DEFAULT_OPTIONS, rulebook=load_rulebook()
+    )
     pd.testing.assert_frame_equal(gx.failures, pd_.failures)
 
 
 def test_gx_result_is_kept_with_rule_metadata_and_no_identifier_values():
     m_df, i_df = identifier_batch()
-    v = validate_reports(m_df, i_df, master_entity=XM, engine="gx")
+    v = validate_reports(
+        m_df, i_df, master_entity=XM, engine="gx", options=DEFAULT_OPTIONS, rulebook=load_rulebook()
+    )
     result = v.gx_result
     assert set(v.gx_results) == {XM, XS}
     assert result is not None and not result.success
-    plan = rules.plan(XM)
+    plan = rules.plan(XM, options=DEFAULT_OPTIONS)
     assert len(result.results) == len(plan.checks)
     metas = [r.expectation_config.meta for r in result.results]
     assert all({"rule", "check", "entity", "field", "check_id", "severity"} <= set(m) for m in metas)
@@ -705,9 +808,11 @@ def test_gx_suite_is_built_once_per_entity():
     from hurren.validation import gx_suite
 
     rb = rules.load_rulebook()
-    assert gx_suite(rules.plan(LM), rb) is gx_suite(rules.plan(LM), rb)
+    assert gx_suite(rules.plan(LM, options=DEFAULT_OPTIONS), rb) is gx_suite(
+        rules.plan(LM, options=DEFAULT_OPTIONS), rb
+    )
     flipped = rb.with_severity("no_items", "warning")
-    suite, _ = gx_suite(rules.plan(LM), flipped)
+    suite, _ = gx_suite(rules.plan(LM, options=DEFAULT_OPTIONS), flipped)
     severities = {e.meta["check_id"]: e.severity.value for e in suite.expectations}
     assert severities["labmaster.lab_subitem.no_items"] == "warning"
     assert severities["labmaster.sex_code.dictionary.not_in"] == "critical"

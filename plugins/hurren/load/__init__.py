@@ -217,7 +217,7 @@ def _commit(
     max_cursor: datetime | None,
     pdfs: Pdfs | None,
     settled: Sequence[str] = (),
-    void_data_status: Sequence[str] = ("0",),
+    void_data_status: Sequence[str],
 ) -> None:
     """The batch's one transaction: rows, their push_outbox entries, quarantine, resolutions, run
     counts, watermark; and the PDFs put for it (``settled``: refused ones too) no longer pending."""
@@ -302,7 +302,7 @@ def _load(
     cursor: CursorState | None,
     method: Method,
     clock: SourceClock | None = None,
-    options: spec.SpecOptions | None = None,
+    void_data_status: Sequence[str],
 ) -> LoadCounts:
     how = _method(engine, method)
     change_time = STREAMS[stream].cursor
@@ -342,7 +342,7 @@ def _load(
             max_cursor=max_cursor,
             pdfs=pdfs,
             settled=list(refused),
-            void_data_status=(options or spec.SpecOptions()).void_data_status,
+            void_data_status=void_data_status,
         )
     except db_errors() as exc:
         raise StoreWriteError(
@@ -379,7 +379,7 @@ def load_reports(
     run_pk: int | None = None,
     cursor: CursorState | None = None,
     method: Method = "auto",
-    options: spec.SpecOptions | None = None,
+    options: spec.SpecOptions,
     clock: SourceClock | None = None,
 ) -> LoadCounts:
     """Load one batch of reports (masters with their sub-items and PDFs) into the store.
@@ -409,7 +409,7 @@ def load_reports(
         run_pk=run_pk,
         cursor=cursor,
         method=method,
-        options=options,
+        void_data_status=options.void_data_status,
         clock=clock,
     )
 
@@ -445,5 +445,6 @@ def load_records(
         run_pk=run_pk,
         cursor=cursor,
         method=method,
+        void_data_status=(),  # records carry no data_status: none is a void
         clock=clock,
     )

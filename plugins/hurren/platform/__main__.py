@@ -27,8 +27,10 @@ flag                   environment variable             meaning
 --sm2-no-04            HURREN_PLATFORM_SM2_04=false     SM2 ciphertext without the 04 prefix
 --key-form             HURREN_PLATFORM_KEY_FORM         raw (default) or hex
 --text-encoding        HURREN_PLATFORM_TEXT_ENCODING    utf-8 (default), gbk or gb18030
---spec-options         HURREN_PLATFORM_SPEC_OPTIONS     the platform's profile, a SpecOptions JSON
-                                                        object (e.g. {"xml_declaration": false})
+--spec-options         the site's (hurren.site)         a SpecOptions profile, JSON (e.g.
+                                                        {"xml_declaration": false}); default the
+                                                        site's spec-options.json, or
+                                                        HURREN_PLATFORM_SPEC_OPTIONS
 =====================  ===============================  ===========================================
 
 ``send`` and ``query`` take the client's own paths: a payload file is parsed and re-encoded in
@@ -52,7 +54,7 @@ from pathlib import Path
 
 from lxml import etree
 
-from hurren import crypto
+from hurren import crypto, spec
 from hurren.platform import samples
 from hurren.platform import xml as payloads
 from hurren.platform.answers import QueryResult
@@ -68,7 +70,8 @@ from hurren.platform.exceptions import (
     TransportError,
 )
 from hurren.platform.methods import METHODS
-from hurren.settings import SettingsError, spec_options_from_json
+from hurren.settings import SettingsError
+from hurren.site import SiteError, spec_options_from_document, spec_options_from_env
 
 _QUERIES = [m.name for m in METHODS.values() if m.kind == "query"]
 _RECURE_FLAGS = ("dept_code", "dept_name", "dept_std_code", "dept_std_name", "doc_code", "doc_name")
@@ -115,8 +118,8 @@ def _connection_flags(p: argparse.ArgumentParser, env: Mapping[str, str]) -> Non
     )
     g.add_argument(
         "--spec-options",
-        default=env.get("HURREN_PLATFORM_SPEC_OPTIONS") or "{}",
-        help="the platform's SpecOptions profile, JSON (docs/spec-decisions.md)",
+        default=None,
+        help="a SpecOptions profile, JSON (docs/spec-decisions.md); default: the site's (hurren.site)",
     )
 
 
@@ -213,7 +216,7 @@ def _client(args: argparse.Namespace, env: Mapping[str, str]) -> PlatformClient:
             key_form=args.key_form,
             text_encoding=args.text_encoding,
         ),
-        spec_options=spec_options_from_json(args.spec_options, name="--spec-options"),
+        spec_options=_profile(args, env),
         key_max_uses=1,
     )
 
@@ -224,19 +227,32 @@ def _pretty(data: bytes, *, encoding: str = "utf-8") -> str:
     return etree.tostring(root, encoding="unicode")
 
 
+def _profile(args: argparse.Namespace, env: Mapping[str, str]) -> spec.SpecOptions:
+    """``--spec-options`` if given, else the site's profile (spec-options.json, HURREN_PLATFORM_SPEC_OPTIONS)."""
+    if args.spec_options is None:
+        return spec_options_from_env(env)[0]
+    try:
+        doc = json.loads(args.spec_options)
+    except json.JSONDecodeError as exc:
+        raise SiteError(f"--spec-options is not JSON: {exc.msg} at position {exc.pos}") from None
+    return spec_options_from_document(doc, origin="--spec-options")
+
+
 def _sample(kind: str, pdf_size: int) -> bytes:
+    """A sample payload under the spec's defaults (the spec's own examples), whatever the site's profile."""
+    o = spec.DEFAULT_OPTIONS
     if kind in ("lab", "exam"):
         master, items = (samples.lab_report if kind == "lab" else samples.exam_report)(pdf_size=pdf_size)
-        return payloads.build_report(kind, master, items)
+        return payloads.build_report(kind, master, items, options=o)
     if kind == "counts":
-        return payloads.build_daily_counts(samples.daily_counts())
+        return payloads.build_daily_counts(samples.daily_counts(), options=o)
     if kind == "accept":
-        return payloads.build_records("sehr_accept_record", samples.accept_records())
+        return payloads.build_records("sehr_accept_record", samples.accept_records(), options=o)
     if kind == "quote":
-        return payloads.build_records("sehr_quote_record", samples.quote_records())
+        return payloads.build_records("sehr_quote_record", samples.quote_records(), options=o)
     report_kind = kind.split("-", 1)[1]
     master, _ = (samples.lab_report if report_kind == "lab" else samples.exam_report)()
-    return payloads.build_void_filter(report_kind, master)  # type: ignore[arg-type]
+    return payloads.build_void_filter(report_kind, master, options=o)  # type: ignore[arg-type]
 
 
 def _run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
@@ -302,7 +318,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     except SoapFault as exc:  # a Client fault refuses the call, as error: does; a Server fault failed
         print(f"platform: {exc}", file=sys.stderr)
         return 3 if exc.retryable else 1
-    except (ConfigurationError, PayloadError, SettingsError) as exc:
+    except (ConfigurationError, PayloadError, SettingsError, SiteError) as exc:
         print(f"platform: {exc}", file=sys.stderr)
         return 2
     except (TransportError, AnswerError, PlatformError) as exc:  # before OSError: TimeoutError is one

@@ -408,7 +408,7 @@ class PlatformClient:
         wsdl_timeout: float = 30.0,
         pool_size: int = 8,
         crypto_options: crypto.CryptoOptions | None = None,
-        spec_options: spec.SpecOptions | None = None,
+        spec_options: spec.SpecOptions,
         key_max_uses: int | None = 1000,
         key_max_age_s: float | None = 600.0,
         proxies: Mapping[str, str] | None = None,
@@ -446,7 +446,7 @@ class PlatformClient:
             )
         self._max_answer_bytes = max_answer_bytes
         self._endpoint = endpoint.split("?", 1)[0]
-        self._spec_options = spec_options or spec.SpecOptions()
+        self._spec_options = spec_options
         self._envelope = Envelope(
             credential=credential,
             public_key=public_key,

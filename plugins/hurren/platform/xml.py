@@ -156,11 +156,8 @@ def _fmt_number(value: int | Decimal | float, *, entity: str, field: str) -> str
     return str(int(value))
 
 
-def format_value(
-    value: object, fld: spec.Field, *, entity: str, options: spec.SpecOptions | None = None
-) -> str:
+def format_value(value: object, fld: spec.Field, *, entity: str, options: spec.SpecOptions) -> str:
     """One field's value as the spec writes it (see the module docstring); checked for XML."""
-    options = options or _DEFAULT_OPTIONS
     name = fld.name
     if value is None:
         return ""
@@ -198,9 +195,6 @@ def format_value(
         entity=entity,
         field=name,
     )
-
-
-_DEFAULT_OPTIONS = spec.SpecOptions()
 
 
 def _alias(options: spec.SpecOptions, entity: str, name: str) -> str:
@@ -281,7 +275,7 @@ def build_report(
     master: Mapping[str, Any],
     items: Iterable[Mapping[str, Any]],
     *,
-    options: spec.SpecOptions | None = None,
+    options: spec.SpecOptions,
     encoding: str = "UTF-8",
 ) -> bytes:
     """strReportInfo of ArchiveAutoReport for one lab or exam report (§1.2.2.1 / §1.2.2.3).
@@ -291,7 +285,6 @@ def build_report(
     """
     if kind not in REPORTS:
         raise PayloadError(f"report kind must be 'lab' or 'exam', got {kind!r}")
-    options = options or _DEFAULT_OPTIONS
     master_entity, item_entity = (spec.entity(n) for n in REPORTS[kind])
     master_attrs = _attributes(master_entity, master, options)
     shared = [k for k in item_entity.key if k in master_entity.key]
@@ -327,10 +320,9 @@ def build_exam_report(master: Mapping[str, Any], items: Iterable[Mapping[str, An
 
 
 def build_daily_counts(
-    rows: Iterable[Mapping[str, Any]], *, options: spec.SpecOptions | None = None, encoding: str = "UTF-8"
+    rows: Iterable[Mapping[str, Any]], *, options: spec.SpecOptions, encoding: str = "UTF-8"
 ) -> bytes:
     """strReportInfo of ArchiveAutoReport with ``lab_exam_report`` (§1.2.2.5), counts per D8."""
-    options = options or _DEFAULT_OPTIONS
     entity = spec.entity("lab_exam_report")
     limit = options.daily_count_max
 
@@ -358,13 +350,12 @@ def build_records(
     entity_name: Literal["sehr_accept_record", "sehr_quote_record"],
     rows: Iterable[Mapping[str, Any]],
     *,
-    options: spec.SpecOptions | None = None,
+    options: spec.SpecOptions,
     encoding: str = "UTF-8",
 ) -> bytes:
     """strReportInfo of SubmitAccept (``sehr_accept_record``) or SubmitQuote (``sehr_quote_record``)."""
     if entity_name not in RECORD_ENTITIES:
         raise PayloadError(f"records must be one of {RECORD_ENTITIES}, got {entity_name!r}")
-    options = options or _DEFAULT_OPTIONS
     root = etree.Element("root")
     _container(root, spec.entity(entity_name), rows, options)
     return _serialise(root, encoding, options)
@@ -383,7 +374,7 @@ def build_void_filter(
     kind: ReportKind,
     report: Mapping[str, Any],
     *,
-    options: spec.SpecOptions | None = None,
+    options: spec.SpecOptions,
     encoding: str = "UTF-8",
 ) -> bytes:
     """strFilter of DeleteLabInfo / DeleteExamInfo (§1.2.2.2 / §1.2.2.4) from a report's fields.
@@ -393,7 +384,6 @@ def build_void_filter(
     """
     if kind not in REPORTS:
         raise PayloadError(f"report kind must be 'lab' or 'exam', got {kind!r}")
-    options = options or _DEFAULT_OPTIONS
     name = f"{kind}_void_filter"
     flt = spec.filters()[name]
     root = etree.Element("root")
@@ -404,7 +394,11 @@ def build_void_filter(
         else:
             fld = spec.entity(REPORTS[kind][0]).field(element)
             _element_text(
-                root, element, format_value(report.get(element), fld, entity=name), entity=name, field=element
+                root,
+                element,
+                format_value(report.get(element), fld, entity=name, options=options),
+                entity=name,
+                field=element,
             )
     return _serialise(root, encoding, options)
 

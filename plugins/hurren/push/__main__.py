@@ -8,7 +8,7 @@
     python -m hurren.push sync                            # queue store versions the outbox lacks
 
 Store, S3 and platform settings come from the environment (``hurren.settings``: HURREN_STORE_URL,
-HURREN_S3_*, HURREN_PLATFORM_*), not from Airflow. Exit status: 0 done, 1 the platform stayed
+HURREN_S3_*, HURREN_PLATFORM_*), not from Airflow; the profile from the site (``hurren.site``). Exit status: 0 done, 1 the platform stayed
 down (run), 2 bad usage or settings.
 """
 
@@ -89,13 +89,14 @@ def _run(args: argparse.Namespace) -> int:
     from hurren.connections import store_engine
     from hurren.push import outbox, tasks
     from hurren.push.connection import PlatformConfig
-    from hurren.settings import settings
+    from hurren.site import site
 
     if args.command == "run":
-        platform = settings().platform
-        assert platform is not None
-        result = tasks.run_push(options=_options(args), run_id=args.run_id,
-                                platform=PlatformConfig.from_settings(platform))  # fmt: skip
+        here = site()  # the site's store, S3, platform account and profile
+        assert here.settings.platform is not None
+        platform = PlatformConfig.from_settings(here.settings.platform, spec_options=here.spec_options)
+        result = tasks.run_push(options=_options(args), run_id=args.run_id, platform=platform,
+                                settings_=here.settings)  # fmt: skip
         print(tasks.dumps(result) if args.json else tasks.format_counts(result["outbox"]))
         return 0
     if args.command == "requeue":
@@ -110,7 +111,8 @@ def _run(args: argparse.Namespace) -> int:
         if args.command == "sync":
             outbox.upgrade(engine)
             print(outbox.sync_from_store(engine, entities=args.entities or outbox.SYNCABLE,
-                                         org_codes=args.org_codes or ()))  # fmt: skip
+                                         org_codes=args.org_codes or (),
+                                         void_data_status=site().spec_options.void_data_status))  # fmt: skip
             return 0
         with engine.connect() as conn:
             if args.command == "status":

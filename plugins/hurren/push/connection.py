@@ -11,11 +11,14 @@ backend)::
                "timeout": 30, "deadline_s": 300, "wsdl": "shipped" | "live" | path,
                "sm2_mode": "C1C3C2", "sm2_04": true, "key_form": "raw", "text_encoding": "utf-8",
                "key_max_uses": 1000, "key_max_age_s": 600,        the session key window
-               "spec_options": {"update_mode": "…", "xml_declaration": true, …}}   the platform's
-                                                                 profile (docs/spec-decisions.md)
+               "spec_options": {…}}                              optional: must equal the site's
+                                                                 profile (below)
 
 A value missing from the connection falls back to ``HURREN_PLATFORM_*`` (``hurren.settings``);
-without the connection everything comes from there. ``public_key`` ``simulator`` asks our
+without the connection everything comes from there. The profile (``SpecOptions``: D2, D13, D20,
+D21 …) is the site's (``hurren.site``: ``spec-options.json``), passed in by the caller, so the
+store, the validation and the pushed XML follow one profile; a connection whose
+``extra.spec_options`` says otherwise is refused, naming both, rather than pushing under another. ``public_key`` ``simulator`` asks our
 simulator for its key (``/_admin/public-key``): for the demo and tests only.
 
 The session key (SM4) and its SM2-wrapped ``strKey`` are reused for ``key_max_uses`` calls or
@@ -37,7 +40,7 @@ from hurren import crypto, spec
 from hurren.platform import ConfigurationError, Credential, PlatformClient
 from hurren.platform.client import mount_adapter
 from hurren.push.exceptions import PushConfigError
-from hurren.settings import DEFAULT_DEADLINE_S, PlatformSettings, SettingsError, spec_options_from_json
+from hurren.settings import DEFAULT_DEADLINE_S, PlatformSettings, SettingsError
 
 __all__ = ["CONN_ID", "PlatformConfig", "TimedSession", "platform_config"]
 
@@ -80,17 +83,18 @@ class PlatformConfig:
     key_max_uses: int | None = 1000
     key_max_age_s: float | None = 600.0
     deadline_s: float = DEFAULT_DEADLINE_S
-    spec_options: spec.SpecOptions = field(default_factory=spec.SpecOptions)
-    """The platform's profile: what the push puts on the wire and how it updates (D20, D21 …)."""
+    spec_options: spec.SpecOptions
+    """The site's profile: what the push puts on the wire and how it updates (D20, D21 …)."""
 
     def __repr__(self) -> str:
         return f"PlatformConfig(endpoint={self.endpoint!r}, org_code={self.credential.org_code!r})"
 
     @classmethod
-    def from_settings(cls, s: PlatformSettings, *, extra: Mapping[str, Any] | None = None,
-                      endpoint: str | None = None, visitor_code: str | None = None,
-                      visitor_key: str | None = None) -> PlatformConfig:  # fmt: skip
-        """From ``HURREN_PLATFORM_*``, each value overridden by the connection's where given."""
+    def from_settings(cls, s: PlatformSettings, *, spec_options: spec.SpecOptions,
+                      extra: Mapping[str, Any] | None = None, endpoint: str | None = None,
+                      visitor_code: str | None = None, visitor_key: str | None = None) -> PlatformConfig:  # fmt: skip
+        """From ``HURREN_PLATFORM_*``, each value overridden by the connection's where given; the
+        site's profile ``spec_options``."""
         x = dict(extra or {})
 
         def pick(name: str, default: Any) -> Any:
@@ -126,11 +130,7 @@ class PlatformConfig:
                 key_form=pick("key_form", s.key_form),
                 text_encoding=pick("text_encoding", s.text_encoding),
             )
-            profile = (
-                spec_options_from_json(x["spec_options"], name="connection extra.spec_options")
-                if x.get("spec_options") not in (None, "", {})
-                else s.spec_options
-            )
+            _check_profile(x.get("spec_options"), spec_options)
         except (ConfigurationError, SettingsError, ValueError) as exc:
             raise PushConfigError(f"the region platform's settings are unusable: {exc}") from None
         if str(public_key).strip().lower() == "simulator":
@@ -146,11 +146,13 @@ class PlatformConfig:
             key_max_uses=_optional_int(pick("key_max_uses", s.key_max_uses)),
             key_max_age_s=_optional_float(pick("key_max_age_s", s.key_max_age_s)),
             deadline_s=float(pick("deadline_s", s.deadline_s)),
-            spec_options=profile,
+            spec_options=spec_options,
         )
 
     @classmethod
-    def from_connection(cls, conn: Any, *, fallback: PlatformSettings) -> PlatformConfig:
+    def from_connection(
+        cls, conn: Any, *, fallback: PlatformSettings, spec_options: spec.SpecOptions
+    ) -> PlatformConfig:
         """From an Airflow connection (anything with host/port/schema/login/password/extra_dejson)."""
         extra = dict(conn.extra_dejson or {})
         host = (conn.host or "").strip()
@@ -160,7 +162,7 @@ class PlatformConfig:
             path = (conn.schema or "Myhealth").lstrip("/")
             host = f"{scheme}://{host}{port}/{path}"
         return cls.from_settings(
-            fallback, extra=extra, endpoint=host or None, visitor_code=conn.login or None,
+            fallback, spec_options=spec_options, extra=extra, endpoint=host or None, visitor_code=conn.login or None,
             visitor_key=conn.password or None,
         )  # fmt: skip
 
@@ -177,6 +179,24 @@ class PlatformConfig:
             )  # fmt: skip
         except ValueError as exc:  # ConfigurationError, CryptoError, KeyRing's window, all ValueErrors
             raise PushConfigError(f"the region platform's settings are unusable: {exc}") from None
+
+
+def _check_profile(given: Any, site_profile: spec.SpecOptions) -> None:
+    """The connection's ``extra.spec_options``, when given, must say what the site's profile says."""
+    if given in (None, "", {}):
+        return
+    from hurren.site import spec_options_from_document
+
+    if isinstance(given, str):
+        import json
+
+        given = json.loads(given)
+    if spec_options_from_document(given, origin="connection extra.spec_options") != site_profile:
+        raise PushConfigError(
+            "the platform connection's extra.spec_options differs from the site's profile (hurren.site: "
+            "spec-options.json in HURREN_SITE_DIR, or HURREN_PLATFORM_SPEC_OPTIONS); the store and the validation "
+            "follow the site's, so set the profile there and remove it from the connection"
+        )
 
 
 def _flag(value: Any) -> bool:
@@ -200,7 +220,9 @@ def simulator_public_key(endpoint: str, *, timeout_s: float = 10.0) -> str:
     scheme, rest = endpoint.split("://", 1)
     base = f"{scheme}://{rest.split('/', 1)[0]}"
     try:
-        return str(httpx.get(f"{base}/_admin/public-key", timeout=timeout_s).raise_for_status().json()["public_key"])
+        return str(
+            httpx.get(f"{base}/_admin/public-key", timeout=timeout_s).raise_for_status().json()["public_key"]
+        )
     except (httpx.HTTPError, KeyError, ValueError) as exc:
         raise PushConfigError(
             f"public key 'simulator': cannot read {base}/_admin/public-key ({type(exc).__name__}); is the "
@@ -208,22 +230,17 @@ def simulator_public_key(endpoint: str, *, timeout_s: float = 10.0) -> str:
         ) from None
 
 
-def platform_config(conn_id: str = CONN_ID, *, settings_: PlatformSettings | None = None) -> PlatformConfig:
-    """At task time: the Airflow connection ``conn_id`` if it exists, else the environment."""
+def platform_config(
+    conn_id: str = CONN_ID, *, spec_options: spec.SpecOptions, settings_: PlatformSettings | None = None
+) -> PlatformConfig:
+    """At task time: the Airflow connection ``conn_id`` if it exists, else the environment; the site's
+    profile ``spec_options``."""
     from hurren.settings import settings
+    from hurren.site import airflow_connection
 
     fallback = settings_ or settings().platform
     assert fallback is not None  # Settings.from_env always sets it
-    try:
-        from airflow.sdk import Connection
-        from airflow.sdk.exceptions import AirflowNotFoundException
-
-        try:
-            conn = Connection.get(conn_id)
-        except AirflowNotFoundException:
-            conn = None
-    except ImportError:  # outside Airflow (the CLI on a bare machine)
-        conn = None
+    conn = airflow_connection(conn_id)  # None: no such connection, or no Airflow (a bare machine's CLI)
     if conn is None:
-        return PlatformConfig.from_settings(fallback)
-    return PlatformConfig.from_connection(conn, fallback=fallback)
+        return PlatformConfig.from_settings(fallback, spec_options=spec_options)
+    return PlatformConfig.from_connection(conn, fallback=fallback, spec_options=spec_options)

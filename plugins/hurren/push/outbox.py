@@ -234,7 +234,7 @@ def enqueue_reports(
     entity: spec.Entity,
     rows: Sequence[Mapping[str, Any]],
     *,
-    void_data_status: Sequence[str] = ("0",),
+    void_data_status: Sequence[str],
     now: datetime | None = None,
 ) -> int:
     """Queue the versions of report masters just written (store rows: key columns, data_status,
@@ -333,7 +333,7 @@ def enqueue(
     rows: Sequence[Mapping[str, Any]],
     *,
     org_code: str | None = None,
-    void_data_status: Sequence[str] = ("0",),
+    void_data_status: Sequence[str],
 ) -> int:
     """Queue written rows of any pushed entity (:func:`enqueue_reports` or :func:`enqueue_records`);
     entities the platform does not take (PACS) queue nothing."""
@@ -350,7 +350,7 @@ def sync_from_store(
     *,
     entities: Sequence[str] = SYNCABLE,
     org_codes: Sequence[str] = (),
-    void_data_status: Sequence[str] = ("0",),
+    void_data_status: Sequence[str],
 ) -> dict[str, int]:
     """Queue every store version the outbox does not hold as its key's latest (rows stored before
     the outbox existed, or a store edited by hand). Idempotent. Returns entries per entity.

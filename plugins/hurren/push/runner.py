@@ -19,17 +19,16 @@ next run does. A run ends when nothing is due, when ``max_run_s`` is up, or on a
 attribute to one version (store down, bad configuration): in-flight calls finish and are recorded,
 claimed but unsent entries go back to the queue.
 
-``HURREN_PUSH_KILL_AFTER_ANSWERS=N`` (tests only) makes the process SIGKILL itself right after the
-N-th answer arrives and before it is recorded: the crash the outbox must survive.
+``after_answer`` (tests only: ``tests/faults/kill_push.py``) is called right after each answer
+arrives and before it is recorded: a test that SIGKILLs the process there makes the crash the
+outbox must survive.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import signal
 import socket
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -55,7 +54,6 @@ __all__ = ["Pusher", "RunResult", "Tally", "Timings"]
 
 log = logging.getLogger("hurren.push")
 
-KILL_ENV = "HURREN_PUSH_KILL_AFTER_ANSWERS"
 
 
 @dataclass(slots=True)
@@ -211,20 +209,21 @@ class Pusher:
         client: PlatformClient,
         objects: payload.ObjectReader,
         bucket: str,
+        spec_options: spec.SpecOptions,
         options: PushOptions | None = None,
-        spec_options: spec.SpecOptions | None = None,
         text_encoding: str = "utf-8",
         session: TimedSession | None = None,
         run_id: str = "manual",
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        after_answer: Callable[[], None] | None = None,
     ) -> None:
         self.engine = engine
         self.client = client
         self.objects = objects
         self.bucket = bucket
         self.options = options or PushOptions()
-        self.spec_options = spec_options or spec.SpecOptions()
+        self.spec_options = spec_options
         self.encoding = text_encoding
         self.session = session
         self.run_id = run_id
@@ -237,10 +236,7 @@ class Pusher:
             max_cooldown_s=self.options.breaker_max_cooldown_s,
             clock=clock,
         )
-        kill = os.environ.get(KILL_ENV, "").strip()
-        self._kill_after = int(kill) if kill.isdigit() and int(kill) > 0 else None
-        self._answers = 0
-        self._answers_lock = threading.Lock()
+        self._after_answer = after_answer
         self._due_but_blocked = 0
 
     # ------------------------------------------------------------------------------------------
@@ -603,13 +599,9 @@ class Pusher:
         return body
 
     def _answered(self) -> None:
-        """The test hook: die like a SIGKILL between the answer and its record."""
-        if self._kill_after is None:
-            return
-        with self._answers_lock:
-            self._answers += 1
-            if self._answers >= self._kill_after:
-                os.kill(os.getpid(), signal.SIGKILL)
+        """The test hook between an answer and its record (a crash test dies here)."""
+        if self._after_answer is not None:
+            self._after_answer()
 
     def _decide(self, entry: outbox.Entry, outcome: Outcome) -> tuple[str, dict[str, Any]]:
         """The entry's new status and fields for an outcome."""

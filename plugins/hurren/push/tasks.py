@@ -24,11 +24,14 @@ def run_push(
     platform: Any = None,
     settings_: Any = None,
     raise_when_down: bool = True,
+    after_answer: Any = None,
 ) -> dict[str, Any]:
-    """One push run with the store, S3 and platform of the settings; the run's counts (JSON-safe).
+    """One push run with the store, S3 and platform of the site; the run's counts (JSON-safe).
 
-    ``platform``: a ``PlatformConfig`` (default: the Airflow connection ``hurren_platform``, else
-    HURREN_PLATFORM_*). Raises ``PlatformUnavailable`` after recording everything when the run
+    ``platform``: a ``PlatformConfig``, which carries the profile the run follows (default: the
+    Airflow connection ``hurren_platform``, else HURREN_PLATFORM_*, with the site's profile,
+    ``hurren.site``). ``after_answer``: the runner's hook between an answer and its record (crash
+    tests only). Raises ``PlatformUnavailable`` after recording everything when the run
     ended with the platform not answering (``raise_when_down``)."""
     from hurren.connections import minio_client, store_engine
     from hurren.push import outbox
@@ -36,11 +39,15 @@ def run_push(
     from hurren.push.exceptions import PlatformUnavailable
     from hurren.push.options import PushOptions
     from hurren.push.runner import Pusher
-    from hurren.settings import settings
+    from hurren.site import site
 
     options = options or PushOptions()
-    s = settings_ or settings()
-    config = platform or platform_config()
+    if platform is None or settings_ is None:
+        here = site()  # resolved once per process
+        s = settings_ or here.connected_settings()  # the store's and S3's connections, else the env
+        config = platform or platform_config(spec_options=here.spec_options, settings_=s.platform)
+    else:
+        s, config = settings_, platform
     engine = store_engine(s, pool_size=options.concurrency + 2, max_overflow=4)
     session = TimedSession(options.concurrency)
     try:
@@ -50,7 +57,7 @@ def run_push(
             result = Pusher(
                 engine=engine, client=client, objects=minio_client(s), bucket=s.s3_bucket_reports,
                 options=options, spec_options=config.spec_options, text_encoding=config.crypto_options.text_encoding,
-                session=session, run_id=run_id,
+                session=session, run_id=run_id, after_answer=after_answer,
             ).run()  # fmt: skip
     finally:
         session.close()
@@ -116,9 +123,10 @@ def requeue_entries(
     """Requeue dead / rejected entries (or, ``dry_run``, list them); what happened, per entry."""
     from hurren.connections import store_engine
     from hurren.push import outbox
+    from hurren.site import site
 
     own = engine is None
-    engine = engine or store_engine()
+    engine = engine or store_engine(site().connected_settings())
     try:
         with engine.begin() as conn:
             rows = outbox.requeue(

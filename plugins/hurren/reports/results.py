@@ -234,8 +234,10 @@ def merge(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[str, An
 
 def _applicable_rules(entity: str) -> list[str]:
     from hurren import rules as R
+    from hurren import spec
 
-    return sorted({c.rule for c in R.plan(entity).checks})
+    # which rules apply to an entity does not depend on the site's profile (only how they check)
+    return sorted({c.rule for c in R.plan(entity, spec.DEFAULT_OPTIONS).checks})
 
 
 def summarize(verdicts: Any) -> dict[str, dict[str, Any]]:

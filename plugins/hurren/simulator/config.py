@@ -87,7 +87,7 @@ class SimulatorConfig:
     area_code: str = "650000"
     public_url: str | None = None
     crypto_options: crypto.CryptoOptions = field(default_factory=crypto.CryptoOptions)
-    spec_options: spec.SpecOptions = field(default_factory=spec.SpecOptions)
+    spec_options: spec.SpecOptions = spec.DEFAULT_OPTIONS  # the spec's defaults unless given a profile
     faults: Faults = field(default_factory=Faults)
     strict_attributes: bool = True
     check_rate: float = 1.0  # fast-ack: the share of submissions checked field by field (see service)

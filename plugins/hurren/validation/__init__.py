@@ -99,13 +99,12 @@ def validate_reports(
     items: pd.DataFrame,
     *,
     master_entity: str,
-    options: spec.SpecOptions | None = None,
+    options: spec.SpecOptions,
+    rulebook: R.RuleBook,
     engine: Engine = "gx",
-    rulebook: R.RuleBook | None = None,
 ) -> Verdicts:
     """Validate a batch of reports: the masters and all their sub-items, in one run per entity."""
-    options = options or spec.SpecOptions()
-    rb = rulebook or R.load_rulebook()
+    rb = rulebook
     _check_engine(engine)
     m_ent = spec.entity(master_entity)
     if m_ent.kind != "report":
@@ -193,13 +192,12 @@ def validate_records(
     rows: pd.DataFrame,
     *,
     entity: str,
-    options: spec.SpecOptions | None = None,
+    options: spec.SpecOptions,
+    rulebook: R.RuleBook,
     engine: Engine = "gx",
-    rulebook: R.RuleBook | None = None,
 ) -> Verdicts:
     """Validate a batch of single-table records (daily counts, accept/quote records, PACS views)."""
-    options = options or spec.SpecOptions()
-    rb = rulebook or R.load_rulebook()
+    rb = rulebook
     _check_engine(engine)
     ent = spec.entity(entity)
     if ent.kind in ("report", "item"):
