@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 Mode = Literal["incremental", "backfill"]
 
 THRESHOLD_MIN_RECORDS = 20  # below this many records a run's quarantine share is noise, not a signal
+
+
 class QuarantineThresholdExceeded(RuntimeError):
     """More of a run was quarantined than the configured share: the source needs a look.
 
@@ -63,6 +65,7 @@ class RunSummary:
     errors_by_rule: Counter[str] = field(default_factory=Counter)  # failures that held a record
     warnings_by_rule: Counter[str] = field(default_factory=Counter)
     mapped: Counter[str] = field(default_factory=Counter)  # local codes mapped to standard ones
+    gx: dict[str, Any] | None = None  # GX once over the run (validator "gx"): calls, rows, disagreements
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-safe (XCom, run details); carries counts and rule ids only, no patient data."""
@@ -78,6 +81,7 @@ class RunSummary:
             "errors_by_rule": dict(self.errors_by_rule),
             "warnings_by_rule": dict(self.warnings_by_rule),
             "mapped": dict(self.mapped),
+            **({"gx": self.gx} if self.gx is not None else {}),
         }
 
 
@@ -122,8 +126,9 @@ def run_stream(
     plus the source's ``future_tolerance_minutes``; a scheduled run quarantines the rows beyond
     (see the module's docstring). Raises :class:`QuarantineThresholdExceeded` after loading
     when more than ``max_quarantine_ratio`` of the extracted records were held (in a window of
-    at least ``THRESHOLD_MIN_RECORDS``). ``validator`` (default: the source's) is the engine
-    that decides each batch.
+    at least ``THRESHOLD_MIN_RECORDS``). The pandas engine decides each batch; ``validator``
+    (default: the source's) ``"gx"`` adds GX results for the analysts, once over the run's batches
+    at its end (:class:`hurren.validation.GxDay`, :func:`hurren.reports.keep_gx_day`).
     """
     d = STREAMS[stream]
     options = options or spec.SpecOptions()
@@ -157,10 +162,11 @@ def run_stream(
                 conn = stack.enter_context(extract.source_snapshot(source_engine, source))
             except load.db_errors() as exc:
                 raise _source_error(exc, source, stream) from None
+            gx_day = stack.enter_context(validation.GxDay()) if validator == "gx" else None
             read = extract.read_reports if d.item else extract.read_records
             for batch in _read(read(conn, source, stream, w.since, w.until), source, stream):  # type: ignore[operator]
                 summary.batches += 1
-                summary.counts += _load_batch(batch, d, codes, summary, options, validator, store_engine,
+                summary.counts += _load_batch(batch, d, codes, summary, options, gx_day, store_engine,
                                               source=source, run_id=run_id, pdfs=pdfs, run_pk=run_pk, cursor=cursor,
                                               clock=clock)  # fmt: skip
             if mode == "incremental":
@@ -178,6 +184,8 @@ def run_stream(
                         "clock?): quarantined as future_dtime until corrected", source.id, stream,
                         summary.future_rows, clock.now, source.future_tolerance_minutes,
                     )  # fmt: skip
+            if gx_day is not None:
+                summary.gx = reports.keep_gx_day(store_engine, gx_day, summary, source=source, run_id=run_id)
     except BaseException:
         load.finish_run(store_engine, run_pk, status="failed", details=summary.as_dict())
         raise
@@ -251,7 +259,7 @@ def _load_batch(
     codes: mapping.CodeMapping | None,
     summary: RunSummary,
     options: spec.SpecOptions,
-    validator: validation.Engine,
+    gx_day: validation.GxDay | None,
     store_engine: Engine,
     **load_args: Any,
 ) -> load.LoadCounts:
@@ -262,14 +270,19 @@ def _load_batch(
             items=_map(batch.items, d.item, codes, summary),
         )
         verdicts = validation.validate_reports(
-            batch.masters, batch.items, master_entity=d.master, options=options, engine=validator
+            batch.masters,
+            batch.items,
+            master_entity=d.master,
+            options=options,
+            engine="pandas",
+            gx_day=gx_day,
         )
         holds = load.holds_from_verdicts(verdicts)
         counts = load.load_reports(store_engine, batch, holds=holds, **load_args)
     else:
         batch = replace(batch, records=_map(batch.records, d.master, codes, summary))
         verdicts = validation.validate_records(
-            batch.records, entity=d.master, options=options, engine=validator
+            batch.records, entity=d.master, options=options, engine="pandas", gx_day=gx_day
         )
         holds = load.holds_from_verdicts(verdicts)
         load_args.pop("pdfs")
