@@ -153,6 +153,8 @@ def test_memory_bound_staged_files_and_calls_of_at_most_max_rows(chunks, per_bat
         staged = sum(pa.ipc.open_file(pa.memory_map(str(f))).read_all().num_rows for f in files)
         assert staged == sum(len(m) + len(i) for m, i in chunks)  # every row is in the files...
         assert not list(held_tables(day))  # ...and none in memory: no frame or table kept
+        schema = pa.ipc.open_file(pa.memory_map(str(files[0]))).schema  # labmaster's first batch
+        assert "pdf" not in schema.names and "__pdf__pdf" in schema.names  # the PDF's outcome, not its bytes
         out = day.run()
     assert not day.directory.exists()  # closed: the staged rows are gone
     assert len(gx_calls) == out.calls > 2
