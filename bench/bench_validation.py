@@ -10,14 +10,18 @@ times, per chunk size (default 500 and 2,000 reports: ~10.5k and ~42k rows):
 - GX per chunk (the old default: every chunk pays GX's fixed cost);
 - GX over a hospital-day-sized batch (``--day-masters``, default 5,000 reports ≈ 105k rows) and
   on a 1-report batch: GX's fixed part and its seconds per 100k rows — the cost of validating a
-  hospital-day with GX once, whatever its chunking.
+  hospital-day with GX once, whatever its chunking;
+- a day of ``--day-chunks`` chunks (default 10) for a hospital whose analysts get GX results, side
+  by side: GX per chunk (the old way: GX decides each chunk) against the pipeline's way now, the
+  pandas engine deciding each chunk with the chunk staged to disk, then GX once over the day
+  (``hurren.validation.GxDay``, at most ``--gx-max-rows`` rows per GX call), which must agree.
 
 Each tree runs in a worker process of its own (this one, and with ``--baseline REF`` the commit
 REF checked out in a temporary git worktree); the trees take turns run by run, so both see the
 same machine load, and the figures are medians of ``--repeat`` runs. pandas and GX must agree exactly (checked in
 this tree on every chunk size).
 
-Run:  .venv/bin/python bench/bench_validation.py [--baseline db74841] [--chunks 500,2000]
+Run:  .venv/bin/python bench/bench_validation.py [--baseline db74841] [--chunks 500,2000] [--day-chunks 10]
 """
 
 from __future__ import annotations
@@ -159,7 +163,14 @@ def worker(args: argparse.Namespace) -> None:
         if what.startswith("pandas") and not new_tree and what != "pandas_base64":
             print(json.dumps(None), flush=True)
             continue
-        masters = precomputed[int(chunk)] if what in ("pandas", "agree") else m
+        if what == "gx_once" and not new_tree:
+            print(json.dumps(None), flush=True)
+            continue
+        day_modes = ("gx_chunks", "gx_once")
+        masters = precomputed[int(chunk)] if new_tree and what in ("pandas", "agree", *day_modes) else m
+        if what in day_modes:
+            print(json.dumps(_day(what, masters, it, args, site)), flush=True)
+            continue
         if what == "agree":  # the engines give identical verdicts
             vp = validate_reports(masters, it, master_entity="labmaster", engine="pandas", **site)
             vg = validate_reports(masters, it, master_entity="labmaster", engine="gx", **site)
@@ -173,11 +184,36 @@ def worker(args: argparse.Namespace) -> None:
         print(json.dumps({"s": time.perf_counter() - t, "rows": len(masters) + len(it)}), flush=True)
 
 
+def _day(
+    what: str, masters: pd.DataFrame, items: pd.DataFrame, args: argparse.Namespace, site: dict[str, Any]
+) -> dict[str, Any]:
+    """A day of ``--day-chunks`` chunks for a GX hospital: GX per chunk, or (``gx_once``) the
+    pandas engine per chunk with each chunk staged, then GX once over the staged day."""
+    rows = (len(masters) + len(items)) * args.day_chunks
+    t0 = time.perf_counter()
+    if what == "gx_chunks":
+        for _ in range(args.day_chunks):
+            validate_reports(masters, items, master_entity="labmaster", engine="gx", **site)
+        return {"s": time.perf_counter() - t0, "rows": rows, "calls": 2 * args.day_chunks}
+    from hurren.validation import GxDay  # this tree only
+
+    with GxDay(site["rulebook"], max_rows=args.gx_max_rows) as day:
+        for _ in range(args.day_chunks):
+            validate_reports(masters, items, master_entity="labmaster", engine="pandas", gx_day=day, **site)
+        t1 = time.perf_counter()
+        out = day.run()
+    t2 = time.perf_counter()
+    if out.disagreements:
+        raise AssertionError(f"GX and pandas disagree: {out.disagreements}")
+    return {"s": t2 - t0, "decide_s": t1 - t0, "gx_s": t2 - t1, "calls": out.calls, "rows": rows}
+
+
 class _Worker:
     def __init__(self, tree: Path, args: argparse.Namespace) -> None:
         cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--plugins", str(tree / "plugins"),
                "--chunks", ",".join(map(str, args.chunks)), "--items-per-master", str(args.items_per_master),
-               "--seed", str(args.seed), "--day-masters", str(args.day_masters)]  # fmt: skip
+               "--seed", str(args.seed), "--day-masters", str(args.day_masters),
+               "--day-chunks", str(args.day_chunks), "--gx-max-rows", str(args.gx_max_rows)]  # fmt: skip
         self.proc = subprocess.Popen(cmd, cwd=tree, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
     def ask(self, what: str, chunk: int) -> Any:
@@ -217,6 +253,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--day-masters", type=int, default=5000, help="reports of the GX hospital-day batch (0: skip)"
     )
+    ap.add_argument("--day-chunks", type=int, default=10,
+                    help="chunks of the GX hospital-day (GX per chunk vs GX once; 0: skip)")  # fmt: skip
+    ap.add_argument("--gx-max-rows", type=int, default=500_000, help="GxDay's rows per GX call")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--json", type=Path, help="also write the figures as JSON here")
@@ -265,6 +304,8 @@ def _figures(workers: dict[str, _Worker], args: argparse.Namespace) -> dict[str,
         rows = workers["new"].ask("pandas", chunk)["rows"]
         fig["rows"] = rows
         fig["agree"] = workers["new"].ask("agree", chunk)
+        if args.day_chunks:
+            fig["day"] = _day_figures(workers, chunk, max(1, args.repeat // 2))
         out["chunks"][chunk] = fig
     if args.day_masters:
         fixed = measure(workers, "gx", 1, 3)
@@ -279,6 +320,22 @@ def _figures(workers: dict[str, _Worker], args: argparse.Namespace) -> dict[str,
             }  # fmt: skip
             for name in workers
         }
+    return out
+
+
+def _day_figures(workers: dict[str, _Worker], chunk: int, repeat: int) -> dict[str, Any]:
+    """A GX hospital's day, per chunk and once, the trees and the two ways taking turns; medians."""
+    answers: dict[str, list[dict[str, Any]]] = {}
+    for _ in range(repeat):
+        for name, w in workers.items():
+            for what in ("gx_chunks", "gx_once"):
+                a = w.ask(what, chunk)
+                if a is not None:
+                    answers.setdefault(f"{what}_{name}", []).append(a)
+    out: dict[str, Any] = {}
+    for key, runs in answers.items():
+        runs = sorted(runs, key=lambda a: a["s"])
+        out[key] = runs[len(runs) // 2]  # the median run, with its parts
     return out
 
 
@@ -299,6 +356,17 @@ def _report(figures: dict[str, Any], args: argparse.Namespace) -> None:
                   f"new pandas / old default (GX per chunk): {old_g / new_p:.0f}x")  # fmt: skip
         print(f"  agree: pandas and GX give identical failures ({f['agree']['failures']:,}, "
               f"{f['agree']['held']:,} reports held)")  # fmt: skip
+        day = f.get("day") or {}
+        if "gx_once_new" in day:
+            per, once = day["gx_chunks_new"], day["gx_once_new"]
+            print(f"  a GX hospital's day of {args.day_chunks} chunks ({once['rows']:,} rows): GX per chunk "
+                  f"{per['s']:.1f} s ({per['calls']} GX calls, {per['rows'] / per['s']:,.0f} rows/s); pandas "
+                  f"per chunk + GX once {once['s']:.1f} s ({once['calls']} GX calls, {once['rows'] / once['s']:,.0f} "
+                  f"rows/s: deciding and staging {once['decide_s']:.2f} s, GX {once['gx_s']:.1f} s): "
+                  f"{per['s'] / once['s']:.1f}x")  # fmt: skip
+        if "gx_chunks_old" in day:
+            old_day = day["gx_chunks_old"]
+            print(f"  old tree, GX per chunk over the same day: {old_day['s']:.1f} s")
     for name, day in (figures.get("gx_day") or {}).items():
         print(f"GX over one batch of {day['rows']:,} rows ({name}): {day['s']:.1f} s; fixed part "
               f"{day['fixed_s']:.2f} s per call, {day['per_100k_s']:.2f} s per 100k rows above it")  # fmt: skip

@@ -251,7 +251,7 @@ def _stream_params(chunk_size: int) -> dict[str, Param]:
     return {
         **_window_params(),
         "chunk_size": Param(chunk_size, type="integer", minimum=1, maximum=200_000, description="rows per batch (memory is bounded by one batch)"),
-        "validator": Param(None, type=["null", "string"], enum=[None, "pandas", "gx"], description="validation engine for this run: pandas (fast) or Great Expectations per batch (Data Docs, ~2.6 s more per batch); default the hospital's validator (sources configuration)"),
+        "validator": Param(None, type=["null", "string"], enum=[None, "pandas", "gx"], description="GX results for this run: pandas (none; the pandas engine always decides) or gx (Great Expectations once over the run's batches at its end, for Data Docs); default the hospital's validator (sources configuration)"),
     }  # fmt: skip
 
 

@@ -59,6 +59,7 @@ class RunSummary:
     errors_by_rule: Counter[str] = field(default_factory=Counter)  # failures that held a record
     warnings_by_rule: Counter[str] = field(default_factory=Counter)
     mapped: Counter[str] = field(default_factory=Counter)  # local codes mapped to standard ones
+    gx: dict[str, Any] | None = None  # GX once over the run (validator "gx"): calls, rows, disagreements
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-safe (XCom, run details); carries counts and rule ids only, no patient data."""
@@ -74,6 +75,7 @@ class RunSummary:
             "errors_by_rule": dict(self.errors_by_rule),
             "warnings_by_rule": dict(self.warnings_by_rule),
             "mapped": dict(self.mapped),
+            **({"gx": self.gx} if self.gx is not None else {}),
         }
 
 
@@ -121,7 +123,9 @@ def run_stream(
     :class:`QuarantineThresholdExceeded` after loading when more than ``max_quarantine_ratio`` of
     the extracted records were held (in a window of at least ``THRESHOLD_MIN_RECORDS``).
     ``options`` and ``rulebook`` are the site's (``hurren.site``): the validation and the load
-    follow them. ``validator`` (default: the source's) is the engine that decides each batch.
+    follow them. The pandas engine decides each batch; ``validator`` (default: the source's)
+    ``"gx"`` adds GX results for the analysts, once over the run's batches at its end
+    (:class:`hurren.validation.GxDay`, :func:`hurren.reports.keep_gx_day`).
     """
     d = STREAMS[stream]
     validator = validator or source.validator
@@ -133,9 +137,10 @@ def run_stream(
         )
         run.details = summary.as_dict  # etl_run's details when the run ends, however it ends
         conn = _connect(stack, source_engine, source, stream)
+        gx_day = stack.enter_context(validation.GxDay(rulebook)) if validator == "gx" else None
         for batch in _read(conn, source, stream, run.window):
             summary.batches += 1
-            summary.counts += _load_batch(batch, d, codes, summary, options, rulebook, validator, store_engine,
+            summary.counts += _load_batch(batch, d, codes, summary, options, rulebook, gx_day, store_engine,
                                           source=source, run_id=run_id, pdfs=pdfs, run_pk=run.pk, cursor=run.cursor,
                                           clock=run.clock)  # fmt: skip
             del batch
@@ -153,6 +158,8 @@ def run_stream(
                     "clock?): quarantined as future_dtime until corrected", source.id, stream,
                     summary.future_rows, run.clock.now, source.future_tolerance_minutes,
                 )  # fmt: skip
+        if gx_day is not None:
+            summary.gx = reports.keep_gx_day(store_engine, gx_day, summary, source=source, run_id=run_id)
     if pdfs is not None:
         _sweep(store_engine, pdfs, source)
     c = summary.counts
@@ -239,7 +246,7 @@ def _load_batch(
     summary: RunSummary,
     options: spec.SpecOptions,
     rulebook: rules.RuleBook,
-    validator: validation.Engine,
+    gx_day: validation.GxDay | None,
     store_engine: Engine,
     **load_args: Any,
 ) -> load.LoadCounts:
@@ -250,15 +257,20 @@ def _load_batch(
             items=_map(batch.items, d.item, codes, summary),
         )
         verdicts = validation.validate_reports(
-            batch.masters, batch.items, master_entity=d.master, options=options, engine=validator,
+            batch.masters,
+            batch.items,
+            master_entity=d.master,
+            options=options,
             rulebook=rulebook,
+            engine="pandas",
+            gx_day=gx_day,
         )
         holds = load.holds_from_verdicts(verdicts)
         counts = load.load_reports(store_engine, batch, holds=holds, options=options, **load_args)
     else:
         batch = replace(batch, records=_map(batch.records, d.master, codes, summary))
         verdicts = validation.validate_records(
-            batch.records, entity=d.master, options=options, engine=validator, rulebook=rulebook
+            batch.records, entity=d.master, options=options, rulebook=rulebook, engine="pandas", gx_day=gx_day
         )
         holds = load.holds_from_verdicts(verdicts)
         load_args.pop("pdfs")

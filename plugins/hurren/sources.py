@@ -145,8 +145,8 @@ class Source:
     overlap_minutes: int = 10  # re-read this much before the watermark: late commits
     future_tolerance_minutes: int = 60  # a change time beyond the source's now + this is a clock problem
     chunk_size: int = 500  # masters (with their sub-items) per batch
-    # Which engine decides per batch (hurren.validation): "pandas" (fast), or "gx" (Great
-    # Expectations per batch: ~2.6 s more per lab batch, but its results feed Data Docs).
+    # The pandas engine decides every batch (hurren.validation). "gx": GX results for the analysts
+    # (Data Docs), once per run over the run's staged batches (hurren.validation.GxDay).
     validator: Literal["pandas", "gx"] = "pandas"
     mapping_file: Path | None = None  # per-hospital code mapping (hurren.mapping), when configured
     enabled: bool = True

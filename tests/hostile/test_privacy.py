@@ -3,7 +3,9 @@
 A synthetic hospital (PostgreSQL, and MariaDB, 30 % defective reports) runs through ``hurren.pipeline.run_stream``
 (validator "gx") into a fresh store database and the session's S3 bucket. Collected: every log
 record (DEBUG, root and 'hurren' loggers, message and arguments formatted), stdout/stderr, the run
-summary (what the DAG pushes to XCom), ``etl_run.details``, and ``etl_quarantine.reason`` / ``rules``.
+summary (what the DAG pushes to XCom), ``etl_run.details``, ``etl_quarantine.reason`` / ``rules``,
+and the validation results kept for analysts (``etl_validation_result``: summaries and GX results);
+GX's staged batches (files with the rows) must be removed once the run ends.
 None may hold a patient's name, id_no, card_no or birth_date as found in the source database.
 
 Not scanned, by design: ``etl_quarantine.payload`` (the held rows as extracted — the store is
@@ -14,12 +16,14 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 from datetime import date, datetime
 
 import pytest
 from sqlalchemy import create_engine, select, text
 
 from hurren import load, pipeline, sources, store, synthetic
+from hurren.reports.results import validation_result
 from hurren.rules import load_rulebook
 from hurren.spec import DEFAULT_OPTIONS
 from tests.fixtures.services import SOURCE_DIALECTS, make_source_database
@@ -55,8 +59,11 @@ def _identifiers(url: str) -> set[str]:
     return out
 
 
-def test_no_identifier_in_logs_summaries_or_quarantine_reasons(hospital, make_database, s3, caplog, capsys):
+def test_no_identifier_in_logs_summaries_or_quarantine_reasons(
+    hospital, make_database, s3, caplog, capsys, monkeypatch, tmp_path
+):
     source, src_url = hospital
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where GX's staged batches are spilled
     store_url = make_database("hostile_privacy_store")
     store_engine = create_engine(store_url)
     store.create_all(store_engine)
@@ -77,12 +84,18 @@ def test_no_identifier_in_logs_summaries_or_quarantine_reasons(hospital, make_da
     with store_engine.connect() as conn:
         details = [r[0] for r in conn.execute(select(store.run.c.details))]
         quarantine = [(r.reason, r.rules) for r in conn.execute(select(store.quarantine))]
+        kept = conn.execute(select(validation_result.c.entity, validation_result.c.summary,
+                                   validation_result.c.gx_result)).all()  # fmt: skip
     store_engine.dispose()
     source_engine.dispose()
 
     # the run did something worth scanning: defects held, reports loaded
     assert sum(s["quarantined"] for s in summaries) > 0 and sum(s["loaded"] for s in summaries) > 0
     assert len(quarantine) >= sum(s["quarantined"] for s in summaries) > 0
+    # GX ran once per run and its results were kept for every entity; its staged rows are gone
+    assert [s["gx"]["calls"] for s in summaries] == [2, 2]
+    assert {e for e, _, gx in kept if gx} == {"labmaster", "lab_subitem", "exammaster", "exam_subitem"}
+    assert not list(tmp_path.glob("hurren-gx-*"))
     for s in summaries:
         assert s["extracted"] == s["loaded"] + s["unchanged"] + s["stale"] + s["quarantined"], s
 
@@ -92,6 +105,7 @@ def test_no_identifier_in_logs_summaries_or_quarantine_reasons(hospital, make_da
         "summaries": json.dumps(summaries, ensure_ascii=False, default=str),
         "etl_run.details": json.dumps(details, ensure_ascii=False, default=str),
         "quarantine": "\n".join(f"{reason}\n{rules}" for reason, rules in quarantine),
+        "etl_validation_result": "\n".join(f"{summary}\n{gx}" for _, summary, gx in kept),
     }
     for i, rec in enumerate(caplog.records):
         texts[f"log {i} {rec.name}"] = f"{rec.getMessage()} {rec.exc_text or ''} {rec.args!r}"

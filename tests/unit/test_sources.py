@@ -60,7 +60,7 @@ def test_a_minimal_hospital_gets_every_default() -> None:
     assert s.schedule == "*/30 * * * *"
     assert s.initial_value == datetime(2024, 1, 1)
     assert (s.overlap_minutes, s.chunk_size, s.enabled, s.mapping_file) == (10, 500, True, None)
-    assert s.validator == "pandas"  # GX per batch only where a hospital asks for it
+    assert s.validator == "pandas"  # GX results (once per run) only where a hospital asks for them
     assert s.pool == sources.Pool(name="hurren_src_korla", slots=2)
     assert s.pacs_study_uid_column == "STUDIUIID"
 

@@ -5,7 +5,7 @@ Modules (each importable without Airflow; only :mod:`hurren.reports.web` needs F
 
 - :mod:`~hurren.reports.masking`     how patient identifiers are shown (the one place)
 - :mod:`~hurren.reports.results`     the validation results kept per hospital-day (the pipeline hook
-  :func:`keep_validation`), slimmed and merged GX results, per-rule counts
+  :func:`keep_validation`, and :func:`keep_gx_day` at a run's end), slimmed and merged GX results, per-rule counts
 - :mod:`~hurren.reports.quarantine`  held reports per rule with reasons; CSV / XLSX exports
 - :mod:`~hurren.reports.scorecard`   pass rate by rule per day, SVG chart; daily counts placeholder
 - :mod:`~hurren.reports.datadocs`    GX Data Docs per hospital-day, static site in the docs bucket
@@ -18,6 +18,6 @@ Modules (each importable without Airflow; only :mod:`hurren.reports.web` needs F
 
 from __future__ import annotations
 
-from hurren.reports.results import ReportsError, keep_validation
+from hurren.reports.results import ReportsError, keep_gx_day, keep_validation
 
-__all__ = ["ReportsError", "keep_validation"]
+__all__ = ["ReportsError", "keep_gx_day", "keep_validation"]

@@ -1,13 +1,17 @@
 """Validation results kept for analysts: one row per hospital, day, stream and entity.
 
 The extraction task calls :func:`keep_validation` once per validated batch (the hook in
-``hurren.pipeline._load_batch``). It folds the batch into the row of its hospital-day:
+``hurren.pipeline._load_batch``) and, for a hospital validated with GX, :func:`keep_gx_day` once
+at the end of the run (GX over the run's batches at once). They fold into the row of its
+hospital-day:
 
 - ``summary``: rows validated, and per rule how many rows (and, on the master entity's row, how
   many reports/records) broke it; the daily scorecard is drawn from these counts;
 - ``gx_result``: the Great Expectations result (``Verdicts.gx_results``) of the entity, slimmed
   to counts (no unexpected values, no row ids: :func:`slim`) and merged with the day's earlier
-  batches expectation by expectation (:func:`merge`): Data Docs render one page per row.
+  batches expectation by expectation (:func:`merge`): Data Docs render one page per row;
+- ``summary.gx_disagreements``: where GX's failing rows differed from the pandas verdicts (never
+  expected; logged as errors too).
 
 Why this granularity: Data Docs slow down with thousands of validation results (each batch of
 each 30-minute run would be one); a hospital-day has a handful of rows whatever the number of
@@ -415,6 +419,77 @@ def _keep(
             except IntegrityError:
                 if attempt == 2:
                     raise
+
+
+def keep_gx_day(
+    store_engine: Engine, gx_day: Any, summary: Any, *, source: Any, run_id: str | None = None
+) -> dict[str, Any]:
+    """Run GX once over a run's staged batches (:class:`hurren.validation.GxDay`) and fold its
+    results into the hospital-day rows the run's batches were kept in (the pipeline's hook at the
+    end of a run of a hospital whose ``validator`` is ``"gx"``).
+
+    GX's failing rows must be the pandas engine's: each disagreement is logged as an error and
+    recorded in its entity row's summary (``gx_disagreements``: check, counts, (batch, row)
+    positions; no value). Returns what the run's details record: GX calls, rows, seconds and
+    the disagreements. Never raises: a GX failure is logged and the day has no GX result for it.
+    """
+    src, stream = getattr(source, "id", "?"), getattr(summary, "stream", "?")
+    try:
+        outcome = gx_day.run()
+    except Exception as exc:  # noqa: BLE001 - the load is done; the analysts' GX results are missing
+        log.error("%s/%s: GX over the run's %s batch(es) failed (%s: %s); no GX results for them",
+                  src, stream, gx_day.batches, type(exc).__name__, str(exc)[:200])  # fmt: skip
+        return {"error": f"{type(exc).__name__}: {str(exc)[:200]}"}
+    for d in outcome.disagreements:
+        log.error("%s/%s: GX and the pandas verdicts disagree on %s", src, stream, d)
+    report = {
+        "calls": outcome.calls,
+        "batches": outcome.batches,
+        "rows": dict(outcome.rows),
+        "seconds": round(outcome.seconds, 3),
+        "disagreements": [d.as_dict() for d in outcome.disagreements],
+    }
+    try:
+        _keep_gx(
+            store_engine, outcome, org_code=source.org_code, source=source.id, stream=summary.stream,
+            day=data_day(summary.until), run_id=run_id,
+        )  # fmt: skip
+    except Exception as exc:  # noqa: BLE001 - reported, never raised into the load
+        log.warning("GX results of %s/%s not kept for Data Docs (%s: %s)",
+                    src, stream, type(exc).__name__, str(exc)[:200])  # fmt: skip
+    log.info("%s/%s: GX once over %s batch(es): %s call(s), rows %s, %.1f s, %s disagreement(s)",
+             src, stream, outcome.batches, outcome.calls, report["rows"], outcome.seconds,
+             len(outcome.disagreements))  # fmt: skip
+    return report
+
+
+def _keep_gx(
+    engine: Engine, outcome: Any, *, org_code: str, source: str, stream: str, day: date, run_id: str | None
+) -> None:
+    ensure_table(engine)
+    t = validation_result
+    for ent in sorted(set(outcome.results) | {d.entity for d in outcome.disagreements}):
+        new_gx = None
+        for res in outcome.results.get(ent, ()):
+            new_gx = merge(new_gx, slim(res.to_json_dict()))
+        disagreements = [d.as_dict() for d in outcome.disagreements if d.entity == ent]
+        where = and_(t.c.org_code == org_code, t.c.source == source, t.c.stream == stream, t.c.entity == ent,
+                     t.c.day == day)  # fmt: skip
+        with engine.begin() as conn:
+            row = conn.execute(
+                select(t.c.id, t.c.summary, t.c.gx_result).where(where).with_for_update()
+            ).first()
+            if row is None:  # the batches' summaries were not kept (logged then): nothing to attach to
+                raise ReportsError(f"no validation result row of {source}/{stream}/{ent} on {day}")
+            values: dict[str, Any] = {"updated_at": datetime.now(), "last_run_id": run_id}  # noqa: DTZ005
+            if new_gx is not None:
+                merged = merge(json.loads(row.gx_result), new_gx) if row.gx_result else new_gx
+                values |= {"gx_result": _dump(merged), "suite_name": merged.get("suite_name")}
+            if disagreements:
+                s = json.loads(row.summary)
+                s["gx_disagreements"] = [*(s.get("gx_disagreements") or []), *disagreements]
+                values["summary"] = _dump(s)
+            conn.execute(update(t).where(t.c.id == row.id).values(**values))
 
 
 def _dump(value: Any) -> str:

@@ -24,7 +24,12 @@ exactly on every rule (a test asserts it):
   carries row ids and counts but no values (``exclude_unexpected_values``), so no patient
   identifier can leak through it.
 - ``engine="pandas"``: the same tests as vectorised boolean masks over the prepared Arrow/numpy
-  columns; the pipeline's default (a hospital's ``validator`` in the sources configuration).
+  columns; the engine the pipeline decides every batch with.
+
+The pipeline gives analysts GX results once per run, not per batch: with ``gx_day=``
+(:class:`~hurren.validation.gx_day.GxDay`) each batch's prepared columns are staged to disk and
+GX validates a run's batches at the end, its failing rows compared with the pandas engine's (a
+hospital's ``validator`` ``"gx"`` in the sources configuration).
 
 Cost (2-core machine, ``bench/bench_validation.py``, bench/README.md): the pandas engine decides
 a chunk of 500 lab reports (~10.5k rows) at ≥ 150k rows/s, preparation and messages included.
@@ -44,7 +49,8 @@ entity with that key.
 
 The package, by concept: :mod:`~hurren.validation.verdicts` (the outcome),
 :mod:`~hurren.validation.derived` (normalisation and derived columns, shared by both engines),
-:mod:`~hurren.validation.pandas_engine` and :mod:`~hurren.validation.gx_engine`, and
+:mod:`~hurren.validation.pandas_engine` and :mod:`~hurren.validation.gx_engine`,
+:mod:`~hurren.validation.gx_day` (GX once per run over the staged batches), and
 :mod:`~hurren.validation.messages` (failures and reasons).
 """
 
@@ -74,6 +80,7 @@ from hurren.validation.derived import (
     record_keys,
 )
 from hurren.validation.exceptions import ValidationError
+from hurren.validation.gx_day import Disagreement, GxDay, GxDayResult
 from hurren.validation.gx_engine import RESULT_FORMAT, gx_context, gx_suite, run_gx
 from hurren.validation.messages import FAILURE_COLUMNS, assemble, mask
 from hurren.validation.verdicts import Engine, Verdicts
@@ -83,7 +90,10 @@ __all__ = [
     "RESULT_FORMAT",
     "ROW_ID",
     "STR",
+    "Disagreement",
     "Engine",
+    "GxDay",
+    "GxDayResult",
     "ValidationError",
     "Verdicts",
     "gx_context",
@@ -102,8 +112,10 @@ def validate_reports(
     options: spec.SpecOptions,
     rulebook: R.RuleBook,
     engine: Engine = "gx",
+    gx_day: GxDay | None = None,
 ) -> Verdicts:
-    """Validate a batch of reports: the masters and all their sub-items, in one run per entity."""
+    """Validate a batch of reports: the masters and all their sub-items, in one run per entity.
+    With ``gx_day`` the prepared batch is also staged there for GX once per run."""
     rb = rulebook
     _check_engine(engine)
     m_ent = spec.entity(master_entity)
@@ -161,6 +173,8 @@ def validate_reports(
         if res is not None:
             results[plan_.entity] = res
     stats["engine_s"] = time.perf_counter() - t1
+    if gx_day is not None:
+        gx_day.add([(m_plan, m_frame, hits[m_ent.name]), (i_plan, i_frame, hits[i_ent.name])])
 
     t2 = time.perf_counter()
     item_extra = [k for k in i_ent.key if k not in link]
@@ -195,8 +209,10 @@ def validate_records(
     options: spec.SpecOptions,
     rulebook: R.RuleBook,
     engine: Engine = "gx",
+    gx_day: GxDay | None = None,
 ) -> Verdicts:
-    """Validate a batch of single-table records (daily counts, accept/quote records, PACS views)."""
+    """Validate a batch of single-table records (daily counts, accept/quote records, PACS views).
+    With ``gx_day`` the prepared batch is also staged there for GX once per run."""
     rb = rulebook
     _check_engine(engine)
     ent = spec.entity(entity)
@@ -210,6 +226,8 @@ def validate_records(
     t1 = time.perf_counter()
     hits, res = _run(engine, frame, plan_, rb)
     stats["engine_s"] = time.perf_counter() - t1
+    if gx_day is not None:
+        gx_day.add([(plan_, frame, hits)])
 
     failing = np.unique(np.concatenate([v for v in hits.values()] or [np.empty(0, np.int64)]))
     keys = np.empty(len(frame), dtype=object)

@@ -2,10 +2,13 @@
 
 Each check is one expectation (``meta``: rule, check, entity, field, check_id) on the raw column
 where GX can express it, or on a derived column (:mod:`hurren.validation.derived`). One validation
-run per entity per call, with ``result_format`` COMPLETE and the row id column ``__row`` as
+run per entity per call (:func:`run_gx`, one batch; :mod:`hurren.validation.gx_day`, a run's
+batches at once), with ``result_format`` COMPLETE and the row id column ``__row`` as
 ``unexpected_index_column_names``; the result carries row ids and counts but no values
 (``exclude_unexpected_values``, then :func:`_scrub`), so no patient identifier leaks through it.
-The GX context quiets the ``great_expectations`` loggers (WARNING) for the whole process, and GX
+Uniqueness holds within a pipeline batch (the rows one run of the pandas engine decides): the
+compound key of each uniqueness expectation starts with the batch number ``__batch``, so a run
+over many batches checks what one over each batch did. The GX context quiets the ``great_expectations`` loggers (WARNING) for the whole process, and GX
 runs are serialised by a lock.
 """
 
@@ -19,6 +22,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from hurren import rules as R
 from hurren import spec
@@ -32,6 +36,7 @@ RESULT_FORMAT: dict[str, Any] = {
     "exclude_unexpected_values": True,  # row ids and counts only: no values, no identifiers
     "partial_unexpected_count": 20,
 }
+BATCH_ID = "__batch"  # the pipeline batch a row came from: uniqueness holds within one
 _VALUE_KEYS = ("partial_unexpected_list", "unexpected_list", "partial_unexpected_counts", "unexpected_rows")
 
 
@@ -149,11 +154,9 @@ def _gx_expectation(c: R.Check, rb: R.RuleBook) -> Any:
             return gxe.ExpectColumnValuesToBeBetween(column=col, max_value=limit, **common)
         case R.Outcome(column=col):
             return gxe.ExpectColumnValuesToBeInSet(column=col, value_set=[R.OK], **common)
-        case R.UniqueTogether(columns=cols) if len(cols) == 1:
-            return gxe.ExpectColumnValuesToBeUnique(column=cols[0], **common)
-        case R.UniqueTogether(columns=cols):
+        case R.UniqueTogether(columns=cols):  # unique within a pipeline batch: its number is in the key
             return gxe.ExpectCompoundColumnsToBeUnique(
-                column_list=list(cols), ignore_row_if="any_value_is_missing", **common
+                column_list=[BATCH_ID, *cols], ignore_row_if="any_value_is_missing", **common
             )
         case R.NotLess(a=a, b=b):
             return gxe.ExpectColumnPairValuesAToBeGreaterThanB(
@@ -162,11 +165,24 @@ def _gx_expectation(c: R.Check, rb: R.RuleBook) -> Any:
     raise ValidationError(f"no GX expectation for {c.test!r}")
 
 
+def gx_columns(plan_: R.Plan) -> list[str]:
+    """The prepared columns GX reads for ``plan_`` (the row id, the raw spec columns its tests read and
+    its derived columns: never a PDF's Base64 text, only its outcome)."""
+    return [ROW_ID, *plan_.columns, *(d.name for d in plan_.derived)]
+
+
 def run_gx(frame: Frame, plan_: R.Plan, rb: R.RuleBook) -> tuple[dict[str, np.ndarray], Any]:
     """One GX validation run of the whole batch of one entity."""
+    data = frame.to_pandas(gx_columns(plan_))
+    data[BATCH_ID] = np.zeros(len(data), dtype=np.int32)
+    return validate_gx(data, plan_, rb)
+
+
+def validate_gx(data: pd.DataFrame, plan_: R.Plan, rb: R.RuleBook) -> tuple[dict[str, np.ndarray], Any]:
+    """One GX validation run over ``data`` (the :func:`gx_columns` of one entity and the pipeline
+    batch number :data:`BATCH_ID`, possibly of many batches): the failing row ids (``__row``) of
+    every check, and the scrubbed result."""
     suite, batch_definition = gx_suite(plan_, rb)
-    columns = [ROW_ID, *plan_.columns, *(d.name for d in plan_.derived)]
-    data = frame.to_pandas(columns)
     with _GX_LOCK, _quiet():
         batch = batch_definition.get_batch(batch_parameters={"dataframe": data})
         result = batch.validate(suite, result_format=RESULT_FORMAT)
