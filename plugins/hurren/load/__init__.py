@@ -74,6 +74,7 @@ from sqlalchemy.engine import Engine
 
 from hurren import spec, store
 from hurren.extract import CursorState, RecordBatch, ReportBatch
+from hurren.load import records
 from hurren.load.common import (
     Hold,
     LoadCounts,
@@ -310,6 +311,17 @@ def _load(
 ) -> LoadCounts:
     how = _method(engine, method)
     change_time = STREAMS[stream].cursor
+    if records.columnwise(how, master, item):  # PACS rows: column by column, no object per row
+        try:
+            counts = records.load_frame(
+                engine, master=master, frame=masters, change_time=change_time, stream=stream,
+                max_cursor=max_cursor, source=source, run_id=run_id, holds=holds, run_pk=run_pk,
+                cursor=cursor, clock=clock,
+            )  # fmt: skip
+        except db_errors() as exc:
+            raise _write_error(exc, source, stream, len(masters), master) from None
+        _log_counts(source, stream, counts)
+        return counts
     units = _units(master, item, masters, items)
     _prepare(
         units, master, item, holds or {}, source.org_code, masters=masters, cursor=change_time, clock=clock
@@ -349,12 +361,23 @@ def _load(
             void_data_status=(options or spec.SpecOptions()).void_data_status,
         )
     except db_errors() as exc:
-        raise StoreWriteError(
-            f"{source.id}/{stream}: writing {len(b.to_write)} {master.name} record(s) failed "
-            f"({db_error_summary(exc)}); nothing was committed and the watermark did not move: "
-            "fix the cause and retry the batch",
-            exc,
-        ) from None
+        raise _write_error(exc, source, stream, len(b.to_write), master) from None
+    _log_counts(source, stream, counts)
+    return counts
+
+
+def _write_error(
+    exc: BaseException, source: Source, stream: str, n: int, master: spec.Entity
+) -> StoreWriteError:
+    return StoreWriteError(
+        f"{source.id}/{stream}: writing {n} {master.name} record(s) failed "
+        f"({db_error_summary(exc)}); nothing was committed and the watermark did not move: "
+        "fix the cause and retry the batch",
+        exc,
+    )
+
+
+def _log_counts(source: Source, stream: str, counts: LoadCounts) -> None:
     log.info(
         "%s/%s: %s extracted, %s loaded, %s unchanged, %s stale, %s quarantined (%s new), %s resolved, "
         "%s PDFs put",
@@ -369,7 +392,6 @@ def _load(
         counts.resolved,
         counts.pdfs_put,
     )
-    return counts
 
 
 def load_reports(

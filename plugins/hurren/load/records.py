@@ -1,0 +1,202 @@
+"""Records without sub-items, PDFs or push entries (the PACS views) loaded column by column.
+
+A day of a large hospital's PACS is millions of instance rows, so a batch here holds no object per
+row. The outcome is the per-unit path's (:mod:`hurren.load.units` and the batch flow in
+:mod:`hurren.load`), row for row: the same content hash (the canonical row as key-sorted JSON,
+built column by column with :mod:`hurren.rows`), the same holds and reasons, the same counts.
+
+* Rows that a check holds — validation's holds, a change time beyond the source's clock, a value
+  that does not convert to its column, a key twice in the batch — are few: they are found column by
+  column and then go through the per-unit path itself (``_units``/``_prepare``), so their holds
+  and quarantine entries read exactly as before.
+* The rest is COPYed into the stage as typed columns, and sorted out by the store in the batch's
+  one transaction: rows stored with the same hash leave the stage (unchanged), rows whose stored
+  version is newer leave it (stale), the rest is upserted (the upsert compares again, so a run
+  racing this one never stores an older version). No read of the stored hashes before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlalchemy.engine import Engine
+
+from hurren import rows, spec, store
+from hurren.extract import CursorState
+from hurren.load.common import Hold, LoadCounts, SourceClock
+from hurren.load.engines import Staging
+from hurren.load.quarantine import _quarantine, _resolve_keys
+from hurren.load.runs import _add_run_counts, advance_watermark
+from hurren.load.units import _change_time, _column, _prepare, _Typed, _units
+from hurren.push import outbox as push_outbox
+from hurren.sources import Source
+
+
+def columnwise(how: str, master: spec.Entity, item: spec.Entity | None) -> bool:
+    """Whether a batch of ``master`` takes this path: the copy engine, no sub-items, no PDF and
+    no push entries (accept/quote records are queued row by row: the per-unit path)."""
+    return (
+        how == "copy"
+        and item is None
+        and not any(f.type == "pdf" for f in master.fields)
+        and master.name not in push_outbox.RECORD_ENTITIES
+        and master.name not in push_outbox.REPORT_ENTITIES
+    )
+
+
+def content_hashes(master: spec.Entity, frame: pd.DataFrame) -> list[str]:
+    """``hurren.rows.content_hash`` of each row of a canonical frame of records (no sub-items, no
+    PDF), column by column: the key-sorted JSON of the row under "master", "items" empty."""
+    master_json = rows.json_rows({f: rows.json_column(_column(frame, f)) for f in master.names}, len(frame))
+    return rows.sha256_hex([f'{{"items":[],"master":{m}}}' for m in master_json])
+
+
+def _suspects(
+    master: spec.Entity,
+    frame: pd.DataFrame,
+    typed: _Typed,
+    keys: np.ndarray,
+    holds: Mapping[str, Hold],
+    cursor: str,
+    clock: SourceClock | None,
+) -> np.ndarray:
+    """Rows some check may hold: held by validation, changed in the future, not typed, or whose
+    typed key is in the batch twice (each of the pair)."""
+    n = len(frame)
+    out = typed.first_fail >= 0
+    if holds:
+        out |= np.fromiter((k in holds for k in keys), dtype=bool, count=n)
+    if clock is not None:
+        limit = clock.future_from
+        out |= np.fromiter(
+            ((t := _change_time(v)) is not None and t >= limit for v in _column(frame, cursor)),
+            dtype=bool,
+            count=n,
+        )
+    ok = np.flatnonzero(typed.first_fail < 0)
+    if len(ok):
+        key_columns = {k: typed.columns[store.column_name(master, k)][ok] for k in master.key}
+        out[ok[pd.DataFrame(key_columns).duplicated(keep=False).to_numpy()]] = True
+    return out
+
+
+def load_frame(
+    engine: Engine,
+    *,
+    master: spec.Entity,
+    frame: pd.DataFrame,
+    change_time: str,
+    stream: str,
+    max_cursor: datetime | None,
+    source: Source,
+    run_id: str,
+    holds: Mapping[str, Hold] | None,
+    run_pk: int | None,
+    cursor: CursorState | None,
+    clock: SourceClock | None,
+) -> LoadCounts:
+    """Load one batch of records (a canonical frame) in one transaction; what ``hurren.load._load``
+    does for the same batch, with the same counts. Database errors pass through (the caller words
+    them)."""
+    holds = holds or {}
+    frame = frame.reset_index(drop=True)
+    n = len(frame)
+    keys = rows.record_keys(master, frame)
+    typed = _Typed.of(master, frame)
+    suspect = _suspects(master, frame, typed, keys, holds, change_time, clock)
+    # the per-unit path for the suspects: their holds, hashes and quarantine entries as ever
+    units = []
+    if suspect.any():
+        some = frame.iloc[np.flatnonzero(suspect)].reset_index(drop=True)
+        units = _units(master, None, some, None)
+        _prepare(units, master, None, holds, source.org_code, masters=some, cursor=change_time, clock=clock)
+    held = [u for u in units if u.hold is not None]
+    clean = np.flatnonzero(~suspect)
+    hashes = content_hashes(master, frame.iloc[clean])
+    names = [*typed.columns, "etl_content_hash", "etl_run_id"]
+    columns = [v[clean] for v in typed.columns.values()] + [hashes, [run_id] * len(clean)]
+    extra = [u.typed_master | {"etl_run_id": run_id} for u in units if u.hold is None]  # none expected
+    counts = LoadCounts(extracted=n, quarantined=len(held))
+    with engine.begin() as conn:
+        stale = (
+            _write(conn, master, change_time, names, columns, extra, counts) if len(clean) or extra else set()
+        )
+
+        def valid_keys() -> tuple[set[str], set[str]]:
+            valid = set(keys[clean]) | {u.key for u in units if u.hold is None}
+            if stale:
+                key_at = [names.index(store.column_name(master, k)) for k in master.key]
+                by_typed = dict(
+                    zip(zip(*(columns[i] for i in key_at), strict=True), keys[clean], strict=True)
+                )
+                valid -= {by_typed[k] for k in stale if k in by_typed}
+            return valid, set()
+
+        counts.quarantine_written = _quarantine(conn, master, held, source=source, run_id=run_id)
+        counts.resolved = _resolve_keys(conn, master, valid_keys, source=source)
+        if run_pk is not None:
+            _add_run_counts(conn, run_pk, counts)
+        if cursor is not None and max_cursor is not None:
+            advance_watermark(
+                conn,
+                source=source.id,
+                stream=stream,
+                last_value=max_cursor,
+                initial_value=cursor.initial_value,
+                run_id=run_id,
+            )
+    return counts
+
+
+def _write(
+    conn: Any,
+    master: spec.Entity,
+    change_time: str,
+    names: list[str],
+    columns: list[Any],
+    extra: list[dict[str, Any]],
+    counts: LoadCounts,
+) -> set[tuple[Any, ...]]:
+    """COPY the rows into the stage and let the store sort them: unchanged, stale, written (counted
+    in ``counts``). Returns the stale rows' keys (typed)."""
+    from psycopg import sql  # the copy engine is PostgreSQL with psycopg
+
+    st = Staging(master, names, change_time)
+    staged = len(columns[0]) + len(extra)
+    with conn.connection.driver_connection.cursor() as cur:
+        st.create(cur)
+        with cur.copy(st.copy_sql()) as copy:
+            for row in zip(*columns, strict=True):
+                copy.write_row(row)
+            for r in extra:
+                copy.write_row([r[c] for c in names])
+        cur.execute(st.drop_same_hash_sql())
+        counts.unchanged = cur.rowcount
+        # a newer version stored: never replaced by this older one, never counted loaded
+        cur.execute(
+            sql.SQL("DELETE FROM {s} USING {t} WHERE {same} AND {t}.{ct} > {s}.{ct} RETURNING {keys}").format(
+                s=st.stage, t=st.table, same=st.same, ct=st.ct,
+                keys=sql.SQL(", ").join(sql.SQL("{}.{}").format(st.stage, sql.Identifier(k)) for k in st.keys),
+            )
+        )  # fmt: skip
+        stale = {tuple(r) for r in cur.fetchall()}
+        cur.execute(st.upsert_sql())
+        written = {tuple(r) for r in cur.fetchall()}
+        missed = staged - counts.unchanged - len(stale) - len(written)
+        if missed:  # the rare race: another run stored a version of these keys meanwhile
+            cur.execute(
+                sql.SQL("SELECT {keys}, {t}.etl_content_hash = {s}.etl_content_hash FROM {s} JOIN {t} ON {same}").format(
+                    s=st.stage, t=st.table, same=st.same,
+                    keys=sql.SQL(", ").join(sql.SQL("{}.{}").format(st.stage, sql.Identifier(k)) for k in st.keys),
+                )
+            )  # fmt: skip
+            late = {tuple(r[:-1]) for r in cur.fetchall() if not r[-1]} - written
+            stale |= late
+            counts.unchanged += missed - len(late)
+    counts.stale = len(stale)
+    counts.loaded = len(written)
+    return stale
