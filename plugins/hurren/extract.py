@@ -275,8 +275,12 @@ def canonical(value: Any) -> str | None:
     return str(value)
 
 
+_NONE = type(None)
+
+
 def _canonical_column(values: Sequence[Any]) -> list[str | None]:
-    if all(v is None or type(v) is str for v in values):
+    types = set(map(type, values))  # one C pass: text columns come back as they are
+    if types <= {str, _NONE}:
         return list(values)
     return [canonical(v) for v in values]
 
@@ -464,7 +468,8 @@ def read_reports(
     # (before any chunk can move the watermark past them), so they are quarantined (orphan_item)
     # rather than never seen. Their batch has no masters and does not move the watermark.
     orphans = canonical_frame(
-        conn.execute(sql.query(source, f"{stream}_orphans", open_end=until is None), params).fetchall(), item.names
+        conn.execute(sql.query(source, f"{stream}_orphans", open_end=until is None), params).fetchall(),
+        item.names,
     )
     if len(orphans):
         log.warning(

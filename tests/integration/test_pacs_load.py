@@ -57,6 +57,7 @@ DEFECTS: list[dict[str, Any]] = [
     {"CREATEDTIME": "2099-01-01 00:00:00"},  # beyond the source's clock: future_dtime
     {"FILEPATH": 'a\tb\nc\\d"e\r'},  # valid: COPY must carry it as it is
     {"PATIENTAGE": None, "SERIESNO": ""},  # valid: null and empty stay apart
+    {"PATIENTNAME": "\\N", "SERIESNO": "\\.", "ACCESS_NO": "x\x0by\fz\bé𠀀"},  # COPY's own markers, as text
     {"INSTANCESOPIUID": None},  # a missing key
 ]
 
