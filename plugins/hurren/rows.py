@@ -148,16 +148,15 @@ def json_column(values: np.ndarray | pd.Series) -> np.ndarray:
     the C encoder json.dumps itself uses, dates and whole numbers as json.dumps writes them
     (``default=str``), anything else through json.dumps."""
     arr = values.to_numpy(dtype=object) if isinstance(values, pd.Series) else values
-    missing = pd.isna(arr)
     out = np.empty(len(arr), dtype=object)
+    if set(map(type, arr)) <= {str, type(None)}:  # canonical text (no NaN to look for): one C call each
+        out[:] = [("null" if v is None else encode_basestring(v)) for v in arr]
+        return out
+    missing = pd.isna(arr)
     out[missing] = "null"
     present = ~missing
-    values = arr[present]
-    if pd.api.types.infer_dtype(values, skipna=False) == "string":  # canonical text: one C call each
-        out[present] = list(map(encode_basestring, values))
-        return out
     get = _JSON_BY_TYPE.get
-    out[present] = [get(type(v), canonical_json)(v) for v in values]
+    out[present] = [get(type(v), canonical_json)(v) for v in arr[present]]
     return out
 
 

@@ -90,6 +90,25 @@ def content_hashes(master: spec.Entity, frame: pd.DataFrame) -> list[str]:
     return rows.sha256_hex([f'{{"items":[],"master":{m}}}' for m in master_json])
 
 
+def _future(
+    master: spec.Entity, frame: pd.DataFrame, typed: _Typed, cursor: str, limit: datetime
+) -> np.ndarray:
+    """Rows whose change time is ``limit`` or later (``_change_time``: the strict form only). A
+    datetime field's typed column holds just those values (others None or BAD): compared at once."""
+    f = next(f for f in master.fields if f.name == cursor)
+    if f.type != "datetime":
+        return np.fromiter(
+            ((t := _change_time(v)) is not None and t >= limit for v in _column(frame, cursor)),
+            dtype=bool,
+            count=len(frame),
+        )
+    times = typed.columns[store.column_name(master, cursor)]
+    out = np.zeros(len(times), dtype=bool)
+    known = np.fromiter((type(t) is datetime for t in times), dtype=bool, count=len(times))
+    out[known] = times[known] >= limit
+    return out
+
+
 def _suspects(
     master: spec.Entity,
     frame: pd.DataFrame,
@@ -106,12 +125,7 @@ def _suspects(
     if holds:
         out |= np.fromiter((k in holds for k in keys), dtype=bool, count=n)
     if clock is not None:
-        limit = clock.future_from
-        out |= np.fromiter(
-            ((t := _change_time(v)) is not None and t >= limit for v in _column(frame, cursor)),
-            dtype=bool,
-            count=n,
-        )
+        out |= _future(master, frame, typed, cursor, clock.future_from)
     ok = np.flatnonzero(typed.first_fail < 0)
     if len(ok):
         key_columns = {k: typed.columns[store.column_name(master, k)][ok] for k in master.key}
@@ -208,6 +222,7 @@ def _write(
 
     st = Staging(master, names, change_time)
     staged = len(columns[0]) + len(extra)
+    keys = sql.SQL(", ").join(sql.SQL("{}.{}").format(st.stage, sql.Identifier(k)) for k in st.keys)
     with conn.connection.driver_connection.cursor() as cur:
         st.create(cur)
         with cur.copy(st.copy_sql()) as copy:
@@ -218,26 +233,26 @@ def _write(
                     copy.write_row(row)
             for r in extra:
                 copy.write_row([r[c] for c in names])
-        cur.execute(st.drop_same_hash_sql())
-        counts.unchanged = cur.rowcount
-        # a newer version stored: never replaced by this older one, never counted loaded
+        # stored with the same hash (unchanged), or a newer version stored (stale: never replaced by
+        # this older one, never counted loaded): both leave the stage, in one pass
         cur.execute(
-            sql.SQL("DELETE FROM {s} USING {t} WHERE {same} AND {t}.{ct} > {s}.{ct} RETURNING {keys}").format(
-                s=st.stage, t=st.table, same=st.same, ct=st.ct,
-                keys=sql.SQL(", ").join(sql.SQL("{}.{}").format(st.stage, sql.Identifier(k)) for k in st.keys),
-            )
-        )  # fmt: skip
-        stale = {tuple(r) for r in cur.fetchall()}
+            sql.SQL(
+                "DELETE FROM {s} USING {t} WHERE {same} AND ({t}.etl_content_hash = {s}.etl_content_hash "
+                "OR {t}.{ct} > {s}.{ct}) RETURNING {keys}, {t}.etl_content_hash = {s}.etl_content_hash"
+            ).format(s=st.stage, t=st.table, same=st.same, ct=st.ct, keys=keys)
+        )
+        gone = cur.fetchall()
+        stale = {tuple(r[:-1]) for r in gone if not r[-1]}
+        counts.unchanged = len(gone) - len(stale)
         cur.execute(st.upsert_sql())
         written = {tuple(r) for r in cur.fetchall()}
         missed = staged - counts.unchanged - len(stale) - len(written)
         if missed:  # the rare race: another run stored a version of these keys meanwhile
             cur.execute(
-                sql.SQL("SELECT {keys}, {t}.etl_content_hash = {s}.etl_content_hash FROM {s} JOIN {t} ON {same}").format(
-                    s=st.stage, t=st.table, same=st.same,
-                    keys=sql.SQL(", ").join(sql.SQL("{}.{}").format(st.stage, sql.Identifier(k)) for k in st.keys),
-                )
-            )  # fmt: skip
+                sql.SQL(
+                    "SELECT {keys}, {t}.etl_content_hash = {s}.etl_content_hash FROM {s} JOIN {t} ON {same}"
+                ).format(s=st.stage, t=st.table, same=st.same, keys=keys)
+            )
             late = {tuple(r[:-1]) for r in cur.fetchall() if not r[-1]} - written
             stale |= late
             counts.unchanged += missed - len(late)
