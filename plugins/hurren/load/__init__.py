@@ -51,6 +51,8 @@ The package, by concept: :mod:`~hurren.load.units` (a batch as reports or record
 hashed column by column with :mod:`hurren.rows`; load's own checks), :mod:`~hurren.load.pdfs`
 (decode, check, content-addressed keys, parallel puts, the pending list and its sweep),
 :mod:`~hurren.load.engines` (``copy`` for PostgreSQL, ``portable`` for any other store),
+:mod:`~hurren.load.records` (records without sub-items, PDFs or push entries — the PACS views —
+column by column on the ``copy`` engine),
 :mod:`~hurren.load.quarantine`, :mod:`~hurren.load.runs` (``etl_run`` and the watermark) and,
 here, the batch flow that ties them into one transaction.
 
@@ -103,7 +105,7 @@ from hurren.load.pdfs import (
     sweep_pdfs,
 )
 from hurren.load.quarantine import _quarantine, _resolve
-from hurren.load.runs import RUN_LEASE, _add_run_counts, advance_watermark, finish_run, start_run
+from hurren.load.runs import RUN_LEASE, _settle_batch, advance_watermark, finish_run, start_run
 from hurren.load.units import _prepare, _Unit, _units, holds_from_verdicts
 from hurren.push import outbox as push_outbox
 from hurren.rows import content_hash, to_store_value
@@ -258,17 +260,8 @@ def _commit(
             _forget_puts(conn, pdfs.bucket, settled)
         counts.quarantine_written = _quarantine(conn, b.master, b.held, source=source, run_id=run_id)
         counts.resolved = _resolve(conn, b.master, b, source=source)
-        if run_pk is not None:
-            _add_run_counts(conn, run_pk, counts)
-        if cursor is not None and max_cursor is not None:
-            advance_watermark(
-                conn,
-                source=source.id,
-                stream=stream,
-                last_value=max_cursor,
-                initial_value=cursor.initial_value,
-                run_id=run_id,
-            )
+        _settle_batch(conn, run_pk=run_pk, counts=counts, cursor=cursor, max_cursor=max_cursor,
+                      source=source.id, stream=stream, run_id=run_id)  # fmt: skip
 
 
 def _refused(b: _Batch, refused: Mapping[str, str], counts: LoadCounts) -> None:

@@ -32,7 +32,7 @@ from hurren.extract import CursorState
 from hurren.load.common import Hold, LoadCounts, SourceClock
 from hurren.load.engines import Staging
 from hurren.load.quarantine import _quarantine, _resolve_keys
-from hurren.load.runs import _add_run_counts, advance_watermark
+from hurren.load.runs import _settle_batch
 from hurren.load.units import _change_time, _column, _prepare, _stored_fields, _Typed, _units
 from hurren.push import outbox as push_outbox
 from hurren.sources import Source
@@ -192,17 +192,8 @@ def load_frame(
 
         counts.quarantine_written = _quarantine(conn, master, held, source=source, run_id=run_id)
         counts.resolved = _resolve_keys(conn, master, valid_keys, source=source)
-        if run_pk is not None:
-            _add_run_counts(conn, run_pk, counts)
-        if cursor is not None and max_cursor is not None:
-            advance_watermark(
-                conn,
-                source=source.id,
-                stream=stream,
-                last_value=max_cursor,
-                initial_value=cursor.initial_value,
-                run_id=run_id,
-            )
+        _settle_batch(conn, run_pk=run_pk, counts=counts, cursor=cursor, max_cursor=max_cursor,
+                      source=source.id, stream=stream, run_id=run_id)  # fmt: skip
     return counts
 
 

@@ -32,6 +32,32 @@ def _add_run_counts(conn: Connection, run_pk: int, counts: LoadCounts) -> None:
     )
 
 
+def _settle_batch(
+    conn: Connection,
+    *,
+    run_pk: int | None,
+    counts: LoadCounts,
+    cursor: Any,
+    max_cursor: datetime | None,
+    source: str,
+    stream: str,
+    run_id: str,
+) -> None:
+    """A batch's counts added to its run and the cursor (a ``CursorState``; None for a backfill)
+    moved to its highest value, in the batch's transaction."""
+    if run_pk is not None:
+        _add_run_counts(conn, run_pk, counts)
+    if cursor is not None and max_cursor is not None:
+        advance_watermark(
+            conn,
+            source=source,
+            stream=stream,
+            last_value=max_cursor,
+            initial_value=cursor.initial_value,
+            run_id=run_id,
+        )
+
+
 def advance_watermark(
     conn: Connection,
     *,
