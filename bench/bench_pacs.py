@@ -2,9 +2,9 @@
 
 Run from the repository root, with the local PostgreSQL up (``scripts/services up pg``)::
 
-    .venv/bin/python bench/bench_pacs.py                          # 2,000,000 instance rows, GX
-    .venv/bin/python bench/bench_pacs.py --rows 200000,2000000    # memory stays flat as rows grow
-    .venv/bin/python bench/bench_pacs.py --validator pandas --chunk-size 50000
+    .venv/bin/python bench/bench_pacs.py                          # 2,000,000 instance rows
+    .venv/bin/python bench/bench_pacs.py --rows 200000,2000000 --baseline main   # old and new, in turn
+    .venv/bin/python bench/bench_pacs.py --validator gx --chunk-size 50000
 
 What it does: a fresh source database gets one day of ``v_web_jcjg`` (``--rows`` instance rows,
 ``--per-study`` instances per study, written by PostgreSQL's ``generate_series``, so setting up is
@@ -13,9 +13,15 @@ Then, each in a fresh interpreter (so ``ru_maxrss`` is that step's own peak): th
 stream (extract in chunks → validate → COPY + upsert), the ``pacs_study`` stream, and the
 reconciliation of the day — exactly what the ``pacs__<id>`` DAG's tasks call
 (``hurren.pipeline.run_stream``, ``hurren.pacs.reconcile``). A second instance run over the whole
-day again (a backfill: every row read, validated and found unchanged) is timed too. Peak memory is ``resource.getrusage(RUSAGE_SELF)
-.ru_maxrss`` of that interpreter; "baseline" is the same after importing the libraries and before
-the run, so the difference is what the rows cost. Databases are dropped afterwards unless ``--keep``.
+day again (a backfill: every row read, validated and found unchanged) is timed too. Peak memory is
+``resource.getrusage(RUSAGE_SELF).ru_maxrss`` of that interpreter; "baseline" is the same after
+importing the libraries and before the run, so the difference is what the rows cost. Databases
+are dropped afterwards unless ``--keep``.
+
+``--baseline REF`` runs every step with the code of commit ``REF`` too (a temporary ``git
+worktree``, ``bench/benchlib.py``), against the same source and a store of its own, old and new
+taking turns step by step, so both meet the same machine. ``--validator`` (default ``pandas``, the
+sources' default) is the engine that decides each batch.
 """
 
 from __future__ import annotations
@@ -23,20 +29,24 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import platform
 import resource
 import secrets
 import subprocess
 import sys
 import time
+from contextlib import ExitStack
 from datetime import date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
-from hurren.rules import load_rulebook
-from hurren.spec import DEFAULT_OPTIONS
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "plugins"))
+HERE = Path(__file__).resolve().parents[1]
+ROOT = Path(os.environ.get("HURREN_BENCH_CODE") or HERE)  # the code measured: this tree's, or --baseline's
+if str(ROOT / "plugins") not in sys.path:
+    sys.path.insert(0, str(ROOT / "plugins"))
+if str(HERE / "bench") not in sys.path:
+    sys.path.append(str(HERE / "bench"))
 
 DAY = date(2024, 3, 11)
 ORG = "457759922"
@@ -124,11 +134,18 @@ def _maxrss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
+def _cpu_s() -> float:
+    """CPU seconds of this process so far (user + system): what the step cost it, however busy
+    the machine (wall time also holds the wait for PostgreSQL, and for the other processes)."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def _child(args: argparse.Namespace) -> None:
     import pandas  # noqa: F401 - the libraries the step uses, loaded before the baseline
     from sqlalchemy import create_engine
 
-    from hurren import pacs, pipeline, store, validation  # noqa: F401
+    from hurren import pacs, pipeline, rules, spec, store, validation  # noqa: F401
     from hurren.sources import parse_sources
 
     if args.validator == "gx":
@@ -137,8 +154,10 @@ def _child(args: argparse.Namespace) -> None:
     source = dataclasses.replace(source, chunk_size=args.chunk_size)
     src, dst = create_engine(args.source_url), create_engine(args.store_url)
     store.create_reconciliation(dst)
+    # a tree with hurren.site passes the site's decisions explicitly; an older one defaulted them
+    site = {"options": spec.DEFAULT_OPTIONS, "rulebook": rules.load_rulebook()} if hasattr(spec, "DEFAULT_OPTIONS") else {}
     baseline = _maxrss_mb()
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), _cpu_s()
     if args.step == "reconcile":
         s = pacs.reconcile(dst, org_code=ORG, first_day=DAY, last_day=DAY, run_id=args.run_id)
         out = {"rows": s.instances, "studies": s.studies, "ok": s.ok, "by_issue": dict(s.by_issue)}
@@ -154,7 +173,8 @@ def _child(args: argparse.Namespace) -> None:
             until=datetime.combine(DAY + timedelta(days=1), datetime.min.time()),
             validator=args.validator,
             # the second run reads the whole day again (a backfill), everything already stored
-            backfill_since=datetime.combine(DAY, datetime.min.time()) if args.run_id == "rerun" else None, options=DEFAULT_OPTIONS, rulebook=load_rulebook()
+            backfill_since=datetime.combine(DAY, datetime.min.time()) if args.run_id == "rerun" else None,
+            **site,
         )
         c = summary.counts
         out = {
@@ -164,16 +184,29 @@ def _child(args: argparse.Namespace) -> None:
             "quarantined": c.quarantined,
             "batches": summary.batches,
         }
-    out.update(seconds=time.perf_counter() - t0, baseline_mb=baseline, peak_mb=_maxrss_mb())
+    out.update(
+        seconds=time.perf_counter() - t0, cpu_s=_cpu_s() - cpu0, baseline_mb=baseline, peak_mb=_maxrss_mb()
+    )
     print(json.dumps(out))
 
 
-def _step(step: str, args: argparse.Namespace, source_url: str, store_url: str, run_id: str) -> dict:
+def _step(
+    step: str,
+    args: argparse.Namespace,
+    source_url: str,
+    store_url: str,
+    run_id: str,
+    code: Path | None = None,
+) -> dict:
+    """One step in a fresh interpreter; ``code``: the tree whose hurren it runs (default this one)."""
+    from benchlib import code_env
+
     cmd = [
         sys.executable, __file__, "--child", "--step", step, "--source-url", source_url, "--store-url", store_url,
         "--chunk-size", str(args.chunk_size), "--validator", args.validator, "--run-id", run_id,
     ]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=ROOT)  # noqa: S603
+    env = code_env(code) if code is not None else None
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=HERE, env=env)  # noqa: S603
     if proc.returncode != 0:
         raise SystemExit(f"{step} failed:\n{proc.stderr[-4000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -182,12 +215,68 @@ def _step(step: str, args: argparse.Namespace, source_url: str, store_url: str, 
 # ---------------------------------------------------------------------------------------------
 
 
+STEPS = (
+    ("pacs_instance", "first", "pacs_instance"),
+    ("pacs_study", "first", "pacs_study"),
+    ("reconcile", "first", "reconcile"),
+    ("pacs_instance", "rerun", "pacs_instance, the day again (unchanged)"),
+)
+
+
+def _measure(args: argparse.Namespace, admin: Any, rows: int, trees: dict[str, Path | None]) -> None:
+    """One day of ``rows`` instance rows: one source, a store per tree, each step run by every
+    tree in turn (old, new, old, new, ... with ``--repeat``), each in a fresh interpreter."""
+    from sqlalchemy import text
+
+    from hurren.settings import settings
+    from hurren.synthetic import drop_database
+
+    token = secrets.token_hex(3)
+    src_name = f"hurren_bench_pacs_src_{token}"
+    stores = {
+        (name, i): f"hurren_bench_pacs_store_{name}{i}_{token}" for i in range(args.repeat) for name in trees
+    }
+    names = [src_name, *stores.values()]
+    with admin.connect() as conn:
+        for n in names:
+            conn.execute(text(f'CREATE DATABASE "{n}"'))
+    src_url = settings().database_url(src_name)
+    try:
+        setup = _make_source(src_url, rows, args.per_study)
+        print(f"<!-- {rows} rows set up in {setup:.1f} s -->")
+        for step, run_id, label in STEPS:
+            for i in range(args.repeat):
+                for name, code in trees.items():
+                    r = _step(step, args, src_url, settings().database_url(stores[name, i]), run_id, code)
+                    print(
+                        f"| {rows:,} | {label} | {name} | {r['rows']:,} | {r['seconds']:.1f} | "
+                        f"{r['rows'] / r['seconds']:,.0f} | {r.get('cpu_s', float('nan')):.1f} | "
+                        f"{r['peak_mb']:.0f} | {r['baseline_mb']:.0f} | {r['peak_mb'] - r['baseline_mb']:.0f} |",
+                        flush=True,
+                    )
+                    shown = ("rows", "seconds", "cpu_s", "peak_mb", "baseline_mb")
+                    extra = {k: v for k, v in r.items() if k not in shown}
+                    print(f"<!-- {label}, {name}: {extra} -->", flush=True)
+    finally:
+        if args.keep:
+            print(f"kept: {names}")
+        else:
+            for n in names:
+                drop_database(admin, n)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--rows", default="2000000", help="instance rows of the day; a comma-separated list runs each")
+    p.add_argument(
+        "--rows", default="2000000", help="instance rows of the day; a comma-separated list runs each"
+    )
     p.add_argument("--per-study", type=int, default=100, help="instances per study")
-    p.add_argument("--chunk-size", type=int, default=50_000, help="rows per batch (the pacs DAG's chunk_size)")
-    p.add_argument("--validator", choices=("gx", "pandas"), default="gx")
+    p.add_argument(
+        "--chunk-size", type=int, default=50_000, help="rows per batch (the pacs DAG's chunk_size)"
+    )
+    p.add_argument("--validator", choices=("gx", "pandas"), default="pandas", help="the engine that decides")
+    p.add_argument("--baseline", metavar="REF", help="also run the commit REF (a git worktree), interleaved")
+    p.add_argument("--repeat", type=int, default=1, help="runs of each step per tree (a fresh store each)")
     p.add_argument("--keep", action="store_true", help="keep the databases")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--step", help=argparse.SUPPRESS)
@@ -199,7 +288,8 @@ def main() -> int:
         _child(args)
         return 0
 
-    from sqlalchemy import create_engine, text
+    from benchlib import checkout, describe
+    from sqlalchemy import create_engine
 
     from hurren.settings import settings
 
@@ -207,47 +297,22 @@ def main() -> int:
     print(
         f"python {platform.python_version()}; chunk_size {args.chunk_size}, validator {args.validator}, "
         f"{args.per_study} instances per study"
+        + (f"; old = {describe(args.baseline)}, new = this tree" if args.baseline else "")
     )
     print(
-        "| instance rows | step | rows | seconds | rows/s | peak RSS MB | baseline MB | rows cost MB |\n"
-        "|---|---|---|---|---|---|---|---|"
+        "| instance rows | step | tree | rows | seconds | rows/s | CPU s (ours) | peak RSS MB | baseline MB | "
+        "rows cost MB |\n"
+        "|---|---|---|---|---|---|---|---|---|---|"
     )
-    try:
-        for rows in (int(r) for r in args.rows.split(",")):
-            names = [f"hurren_bench_pacs_{kind}_{secrets.token_hex(3)}" for kind in ("src", "store")]
-            with admin.connect() as conn:
-                for n in names:
-                    conn.execute(text(f'CREATE DATABASE "{n}"'))
-            src_url, store_url = (settings().database_url(n) for n in names)
-            try:
-                setup = _make_source(src_url, rows, args.per_study)
-                print(f"<!-- {rows} rows set up in {setup:.1f} s -->")
-                for step, run_id in (
-                    ("pacs_instance", "first"),
-                    ("pacs_study", "first"),
-                    ("reconcile", "first"),
-                    ("pacs_instance", "rerun"),
-                ):
-                    r = _step(step, args, src_url, store_url, run_id)
-                    label = step if run_id == "first" else f"{step}, the day again (unchanged)"
-                    print(
-                        f"| {rows:,} | {label} | {r['rows']:,} | {r['seconds']:.1f} | "
-                        f"{r['rows'] / r['seconds']:,.0f} | {r['peak_mb']:.0f} | {r['baseline_mb']:.0f} | "
-                        f"{r['peak_mb'] - r['baseline_mb']:.0f} |",
-                        flush=True,
-                    )
-                    extra = {k: v for k, v in r.items() if k not in ("rows", "seconds", "peak_mb", "baseline_mb")}
-                    print(f"<!-- {label}: {extra} -->", flush=True)
-            finally:
-                if not args.keep:
-                    from hurren.synthetic import drop_database
-
-                    for n in names:
-                        drop_database(admin, n)
-                else:
-                    print(f"kept: {src_url} {store_url}")
-    finally:
-        admin.dispose()
+    with ExitStack() as stack:
+        trees: dict[str, Path | None] = {"new": None}
+        if args.baseline:
+            trees = {"old": stack.enter_context(checkout(args.baseline)), "new": None}
+        try:
+            for rows in (int(r) for r in args.rows.split(",")):
+                _measure(args, admin, rows, trees)
+        finally:
+            admin.dispose()
     return 0
 
 

@@ -43,6 +43,7 @@ import pandas as pd
 from sqlalchemy.engine import Connection, Engine
 
 from hurren import spec, sql
+from hurren.rows import DATETIME_FORMAT as STRICT_DATETIME
 from hurren.sources import STREAMS, Source, Stream, StreamDef
 
 __all__ = [
@@ -167,8 +168,12 @@ def canonical(value: Any) -> str | None:
     return str(value)
 
 
+_NONE = type(None)
+
+
 def _canonical_column(values: Sequence[Any]) -> list[str | None]:
-    if all(v is None or type(v) is str for v in values):
+    types = set(map(type, values))  # one C pass: text columns come back as they are
+    if types <= {str, _NONE}:
         return list(values)
     return [canonical(v) for v in values]
 
@@ -185,12 +190,23 @@ def canonical_frame(rows: Sequence[Sequence[Any]], names: Sequence[str]) -> pd.D
 
 
 def _max_cursor(values: Iterable[str | None]) -> datetime | None:
+    """The latest of the values (their first 19 characters) that parse as the spec's datetime.
+    Those in the strict form sort as text, so only the greatest ones are parsed; any other goes
+    through strptime, as lenient as before."""
+    heads = [v[:19] for v in values if v is not None]
+    strict = {h for h in heads if STRICT_DATETIME.fullmatch(h)}
     best: datetime | None = None
-    for v in values:
-        if v is None:
+    for h in sorted(strict, reverse=True):
+        try:
+            best = datetime.fromisoformat(h)  # naive source time
+            break
+        except ValueError:  # Feb 30: the next one down
+            continue
+    for h in heads:
+        if h in strict:
             continue
         try:
-            d = datetime.strptime(v[:19], spec.DATETIME_FORMAT)  # noqa: DTZ007 - naive source time
+            d = datetime.strptime(h, spec.DATETIME_FORMAT)  # noqa: DTZ007 - naive source time
         except ValueError:
             continue
         if best is None or d > best:

@@ -8,8 +8,8 @@ Two forms of the same definitions:
 
 * per row: :func:`to_store_value` and :func:`content_hash` — the reference, and what a caller
   with one record uses;
-* per column: :func:`typed_column`, :func:`json_column`, :func:`json_rows` and
-  :func:`sha256_hex` — what the loader uses on whole frames (no dict, no ``json.dumps`` per
+* per column: :func:`typed_column`, :func:`json_column`, :func:`json_rows`,
+  :func:`sha256_hex` and :func:`record_keys` (``store.record_key`` of every row) — what the loader uses on whole frames (no dict, no ``json.dumps`` per
   row: each value goes through one C call, rows are joined by numpy). They give byte for byte
   what the per-row functions give (``tests/unit/test_rows.py`` proves it on generated values,
   hostile strings included): a changed hash would make every stored report look changed, and
@@ -38,6 +38,7 @@ __all__ = [
     "content_hash",
     "json_column",
     "json_rows",
+    "record_keys",
     "row_hash",
     "sha256_hex",
     "to_store_value",
@@ -147,8 +148,11 @@ def json_column(values: np.ndarray | pd.Series) -> np.ndarray:
     the C encoder json.dumps itself uses, dates and whole numbers as json.dumps writes them
     (``default=str``), anything else through json.dumps."""
     arr = values.to_numpy(dtype=object) if isinstance(values, pd.Series) else values
-    missing = pd.isna(arr)
     out = np.empty(len(arr), dtype=object)
+    if set(map(type, arr)) <= {str, type(None)}:  # canonical text (no NaN to look for): one C call each
+        out[:] = [("null" if v is None else encode_basestring(v)) for v in arr]
+        return out
+    missing = pd.isna(arr)
     out[missing] = "null"
     present = ~missing
     get = _JSON_BY_TYPE.get
@@ -170,3 +174,20 @@ def sha256_hex(texts: Sequence[str] | np.ndarray) -> list[str]:
     """SHA-256 (hex) of each text's UTF-8 (surrogates passed through, as content_hash does)."""
     sha = hashlib.sha256
     return [sha(t.encode("utf-8", "surrogatepass")).hexdigest() for t in texts]
+
+
+def record_keys(entity: spec.Entity, frame: pd.DataFrame) -> np.ndarray:
+    """``store.record_key`` of every row of ``frame`` (a JSON array of the key's values as text,
+    missing ones null, as ``json.dumps(..., ensure_ascii=False)`` writes it), column by column."""
+    n = len(frame)
+    parts = []
+    for k in entity.key:
+        values = frame[k].to_numpy(dtype=object) if k in frame.columns else np.full(n, None, dtype=object)
+        missing = pd.isna(values)
+        out = np.full(n, "null", dtype=object)
+        out[~missing] = [encode_basestring(v if type(v) is str else str(v)) for v in values[~missing]]
+        parts.append(out)
+    template = "[" + ", ".join(["%s"] * len(parts)) + "]"
+    keys = np.empty(n, dtype=object)
+    keys[:] = [template % t for t in zip(*parts, strict=True)] if parts else ["[]"] * n
+    return keys

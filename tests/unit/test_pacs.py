@@ -3,16 +3,24 @@ and the per-study reconciliation, on a store in SQLite."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import date, datetime
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import create_engine, insert, select
 
-from hurren import mapping, pacs, spec, store, validation
+from hurren import extract, mapping, pacs, rows, spec, store, validation
+from hurren.extract import canonical_frame
+from hurren.load import records
 from hurren.rules import load_rulebook
+from tests.unit.test_rows import _row
+
+INSTANCE = spec.entity("v_web_jcjg")
 
 ORG = "457759922"
 DAY = date(2024, 3, 11)
@@ -83,7 +91,9 @@ def test_a_clean_instance_and_study_pass():
         pytest.param({"PATIENTSEX": "X"}, ("PATIENTSEX", "dictionary"), id="sex-not-gb2261"),
         pytest.param({"PATIENTSEX": "M"}, ("PATIENTSEX", "dictionary"), id="dicom-sex-without-mapping"),
         pytest.param({"MODALITY": "FOO"}, ("MODALITY", "dictionary"), id="modality"),
-        pytest.param({"CREATEDTIME": "2024-02-30 10:00:00"}, ("CREATEDTIME", "datetime"), id="impossible-date"),
+        pytest.param(
+            {"CREATEDTIME": "2024-02-30 10:00:00"}, ("CREATEDTIME", "datetime"), id="impossible-date"
+        ),
         pytest.param({"STUDYDATE": "2024/03/11"}, ("STUDYDATE", "datetime"), id="date-format"),
         pytest.param({"FILESIZE": "12k"}, ("FILESIZE", "number"), id="filesize-number"),
         pytest.param({"ACCESS_NO": None}, ("ACCESS_NO", "not_null"), id="required"),
@@ -117,7 +127,9 @@ def test_dicom_sex_is_accepted_through_the_sites_mapping_d17(tmp_path: Path):
         encoding="utf-8",
     )
     codes = mapping.load_mapping(path)
-    frame = pd.DataFrame([_instance(PATIENTSEX=s, INSTANCESOPIUID=f"{UID}.1.{i}") for i, s in enumerate("MFO1")])
+    frame = pd.DataFrame(
+        [_instance(PATIENTSEX=s, INSTANCESOPIUID=f"{UID}.1.{i}") for i, s in enumerate("MFO1")]
+    )
     mapped = mapping.apply_mapping(frame, "v_web_jcjg", codes)
     assert mapped.frame["PATIENTSEX"].tolist() == ["1", "2", "9", "1"]
     assert mapped.mapped == {"PATIENTSEX": 3}
@@ -137,15 +149,22 @@ def _facts(**over):
     ("over", "issues"),
     [
         pytest.param({}, (), id="ok"),
-        pytest.param({"instances": 2, "instance_size": 200}, ("instance_count", "file_size"), id="instances-missing"),
+        pytest.param(
+            {"instances": 2, "instance_size": 200}, ("instance_count", "file_size"), id="instances-missing"
+        ),
         pytest.param({"instance_size": 301}, ("file_size",), id="size"),
         pytest.param({"instance_count": "three"}, ("count_unreadable",), id="count-text"),
         pytest.param({"instance_count": " 3 "}, (), id="count-padded"),
-        pytest.param({"study_rows": 0, "instance_count": None, "file_size": None}, ("no_study",), id="no-study-row"),
+        pytest.param(
+            {"study_rows": 0, "instance_count": None, "file_size": None}, ("no_study",), id="no-study-row"
+        ),
         pytest.param({"instances": 0, "instance_size": None}, ("no_instances",), id="no-instances"),
         pytest.param({"reports": 0}, ("no_report",), id="no-report"),
-        pytest.param({"study_rows": 0, "instances": 0, "instance_size": None, "instance_count": None},
-                     ("no_study", "no_instances"), id="report-only"),  # fmt: skip
+        pytest.param(
+            {"study_rows": 0, "instances": 0, "instance_size": None, "instance_count": None},
+            ("no_study", "no_instances"),
+            id="report-only",
+        ),  # fmt: skip
     ],
 )
 def test_assess(over, issues):
@@ -226,7 +245,12 @@ def test_reconcile_finds_each_kind_of_gap_and_keeps_it_in_the_table(engine):
     _put_exam(engine, [_exam("1.1", "F1"), _exam("1.2", "F2"), _exam("1.4", "F4"), _exam("1.5", "F5")])
     _put_exam(engine, [_exam("1.6", "F6", org="999999999")])  # another hospital
     summary = pacs.reconcile(engine, org_code=ORG, first_day=DAY, last_day=DAY, run_id="r1")
-    assert summary.as_dict()["by_issue"] == {"no_study": 2, "no_instances": 1, "instance_count": 1, "no_report": 1}
+    assert summary.as_dict()["by_issue"] == {
+        "no_study": 2,
+        "no_instances": 1,
+        "instance_count": 1,
+        "no_report": 1,
+    }
     assert (summary.studies, summary.ok, summary.instances) == (5, 1, 9)
     rows = _recon(engine)
     assert set(rows) == {"1.1", "1.2", "1.3", "1.4", "1.5"}
@@ -267,3 +291,41 @@ def test_days_ending():
     assert pacs.days_ending(DAY, 2) == (date(2024, 3, 10), DAY)
     with pytest.raises(ValueError):
         pacs.days_ending(DAY, 0)
+
+
+# --- column by column, as the per-row code did (kept here as the reference) ---------------------
+
+
+def _old_content_hash(row: dict) -> str:
+    """The per-row load's content hash of a record (hurren.rows.content_hash with no sub-items)."""
+    body = {"master": row, "items": []}
+    text = json.dumps(body, ensure_ascii=False, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _old_record_key(entity: spec.Entity, row: dict) -> str:
+    return json.dumps([None if row[k] is None else str(row[k]) for k in entity.key], ensure_ascii=False)
+
+
+def _old_max_cursor(values) -> datetime | None:
+    best = None
+    for v in values:
+        if v is None:
+            continue
+        try:
+            d = datetime.strptime(v[:19], "%Y-%m-%d %H:%M:%S")  # noqa: DTZ007
+        except ValueError:
+            continue
+        if best is None or d > best:
+            best = d
+    return best
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_row(INSTANCE, {}), max_size=25))
+def test_hashes_keys_and_the_batch_cursor_column_by_column_are_the_per_row_ones(given_rows):
+    frame = canonical_frame([[r[n] for n in INSTANCE.names] for r in given_rows], INSTANCE.names)
+    per_row = [{n: r[n] for n in INSTANCE.names} for r in given_rows]
+    assert records.content_hashes(INSTANCE, frame) == [_old_content_hash(r) for r in per_row]
+    assert list(rows.record_keys(INSTANCE, frame)) == [_old_record_key(INSTANCE, r) for r in per_row]
+    assert extract._max_cursor(frame["CREATEDTIME"]) == _old_max_cursor(frame["CREATEDTIME"])

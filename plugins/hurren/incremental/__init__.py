@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from hurren.incremental.runlog import RUN_LEASE, LoadCounts, add_run_counts, finish_run, start_run
 from hurren.incremental.watermark import advance_watermark, read_cursor
@@ -78,6 +78,7 @@ __all__ = [
     "next_window",
     "read_cursor",
     "run",
+    "settle_batch",
     "start_run",
     "to_source_time",
     "window",
@@ -147,3 +148,23 @@ def run(
         finish_run(store_engine, pk, status="failed", details=r.details())
         raise
     finish_run(store_engine, pk, status="success", details=r.details())
+
+
+def settle_batch(
+    conn: Connection,
+    *,
+    run_pk: int | None,
+    counts: LoadCounts,
+    cursor: CursorState | None,
+    max_cursor: datetime | None,
+    source: str,
+    stream: str,
+    run_id: str,
+) -> None:
+    """A committed batch's counts added to its run and the cursor (None in a backfill) moved to the
+    batch's highest change time, in the batch's transaction: rows, counts and watermark together."""
+    if run_pk is not None:
+        add_run_counts(conn, run_pk, counts)
+    if cursor is not None and max_cursor is not None:
+        advance_watermark(conn, source=source, stream=stream, last_value=max_cursor,
+                          initial_value=cursor.initial_value, run_id=run_id)  # fmt: skip

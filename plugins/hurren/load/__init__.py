@@ -51,8 +51,10 @@ The package, by concept: :mod:`~hurren.load.units` (a batch as reports or record
 hashed column by column with :mod:`hurren.rows`; load's own checks), :mod:`~hurren.load.pdfs`
 (decode, check, content-addressed keys, parallel puts, the pending list and its sweep),
 :mod:`~hurren.load.engines` (``copy`` for PostgreSQL, ``portable`` for any other store),
-:mod:`~hurren.load.quarantine` and, here, the batch flow that ties them into one transaction
-with the run's counts and the watermark (both :mod:`hurren.incremental`'s).
+:mod:`~hurren.load.records` (records without sub-items, PDFs or push entries — the PACS views —
+column by column on the ``copy`` engine), :mod:`~hurren.load.quarantine` and, here, the batch
+flow that ties them into one transaction with the run's counts and the watermark (both
+:mod:`hurren.incremental`'s).
 
 Exceptions::
 
@@ -74,7 +76,8 @@ from sqlalchemy.engine import Engine
 
 from hurren import spec, store
 from hurren.extract import RecordBatch, ReportBatch
-from hurren.incremental import CursorState, add_run_counts, advance_watermark
+from hurren.incremental import CursorState, settle_batch
+from hurren.load import records
 from hurren.load.common import (
     Hold,
     LoadCounts,
@@ -253,17 +256,8 @@ def _commit(
             _forget_puts(conn, pdfs.bucket, settled)
         counts.quarantine_written = _quarantine(conn, b.master, b.held, source=source, run_id=run_id)
         counts.resolved = _resolve(conn, b.master, b, source=source)
-        if run_pk is not None:
-            add_run_counts(conn, run_pk, counts)
-        if cursor is not None and max_cursor is not None:
-            advance_watermark(
-                conn,
-                source=source.id,
-                stream=stream,
-                last_value=max_cursor,
-                initial_value=cursor.initial_value,
-                run_id=run_id,
-            )
+        settle_batch(conn, run_pk=run_pk, counts=counts, cursor=cursor, max_cursor=max_cursor,
+                     source=source.id, stream=stream, run_id=run_id)  # fmt: skip
 
 
 def _refused(b: _Batch, refused: Mapping[str, str], counts: LoadCounts) -> None:
@@ -306,6 +300,17 @@ def _load(
 ) -> LoadCounts:
     how = _method(engine, method)
     change_time = STREAMS[stream].cursor
+    if records.columnwise(how, master, item):  # PACS rows: column by column, no object per row
+        try:
+            counts = records.load_frame(
+                engine, master=master, frame=masters, change_time=change_time, stream=stream,
+                max_cursor=max_cursor, source=source, run_id=run_id, holds=holds, run_pk=run_pk,
+                cursor=cursor, clock=clock,
+            )  # fmt: skip
+        except db_errors() as exc:
+            raise _write_error(exc, source, stream, len(masters), master) from None
+        _log_counts(source, stream, counts)
+        return counts
     units = _units(master, item, masters, items)
     _prepare(
         units, master, item, holds or {}, source.org_code, masters=masters, cursor=change_time, clock=clock
@@ -345,12 +350,23 @@ def _load(
             void_data_status=void_data_status,
         )
     except db_errors() as exc:
-        raise StoreWriteError(
-            f"{source.id}/{stream}: writing {len(b.to_write)} {master.name} record(s) failed "
-            f"({db_error_summary(exc)}); nothing was committed and the watermark did not move: "
-            "fix the cause and retry the batch",
-            exc,
-        ) from None
+        raise _write_error(exc, source, stream, len(b.to_write), master) from None
+    _log_counts(source, stream, counts)
+    return counts
+
+
+def _write_error(
+    exc: BaseException, source: Source, stream: str, n: int, master: spec.Entity
+) -> StoreWriteError:
+    return StoreWriteError(
+        f"{source.id}/{stream}: writing {n} {master.name} record(s) failed "
+        f"({db_error_summary(exc)}); nothing was committed and the watermark did not move: "
+        "fix the cause and retry the batch",
+        exc,
+    )
+
+
+def _log_counts(source: Source, stream: str, counts: LoadCounts) -> None:
     log.info(
         "%s/%s: %s extracted, %s loaded, %s unchanged, %s stale, %s quarantined (%s new), %s resolved, "
         "%s PDFs put",
@@ -365,7 +381,6 @@ def _load(
         counts.resolved,
         counts.pdfs_put,
     )
-    return counts
 
 
 def load_reports(

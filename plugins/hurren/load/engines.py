@@ -81,6 +81,75 @@ def _write_portable(
             conn.execute(insert(itable), [dict(zip(names, r, strict=True)) for r in rows])
 
 
+def _same(a: Any, b: Any, names: Iterable[str]) -> Any:
+    """``a.c = b.c AND ...`` for the columns ``names`` (psycopg SQL)."""
+    from psycopg import sql
+
+    ident = sql.Identifier
+    return sql.SQL(" AND ").join(sql.SQL("{}.{} = {}.{}").format(a, ident(c), b, ident(c)) for c in names)
+
+
+class Staging:
+    """The SQL of the copy engine for one entity: a temporary stage like the store table, COPY
+    into it, and the set-based upsert that keeps the newer version (psycopg SQL)."""
+
+    def __init__(self, master: spec.Entity, cols: Sequence[str], cursor: str) -> None:
+        from psycopg import sql
+
+        table = store.SPEC_TABLES[master.name]
+        ident = sql.Identifier
+        self.cols = list(cols)
+        self.keys = [k.name for k in _key_columns(table, master)]
+        self.table, self.stage = ident(table.name), ident(f"etl_stage_{table.name}")
+        self.col_list = sql.SQL(", ").join(map(ident, self.cols))
+        self.key_list = sql.SQL(", ").join(map(ident, self.keys))
+        self.same = _same(self.table, self.stage, self.keys)
+        self.ct = ident(store.column_name(master, cursor))
+
+    def create(self, cur: Any) -> None:
+        from psycopg import sql
+
+        cur.execute(
+            sql.SQL("CREATE TEMP TABLE {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DROP").format(
+                self.stage, self.table
+            )
+        )
+
+    def copy_sql(self) -> Any:
+        from psycopg import sql
+
+        return sql.SQL("COPY {} ({}) FROM STDIN").format(self.stage, self.col_list)
+
+    def drop_same_hash_sql(self) -> Any:
+        """Staged rows whose key is stored with the same hash leave the stage (unchanged)."""
+        from psycopg import sql
+
+        return sql.SQL(
+            "DELETE FROM {s} USING {t} WHERE {same} AND {t}.etl_content_hash = {s}.etl_content_hash"
+        ).format(s=self.stage, t=self.table, same=self.same)
+
+    def upsert_sql(self) -> Any:
+        """INSERT … ON CONFLICT from the stage: a stored row is replaced only by other content at
+        least as new (its change time); RETURNING the keys written."""
+        from psycopg import sql
+
+        ident = sql.Identifier
+        updates = sql.SQL(", ").join(
+            sql.SQL("{} = EXCLUDED.{}").format(ident(c), ident(c))
+            for c in [*self.cols, "etl_loaded_at"]
+            if c not in self.keys
+        )
+        return sql.SQL(
+            "INSERT INTO {t} ({cols}) SELECT {cols} FROM {s} "
+            "ON CONFLICT ({keys}) DO UPDATE SET {updates} "
+            "WHERE {t}.etl_content_hash IS DISTINCT FROM EXCLUDED.etl_content_hash "
+            "AND ({t}.{ct} IS NULL OR EXCLUDED.{ct} IS NULL OR {t}.{ct} <= EXCLUDED.{ct}) "
+            "RETURNING {keys}"
+        ).format(
+            t=self.table, cols=self.col_list, s=self.stage, keys=self.key_list, updates=updates, ct=self.ct
+        )
+
+
 def _write_copy(
     conn: Connection, master: spec.Entity, item: spec.Entity | None, units: list[_Unit], cursor: str
 ) -> tuple[list[tuple[Any, ...]], set[tuple[Any, ...]]]:
@@ -93,45 +162,16 @@ def _write_copy(
     from psycopg import sql  # the copy path is taken only with psycopg
 
     raw = conn.connection.driver_connection
-    table = store.SPEC_TABLES[master.name]
     cols = list(units[0].typed_master)
-    keys = [k.name for k in _key_columns(table, master)]
-    ident = sql.Identifier
-    t, stage = ident(table.name), ident(f"etl_stage_{table.name}")
-    col_list = sql.SQL(", ").join(map(ident, cols))
-    key_list = sql.SQL(", ").join(map(ident, keys))
-
-    def same(a: sql.Composable, b: sql.Composable, names: Iterable[str]) -> sql.Composable:
-        return sql.SQL(" AND ").join(sql.SQL("{}.{} = {}.{}").format(a, ident(c), b, ident(c)) for c in names)
-
-    ct = ident(store.column_name(master, cursor))
+    st = Staging(master, cols, cursor)
+    keys, ident, stage = st.keys, sql.Identifier, st.stage
     with raw.cursor() as cur:
-        cur.execute(
-            sql.SQL("CREATE TEMP TABLE {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DROP").format(stage, t)
-        )
-        with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(stage, col_list)) as copy:
+        st.create(cur)
+        with cur.copy(st.copy_sql()) as copy:
             for u in units:
                 copy.write_row([u.typed_master[c] for c in cols])
-        # rows stored meanwhile with the same hash leave the stage
-        cur.execute(
-            sql.SQL(
-                "DELETE FROM {s} USING {t} WHERE {same} AND {t}.etl_content_hash = {s}.etl_content_hash"
-            ).format(s=stage, t=t, same=same(t, stage, keys))
-        )
-        updates = sql.SQL(", ").join(
-            sql.SQL("{} = EXCLUDED.{}").format(ident(c), ident(c))
-            for c in [*cols, "etl_loaded_at"]
-            if c not in keys
-        )
-        cur.execute(
-            sql.SQL(
-                "INSERT INTO {t} ({cols}) SELECT {cols} FROM {s} "
-                "ON CONFLICT ({keys}) DO UPDATE SET {updates} "
-                "WHERE {t}.etl_content_hash IS DISTINCT FROM EXCLUDED.etl_content_hash "
-                "AND ({t}.{ct} IS NULL OR EXCLUDED.{ct} IS NULL OR {t}.{ct} <= EXCLUDED.{ct}) "
-                "RETURNING {keys}"
-            ).format(t=t, cols=col_list, s=stage, keys=key_list, updates=updates, ct=ct)
-        )
+        cur.execute(st.drop_same_hash_sql())  # rows stored meanwhile with the same hash leave the stage
+        cur.execute(st.upsert_sql())
         written = [tuple(r) for r in cur.fetchall()]
         stale: set[tuple[Any, ...]] = set()
         by_key = {tuple(u.typed_master[k] for k in keys): u for u in units}
@@ -151,7 +191,7 @@ def _write_copy(
         itable = ident(store.SPEC_TABLES[item.name].name)
         cur.execute(
             sql.SQL("DELETE FROM {i} USING {s} WHERE {same}").format(
-                i=itable, s=stage, same=same(itable, stage, _link(master, item))
+                i=itable, s=stage, same=_same(itable, stage, _link(master, item))
             )
         )
         done = set(written)

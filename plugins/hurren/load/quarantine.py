@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from sqlalchemy import bindparam, func, insert, select, update
@@ -68,14 +69,34 @@ def _resolve(conn: Connection, master: spec.Entity, b: _Batch, *, source: Source
     """Resolve the open entries of the batch's valid reports: by key, and, for reports, by report
     number (a report corrected at the source under another key, e.g. a patient_id filled in),
     unless the batch also holds a version of that report number."""
+    return _resolve_keys(
+        conn,
+        master,
+        lambda: (
+            {u.key for u in b.valid},
+            {_report_form_no(master, u) for u in b.valid}
+            - {_report_form_no(master, u) for u in b.held}
+            - {None},
+        ),
+        source=source,
+    )
+
+
+def _resolve_keys(
+    conn: Connection,
+    master: spec.Entity,
+    keys_and_forms: Callable[[], tuple[Iterable[str], Iterable[str]]],
+    *,
+    source: Source,
+) -> int:
+    """Resolve the open entries of these record keys and report numbers (``keys_and_forms``,
+    asked only when an entry of the entity is open)."""
     q = store.quarantine
     open_ = (q.c.entity == master.name, q.c.source == source.id, q.c.resolved_at.is_(None))
     if conn.execute(select(q.c.id).where(*open_).limit(1)).first() is None:
         return 0  # nothing open: the usual case, and IN lists of a whole batch saved
-    keys = sorted({u.key for u in b.valid})
-    forms = sorted(
-        {_report_form_no(master, u) for u in b.valid} - {_report_form_no(master, u) for u in b.held} - {None}
-    )
+    key_set, form_set = keys_and_forms()
+    keys, forms = sorted(key_set), sorted(form_set)
     by_key = update(q).where(*open_, q.c.record_key.in_(bindparam("values", expanding=True)))
     by_form = update(q).where(*open_, q.c.org_code == source.org_code,
                               q.c.report_form_no.in_(bindparam("values", expanding=True)))  # fmt: skip

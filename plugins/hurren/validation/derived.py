@@ -31,7 +31,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from hurren import pdf, spec, store
+from hurren import pdf, rows, spec
 from hurren import rules as R
 from hurren.validation.exceptions import ValidationError
 
@@ -452,9 +452,4 @@ def missing(v: Any) -> bool:
 
 def record_keys(frame: pd.DataFrame, ent: spec.Entity) -> pd.Series:
     """store.record_key of every row, from the values as given (missing as null)."""
-    cols = [frame[k].to_numpy(dtype=object) if k in frame.columns else [None] * len(frame) for k in ent.key]
-    keys = [
-        store.record_key(ent, {k: (None if missing(v) else v) for k, v in zip(ent.key, vals, strict=True)})
-        for vals in zip(*cols, strict=True)
-    ] if len(frame) else []  # fmt: skip
-    return pd.Series(keys, index=frame.index, dtype=object)
+    return pd.Series(rows.record_keys(ent, frame), index=frame.index, dtype=object)

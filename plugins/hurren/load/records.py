@@ -1,0 +1,251 @@
+"""Records without sub-items, PDFs or push entries (the PACS views) loaded column by column.
+
+A day of a large hospital's PACS is millions of instance rows, so a batch here holds no object per
+row. The outcome is the per-unit path's (:mod:`hurren.load.units` and the batch flow in
+:mod:`hurren.load`), row for row: the same content hash (the canonical row as key-sorted JSON,
+built column by column with :mod:`hurren.rows`), the same holds and reasons, the same counts.
+
+* Rows that a check holds — validation's holds, a change time beyond the source's clock, a value
+  that does not convert to its column, a key twice in the batch — are few: they are found column by
+  column and then go through the per-unit path itself (``_units``/``_prepare``), so their holds
+  and quarantine entries read exactly as before.
+* The rest is COPYed into the stage as typed columns, and sorted out by the store in the batch's
+  one transaction: rows stored with the same hash leave the stage (unchanged), rows whose stored
+  version is newer leave it (stale), the rest is upserted (the upsert compares again, so a run
+  racing this one never stores an older version). No read of the stored hashes before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+from sqlalchemy.engine import Engine
+
+from hurren import rows, spec, store
+from hurren.incremental import CursorState, settle_batch
+from hurren.load.common import Hold, LoadCounts, SourceClock
+from hurren.load.engines import Staging
+from hurren.load.quarantine import _quarantine, _resolve_keys
+from hurren.load.units import _change_time, _column, _prepare, _stored_fields, _Typed, _units
+from hurren.push import outbox as push_outbox
+from hurren.sources import Source
+
+
+def columnwise(how: str, master: spec.Entity, item: spec.Entity | None) -> bool:
+    """Whether a batch of ``master`` takes this path: the copy engine, no sub-items, no PDF and
+    no push entries (accept/quote records are queued row by row: the per-unit path)."""
+    return (
+        how == "copy"
+        and item is None
+        and not any(f.type == "pdf" for f in master.fields)
+        and master.name not in push_outbox.RECORD_ENTITIES
+        and master.name not in push_outbox.REPORT_ENTITIES
+    )
+
+
+_COPY_ESCAPES = (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r"))  # backslash first
+
+
+def copy_text(
+    master: spec.Entity, frame: pd.DataFrame, typed: Mapping[str, np.ndarray], hashes: list[str], run_id: str
+) -> bytes | None:
+    """The rows of ``frame`` (``typed``: their typed columns, all clean) as COPY text, built by Arrow column by
+    column: what ``write_row`` sends for the typed values. Datetimes and dates are their canonical
+    text (the strict form they were typed from), whole numbers their typed value; text escaped,
+    null as ``\\N``. None when Arrow cannot take a value (a lone surrogate, a number beyond 64 bits,
+    a value that is not text): the caller writes row by row then, as before."""
+    try:
+        columns = []
+        for column, f in _stored_fields(master):
+            if f.type == "number":
+                arr = pa.array(typed[column], type=pa.int64()).cast(pa.string())
+            else:
+                arr = pa.array(
+                    _column(frame, f.name).to_numpy(dtype=object), type=pa.string(), from_pandas=True
+                )
+                if f.type == "date":
+                    arr = pc.utf8_slice_codeunits(arr, 0, 10)
+                elif f.type != "datetime":
+                    for old, new in _COPY_ESCAPES:
+                        arr = pc.replace_substring(arr, old, new)
+            columns.append(pc.fill_null(arr, "\\N"))
+        columns += [pa.array(hashes, type=pa.string()), pa.array([run_id] * len(frame), type=pa.string())]
+        lines = pc.binary_join_element_wise(*columns, "\t").to_pylist()
+    except (pa.ArrowException, UnicodeError, OverflowError, TypeError, ValueError):
+        return None
+    return "".join(f"{line}\n" for line in lines).encode("utf-8")
+
+
+def content_hashes(master: spec.Entity, frame: pd.DataFrame) -> list[str]:
+    """``hurren.rows.content_hash`` of each row of a canonical frame of records (no sub-items, no
+    PDF), column by column: the key-sorted JSON of the row under "master", "items" empty."""
+    master_json = rows.json_rows({f: rows.json_column(_column(frame, f)) for f in master.names}, len(frame))
+    return rows.sha256_hex([f'{{"items":[],"master":{m}}}' for m in master_json])
+
+
+def _future(
+    master: spec.Entity, frame: pd.DataFrame, typed: _Typed, cursor: str, limit: datetime
+) -> np.ndarray:
+    """Rows whose change time is ``limit`` or later (``_change_time``: the strict form only). A
+    datetime field's typed column holds just those values (others None or BAD): compared at once."""
+    f = next(f for f in master.fields if f.name == cursor)
+    if f.type != "datetime":
+        return np.fromiter(
+            ((t := _change_time(v)) is not None and t >= limit for v in _column(frame, cursor)),
+            dtype=bool,
+            count=len(frame),
+        )
+    times = typed.columns[store.column_name(master, cursor)]
+    out = np.zeros(len(times), dtype=bool)
+    known = np.fromiter((type(t) is datetime for t in times), dtype=bool, count=len(times))
+    out[known] = times[known] >= limit
+    return out
+
+
+def _suspects(
+    master: spec.Entity,
+    frame: pd.DataFrame,
+    typed: _Typed,
+    keys: np.ndarray,
+    holds: Mapping[str, Hold],
+    cursor: str,
+    clock: SourceClock | None,
+) -> np.ndarray:
+    """Rows some check may hold: held by validation, changed in the future, not typed, or whose
+    typed key is in the batch twice (each of the pair)."""
+    n = len(frame)
+    out = typed.first_fail >= 0
+    if holds:
+        out |= np.fromiter((k in holds for k in keys), dtype=bool, count=n)
+    if clock is not None:
+        out |= _future(master, frame, typed, cursor, clock.future_from)
+    ok = np.flatnonzero(typed.first_fail < 0)
+    if len(ok):
+        key_columns = {k: typed.columns[store.column_name(master, k)][ok] for k in master.key}
+        out[ok[pd.DataFrame(key_columns).duplicated(keep=False).to_numpy()]] = True
+    return out
+
+
+def load_frame(
+    engine: Engine,
+    *,
+    master: spec.Entity,
+    frame: pd.DataFrame,
+    change_time: str,
+    stream: str,
+    max_cursor: datetime | None,
+    source: Source,
+    run_id: str,
+    holds: Mapping[str, Hold] | None,
+    run_pk: int | None,
+    cursor: CursorState | None,
+    clock: SourceClock | None,
+) -> LoadCounts:
+    """Load one batch of records (a canonical frame) in one transaction; what ``hurren.load._load``
+    does for the same batch, with the same counts. Database errors pass through (the caller words
+    them)."""
+    holds = holds or {}
+    frame = frame.reset_index(drop=True)
+    n = len(frame)
+    keys = rows.record_keys(master, frame)
+    typed = _Typed.of(master, frame)
+    suspect = _suspects(master, frame, typed, keys, holds, change_time, clock)
+    # the per-unit path for the suspects: their holds, hashes and quarantine entries as ever
+    units = []
+    if suspect.any():
+        some = frame.iloc[np.flatnonzero(suspect)].reset_index(drop=True)
+        units = _units(master, None, some, None)
+        _prepare(units, master, None, holds, source.org_code, masters=some, cursor=change_time, clock=clock)
+    held = [u for u in units if u.hold is not None]
+    clean = np.flatnonzero(~suspect)
+    ok = frame.iloc[clean]
+    hashes = content_hashes(master, ok)
+    clean_typed = {c: v[clean] for c, v in typed.columns.items()}
+    names = [*clean_typed, "etl_content_hash", "etl_run_id"]
+    columns = [*clean_typed.values(), hashes, [run_id] * len(clean)]
+    text = copy_text(master, ok, clean_typed, hashes, run_id)
+    extra = [u.typed_master | {"etl_run_id": run_id} for u in units if u.hold is None]  # none expected
+    counts = LoadCounts(extracted=n, quarantined=len(held))
+    with engine.begin() as conn:
+        stale = (
+            _write(conn, master, change_time, names, columns, text, extra, counts)
+            if len(clean) or extra
+            else set()
+        )
+
+        def valid_keys() -> tuple[set[str], set[str]]:
+            valid = set(keys[clean]) | {u.key for u in units if u.hold is None}
+            if stale:
+                key_at = [names.index(store.column_name(master, k)) for k in master.key]
+                by_typed = dict(
+                    zip(zip(*(columns[i] for i in key_at), strict=True), keys[clean], strict=True)
+                )
+                valid -= {by_typed[k] for k in stale if k in by_typed}
+            return valid, set()
+
+        counts.quarantine_written = _quarantine(conn, master, held, source=source, run_id=run_id)
+        counts.resolved = _resolve_keys(conn, master, valid_keys, source=source)
+        settle_batch(conn, run_pk=run_pk, counts=counts, cursor=cursor, max_cursor=max_cursor,
+                     source=source.id, stream=stream, run_id=run_id)  # fmt: skip
+    return counts
+
+
+def _write(
+    conn: Any,
+    master: spec.Entity,
+    change_time: str,
+    names: list[str],
+    columns: list[Any],
+    text: bytes | None,
+    extra: list[dict[str, Any]],
+    counts: LoadCounts,
+) -> set[tuple[Any, ...]]:
+    """COPY the rows into the stage and let the store sort them: unchanged, stale, written (counted
+    in ``counts``). Returns the stale rows' keys (typed)."""
+    from psycopg import sql  # the copy engine is PostgreSQL with psycopg
+
+    st = Staging(master, names, change_time)
+    staged = len(columns[0]) + len(extra)
+    keys = sql.SQL(", ").join(sql.SQL("{}.{}").format(st.stage, sql.Identifier(k)) for k in st.keys)
+    with conn.connection.driver_connection.cursor() as cur:
+        st.create(cur)
+        with cur.copy(st.copy_sql()) as copy:
+            if text is not None:
+                copy.write(text)
+            else:
+                for row in zip(*columns, strict=True):
+                    copy.write_row(row)
+            for r in extra:
+                copy.write_row([r[c] for c in names])
+        # stored with the same hash (unchanged), or a newer version stored (stale: never replaced by
+        # this older one, never counted loaded): both leave the stage, in one pass
+        cur.execute(
+            sql.SQL(
+                "DELETE FROM {s} USING {t} WHERE {same} AND ({t}.etl_content_hash = {s}.etl_content_hash "
+                "OR {t}.{ct} > {s}.{ct}) RETURNING {keys}, {t}.etl_content_hash = {s}.etl_content_hash"
+            ).format(s=st.stage, t=st.table, same=st.same, ct=st.ct, keys=keys)
+        )
+        gone = cur.fetchall()
+        stale = {tuple(r[:-1]) for r in gone if not r[-1]}
+        counts.unchanged = len(gone) - len(stale)
+        cur.execute(st.upsert_sql())
+        written = {tuple(r) for r in cur.fetchall()}
+        missed = staged - counts.unchanged - len(stale) - len(written)
+        if missed:  # the rare race: another run stored a version of these keys meanwhile
+            cur.execute(
+                sql.SQL(
+                    "SELECT {keys}, {t}.etl_content_hash = {s}.etl_content_hash FROM {s} JOIN {t} ON {same}"
+                ).format(s=st.stage, t=st.table, same=st.same, keys=keys)
+            )
+            late = {tuple(r[:-1]) for r in cur.fetchall() if not r[-1]} - written
+            stale |= late
+            counts.unchanged += missed - len(late)
+    counts.stale = len(stale)
+    counts.loaded = len(written)
+    return stale
