@@ -34,7 +34,7 @@ COPY --chown=airflow:0 plugins/ /opt/airflow/plugins/
 COPY --chown=airflow:0 include/ /opt/airflow/include/
 COPY --chown=airflow:0 docker/airflow/ /opt/airflow/docker/
 
-# `hurren` importable by every process (task runners and `python -m hurren.simulator` too).
+# `hurren` importable by every process (task runners and `python -m hurren_testkit.simulator` too).
 # /opt/airflow/site: the site's own configuration (sources.json, spec-options.json, rules.json,
 # mappings, dictionaries), mounted read-only by docker-compose.yml, which points HURREN_SITE_DIR there.
 # /opt/airflow/sim-data: the simulator's key pair and SQLite file (a volume in the test profile);
@@ -45,4 +45,4 @@ RUN mkdir -p /opt/airflow/site /opt/airflow/sim-data \
  && python -c "import airflow.providers.celery, airflow.providers.postgres, airflow.providers.oracle, \
 airflow.providers.microsoft.mssql, celery, redis, oracledb, pymssql, psycopg, psycopg2, minio, lxml, zeep, \
 great_expectations, hurren.settings, hurren.sources, hurren.spec, hurren.crypto, hurren.pipeline, \
-hurren.simulator.server; print('hurren image: imports ok')"
+hurren_testkit.simulator.server; print('hurren image: imports ok')"

@@ -41,9 +41,10 @@ def _prepare(args: argparse.Namespace, data: Path) -> None:
     sys.path.insert(0, str(ROOT / "plugins"))
     from sqlalchemy import create_engine, text
 
-    from hurren import extract, synthetic
+    from hurren import extract
     from hurren.settings import settings
     from hurren.sources import parse_sources
+    from hurren_testkit import synthetic
 
     s = settings()
     admin = create_engine(s.database_url("postgres"), isolation_level="AUTOCOMMIT")
@@ -80,10 +81,11 @@ def _child(plugins: str, data: Path) -> None:
     sys.path.insert(0, plugins)
     from sqlalchemy import create_engine, text
 
-    from hurren import load, spec, store, synthetic
-    from hurren.connections import minio_client
+    from hurren import load, spec, store
+    from hurren.clients import minio_client
     from hurren.settings import settings
     from hurren.sources import parse_sources
+    from hurren_testkit import synthetic
 
     with data.open("rb") as f:
         saved = pickle.load(f)

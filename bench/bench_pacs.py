@@ -111,7 +111,7 @@ FROM v_web_jcjg GROUP BY "STUDIUIID"
 def _make_source(url: str, rows: int, per_study: int) -> float:
     from sqlalchemy import create_engine, text
 
-    from hurren import synthetic
+    from hurren_testkit import synthetic
 
     t0 = time.perf_counter()
     engine = create_engine(url)
@@ -229,7 +229,7 @@ def _measure(args: argparse.Namespace, admin: Any, rows: int, trees: dict[str, P
     from sqlalchemy import text
 
     from hurren.settings import settings
-    from hurren.synthetic import drop_database
+    from hurren_testkit.synthetic import drop_database
 
     token = secrets.token_hex(3)
     src_name = f"hurren_bench_pacs_src_{token}"

@@ -52,10 +52,11 @@ def _child(plugins: str, src_db: str, org_code: str, chunk: int, validator: str)
     sys.path.insert(0, plugins)
     from sqlalchemy import create_engine, text
 
-    from hurren import extract, load, rules, spec, store, synthetic, validation
-    from hurren.connections import minio_client
+    from hurren import extract, load, rules, spec, store, validation
+    from hurren.clients import minio_client
     from hurren.settings import settings
     from hurren.sources import STREAMS, parse_sources
+    from hurren_testkit import synthetic
 
     try:
         from hurren import pdf
@@ -154,8 +155,8 @@ def main() -> int:
     sys.path.insert(0, str(ROOT / "plugins"))
     from sqlalchemy import create_engine, text
 
-    from hurren import synthetic
     from hurren.settings import settings
+    from hurren_testkit import synthetic
 
     s = settings()
     admin = create_engine(s.database_url("postgres"), isolation_level="AUTOCOMMIT")

@@ -2,7 +2,7 @@
 
 Run from the repository root: ``.venv/bin/python bench/bench_platform.py [--calls 200]``
 
-The simulator runs as its own process (``python -m hurren.simulator --port 0``), so client and
+The simulator runs as its own process (``python -m hurren_testkit.simulator --port 0``), so client and
 server do not share a GIL. The payload is one lab report with 20 sub-items and a ~130 KB PDF
 (~180 KB of XML, ~240 KB once encrypted and Base64-encoded). Measured:
 
@@ -34,9 +34,10 @@ sys.path.insert(0, str(ROOT / "plugins"))
 import zeep  # noqa: E402
 from lxml import etree  # noqa: E402
 
-from hurren.platform import Credential, PlatformClient, samples  # noqa: E402
+from hurren.platform import Credential, PlatformClient  # noqa: E402
 from hurren.platform import xml as px  # noqa: E402
 from hurren.spec import DEFAULT_OPTIONS  # noqa: E402
+from hurren_testkit import samples  # noqa: E402
 
 PDF_SIZE = 130_000
 ITEMS = 20
@@ -48,7 +49,7 @@ def start_simulator(tmp: Path) -> tuple[subprocess.Popen[str], str, str]:
         [
             sys.executable,
             "-m",
-            "hurren.simulator",
+            "hurren_testkit.simulator",
             "--host",
             "127.0.0.1",
             "--port",
@@ -65,7 +66,9 @@ def start_simulator(tmp: Path) -> tuple[subprocess.Popen[str], str, str]:
     key = re.search(r"public key (\S+)", proc.stdout.readline())
     if not url or not key:
         proc.kill()
-        raise SystemExit("the simulator did not start; run python -m hurren.simulator --port 0 to see why")
+        raise SystemExit(
+            "the simulator did not start; run python -m hurren_testkit.simulator --port 0 to see why"
+        )
     return proc, url.group(1), key.group(1)
 
 

@@ -7,7 +7,7 @@ Run from the repository root, with the local services up (``scripts/services up 
 
 Set-up (not timed): a fresh store database and bucket, one hospital's lab reports (20 sub-items,
 ~``--pdf-kb`` KB PDFs) loaded by ``hurren.load`` (which queues them), and per simulator mode a
-simulator as its own process (``python -m hurren.simulator --port 0 --check-rate R``) so client and
+simulator as its own process (``python -m hurren_testkit.simulator --port 0 --check-rate R``) so client and
 server do not share a GIL. Simulator modes (``--check-rates``): 1 checks every report field by
 field against the spec (as the tests do); 0.01 is fast-ack: one report in a hundred checked, every
 one still decrypted, parsed and stored with its PDF's SHA-256 (what a real platform's own cost is,
@@ -50,7 +50,7 @@ import httpx  # noqa: E402
 from sqlalchemy import create_engine, delete, text, update  # noqa: E402
 
 from hurren import spec, store  # noqa: E402
-from hurren.connections import minio_client  # noqa: E402
+from hurren.clients import minio_client  # noqa: E402
 from hurren.platform import Credential  # noqa: E402
 from hurren.push.connection import PlatformConfig, TimedSession  # noqa: E402
 from hurren.push.options import PushOptions  # noqa: E402
@@ -69,7 +69,7 @@ SITE = {"spec_options": spec.DEFAULT_OPTIONS} if hasattr(spec, "DEFAULT_OPTIONS"
 def start_simulator(tmp: Path, check_rate: float) -> tuple[subprocess.Popen[str], str, str]:
     env = {**os.environ, "PYTHONPATH": str(HERE / "plugins"), "HURREN_SIM_LOG_LEVEL": "WARNING"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "hurren.simulator", "--host", "127.0.0.1", "--port", "0",
+        [sys.executable, "-m", "hurren_testkit.simulator", "--host", "127.0.0.1", "--port", "0",
          "--key-file", str(tmp / "sim-key.json"), "--check-rate", str(check_rate)],
         stdout=subprocess.PIPE, text=True, env=env,
     )  # fmt: skip
@@ -78,7 +78,9 @@ def start_simulator(tmp: Path, check_rate: float) -> tuple[subprocess.Popen[str]
     key = re.search(r"public key (\S+)", proc.stdout.readline())
     if not url or not key:
         proc.kill()
-        raise SystemExit("the simulator did not start; run python -m hurren.simulator --port 0 to see why")
+        raise SystemExit(
+            "the simulator did not start; run python -m hurren_testkit.simulator --port 0 to see why"
+        )
     return proc, url.group(1), key.group(1)
 
 
@@ -148,9 +150,10 @@ def run_measure(job: dict[str, Any], tree: Path | None) -> list[dict[str, Any]]:
 
 def set_up(engine: Any, s3: Any, bucket: str, reports: int, pdf_kb: float) -> tuple[str, str, float]:
     """One hospital's lab reports loaded (and queued); its org code and name, the mean PDF bytes."""
-    from hurren import load, sources, spec, synthetic
+    from hurren import load, sources, spec
     from hurren.extract import Chunk, ReportBatch, canonical_frame
-    from hurren.synthetic.reports import HospitalDay
+    from hurren_testkit import synthetic
+    from hurren_testkit.synthetic.reports import HospitalDay
 
     def batch(part: list[synthetic.reports.Report]) -> ReportBatch:
         m, i = spec.entity("labmaster"), spec.entity("lab_subitem")

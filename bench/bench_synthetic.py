@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins"))
 
 from sqlalchemy import create_engine, text  # noqa: E402
 
-from hurren import synthetic  # noqa: E402
 from hurren.settings import settings  # noqa: E402
+from hurren_testkit import synthetic  # noqa: E402
 
 TARGET_S = 60.0
 

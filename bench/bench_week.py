@@ -17,7 +17,7 @@ another share, which the run prints.
 
 What runs, day by day, as production runs it (all on loopback, in places of its own):
 
-1. **generate**: each hospital's day with ``hurren.synthetic`` into its own PostgreSQL source
+1. **generate**: each hospital's day with ``hurren_testkit.synthetic`` into its own PostgreSQL source
    database (COPY), 1 % defective; from day 2 also revisions (1 % of a day's volume) and voids
    (0.2 %) of earlier valid reports, stamped late that evening. A separate process does it (one,
    spawned for the week): the hospitals are not our pipeline, and their memory is not ours;
@@ -97,7 +97,7 @@ from benchlib import checkout, code_env, cpu_seconds, describe  # noqa: E402
 from sqlalchemy import create_engine, func, select, text  # noqa: E402
 from sqlalchemy.engine import Engine  # noqa: E402
 
-from hurren import daily_counts, load, pipeline, spec, store, synthetic  # noqa: E402
+from hurren import daily_counts, load, pipeline, spec, store  # noqa: E402
 from hurren.platform import Credential  # noqa: E402
 from hurren.push.connection import PlatformConfig, TimedSession  # noqa: E402
 from hurren.push.options import PushOptions  # noqa: E402
@@ -105,6 +105,7 @@ from hurren.push.runner import Pusher  # noqa: E402
 from hurren.rules import load_rulebook  # noqa: E402
 from hurren.sources import Source, parse_sources  # noqa: E402
 from hurren.spec import DEFAULT_OPTIONS  # noqa: E402
+from hurren_testkit import synthetic  # noqa: E402
 
 BEIJING = ZoneInfo("Asia/Shanghai")
 CITY_HOSPITALS, CITY_PER_DAY, WEEK = 30, 3_000, 7  # the assumed large city (docstring)
@@ -328,7 +329,7 @@ class SimulatorProcess:
 
 @contextmanager
 def simulator_process(workdir: Path, check_rate: float = 1.0) -> Iterator[SimulatorProcess]:
-    """``python -m hurren.simulator`` on a free loopback port, in its own process, with its own
+    """``python -m hurren_testkit.simulator`` on a free loopback port, in its own process, with its own
     key pair and SQLite file under ``workdir``; accepts the one visitor credential of this run.
     ``check_rate`` below 1: fast-ack (the share of reports checked field by field; every one is
     still decrypted and stored with its PDF's SHA-256, which the invariants compare). Always this
@@ -337,7 +338,7 @@ def simulator_process(workdir: Path, check_rate: float = 1.0) -> Iterator[Simula
     db, log_path = workdir / "simulator.db", workdir / "simulator.log"
     with open(log_path, "w", encoding="utf-8") as log_file:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "hurren.simulator", "--host", "127.0.0.1", "--port", "0",
+            [sys.executable, "-m", "hurren_testkit.simulator", "--host", "127.0.0.1", "--port", "0",
              "--key-file", str(workdir / "sim-key.json"), "--db", str(db), "--log-level", "WARNING",
              "--visitor", f"{PLATFORM_ORG}:{VISITOR_CODE}:{VISITOR_KEY}:{PLATFORM_ORG_NAME}",
              "--check-rate", str(check_rate)],
@@ -612,7 +613,7 @@ def week_part(cfg: WeekConfig, share: list[int], src_urls: list[str], store_url:
     """The week of the hospitals numbered ``share`` (in this process, or in a worker process of
     :func:`run_week`): day by day, generate, pipeline, counts, push."""
     if s3 is None:  # a worker process: its own client
-        from hurren.connections import minio_client
+        from hurren.clients import minio_client
 
         s3 = minio_client()
     started = time.perf_counter()
@@ -881,7 +882,7 @@ def report(result: WeekResult) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from hurren.connections import minio_client
+    from hurren.clients import minio_client
     from hurren.settings import settings
 
     d = WeekConfig()

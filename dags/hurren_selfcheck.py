@@ -43,7 +43,7 @@ def check_store() -> dict[str, Any]:
     from sqlalchemy.exc import SQLAlchemyError
     from sqlalchemy.pool import NullPool
 
-    from hurren.connections import store_engine
+    from hurren.clients import store_engine
     from hurren.site import site
 
     s = site().connected_settings()  # the connection hurren_store, else the environment
@@ -85,7 +85,7 @@ def check_s3() -> dict[str, Any]:
     import httpx
     from minio.error import S3Error
 
-    from hurren.connections import minio_client
+    from hurren.clients import minio_client
     from hurren.site import site
 
     s = site().connected_settings()  # the connection hurren_s3, else the environment

@@ -65,7 +65,7 @@ def hospital_dag(source: Source, *, dag_id: str, what: str, tag: str, doc_md: st
 def prepare_store() -> None:
     """Create the store schema where it is missing and bring an older store's push state up to date
     (idempotent; before any hospital task)."""
-    from hurren.connections import store_engine
+    from hurren.clients import store_engine
     from hurren.push import outbox
     from hurren.site import site
 
@@ -76,9 +76,9 @@ def prepare_store() -> None:
 def extract_validate_load(source_id: str, stream: str) -> dict[str, Any]:
     """One window of one hospital's stream into the store; returns the run's counts."""
     from hurren import incremental, load, pipeline
-    from hurren.connections import minio_client, store_engine
-    from hurren.hooks import source_engine
+    from hurren.clients import minio_client, store_engine
     from hurren.site import site
+    from hurren.source_engines import source_engine
 
     ctx = get_current_context()
     here = site()
@@ -167,9 +167,9 @@ def load_stream(source_id: str, stream: str) -> dict[str, Any]:
     import dataclasses
 
     from hurren import incremental, pipeline
-    from hurren.connections import store_engine
-    from hurren.hooks import source_engine
+    from hurren.clients import store_engine
     from hurren.site import site
+    from hurren.source_engines import source_engine
 
     ctx = get_current_context()
     here = site()
@@ -205,7 +205,7 @@ def reconcile_pacs(source_id: str) -> dict[str, Any]:
     run's data interval end; the summary is the task's result and the ``etl_run`` row's details
     (stream ``pacs_recon``)."""
     from hurren import incremental, pacs, store
-    from hurren.connections import store_engine
+    from hurren.clients import store_engine
     from hurren.daily_counts import BEIJING as TZ
     from hurren.site import site
 
@@ -237,7 +237,7 @@ def reconcile_pacs(source_id: str) -> dict[str, Any]:
 def prepare_reconciliation() -> None:
     """The store schema, the reconciliation tables and their day indexes, where missing."""
     from hurren import store
-    from hurren.connections import store_engine
+    from hurren.clients import store_engine
     from hurren.site import site
 
     engine = store_engine(site().connected_settings())
@@ -323,7 +323,7 @@ def _count_days(ctx: Any) -> list[Any]:
 def count_daily(source_id: str) -> list[dict[str, Any]]:
     """The hospital's daily counts of the run's day(s), from the store, into ``lab_exam_report``."""
     from hurren import daily_counts
-    from hurren.connections import store_engine
+    from hurren.clients import store_engine
     from hurren.site import site
 
     ctx = get_current_context()
@@ -352,7 +352,7 @@ def push_daily(source_id: str) -> dict[str, Any]:
 def reconcile_daily(source_id: str) -> list[dict[str, Any]]:
     """Counts against what the platform acknowledged, per day (``daily_count_recon``)."""
     from hurren import daily_counts
-    from hurren.connections import store_engine
+    from hurren.clients import store_engine
     from hurren.site import site
 
     ctx = get_current_context()

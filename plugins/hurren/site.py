@@ -50,8 +50,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from hurren import rules, spec
-from hurren.hooks import ConnectionLike
 from hurren.settings import Settings
+from hurren.source_engines import ConnectionLike
 from hurren.sources import Sources, SourcesError, resolve_sources
 
 __all__ = [

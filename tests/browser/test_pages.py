@@ -39,9 +39,10 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
-from hurren import dagfactory, synthetic
+from hurren import dagfactory
 from hurren.reports import masking
 from hurren.settings import settings
+from hurren_testkit import synthetic
 from tests.integration.test_reports_site import SEED, VOLUME, reports_region
 
 pytestmark = pytest.mark.services

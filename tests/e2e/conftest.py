@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from hurren import crypto
-from hurren.simulator import Simulator, SimulatorConfig
+from hurren_testkit.simulator import Simulator, SimulatorConfig
 
 
 @pytest.fixture(scope="module")

@@ -20,8 +20,9 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import create_engine, select, text
 
-from hurren import dagfactory, store, synthetic
+from hurren import dagfactory, store
 from hurren.settings import settings
+from hurren_testkit import synthetic
 from tests.e2e.conftest import configure_region
 
 pytestmark = pytest.mark.services

@@ -21,12 +21,13 @@ import numpy as np
 import pytest
 from sqlalchemy import create_engine, select
 
-from hurren import extract, load, pipeline, sources, store, synthetic
+from hurren import extract, load, pipeline, sources, store
 from hurren.reports.results import merge, slim, validation_result
 from hurren.rules import load_rulebook
 from hurren.spec import DEFAULT_OPTIONS
 from hurren.validation import gx_day as gx_day_module
 from hurren.validation import pandas_engine, validate_reports
+from hurren_testkit import synthetic
 
 pytestmark = pytest.mark.services
 

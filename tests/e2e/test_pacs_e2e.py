@@ -20,8 +20,9 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import create_engine, select, text
 
-from hurren import dagfactory, extract, spec, store, synthetic
+from hurren import dagfactory, extract, spec, store
 from hurren.settings import settings
+from hurren_testkit import synthetic
 from tests.e2e.conftest import configure_region
 
 pytestmark = pytest.mark.services
@@ -250,6 +251,6 @@ def test_a_corrected_row_loads_resolves_its_quarantine_and_reconciles(region, fi
         entry = conn.execute(select(q.c.resolved_at).where(q.c.record_key == json.dumps([sex["item_key"]]))).one()
     engine.dispose()
     assert entry.resolved_at is not None
-    # one defect per study (hurren.synthetic): with the sex fixed, the study reconciles
+    # one defect per study (hurren_testkit.synthetic): with the sex fixed, the study reconciles
     assert _recon(region["store_url"])[study["STUDIUIID"]].status == "ok"
     assert again["reconcile"]["ok"] == first_run["reconcile"]["ok"] + 1

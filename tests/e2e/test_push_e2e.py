@@ -22,12 +22,13 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import create_engine, select, text
 
-from hurren import extract, incremental, load, pipeline, spec, store, synthetic
-from hurren.platform import Credential, PlatformClient, samples
+from hurren import extract, incremental, load, pipeline, spec, store
+from hurren.platform import Credential, PlatformClient
 from hurren.rules import load_rulebook
 from hurren.settings import settings
-from hurren.simulator import Simulator, SimulatorConfig, Visitor
 from hurren.spec import DEFAULT_OPTIONS
+from hurren_testkit import samples, synthetic
+from hurren_testkit.simulator import Simulator, SimulatorConfig, Visitor
 
 pytestmark = pytest.mark.services
 

@@ -18,8 +18,9 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import create_engine, select, text
 
-from hurren import dagfactory, spec, store, synthetic
+from hurren import dagfactory, spec, store
 from hurren.settings import settings
+from hurren_testkit import synthetic
 from tests.e2e.conftest import configure_region
 from tests.fixtures.services import SOURCE_DIALECTS, make_source_database
 

@@ -20,10 +20,11 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import create_engine, select, text
 
-from hurren import dagfactory, extract, incremental, load, pipeline, spec, store, synthetic
+from hurren import dagfactory, extract, incremental, load, pipeline, spec, store
 from hurren.rules import load_rulebook
 from hurren.settings import settings
 from hurren.spec import DEFAULT_OPTIONS
+from hurren_testkit import synthetic
 from tests.e2e.conftest import configure_region
 from tests.fixtures.services import SOURCE_DIALECTS, make_source_database
 

@@ -22,10 +22,11 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import create_engine, select, text
 
-from hurren import crypto, dagfactory, rules, spec, store, synthetic
+from hurren import crypto, dagfactory, rules, spec, store
 from hurren.platform import xml as payloads
-from hurren.simulator import Simulator, SimulatorConfig, checks
 from hurren.site import site
+from hurren_testkit import synthetic
+from hurren_testkit.simulator import Simulator, SimulatorConfig, checks
 from tests.e2e.conftest import configure_region
 
 pytestmark = pytest.mark.services

@@ -18,10 +18,11 @@ import pytest
 from minio.deleteobjects import DeleteObject
 from sqlalchemy.engine import make_url
 
-from hurren import crypto, sources, synthetic
-from hurren.connections import minio_client
+from hurren import crypto, sources
+from hurren.clients import minio_client
 from hurren.settings import Settings
-from hurren.simulator import Simulator, SimulatorConfig
+from hurren_testkit import synthetic
+from hurren_testkit.simulator import Simulator, SimulatorConfig
 from tests.faults import harness
 from tests.faults.pgcluster import ThrowawayCluster
 from tests.faults.proxy import FaultProxy

@@ -5,8 +5,8 @@ A :class:`World` is what one fault case works in: a fresh store database (on the
 PostgreSQL, or on the throwaway cluster for the restart cases), a fresh S3 bucket, the shared
 hospital database reached through its :class:`~tests.faults.proxy.FaultProxy`, S3 reached
 through its proxy, and the simulator (emptied) reached through its proxy. Engines and clients
-are built by the production constructors (``hurren.connections``; the source engine as
-``hurren.hooks.source_engine`` builds it), so pool pre-ping and client retries are the real ones.
+are built by the production constructors (``hurren.clients``; the source engine as
+``hurren.source_engines.source_engine`` builds it), so pool pre-ping and client retries are the real ones.
 
 :func:`assert_recovered` is the matrix's promise, identical for every case (see README.md).
 """
@@ -29,14 +29,14 @@ from sqlalchemy import create_engine, event, select
 from sqlalchemy.engine import Engine
 
 from hurren import load, pipeline, store
-from hurren.connections import minio_client, store_engine
+from hurren.clients import minio_client, store_engine
 from hurren.push.connection import PlatformConfig
 from hurren.push.options import PushOptions
 from hurren.rules import load_rulebook
 from hurren.settings import Settings
-from hurren.simulator import Simulator
 from hurren.sources import Source
 from hurren.spec import DEFAULT_OPTIONS
+from hurren_testkit.simulator import Simulator
 
 DAY = date(2024, 3, 11)  # the synthetic hospital day
 UNTIL = datetime(2024, 3, 12, tzinfo=ZoneInfo("Asia/Shanghai"))  # every run's data interval end
@@ -145,7 +145,7 @@ class World:
 
     def __post_init__(self) -> None:
         self.engine = store_engine(self.settings)  # production: pool_pre_ping=True
-        self.source_engine = create_engine(self.source_url, pool_pre_ping=True)  # as hurren.hooks does
+        self.source_engine = create_engine(self.source_url, pool_pre_ping=True)  # as hurren.source_engines does
         for name, engine in (("store", self.engine), ("source", self.source_engine)):
             event.listen(engine, "connect", lambda *_a, _n=name: self.connects.update([_n]))
         self.pdf_client = minio_client(self.pdf_settings)

@@ -37,7 +37,7 @@ def main(argv: list[str]) -> int:
     from sqlalchemy import create_engine
 
     from hurren import load, pipeline, sources
-    from hurren.connections import minio_client, store_engine
+    from hurren.clients import minio_client, store_engine
     from hurren.settings import settings
 
     source = sources.parse_sources(args["sources"]).get(args["source_id"])

@@ -258,7 +258,8 @@ def test_duplicate_key_across_real_chunks_is_an_update(tmp_path: Any, target: Ta
     (an update), nothing is quarantined, and the counts add up over the run."""
     from datetime import date, datetime
 
-    from hurren import pipeline, synthetic
+    from hurren import pipeline
+    from hurren_testkit import synthetic
 
     h = synthetic.make_hospitals(1, seed=77)
     url = f"sqlite:///{tmp_path / 'src.db'}"

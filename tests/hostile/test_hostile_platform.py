@@ -19,8 +19,8 @@ import pytest
 from hurren import crypto
 from hurren.platform import AnswerError, HTTPStatusError, PlatformClient, PlatformError, SoapFault
 from hurren.platform.envelope import Credential, seal_answer, unwrap
-from hurren.simulator.server import read_soap_call, soap_answer, soap_fault
 from hurren.spec import DEFAULT_OPTIONS
+from hurren_testkit.simulator.server import read_soap_call, soap_answer, soap_fault
 
 PRIVATE, PUBLIC = crypto.generate_keypair()
 CREDENTIAL = Credential(org_code="457759922", org_name="某医院", visitor_code="v", visitor_key="k")

@@ -22,9 +22,10 @@ from datetime import date, datetime
 import pytest
 from sqlalchemy import create_engine, event, select, text
 
-from hurren import load, pipeline, sources, store, synthetic
+from hurren import load, pipeline, sources, store
 from hurren.rules import load_rulebook
 from hurren.spec import DEFAULT_OPTIONS
+from hurren_testkit import synthetic
 
 pytestmark = pytest.mark.services
 

@@ -1,5 +1,5 @@
 """The defects of issue #17, each through the real pipeline: ``pipeline.run_stream`` reading a real
-PostgreSQL hospital database (``hurren.synthetic``) into a real PostgreSQL store, PDFs into the
+PostgreSQL hospital database (``hurren_testkit.synthetic``) into a real PostgreSQL store, PDFs into the
 real S3 server. Each test failed before the fix:
 
 1. a ``report_form_no`` of ``.``/``..`` made an object key the S3 client refuses: the whole batch
@@ -24,9 +24,10 @@ import pytest
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import Engine
 
-from hurren import incremental, load, pipeline, sources, store, synthetic
+from hurren import incremental, load, pipeline, sources, store
 from hurren.rules import load_rulebook
 from hurren.spec import DEFAULT_OPTIONS
+from hurren_testkit import synthetic
 
 pytestmark = pytest.mark.services
 

@@ -22,10 +22,11 @@ from datetime import date, datetime
 import pytest
 from sqlalchemy import create_engine, select, text
 
-from hurren import load, pipeline, sources, store, synthetic
+from hurren import load, pipeline, sources, store
 from hurren.reports.results import validation_result
 from hurren.rules import load_rulebook
 from hurren.spec import DEFAULT_OPTIONS
+from hurren_testkit import synthetic
 from tests.fixtures.services import SOURCE_DIALECTS, make_source_database
 
 pytestmark = pytest.mark.services

@@ -1,7 +1,7 @@
 """No patient identifier leaves the store: the demo, end to end through the real DAGs, everything
 it writes outside the spec tables scanned.
 
-The run (module fixture, ~1.5 min): ``hurren.demo.generate`` writes the demo hospital of
+The run (module fixture, ~1.5 min): ``hurren_testkit.demo.generate`` writes the demo hospital of
 ``include/sources.json`` (SQLite, small volumes, 25 % defective units) with lab and exam
 reports, PACS views and accept/quote records; then, with ``dag.test()`` (the ``run_dag``
 fixture), every DAG the demo runs, found by dag id in ``dags/`` as parsed with the demo's
@@ -64,9 +64,10 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import MetaData, String, Text, create_engine, inspect, select
 
-from hurren import demo, spec, store, synthetic
+from hurren import spec, store
 from hurren.reports import masking
 from hurren.settings import settings
+from hurren_testkit import demo, synthetic
 from tests.fixtures.airflow import AIRFLOW_HOME, BUNDLE_NAME, DAGS_FOLDER
 
 pytestmark = pytest.mark.services
@@ -189,7 +190,7 @@ class DemoRun:
     store_url: str
     docs_bucket: str
     client: object  # minio
-    sim: object  # hurren.simulator.Simulator
+    sim: object  # hurren_testkit.simulator.Simulator
     runs: dict[str, object] = field(default_factory=dict)  # dag_id -> DagRunResult
     # phase -> stdout/stderr pytest captured (the DAG runs' output goes to RUN_LOGS instead)
     captured: dict[str, str] = field(default_factory=dict)
@@ -232,7 +233,7 @@ def _capture(request: pytest.FixtureRequest) -> str:
 @pytest.fixture(scope="module")
 def demo_run(request, services, make_database, s3, run_dag, tmp_path_factory) -> Iterator[DemoRun]:
     from hurren import crypto
-    from hurren.simulator import Simulator, SimulatorConfig
+    from hurren_testkit.simulator import Simulator, SimulatorConfig
 
     t0 = time.monotonic()
     handler = None
@@ -298,7 +299,7 @@ def demo_run(request, services, make_database, s3, run_dag, tmp_path_factory) ->
 
         # Data Docs into the docs bucket, then every page of the analysts' app
         t = time.monotonic()
-        from hurren.connections import store_engine
+        from hurren.clients import store_engine
         from hurren.reports import datadocs
 
         engine = store_engine()

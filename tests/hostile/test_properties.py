@@ -10,12 +10,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hurren import crypto, spec
-from hurren.platform import samples
 from hurren.platform import xml as px
 from hurren.platform.answers import Ack, read_query, read_status, read_submit
 from hurren.platform.envelope import Credential, Envelope
 from hurren.platform.exceptions import AnswerError, BusinessError, PayloadError
 from hurren.spec import DEFAULT_OPTIONS
+from hurren_testkit import samples
 
 PROPS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 LAB_MASTER, LAB_ITEMS = samples.lab_report(items=2)

@@ -158,7 +158,7 @@ def native_facts() -> dict[str, Any]:
     listen = re.search(r"^listen_addresses = '([^']+)'", script, re.M)
     assert listen, "scripts/services no longer sets listen_addresses"
     buckets = re.findall(r"\$\{(HURREN_S3_BUCKET_\w+):-([^}]*)\}", assignment("S3_BUCKETS"))
-    sim_path = re.search(r"-m hurren.simulator[^\n]*--path (\S+)", script)
+    sim_path = re.search(r"-m hurren_testkit.simulator[^\n]*--path (\S+)", script)
     return {
         "postgres major version": assignment("PG_VERSION"),
         "store host port": default_of("PG_PORT"),
@@ -176,7 +176,7 @@ def native_facts() -> dict[str, Any]:
 
 
 def simulator_default_path() -> str:
-    from hurren.simulator.config import SimulatorConfig
+    from hurren_testkit.simulator.config import SimulatorConfig
 
     return SimulatorConfig.__dataclass_fields__["path"].default
 
@@ -508,7 +508,7 @@ def test_dockerignore_keeps_secrets_and_local_state_out_of_the_image() -> None:
 
 
 def test_site_example_sources_and_connections(monkeypatch: pytest.MonkeyPatch) -> None:
-    from hurren.hooks import source_engine
+    from hurren.source_engines import source_engine
     from hurren.sources import load_sources
 
     sources = load_sources(SITE_EXAMPLE / "sources.json")

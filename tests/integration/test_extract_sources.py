@@ -12,8 +12,9 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 
-from hurren import extract, incremental, sources, spec, synthetic
+from hurren import extract, incremental, sources, spec
 from hurren.incremental import CursorState
+from hurren_testkit import synthetic
 from tests import sql_reference
 from tests.fixtures.services import SOURCE_DIALECTS, make_source_database
 

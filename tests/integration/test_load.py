@@ -19,7 +19,7 @@ from minio.error import S3Error
 from sqlalchemy import create_engine, func, select, text, update
 from sqlalchemy.engine import Engine
 
-from hurren import extract, incremental, load, sources, spec, store, synthetic, validation
+from hurren import extract, incremental, load, sources, spec, store, validation
 from hurren import pdf as pdf_
 from hurren.extract import Chunk, ReportBatch, canonical_frame
 from hurren.incremental import CursorState
@@ -27,7 +27,8 @@ from hurren.load import Hold, LoadCounts, Pdfs
 from hurren.pdf import Pdf
 from hurren.rules import load_rulebook
 from hurren.spec import DEFAULT_OPTIONS
-from hurren.synthetic.reports import HospitalDay
+from hurren_testkit import synthetic
+from hurren_testkit.synthetic.reports import HospitalDay
 from tests.fixtures.fake_s3 import FakeObjectStore
 
 pytestmark = pytest.mark.services
@@ -463,7 +464,7 @@ def test_s3_refusals_of_one_object_are_told_apart_from_outages(pdfs: Pdfs) -> No
     assert refused[dots].startswith("the S3 client refused the object name")  # minio, before sending
     pdfs.client.remove_object(pdfs.bucket, good)
 
-    from hurren.connections import minio_client
+    from hurren.clients import minio_client
     from hurren.settings import settings
 
     down = minio_client(dataclasses.replace(settings(), s3_endpoint="127.0.0.1:9"))  # nothing listens

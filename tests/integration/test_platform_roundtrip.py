@@ -1,7 +1,7 @@
 """The client against the simulator over real HTTP on loopback: all ten methods, bad inputs, threads, CLIs.
 
 The simulator runs in a background thread of the test process (a free port per module); the
-command-line tests run ``python -m hurren.platform`` / ``python -m hurren.simulator`` as
+command-line tests run ``python -m hurren.platform`` / ``python -m hurren_testkit.simulator`` as
 subprocesses against it. No test needs the services of ``scripts/services``.
 """
 
@@ -38,13 +38,13 @@ from hurren.platform import (
     PlatformClient,
     QueryResult,
     SoapFault,
-    samples,
 )
 from hurren.platform import xml as px
 from hurren.platform.envelope import open_request, seal_answer, unwrap
 from hurren.platform.methods import METHODS
-from hurren.simulator import Simulator, SimulatorConfig, Visitor
 from hurren.spec import DEFAULT_OPTIONS, SpecOptions
+from hurren_testkit import samples
+from hurren_testkit.simulator import Simulator, SimulatorConfig, Visitor
 
 ROOT = Path(__file__).resolve().parents[2]
 PRIVATE, PUBLIC = crypto.generate_keypair()
@@ -82,12 +82,14 @@ def client(sim: Simulator) -> Iterator[PlatformClient]:
 @pytest.fixture(autouse=True)
 def clean(sim: Simulator, caplog: pytest.LogCaptureFixture) -> Iterator[None]:
     sim.platform.reset()
-    caplog.set_level(logging.INFO, logger="hurren.simulator")
+    caplog.set_level(logging.INFO, logger="hurren_testkit.simulator")
     yield
     # no traceback on the simulator's side, whatever the test sent it
     assert "Traceback" not in caplog.text
     assert not [
-        r for r in caplog.records if r.name.startswith("hurren.simulator") and r.levelno >= logging.ERROR
+        r
+        for r in caplog.records
+        if r.name.startswith("hurren_testkit.simulator") and r.levelno >= logging.ERROR
     ]
 
 
@@ -832,7 +834,7 @@ def test_cli_keygen_and_decrypt(tmp_path: Path) -> None:
 
 def test_simulator_runs_alone_and_stops_cleanly(tmp_path: Path) -> None:
     key_file = tmp_path / "sim-key.json"
-    printed = _cli("hurren.simulator", "--key-file", str(key_file), "--print-public-key")
+    printed = _cli("hurren_testkit.simulator", "--key-file", str(key_file), "--print-public-key")
     assert (
         printed.returncode == 0 and printed.stdout.strip() == json.loads(key_file.read_text())["public_key"]
     )
@@ -844,7 +846,7 @@ def test_simulator_runs_alone_and_stops_cleanly(tmp_path: Path) -> None:
         "HURREN_SIM_FAULTS": '{"seed": 3}',
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "hurren.simulator", "--port", "0", "--db", str(tmp_path / "sim.db")],
+        [sys.executable, "-m", "hurren_testkit.simulator", "--port", "0", "--db", str(tmp_path / "sim.db")],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -871,9 +873,9 @@ def test_simulator_runs_alone_and_stops_cleanly(tmp_path: Path) -> None:
 
 
 def test_simulator_refuses_bad_settings() -> None:
-    bad = _cli("hurren.simulator", "--faults", '{"error_rate": 2}')
+    bad = _cli("hurren_testkit.simulator", "--faults", '{"error_rate": 2}')
     assert bad.returncode == 2 and "between 0 and 1" in bad.stderr and "Traceback" not in bad.stderr
-    bad = _cli("hurren.simulator", "--visitor", "only-one-part")
+    bad = _cli("hurren_testkit.simulator", "--visitor", "only-one-part")
     assert bad.returncode == 2 and "ORG_CODE:VISITOR_CODE:KEY" in bad.stderr
 
 
@@ -903,5 +905,5 @@ def test_fast_ack_stores_unchecked_reports_with_their_pdf_digest(rate: float, ch
 
 
 def test_check_rate_is_between_0_and_1() -> None:
-    bad = _cli("hurren.simulator", "--check-rate", "1.5")
+    bad = _cli("hurren_testkit.simulator", "--check-rate", "1.5")
     assert bad.returncode == 2 and "--check-rate must be between 0 and 1" in bad.stderr

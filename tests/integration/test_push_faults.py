@@ -28,16 +28,17 @@ import pytest
 from sqlalchemy import create_engine, delete, select, text, update
 from sqlalchemy.engine import Engine
 
-from hurren import crypto, load, sources, spec, store, synthetic
+from hurren import crypto, load, sources, spec, store
 from hurren.extract import Chunk, ReportBatch, canonical_frame
-from hurren.platform import Credential, PlatformClient, samples
+from hurren.platform import Credential, PlatformClient
 from hurren.push import outbox
 from hurren.push.connection import PlatformConfig, TimedSession
 from hurren.push.options import PushOptions
 from hurren.push.runner import Pusher, RunResult
-from hurren.simulator import Simulator, SimulatorConfig
 from hurren.spec import DEFAULT_OPTIONS
-from hurren.synthetic.reports import HospitalDay
+from hurren_testkit import samples, synthetic
+from hurren_testkit.simulator import Simulator, SimulatorConfig
+from hurren_testkit.synthetic.reports import HospitalDay
 
 pytestmark = pytest.mark.services
 

@@ -20,9 +20,10 @@ import pytest
 from sqlalchemy import MetaData, Table, create_engine, delete, insert, select, text
 from sqlalchemy.engine import Engine
 
-from hurren import incremental, load, pipeline, sources, spec, store, synthetic
+from hurren import incremental, load, pipeline, sources, spec, store
 from hurren.reports import datadocs, masking, quarantine, results
 from hurren.rules import load_rulebook
+from hurren_testkit import synthetic
 
 pytestmark = pytest.mark.services
 

@@ -19,7 +19,7 @@ from minio.error import S3Error
 from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, create_engine, select, text
 from sqlalchemy.engine import Engine, make_url
 
-from hurren.connections import minio_client
+from hurren.clients import minio_client
 from hurren.settings import Settings
 from tests.fixtures.services import ROOT, S3Session, run_services
 

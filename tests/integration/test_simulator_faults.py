@@ -26,11 +26,11 @@ from hurren.platform import (
     RemoteProtocolError,
     TimeoutError,
     TransportError,
-    samples,
 )
-from hurren.simulator import Faults, FaultsError, Simulator, SimulatorConfig
-from hurren.simulator.faults import FaultInjector
 from hurren.spec import DEFAULT_OPTIONS
+from hurren_testkit import samples
+from hurren_testkit.simulator import Faults, FaultsError, Simulator, SimulatorConfig
+from hurren_testkit.simulator.faults import FaultInjector
 
 PRIVATE, _ = crypto.generate_keypair()
 CREDENTIAL = Credential(org_code="457759922", org_name="某医院", visitor_code="v", visitor_key="k")
@@ -59,7 +59,7 @@ def client(sim: Simulator) -> Iterator[PlatformClient]:
 @pytest.fixture(autouse=True)
 def clean(sim: Simulator, caplog: pytest.LogCaptureFixture) -> Iterator[None]:
     sim.platform.reset()
-    caplog.set_level(logging.INFO, logger="hurren.simulator")
+    caplog.set_level(logging.INFO, logger="hurren_testkit.simulator")
     yield
     sim.platform.reset()
     assert "Traceback" not in caplog.text

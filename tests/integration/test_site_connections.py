@@ -11,7 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
-from hurren.connections import minio_client, store_engine
+from hurren.clients import minio_client, store_engine
 from hurren.settings import Settings
 from hurren.site import Site, SiteError
 

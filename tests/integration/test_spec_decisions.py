@@ -18,10 +18,11 @@ import requests
 from lxml import etree
 
 from hurren import crypto
-from hurren.platform import BusinessError, Credential, PlatformClient, samples
+from hurren.platform import BusinessError, Credential, PlatformClient
 from hurren.platform import xml as px
-from hurren.simulator import Simulator, SimulatorConfig
 from hurren.spec import DEFAULT_OPTIONS, SpecOptions
+from hurren_testkit import samples
+from hurren_testkit.simulator import Simulator, SimulatorConfig
 
 PRIVATE, _ = crypto.generate_keypair()
 CREDENTIAL = Credential(org_code="457759922", org_name="昌吉市人民医院", visitor_code="v", visitor_key="k")

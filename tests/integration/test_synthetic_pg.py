@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import Engine
 
-from hurren import synthetic
-from hurren.synthetic import LABEL_TABLE, SOURCE_ENTITIES, WATERMARKS
+from hurren_testkit import synthetic
+from hurren_testkit.synthetic import LABEL_TABLE, SOURCE_ENTITIES, WATERMARKS
 
 pytestmark = pytest.mark.services
 

@@ -23,8 +23,9 @@ import psutil
 import pytest
 from sqlalchemy import create_engine, func, select, text
 
-from hurren import spec, store, synthetic
+from hurren import spec, store
 from hurren.settings import settings
+from hurren_testkit import synthetic
 from tests.e2e.conftest import configure_region, monkeypatch_module  # noqa: F401 (fixture)
 from tests.fixtures.stack import AirflowStack, running, wait_for
 

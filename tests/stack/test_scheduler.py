@@ -24,8 +24,9 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import create_engine, select, text
 
-from hurren import store, synthetic
+from hurren import store
 from hurren.settings import settings
+from hurren_testkit import synthetic
 from tests.e2e.conftest import configure_region, monkeypatch_module, sim  # noqa: F401 (fixtures)
 from tests.fixtures.stack import AirflowStack, running, wait_for
 

@@ -14,8 +14,9 @@ import pytest
 from sqlalchemy import create_engine
 from sqlalchemy.engine import Engine
 
-from hurren import extract, sources, spec, synthetic
+from hurren import extract, sources, spec
 from hurren.extract import Chunk, ExtractSettingsError, canonical, canonical_frame, plan_chunks
+from hurren_testkit import synthetic
 
 T0 = datetime(2024, 3, 11, 12, 0, 0)
 DAY = date(2024, 3, 11)

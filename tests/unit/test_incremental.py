@@ -19,7 +19,7 @@ from airflow.sdk.api.datamodels._generated import DagRunType
 from sqlalchemy import create_engine, insert, select
 from sqlalchemy.engine import Engine
 
-from hurren import incremental, load, pipeline, sources, store, synthetic
+from hurren import incremental, load, pipeline, sources, store
 from hurren.extract import ExtractSettingsError
 from hurren.incremental import (
     CursorState,
@@ -33,6 +33,7 @@ from hurren.incremental import (
 )
 from hurren.rules import load_rulebook
 from hurren.spec import DEFAULT_OPTIONS
+from hurren_testkit import synthetic
 
 T0 = datetime(2024, 3, 11, 12, 0, 0)
 DAY = date(2024, 3, 11)

@@ -13,11 +13,11 @@ from hypothesis import strategies as st
 from lxml import etree
 
 from hurren import spec
-from hurren.platform import samples
 from hurren.platform import xml as px
 from hurren.platform.answers import Ack, QueryResult, read_query, read_status, read_submit
 from hurren.platform.exceptions import AnswerError, BusinessError, PayloadError
 from hurren.spec import DEFAULT_OPTIONS
+from hurren_testkit import samples
 
 OPTIONS = spec.SpecOptions()  # the defaults, named: the builders of filters take the platform's profile
 

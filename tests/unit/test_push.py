@@ -26,7 +26,6 @@ from hurren.platform import (
     RemoteProtocolError,
     SoapFault,
     TimeoutError,
-    samples,
 )
 from hurren.platform.answers import Ack
 from hurren.push import outbox
@@ -37,6 +36,7 @@ from hurren.push.policy import CircuitBreaker, Outcome, backoff_s, classify
 from hurren.push.runner import Pusher
 from hurren.settings import PlatformSettings
 from hurren.spec import DEFAULT_OPTIONS
+from hurren_testkit import samples
 
 LAB = spec.entity("labmaster")
 ob = store.outbox

@@ -19,10 +19,11 @@ from fastapi.testclient import TestClient
 from openpyxl import load_workbook
 from sqlalchemy import create_engine, select, update
 
-from hurren import incremental, load, pipeline, sources, store, synthetic
+from hurren import incremental, load, pipeline, sources, store
 from hurren.reports import masking, quarantine, results, scorecard, web
 from hurren.rules import load_rulebook
 from hurren.spec import DEFAULT_OPTIONS
+from hurren_testkit import synthetic
 
 DAYS = [date(2024, 3, 9), date(2024, 3, 10), date(2024, 3, 11)]
 

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, select
 
-from hurren import extract, sources, synthetic, validation
+from hurren import extract, sources, validation
 from hurren.reports import results
 from hurren.rules import load_rulebook
 from hurren.spec import DEFAULT_OPTIONS
+from hurren_testkit import synthetic
 
 DAY = date(2024, 3, 11)
 

@@ -20,7 +20,8 @@ import pytest
 import sqlglot
 from sqlalchemy import create_engine
 
-from hurren import sources, spec, sql, synthetic
+from hurren import sources, spec, sql
+from hurren_testkit import synthetic
 from tests import sql_reference
 
 TIME_CAST = {"oracle": "DATE", "mssql": "DATETIME2", "postgresql": "TIMESTAMP", "mysql": "DATETIME"}

@@ -1,4 +1,4 @@
-"""The synthetic hospital generator (hurren.synthetic) on SQLite: deterministic, spec-valid when
+"""The synthetic hospital generator (hurren_testkit.synthetic) on SQLite: deterministic, spec-valid when
 clean, and, with defects, different from the clean run in exactly the labelled rows and fields."""
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ from typing import Any
 import pytest
 from sqlalchemy import DateTime, Text, create_engine
 
-from hurren import spec, synthetic
-from hurren.synthetic import DEFECT_KINDS, LABEL_TABLE, SOURCE_ENTITIES, WATERMARKS
-from hurren.synthetic.__main__ import main as cli_main
+from hurren import spec
+from hurren_testkit import synthetic
+from hurren_testkit.synthetic import DEFECT_KINDS, LABEL_TABLE, SOURCE_ENTITIES, WATERMARKS
+from hurren_testkit.synthetic.__main__ import main as cli_main
 
 DAY = date(2026, 11, 24)
 SEED = 11

@@ -55,7 +55,6 @@ from pathlib import Path
 from lxml import etree
 
 from hurren import crypto, spec
-from hurren.platform import samples
 from hurren.platform import xml as payloads
 from hurren.platform.answers import QueryResult
 from hurren.platform.client import PlatformClient
@@ -72,6 +71,7 @@ from hurren.platform.exceptions import (
 from hurren.platform.methods import METHODS
 from hurren.settings import SettingsError
 from hurren.site import SiteError, spec_options_from_document, spec_options_from_env
+from hurren_testkit import samples
 
 _QUERIES = [m.name for m in METHODS.values() if m.kind == "query"]
 _RECURE_FLAGS = ("dept_code", "dept_name", "dept_std_code", "dept_std_name", "doc_code", "doc_name")

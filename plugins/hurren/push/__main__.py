@@ -86,7 +86,7 @@ def _options(args: argparse.Namespace) -> Any:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from hurren.connections import store_engine
+    from hurren.clients import store_engine
     from hurren.push import outbox, tasks
     from hurren.push.connection import PlatformConfig
     from hurren.site import site

@@ -33,7 +33,7 @@ def run_push(
     ``hurren.site``). ``after_answer``: the runner's hook between an answer and its record (crash
     tests only). Raises ``PlatformUnavailable`` after recording everything when the run
     ended with the platform not answering (``raise_when_down``)."""
-    from hurren.connections import minio_client, store_engine
+    from hurren.clients import minio_client, store_engine
     from hurren.push import outbox
     from hurren.push.connection import TimedSession, platform_config
     from hurren.push.exceptions import PlatformUnavailable
@@ -121,7 +121,7 @@ def requeue_entries(
     engine: Any = None,
 ) -> dict[str, Any]:
     """Requeue dead / rejected entries (or, ``dry_run``, list them); what happened, per entry."""
-    from hurren.connections import store_engine
+    from hurren.clients import store_engine
     from hurren.push import outbox
     from hurren.site import site
 

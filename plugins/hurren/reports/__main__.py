@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     srv.add_argument("--port", type=int, default=8765)
     args = p.parse_args(argv)
 
-    from hurren.connections import minio_client, store_engine
+    from hurren.clients import minio_client, store_engine
     from hurren.reports import datadocs
     from hurren.settings import settings
 

@@ -83,7 +83,7 @@ def _default_engine() -> Any:
 
 @lru_cache(maxsize=4)
 def _s3_for(endpoint: str, access_key: str) -> Any:
-    from hurren.connections import minio_client
+    from hurren.clients import minio_client
     from hurren.settings import settings
 
     return minio_client(settings())

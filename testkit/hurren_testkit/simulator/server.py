@@ -9,7 +9,7 @@ Admin endpoints (JSON; ``X-Admin-Token`` header required when ``--admin-token`` 
     GET  /_admin/health        {"status": "ok"}
     GET  /_admin/public-key    {"public_key": "04..."}  the simulator's SM2 public key
     GET  /_admin/faults        current faults, remaining down time, faults injected so far
-    POST /_admin/faults        JSON, merged into the current faults (see hurren.simulator.faults)
+    POST /_admin/faults        JSON, merged into the current faults (see hurren_testkit.simulator.faults)
     GET  /_admin/received      calls per method, answers per kind, decrypted payloads, stored counts
     GET  /_admin/reports       stored reports by key (no patient identifiers); ?kind=lab|exam
     POST /_admin/reset         {"data": true, "faults": true, "counters": true} (all by default)
@@ -44,13 +44,13 @@ from hurren.platform.client import DEFAULT_WSDL
 from hurren.platform.exceptions import AnswerError
 from hurren.platform.methods import METHODS
 from hurren.platform.xml import parse_xml
-from hurren.simulator.config import SimulatorConfig
-from hurren.simulator.faults import FaultsError
-from hurren.simulator.service import Platform
+from hurren_testkit.simulator.config import SimulatorConfig
+from hurren_testkit.simulator.faults import FaultsError
+from hurren_testkit.simulator.service import Platform
 
 __all__ = ["Simulator"]
 
-log = logging.getLogger("hurren.simulator")
+log = logging.getLogger("hurren_testkit.simulator")
 
 SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
 _ADDRESS = re.compile(r'(<soap:address\s+location=")[^"]*(")')

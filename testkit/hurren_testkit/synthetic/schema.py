@@ -105,7 +105,7 @@ def source_metadata(*, indexes: bool = True) -> MetaData:
         md,
         Column("seq", Integer, nullable=False),
         *(Column(c, TEXT_TYPE) for c in LABEL_COLUMNS[1:]),
-        comment="one row per deliberately defective source row (hurren.synthetic)",
+        comment="one row per deliberately defective source row (hurren_testkit.synthetic)",
         **MYSQL_TABLE,
     )
     if indexes:

@@ -1,4 +1,4 @@
-"""``python -m hurren.simulator``: run the region platform simulator (flags and env: see ``config``)."""
+"""``python -m hurren_testkit.simulator``: run the region platform simulator (flags and env: see ``config``)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import threading
 from collections.abc import Mapping, Sequence
 
 from hurren import crypto, spec
-from hurren.simulator.config import (
+from hurren_testkit.simulator.config import (
     ConfigError,
     SimulatorConfig,
     Visitor,
@@ -19,12 +19,12 @@ from hurren.simulator.config import (
     json_object,
     load_private_key,
 )
-from hurren.simulator.faults import Faults, FaultsError
+from hurren_testkit.simulator.faults import Faults, FaultsError
 
 
 def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m hurren.simulator",
+        prog="python -m hurren_testkit.simulator",
         description="Region platform simulator: the Myhealth SOAP service (ten methods, SM4/SM2), with fault injection.",
         epilog="Every flag has an environment variable (HURREN_SIM_*); see hurren/simulator/config.py.",
     )
@@ -166,7 +166,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         print(config.public_key)
         return 0
 
-    from hurren.simulator.server import Simulator  # imported late: --help and key printing stay fast
+    from hurren_testkit.simulator.server import Simulator  # imported late: --help and key printing stay fast
 
     try:
         sim = Simulator(config=config)

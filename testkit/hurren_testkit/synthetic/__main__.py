@@ -1,4 +1,4 @@
-"""``python -m hurren.synthetic``: generate synthetic hospital-days into a database."""
+"""``python -m hurren_testkit.synthetic``: generate synthetic hospital-days into a database."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from .people import make_hospitals
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m hurren.synthetic",
+        prog="python -m hurren_testkit.synthetic",
         description="Build synthetic hospital source databases (lab/exam reports, PACS views, records).",
     )
     p.add_argument("--url", help="SQLAlchemy URL; '{org}' in it gives each hospital its own database")

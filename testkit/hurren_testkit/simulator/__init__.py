@@ -1,7 +1,7 @@
 """A simulator of the region platform's Myhealth SOAP service, for tests, the benchmark and the demo.
 
-    python -m hurren.simulator --host 127.0.0.1 --port 58080 [--key-file sim-key.json] [--db sim.db]
-    python -m hurren.simulator --key-file sim-key.json --print-public-key
+    python -m hurren_testkit.simulator --host 127.0.0.1 --port 58080 [--key-file sim-key.json] [--db sim.db]
+    python -m hurren_testkit.simulator --key-file sim-key.json --print-public-key
 
 It has its own SM2 key pair, implements the ten methods as the spec describes them
 (``service``), checks every payload against the field specs and dictionaries (``checks``), keeps
@@ -16,10 +16,10 @@ In tests::
 
 from __future__ import annotations
 
-from hurren.simulator.config import ConfigError, SimulatorConfig, Visitor, load_private_key
-from hurren.simulator.faults import Faults, FaultsError
-from hurren.simulator.server import Simulator
-from hurren.simulator.service import Platform
+from hurren_testkit.simulator.config import ConfigError, SimulatorConfig, Visitor, load_private_key
+from hurren_testkit.simulator.faults import Faults, FaultsError
+from hurren_testkit.simulator.server import Simulator
+from hurren_testkit.simulator.service import Platform
 
 __all__ = [
     "ConfigError",

@@ -48,7 +48,7 @@ def build_pdf(
         b"/Resources << /Font << /F1 4 0 R >> >> /Contents 5 0 R >>",
         b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>",
         b"<< /Length %d >>\nstream\n%s\nendstream" % (len(content), content),
-        b"<< /Title " + _literal(title) + b" /Producer (hurren.synthetic)"
+        b"<< /Title " + _literal(title) + b" /Producer (hurren_testkit.synthetic)"
         + (b" /CreationDate " + _literal(created) if created else b"") + b" >>",
     ]
     body = _assemble(objects)

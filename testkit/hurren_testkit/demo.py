@@ -1,4 +1,4 @@
-"""``python -m hurren.demo``: the demo's data and its summary (used by ``scripts/demo``).
+"""``python -m hurren_testkit.demo``: the demo's data and its summary (used by ``scripts/demo``).
 
 ``generate``  writes yesterday's synthetic hospital-day (Beijing time) for every SQLite source of
               the sources configuration into ``.services/demo/<source id>.db``: lab and exam
@@ -27,9 +27,10 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, inspect, select
 from sqlalchemy.engine import Connection, Engine
 
-from hurren import store, synthetic
-from hurren.connections import store_engine
+from hurren import store
+from hurren.clients import store_engine
 from hurren.sources import resolve_sources
+from hurren_testkit import synthetic
 
 DEMO_DIR = Path(__file__).resolve().parents[2] / ".services" / "demo"
 
@@ -161,7 +162,7 @@ def _daily_counts(conn: Connection, tables: set[str]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m hurren.demo", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m hurren_testkit.demo", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
     g = sub.add_parser("generate", help="yesterday's synthetic data for the demo hospitals")
     g.add_argument("--lab", type=int, default=2000)

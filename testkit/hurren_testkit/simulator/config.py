@@ -21,7 +21,7 @@ flag                           environment variable         default
 --key-form                     HURREN_SIM_KEY_FORM          raw (or hex)
 --text-encoding                HURREN_SIM_TEXT_ENCODING     utf-8 (or gbk, gb18030)
 --spec-options JSON            HURREN_SIM_SPEC_OPTIONS      {} (a SpecOptions profile)
---faults JSON                  HURREN_SIM_FAULTS            {} (see hurren.simulator.faults)
+--faults JSON                  HURREN_SIM_FAULTS            {} (see hurren_testkit.simulator.faults)
 --lenient                      HURREN_SIM_LENIENT=true      unknown attributes are errors
 --check-rate R                 HURREN_SIM_CHECK_RATE        1 (every submission checked field by
                                                             field; 0.01: one in a hundred; 0: none)
@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from hurren import crypto, spec
-from hurren.simulator.faults import Faults
+from hurren_testkit.simulator.faults import Faults
 
 __all__ = ["ConfigError", "SimulatorConfig", "Visitor", "load_private_key"]
 

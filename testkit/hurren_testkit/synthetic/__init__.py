@@ -12,10 +12,10 @@ benchmarks::
     synthetic.generate_region("sqlite:///out/h_{org}.db", hospitals=hospitals, day="2026-11-24",
                               lab_reports=2000, exam_reports=500, seed=7, defect_rate=0.05)
 
-or ``python -m hurren.synthetic --url URL --hospitals 2 --day 2026-11-24 --lab 2000 --exam 500
+or ``python -m hurren_testkit.synthetic --url URL --hospitals 2 --day 2026-11-24 --lab 2000 --exam 500
 --defect-rate 0.05 --seed 7`` (``--help`` for the rest, ``--list-kinds`` for the defect table).
 
-Schema choices (``hurren.synthetic.schema``)
+Schema choices (``hurren_testkit.synthetic.schema``)
 --------------------------------------------
 - One table per source entity, named as the entity (``labmaster``, ``lab_subitem``, ``exammaster``,
   ``exam_subitem``, ``sehr_accept_record``, ``sehr_quote_record``, ``v_web_jcjg``, ``v_web_jctj``),
@@ -37,7 +37,7 @@ Schema choices (``hurren.synthetic.schema``)
   report_form_no``) and the PACS study UID.
 - ``pdf`` holds the Base64 text of a real PDF 1.4 (as the spec's XML carries it), ~2 KB by default,
   padded with incompressible bytes to ``pdf_kb`` KB on request.
-- ``hurren_defect_labels``: one row per injected defect (see :class:`~hurren.synthetic.defects.Label`):
+- ``hurren_defect_labels``: one row per injected defect (see :class:`~hurren_testkit.synthetic.defects.Label`):
   ``entity`` (the table of the defective row), the report key (``org_code, report_form_no,
   event_no, patient_id, event_type``, as stored, defect included), ``item_key`` (``serial_no`` /
   ``exam_item_code`` / the PACS row's UID / the record's ``code``), ``kind``, ``field``,

@@ -10,7 +10,7 @@ import time
 import pytest
 import urllib3
 
-from hurren import connections
+from hurren import clients
 from hurren.settings import settings
 
 
@@ -26,12 +26,12 @@ def test_a_hung_s3_fails_the_put_after_bounded_tries(monkeypatch: pytest.MonkeyP
                 return
 
     threading.Thread(target=accept, daemon=True).start()
-    monkeypatch.setattr(connections, "S3_TIMEOUT", urllib3.Timeout(connect=1, read=0.5))
+    monkeypatch.setattr(clients, "S3_TIMEOUT", urllib3.Timeout(connect=1, read=0.5))
     monkeypatch.setenv("HURREN_S3_ENDPOINT", f"127.0.0.1:{server.getsockname()[1]}")
     monkeypatch.setenv("HURREN_S3_REGION", "us-east-1")  # no region lookup first
     settings.cache_clear()
     try:
-        client = connections.minio_client()
+        client = clients.minio_client()
         started = time.monotonic()
         with pytest.raises(urllib3.exceptions.MaxRetryError):
             client.put_object("hurren-reports", "x.pdf", io.BytesIO(b"%PDF-1.4"), 8)

@@ -57,14 +57,14 @@ from hurren.platform.envelope import Credential, UnsealError, open_request, seal
 from hurren.platform.exceptions import AnswerError
 from hurren.platform.methods import METHODS, Method
 from hurren.reports import masking
-from hurren.simulator import checks
-from hurren.simulator.config import SimulatorConfig
-from hurren.simulator.faults import FaultInjector
-from hurren.simulator.store import Store, StoredReport
+from hurren_testkit.simulator import checks
+from hurren_testkit.simulator.config import SimulatorConfig
+from hurren_testkit.simulator.faults import FaultInjector
+from hurren_testkit.simulator.store import Store, StoredReport
 
 __all__ = ["Platform", "Refused"]
 
-log = logging.getLogger("hurren.simulator")
+log = logging.getLogger("hurren_testkit.simulator")
 
 _MAX_PROBLEMS = 8
 _KEY_CACHE = 4096

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from hurren import hooks
+from hurren import source_engines
 
 PASSWORD = "p@ss/w:rd?#&"  # every character a URL needs escaped
 
@@ -54,7 +54,7 @@ def test_each_type_gets_its_driver_and_keeps_the_password_whole(
     cid = conn(
         monkeypatch, "hurren_src_t", host="10.1.2.3", port=1234, login="ro", password=PASSWORD, **fields
     )
-    engine = hooks.source_engine(cid)  # built, not connected
+    engine = source_engines.source_engine(cid)  # built, not connected
     url = engine.url
     assert (url.drivername, url.host, url.port, url.username, url.password) == (
         driver,
@@ -76,14 +76,14 @@ def test_the_oracle_provider_would_break_an_escaped_password(monkeypatch: pytest
     cid = conn(monkeypatch, "hurren_src_o", conn_type="oracle", host="h", port=1521, login="ro", password=PASSWORD,
                extra={"service_name": "S"})  # fmt: skip
     assert make_url(OracleHook(oracle_conn_id=cid).get_uri()).password != PASSWORD
-    assert hooks.source_engine(cid).url.password == PASSWORD
+    assert source_engines.source_engine(cid).url.password == PASSWORD
 
 
 def test_an_explicit_url_wins_and_an_unknown_type_says_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
     cid = conn(
         monkeypatch, "hurren_src_x", conn_type="postgres", extra={"sqlalchemy_url": "sqlite:////tmp/x.db"}
     )
-    assert str(hooks.source_engine(cid).url) == "sqlite:////tmp/x.db"
+    assert str(source_engines.source_engine(cid).url) == "sqlite:////tmp/x.db"
     cid = conn(monkeypatch, "hurren_src_y", conn_type="db2", host="h")
-    with pytest.raises(hooks.SourceConnectionError, match="extra.sqlalchemy_url"):
-        hooks.source_engine(cid)
+    with pytest.raises(source_engines.SourceConnectionError, match="extra.sqlalchemy_url"):
+        source_engines.source_engine(cid)

@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from hurren import spec
-from hurren.simulator.checks import decode_pdf
+from hurren_testkit.simulator.checks import decode_pdf
 
 __all__ = ["Store", "StoredReport"]
 
