@@ -28,9 +28,12 @@ RUN python /tmp/hurren-build/image_requirements.py /tmp/hurren-build/requirement
  && { pip check || echo "WARNING: pip check found the conflicts above between our pins and providers preinstalled in the base image; the import check below decides"; }
 
 # The code: DAG files, the library (package `hurren` under plugins/), the spec and SQL files, and
-# the stack's Airflow scripts. Baked in, not mounted: an upgrade is a new image.
+# the stack's Airflow scripts. Baked in, not mounted: an upgrade is a new image. The test kit
+# (testkit/, for the simulator of the compose `test` profile) is copied but not on PYTHONPATH:
+# only the simulator service puts it there (docker-compose.yml).
 COPY --chown=airflow:0 dags/ /opt/airflow/dags/
 COPY --chown=airflow:0 plugins/ /opt/airflow/plugins/
+COPY --chown=airflow:0 testkit/ /opt/airflow/testkit/
 COPY --chown=airflow:0 include/ /opt/airflow/include/
 COPY --chown=airflow:0 docker/airflow/ /opt/airflow/docker/
 
@@ -44,5 +47,5 @@ RUN mkdir -p /opt/airflow/site /opt/airflow/sim-data \
  && chmod -R g+rwX /opt/airflow/sim-data \
  && python -c "import airflow.providers.celery, airflow.providers.postgres, airflow.providers.oracle, \
 airflow.providers.microsoft.mssql, celery, redis, oracledb, pymssql, psycopg, psycopg2, minio, lxml, zeep, \
-great_expectations, hurren.settings, hurren.sources, hurren.spec, hurren.crypto, hurren.pipeline, \
-hurren_testkit.simulator.server; print('hurren image: imports ok')"
+great_expectations, hurren.settings, hurren.sources, hurren.spec, hurren.crypto, hurren.pipeline; print('hurren image: imports ok')" \
+ && PYTHONPATH=/opt/airflow/plugins:/opt/airflow/testkit python -c "import hurren_testkit.simulator.server"

@@ -38,7 +38,7 @@ def _rss_mb() -> float:
 
 def _prepare(args: argparse.Namespace, data: Path) -> None:
     """Generate the day in a fresh source database, extract it, pickle the batches."""
-    sys.path.insert(0, str(ROOT / "plugins"))
+    sys.path[:0] = [str(ROOT / "plugins"), str(ROOT / "testkit")]
     from sqlalchemy import create_engine, text
 
     from hurren import extract
@@ -78,7 +78,7 @@ def _prepare(args: argparse.Namespace, data: Path) -> None:
 
 def _child(plugins: str, data: Path) -> None:
     """One run: a fresh store and bucket, every batch loaded twice; prints a JSON line."""
-    sys.path.insert(0, plugins)
+    sys.path[:0] = [plugins, str(ROOT / "testkit")]  # the test kit is this tree's, for either code
     from sqlalchemy import create_engine, text
 
     from hurren import load, spec, store

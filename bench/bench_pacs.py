@@ -47,6 +47,8 @@ if str(ROOT / "plugins") not in sys.path:
     sys.path.insert(0, str(ROOT / "plugins"))
 if str(HERE / "bench") not in sys.path:
     sys.path.append(str(HERE / "bench"))
+if str(ROOT / "testkit") not in sys.path:
+    sys.path.insert(1, str(ROOT / "testkit"))
 
 DAY = date(2024, 3, 11)
 ORG = "457759922"

@@ -49,11 +49,15 @@ def _hospital(org_code: str, chunk: int) -> dict:
 
 def _child(plugins: str, src_db: str, org_code: str, chunk: int, validator: str) -> None:
     """One run over the whole day; prints a JSON line."""
-    sys.path.insert(0, plugins)
+    sys.path[:0] = [plugins, str(ROOT / "testkit")]  # the kit is this tree's, whichever code is measured
     from sqlalchemy import create_engine, text
 
     from hurren import extract, load, rules, spec, store, validation
-    from hurren.clients import minio_client
+
+    try:
+        from hurren.clients import minio_client
+    except ImportError:  # a tree before hooks/connections were renamed
+        from hurren.connections import minio_client  # type: ignore[no-redef]
     from hurren.settings import settings
     from hurren.sources import STREAMS, parse_sources
     from hurren_testkit import synthetic
@@ -152,7 +156,7 @@ def main() -> int:
         _child(args.child, args.src_db, args.org, args.chunk, args.validator)
         return 0
 
-    sys.path.insert(0, str(ROOT / "plugins"))
+    sys.path[:0] = [str(ROOT / "plugins"), str(ROOT / "testkit")]
     from sqlalchemy import create_engine, text
 
     from hurren.settings import settings

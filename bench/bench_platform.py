@@ -30,6 +30,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "plugins"))
+sys.path.insert(1, str(ROOT / "testkit"))
 
 import zeep  # noqa: E402
 from lxml import etree  # noqa: E402
@@ -44,7 +45,11 @@ ITEMS = 20
 
 
 def start_simulator(tmp: Path) -> tuple[subprocess.Popen[str], str, str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "plugins"), "HURREN_SIM_LOG_LEVEL": "WARNING"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{ROOT / 'plugins'}{os.pathsep}{ROOT / 'testkit'}",
+        "HURREN_SIM_LOG_LEVEL": "WARNING",
+    }
     proc = subprocess.Popen(
         [
             sys.executable,

@@ -45,6 +45,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parents[1]
 CODE = Path(os.environ.get("HURREN_BENCH_CODE") or HERE)  # the code measured: this tree or --baseline's
 sys.path.insert(0, str(CODE / "plugins"))
+sys.path.insert(1, str(HERE / "testkit"))  # the test kit: always this tree's
 
 import httpx  # noqa: E402
 from sqlalchemy import create_engine, delete, text, update  # noqa: E402
@@ -67,7 +68,11 @@ SITE = {"spec_options": spec.DEFAULT_OPTIONS} if hasattr(spec, "DEFAULT_OPTIONS"
 
 
 def start_simulator(tmp: Path, check_rate: float) -> tuple[subprocess.Popen[str], str, str]:
-    env = {**os.environ, "PYTHONPATH": str(HERE / "plugins"), "HURREN_SIM_LOG_LEVEL": "WARNING"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{HERE / 'plugins'}{os.pathsep}{HERE / 'testkit'}",
+        "HURREN_SIM_LOG_LEVEL": "WARNING",
+    }
     proc = subprocess.Popen(
         [sys.executable, "-m", "hurren_testkit.simulator", "--host", "127.0.0.1", "--port", "0",
          "--key-file", str(tmp / "sim-key.json"), "--check-rate", str(check_rate)],

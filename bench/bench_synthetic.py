@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins"))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1] / "testkit"))
 
 from sqlalchemy import create_engine, text  # noqa: E402
 

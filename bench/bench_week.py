@@ -90,6 +90,7 @@ HERE = Path(__file__).resolve().parents[1]
 ROOT = Path(os.environ.get("HURREN_BENCH_CODE") or HERE)  # the code measured: this tree's, or --baseline's
 if str(ROOT / "plugins") not in sys.path:
     sys.path.insert(0, str(ROOT / "plugins"))
+    sys.path.insert(1, str(HERE / "testkit"))  # the test kit: always this tree's
 if str(HERE / "bench") not in sys.path:
     sys.path.append(str(HERE / "bench"))
 
@@ -334,7 +335,7 @@ def simulator_process(workdir: Path, check_rate: float = 1.0) -> Iterator[Simula
     ``check_rate`` below 1: fast-ack (the share of reports checked field by field; every one is
     still decrypted and stored with its PDF's SHA-256, which the invariants compare). Always this
     tree's simulator, also when ``--baseline`` measures older code."""
-    env = {**os.environ, "PYTHONPATH": str(HERE / "plugins")}
+    env = {**os.environ, "PYTHONPATH": f"{HERE / 'plugins'}{os.pathsep}{HERE / 'testkit'}"}
     db, log_path = workdir / "simulator.db", workdir / "simulator.log"
     with open(log_path, "w", encoding="utf-8") as log_file:
         proc = subprocess.Popen(

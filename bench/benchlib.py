@@ -51,4 +51,6 @@ def describe(ref: str) -> str:
 
 def code_env(tree: Path) -> dict[str, str]:
     """The environment that makes a subprocess import ``tree``'s hurren."""
-    return {**os.environ, "PYTHONPATH": str(tree / "plugins"), "HURREN_BENCH_CODE": str(tree)}
+    # the test kit (simulator, synthetic data) is this tree's whichever code is measured
+    path = os.pathsep.join([str(tree / "plugins"), str(ROOT / "testkit")])
+    return {**os.environ, "PYTHONPATH": path, "HURREN_BENCH_CODE": str(tree)}

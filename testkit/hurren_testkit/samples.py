@@ -1,5 +1,8 @@
 """Sample records shaped like the spec's examples, with made-up people: for tests, the benchmark
-and ``python -m hurren.platform sample ...`` (a payload file to start an integration from).
+and a payload file to start an integration from::
+
+    python -m hurren_testkit.samples lab > lab.xml
+    python -m hurren.platform send ArchiveAutoReport lab.xml
 
 Values follow the spec's examples, corrected where our decisions say so: ``retrieve_date`` a
 date (D1), exam ``class_code`` a Modality code (D4), standard department codes from STD_DEPT
@@ -8,12 +11,24 @@ date (D1), exam ``class_code`` a Modality code (D4), standard department codes f
 
 from __future__ import annotations
 
+import argparse
+import sys
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from hurren.platform import xml as payloads
 from hurren.platform.xml import BEIJING
 
-__all__ = ["accept_records", "daily_counts", "exam_report", "lab_report", "pdf_bytes", "quote_records"]
+__all__ = [
+    "accept_records",
+    "daily_counts",
+    "exam_report",
+    "lab_report",
+    "payload",
+    "pdf_bytes",
+    "quote_records",
+]
 
 SAMPLE_ID_NO = "650000190001010000"
 
@@ -302,3 +317,37 @@ def quote_records(
     """sehr_quote_record rows (§1.4.2.6)."""
     at = _now()
     return [_record(report_form_no, c, type_, id_no, new_event_no, at) for c in codes]
+
+
+KINDS = ("lab", "exam", "counts", "accept", "quote", "void-lab", "void-exam")
+
+
+def payload(kind: str, *, pdf_size: int = 1024) -> bytes:
+    """A spec-shaped payload of ``kind`` (one of :data:`KINDS`), built as the pipeline builds it."""
+    if kind in ("lab", "exam"):
+        master, items = (lab_report if kind == "lab" else exam_report)(pdf_size=pdf_size)
+        return payloads.build_report(kind, master, items)
+    if kind == "counts":
+        return payloads.build_daily_counts(daily_counts())
+    if kind == "accept":
+        return payloads.build_records("sehr_accept_record", accept_records())
+    if kind == "quote":
+        return payloads.build_records("sehr_quote_record", quote_records())
+    report_kind = kind.split("-", 1)[1]
+    master, _ = (lab_report if report_kind == "lab" else exam_report)()
+    return payloads.build_void_filter(report_kind, master)  # type: ignore[arg-type]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m hurren_testkit.samples", description="print a spec-shaped sample payload"
+    )
+    p.add_argument("kind", choices=KINDS)
+    p.add_argument("--pdf-size", type=int, default=1024)
+    args = p.parse_args(argv)
+    sys.stdout.write(payload(args.kind, pdf_size=args.pdf_size).decode("utf-8") + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -719,7 +719,11 @@ def test_a_wrong_path_is_an_http_status_error(sim: Simulator) -> None:
 def _cli(
     *args: str, env: dict[str, str] | None = None, stdin: bytes | None = None
 ) -> subprocess.CompletedProcess[str]:
-    full_env = {**os.environ, "PYTHONPATH": str(ROOT / "plugins"), **(env or {})}
+    full_env = {
+        **os.environ,
+        "PYTHONPATH": f"{ROOT / 'plugins'}{os.pathsep}{ROOT / 'testkit'}",
+        **(env or {}),
+    }
     return subprocess.run(
         [sys.executable, "-m", *args],
         capture_output=True,
@@ -743,7 +747,7 @@ def _platform_env(sim: Simulator) -> dict[str, str]:
 
 def test_cli_sample_send_query(sim: Simulator, tmp_path: Path) -> None:
     env = _platform_env(sim)
-    sample = _cli("hurren.platform", "sample", "lab")
+    sample = _cli("hurren_testkit.samples", "lab")
     assert sample.returncode == 0 and sample.stdout.startswith('<?xml version="1.0" encoding="UTF-8"?>')
     (tmp_path / "lab.xml").write_text(sample.stdout, encoding="utf-8")
     sent = _cli("hurren.platform", "send", "ArchiveAutoReport", str(tmp_path / "lab.xml"), env=env)
@@ -778,7 +782,7 @@ def test_cli_send_and_query_seal_as_the_client_does_in_gbk(tmp_path: Path) -> No
 
         sim_gbk.platform.handle = recording  # type: ignore[method-assign]
         env = {**_platform_env(sim_gbk), "HURREN_PLATFORM_TEXT_ENCODING": "gbk"}
-        (tmp_path / "lab.xml").write_text(_cli("hurren.platform", "sample", "lab").stdout, encoding="utf-8")
+        (tmp_path / "lab.xml").write_text(_cli("hurren_testkit.samples", "lab").stdout, encoding="utf-8")
         sent = _cli("hurren.platform", "send", "ArchiveAutoReport", str(tmp_path / "lab.xml"), env=env)
         asked = _cli("hurren.platform", "query", "ExistsReCureInfo", "--id-no", ID_NO, "--lab", "250301002",
                      "--dept-name", "耳鼻喉科", env=env)  # fmt: skip
@@ -840,7 +844,7 @@ def test_simulator_runs_alone_and_stops_cleanly(tmp_path: Path) -> None:
     )
     env = {
         **os.environ,
-        "PYTHONPATH": str(ROOT / "plugins"),
+        "PYTHONPATH": f"{ROOT / 'plugins'}{os.pathsep}{ROOT / 'testkit'}",
         "HURREN_SIM_KEY_FILE": str(key_file),
         "HURREN_SIM_VISITORS": f"{ORG}:{VISITOR_CODE}:{VISITOR_KEY}:{ORG_NAME}",
         "HURREN_SIM_FAULTS": '{"seed": 3}',

@@ -6,8 +6,7 @@
 
 Modules: ``methods`` (the ten methods as data), ``xml`` (builders and safe parsers), ``answers``
 (typed results), ``envelope`` (credential, encryption), ``client`` (zeep), ``exceptions``
-(the hierarchy, drawn in its docstring), ``samples`` (spec-shaped sample records),
-``__main__`` (the command line: ``python -m hurren.platform --help``).
+(the hierarchy, drawn in its docstring), ``__main__`` (the command line: ``python -m hurren.platform --help``).
 """
 
 from __future__ import annotations

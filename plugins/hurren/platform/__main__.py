@@ -1,8 +1,7 @@
 """``python -m hurren.platform``: the region platform from the command line, for integration engineers.
 
     python -m hurren.platform keygen [--out key.json]
-    python -m hurren.platform sample lab > lab.xml          # a spec-shaped payload to start from
-    python -m hurren.platform send ArchiveAutoReport lab.xml
+    python -m hurren.platform send ArchiveAutoReport lab.xml  # lab.xml: python -m hurren_testkit.samples lab
     python -m hurren.platform query GetLabInfo --id-no 650000190001010000 --id-type 01 --event-no 5036612
     python -m hurren.platform decrypt --sm4-key 00112233445566778899aabbccddeeff answer.txt
 
@@ -71,7 +70,6 @@ from hurren.platform.exceptions import (
 from hurren.platform.methods import METHODS
 from hurren.settings import SettingsError
 from hurren.site import SiteError, spec_options_from_document, spec_options_from_env
-from hurren_testkit import samples
 
 _QUERIES = [m.name for m in METHODS.values() if m.kind == "query"]
 _RECURE_FLAGS = ("dept_code", "dept_name", "dept_std_code", "dept_std_name", "doc_code", "doc_name")
@@ -135,10 +133,6 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     k.add_argument(
         "--out", help="write {private_key, public_key} JSON here (mode 0600) and print the public key only"
     )
-
-    s = sub.add_parser("sample", help="print a spec-shaped sample payload")
-    s.add_argument("kind", choices=("lab", "exam", "counts", "accept", "quote", "void-lab", "void-exam"))
-    s.add_argument("--pdf-size", type=int, default=1024)
 
     send = sub.add_parser("send", help="encrypt a payload file, call METHOD, print the (decrypted) answer")
     send.add_argument("method", choices=sorted(METHODS))
@@ -238,23 +232,6 @@ def _profile(args: argparse.Namespace, env: Mapping[str, str]) -> spec.SpecOptio
     return spec_options_from_document(doc, origin="--spec-options")
 
 
-def _sample(kind: str, pdf_size: int) -> bytes:
-    """A sample payload under the spec's defaults (the spec's own examples), whatever the site's profile."""
-    o = spec.DEFAULT_OPTIONS
-    if kind in ("lab", "exam"):
-        master, items = (samples.lab_report if kind == "lab" else samples.exam_report)(pdf_size=pdf_size)
-        return payloads.build_report(kind, master, items, options=o)
-    if kind == "counts":
-        return payloads.build_daily_counts(samples.daily_counts(), options=o)
-    if kind == "accept":
-        return payloads.build_records("sehr_accept_record", samples.accept_records(), options=o)
-    if kind == "quote":
-        return payloads.build_records("sehr_quote_record", samples.quote_records(), options=o)
-    report_kind = kind.split("-", 1)[1]
-    master, _ = (samples.lab_report if report_kind == "lab" else samples.exam_report)()
-    return payloads.build_void_filter(report_kind, master, options=o)  # type: ignore[arg-type]
-
-
 def _run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     if args.command == "keygen":
         private, public = crypto.generate_keypair()
@@ -266,9 +243,6 @@ def _run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
             print(public)
         else:
             print(json.dumps({"private_key": private, "public_key": public}, indent=1))
-        return 0
-    if args.command == "sample":
-        sys.stdout.write(_sample(args.kind, args.pdf_size).decode("utf-8") + "\n")
         return 0
     if args.command == "decrypt":
         if not args.sm4_key:
