@@ -8,7 +8,7 @@ import pytest
 
 from tests import spec_text
 
-pytest_plugins = ["tests.fixtures.services", "tests.fixtures.airflow"]
+pytest_plugins = ["tests.fixtures.services", "tests.fixtures.airflow", "tests.fixtures.regions"]
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

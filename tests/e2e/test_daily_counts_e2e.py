@@ -21,9 +21,7 @@ import pytest
 from sqlalchemy import create_engine, select, text
 
 from hurren import dagfactory, store
-from hurren.settings import settings
 from hurren_testkit import synthetic
-from tests.e2e.conftest import configure_region
 
 pytestmark = pytest.mark.services
 
@@ -34,37 +32,19 @@ COUNT_AT = datetime(2024, 3, 12, 3, 0, tzinfo=BEIJING)  # the 03:00 run that cou
 
 
 @pytest.fixture(scope="module")
-def region(services, make_database, s3, sim, tmp_path_factory, monkeypatch_module):
-    hospitals = synthetic.make_hospitals(2, seed=41)
-    sources, urls = [], {}
-    for i, h in enumerate(hospitals):
-        url = make_database(f"hospital_dc{i}")
-        synthetic.generate_hospital_day(
-            url, org=h, day=DAY, lab_reports=60, exam_reports=30, seed=41 + i, peers=hospitals, lab_items=3,
-            exam_items=(1, 1), pacs_instances=1, defect_rate=0.15, pdf_kb=1, accept_records=0, quote_records=0,
-        )  # fmt: skip
-        sid = f"dc{i}"
-        urls[sid] = url
-        sources.append({"id": sid, "org_code": h.org_code, "org_name": h.name, "chunk_size": 200,
-                        "streams": ["lab", "exam"]})  # fmt: skip
-    store_url = make_database("hurren_dc_store")
-    resolved = configure_region(monkeypatch_module, tmp_path_factory, sources, urls, store_url=store_url,
-                                bucket=s3.bucket_reports, sim=sim)  # fmt: skip
-    yield {"sources": resolved, "urls": urls, "store_url": store_url, "hospitals": hospitals}
-    settings.cache_clear()
-
-
-def _load_reports(run_dag, region, *, conf=None):
-    for source in region["sources"]:
-        for stream in ("lab", "exam"):
-            result = run_dag(dagfactory.report_dag(source, stream, doc_md="e2e"), logical_date=REPORTS_UNTIL, conf=conf)
-            assert result.state == "success", result.summary()
+def region(make_region, monkeypatch_module, s3, sim):
+    return make_region(
+        monkeypatch_module, "dc", seed=41, day=DAY, n=2, bucket=s3.bucket_reports, sim=sim,
+        generate={"lab_reports": 60, "exam_reports": 30, "lab_items": 3, "exam_items": (1, 1), "pacs_instances": 1,
+                  "defect_rate": 0.15, "pdf_kb": 1, "accept_records": 0, "quote_records": 0},
+        source={"chunk_size": 200, "streams": ["lab", "exam"]},
+    )  # fmt: skip
 
 
 def _count(run_dag, region, *, at=COUNT_AT, conf=None):
     """One ``daily_counts`` run; its tasks' results by task id (``<hospital>.count`` ...), read at
     once (a later run with the same logical date replaces this one's)."""
-    result = run_dag(dagfactory.daily_counts_dag(list(region["sources"]), doc_md="e2e"), logical_date=at, conf=conf)
+    result = run_dag(dagfactory.daily_counts_dag(list(region.sources), doc_md="e2e"), logical_date=at, conf=conf)
     assert result.state == "success", result.summary()
     return dict(result.return_values)
 
@@ -72,7 +52,7 @@ def _count(run_dag, region, *, at=COUNT_AT, conf=None):
 @pytest.fixture(scope="module")
 def first_run(region, run_dag, sim):
     sim.platform.reset()
-    _load_reports(run_dag, region)
+    region.run_reports(run_dag, REPORTS_UNTIL)
     return _count(run_dag, region)
 
 
@@ -107,8 +87,8 @@ def received(sim, org_code, day):
 
 def test_the_counts_the_platform_received_equal_an_independent_count_of_the_source(region, first_run, sim):
     total = 0
-    for source in region["sources"]:
-        expected = independent_counts(region["urls"][source.id], DAY)
+    for source in region.sources:
+        expected = independent_counts(region.urls[source.id], DAY)
         assert received(sim, source.org_code, DAY) == expected
         total += sum(a + b for a, b in expected.values())
         groups = first_run[f"{source.id}.count"]
@@ -120,7 +100,7 @@ def test_the_counts_the_platform_received_equal_an_independent_count_of_the_sour
 
 
 def test_every_row_went_out_with_its_department_names(region, first_run, sim):
-    engine = create_engine(region["store_url"])
+    engine = create_engine(region.store_url)
     with engine.connect() as conn:
         stored = [dict(r) for r in conn.execute(select(store.SPEC_TABLES["lab_exam_report"])).mappings()]
     engine.dispose()
@@ -136,7 +116,7 @@ def test_a_rerun_sends_nothing_and_changes_nothing(region, first_run, run_dag, s
     before = sorted(json.dumps(r, sort_keys=True) for r, _, _ in sim.platform.store.records("lab_exam_report"))
     calls = sim.platform.stats.as_dict()
     again = _count(run_dag, region)
-    for source in region["sources"]:
+    for source in region.sources:
         assert again[f"{source.id}.push"]["total"]["sent"] == 0
         assert not again[f"{source.id}.count"][-1]["changed"]
     assert sorted(json.dumps(r, sort_keys=True) for r, _, _ in sim.platform.store.records("lab_exam_report")) == before
@@ -147,16 +127,16 @@ def test_reconciliation_against_the_reports_the_platform_acknowledged(region, fi
     from hurren.push.options import PushOptions
     from hurren.push.tasks import run_push
 
-    before = first_run[f"{region['sources'].enabled[0].id}.reconcile"][-1]
+    before = first_run[f"{region.sources.enabled[0].id}.reconcile"][-1]
     assert before["push_status"] == {"acked": before["departments"]}
     assert before["lab_acked"] == 0 and "lab_not_acked" in before["issues"]  # reports queued, not pushed yet
     run_push(options=PushOptions(max_wait_s=0, max_run_s=120), run_id="e2e")
     again = _count(run_dag, region)
-    for source in region["sources"]:
+    for source in region.sources:
         day = again[f"{source.id}.reconcile"][-1]
         assert (day["lab_acked"], day["exam_acked"]) == (day["lab_counted"], day["exam_counted"])
         assert day["issues"] == {}
-    engine = create_engine(region["store_url"])
+    engine = create_engine(region.store_url)
     with engine.connect() as conn:
         rows = conn.execute(select(store.daily_count_recon).where(store.daily_count_recon.c.date_t == DAY)).all()
     engine.dispose()
@@ -164,9 +144,9 @@ def test_reconciliation_against_the_reports_the_platform_acknowledged(region, fi
 
 
 def test_a_late_report_replaces_the_days_counts_never_adds(region, first_run, run_dag, sim):
-    source = region["sources"].enabled[1]
-    h = region["hospitals"][1]
-    changes = synthetic.generate_changes(region["urls"][source.id], org=h, since=datetime(2024, 3, 11, 12, 0),
+    source = region.sources.enabled[1]
+    h = region.hospitals[1]
+    changes = synthetic.generate_changes(region.urls[source.id], org=h, since=datetime(2024, 3, 11, 12, 0),
                                          count_new=3, seed=9, report="lab", window_s=600, lab_items=3)  # fmt: skip
     assert len(changes.new) == 3
     backfill = {"since": "2024-03-11 12:00:00", "until": "2024-03-11 12:30:00"}  # behind the watermark
@@ -176,15 +156,15 @@ def test_a_late_report_replaces_the_days_counts_never_adds(region, first_run, ru
     later = _count(run_dag, region, at=COUNT_AT + timedelta(days=1))  # the next night recounts DAY
     assert 1 <= later[f"{source.id}.push"]["total"]["acked"] <= 3  # the departments whose counts changed
     after = received(sim, source.org_code, DAY)
-    assert after == independent_counts(region["urls"][source.id], DAY)
+    assert after == independent_counts(region.urls[source.id], DAY)
     assert sum(a for a, _ in after.values()) == sum(a for a, _ in before.values()) + 3
-    other = region["sources"].enabled[0]
+    other = region.sources.enabled[0]
     assert later[f"{other.id}.push"]["total"]["sent"] == 0
 
 
 def test_backfill_of_any_day(region, first_run, run_dag, sim):
     result = _count(run_dag, region, at=COUNT_AT + timedelta(days=5), conf={"date": "2024-03-11", "recount_days": 1})
-    for source in region["sources"]:
+    for source in region.sources:
         assert [g["day"] for g in result[f"{source.id}.count"]] == ["2024-03-11"]
         assert result[f"{source.id}.push"]["total"]["sent"] == 0  # acknowledged before: not sent again
-        assert received(sim, source.org_code, DAY) == independent_counts(region["urls"][source.id], DAY)
+        assert received(sim, source.org_code, DAY) == independent_counts(region.urls[source.id], DAY)

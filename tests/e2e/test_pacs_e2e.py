@@ -21,9 +21,7 @@ import pytest
 from sqlalchemy import create_engine, select, text
 
 from hurren import dagfactory, extract, spec, store
-from hurren.settings import settings
 from hurren_testkit import synthetic
-from tests.e2e.conftest import configure_region
 
 pytestmark = pytest.mark.services
 
@@ -44,13 +42,23 @@ def _q(url, sql, **params):
 
 
 @pytest.fixture(scope="module")
-def region(services, make_database, s3, tmp_path_factory, monkeypatch_module):
-    h = synthetic.make_hospitals(1, seed=31)[0]
-    url = make_database("hospital_pacs")
-    synthetic.generate_hospital_day(
-        url, org=h, day=DAY, lab_reports=0, exam_reports=30, pacs_instances=8, exam_items=(1, 1), seed=31,
-        defect_rate=0.3, defect_kinds=PACS_KINDS, pdf_kb=1,
+def region(make_region, monkeypatch_module, s3, tmp_path_factory):
+    mapping = tmp_path_factory.mktemp("mappings") / "dicom_sex.tsv"
+    mapping.write_text("field\tlocal_code\tstd_code\nv_web_jcjg.PATIENTSEX\tM\t1\nv_web_jcjg.PATIENTSEX\tF\t2\n"
+                       "v_web_jcjg.PATIENTSEX\tO\t9\n", encoding="utf-8")  # fmt: skip
+    return make_region(
+        monkeypatch_module, "pacs", seed=31, day=DAY, peers=False, bucket=s3.bucket_reports,
+        generate={"lab_reports": 0, "exam_reports": 30, "pacs_instances": 8, "exam_items": (1, 1),
+                  "defect_rate": 0.3, "defect_kinds": PACS_KINDS, "pdf_kb": 1},
+        source={"chunk_size": 500, "mapping_file": str(mapping), "streams": ["exam", "pacs_instance", "pacs_study"]},
     )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def edits(region):
+    """Before the first run: one study loses its exam report, one exam report its PACS rows, and
+    one study's instances get DICOM sex letters (mapped by the hospital's mapping file)."""
+    url = region.url
     labelled = {r["report_form_no"] for r in _q(url, f"select report_form_no from {synthetic.LABEL_TABLE}")}
     clean = [r for r in _q(url, "select report_form_no, study_instance_uid from exammaster order by report_form_no")
              if r["report_form_no"] not in labelled]  # fmt: skip
@@ -61,42 +69,31 @@ def region(services, make_database, s3, tmp_path_factory, monkeypatch_module):
         _q(url, f'delete from {view} where "STUDIUIID" = :u', u=no_pacs["study_instance_uid"])
     _q(url, """update v_web_jcjg set "PATIENTSEX" = case "PATIENTSEX" when '1' then 'M' else 'F' end
                where "STUDIUIID" = :u""", u=dicom_sex["study_instance_uid"])  # fmt: skip
-    mapping = tmp_path_factory.mktemp("mappings") / "dicom_sex.tsv"
-    mapping.write_text("field\tlocal_code\tstd_code\nv_web_jcjg.PATIENTSEX\tM\t1\nv_web_jcjg.PATIENTSEX\tF\t2\n"
-                       "v_web_jcjg.PATIENTSEX\tO\t9\n", encoding="utf-8")  # fmt: skip
-    source = {"id": "pacs0", "org_code": h.org_code, "org_name": h.name, "chunk_size": 500,
-              "mapping_file": str(mapping), "streams": ["exam", "pacs_instance", "pacs_study"]}  # fmt: skip
-    store_url = make_database("hurren_pacs_store")
-    resolved = configure_region(monkeypatch_module, tmp_path_factory, [source], {"pacs0": url}, store_url=store_url,
-                                bucket=s3.bucket_reports)  # fmt: skip
-    yield {"source": resolved.get("pacs0"), "url": url, "store_url": store_url,
-           "edits": {"no_report": no_report, "no_pacs": no_pacs, "dicom_sex": dicom_sex}}  # fmt: skip
-    settings.cache_clear()
+    return {"no_report": no_report, "no_pacs": no_pacs, "dicom_sex": dicom_sex}
 
 
 def _pacs_run(run_dag, region, *, logical_date=UNTIL, conf=None):
-    result = run_dag(dagfactory.pacs_dag(region["source"], doc_md="e2e"), logical_date=logical_date,
+    result = run_dag(dagfactory.pacs_dag(region.source, doc_md="e2e"), logical_date=logical_date,
                      conf=conf or {"chunk_size": 50})  # fmt: skip
     assert result.state == "success", result.summary()
     return {t: result.xcom(t) for t in ("pacs_study", "pacs_instance", "reconcile")}
 
 
 @pytest.fixture(scope="module")
-def first_run(region, run_dag):
-    exam = run_dag(dagfactory.report_dag(region["source"], "exam", doc_md="e2e"), logical_date=UNTIL)
-    assert exam.state == "success", exam.summary()
+def first_run(region, edits, run_dag):
+    region.run_reports(run_dag, UNTIL, streams=("exam",))
     return _pacs_run(run_dag, region)
 
 
 def _labels(region):
-    return _q(region["url"], f"select * from {synthetic.LABEL_TABLE}")
+    return _q(region.url, f"select * from {synthetic.LABEL_TABLE}")
 
 
 def test_every_row_is_loaded_or_quarantined(region, first_run):
     labels = Counter(lb["entity"] for lb in _labels(region))
     for stream, view in VIEWS.items():
         r = first_run[stream]
-        in_source = _q(region["url"], f"select count(*) as n from {view}")[0]["n"]
+        in_source = _q(region.url, f"select count(*) as n from {view}")[0]["n"]
         assert r["extracted"] == in_source == r["loaded"] + r["unchanged"] + r["stale"] + r["quarantined"], (stream, r)
         assert r["quarantined"] == labels[view] > 0, stream
     assert first_run["pacs_instance"]["batches"] >= 4  # 50 rows per batch
@@ -104,7 +101,7 @@ def test_every_row_is_loaded_or_quarantined(region, first_run):
 
 
 def test_every_labelled_row_is_quarantined_with_its_rule(region, first_run):
-    engine = create_engine(region["store_url"])
+    engine = create_engine(region.store_url)
     with engine.connect() as conn:
         held = {
             (r.entity, r.record_key): {x["rule"] for x in json.loads(r.rules)}
@@ -119,14 +116,14 @@ def test_every_labelled_row_is_quarantined_with_its_rule(region, first_run):
     assert len(held) == len(labels)
 
 
-def test_valid_rows_are_in_the_store_field_by_field(region, first_run):
+def test_valid_rows_are_in_the_store_field_by_field(region, edits, first_run):
     labelled = {(lb["entity"], lb["item_key"]) for lb in _labels(region)}
-    dicom_uid = region["edits"]["dicom_sex"]["study_instance_uid"]
-    engine = create_engine(region["store_url"])
+    dicom_uid = edits["dicom_sex"]["study_instance_uid"]
+    engine = create_engine(region.store_url)
     for view in VIEWS.values():
         ent = spec.entity(view)
         key = ent.key[0]
-        rows = [r for r in _q(region["url"], f"select * from {view}") if (view, r[key]) not in labelled]
+        rows = [r for r in _q(region.url, f"select * from {view}") if (view, r[key]) not in labelled]
         table = store.SPEC_TABLES[view]
         with engine.connect() as conn:
             stored = {r[key.lower()]: r for r in conn.execute(select(table)).mappings()}
@@ -143,7 +140,7 @@ def test_valid_rows_are_in_the_store_field_by_field(region, first_run):
 
 def _expected_recon(region):
     """Each study's issues, computed from the source and the labels alone."""
-    url = region["url"]
+    url = region.url
     labels = _labels(region)
     bad_instances = {lb["item_key"] for lb in labels if lb["entity"] == "v_web_jcjg"}
     bad_studies = {lb["item_key"] for lb in labels if lb["entity"] == "v_web_jctj"}
@@ -181,12 +178,11 @@ def _recon(store_url):
     return rows
 
 
-def test_each_study_reconciles_as_computed_from_the_source(region, first_run):
+def test_each_study_reconciles_as_computed_from_the_source(region, edits, first_run):
     expected = _expected_recon(region)
-    rows = _recon(region["store_url"])
+    rows = _recon(region.store_url)
     assert {uid: r.issues for uid, r in rows.items()} == expected
     assert all((r.status == "ok") == (r.issues == "") for r in rows.values())
-    edits = region["edits"]
     assert expected[edits["no_report"]["study_instance_uid"]] == "no_report"
     assert expected[edits["no_pacs"]["study_instance_uid"]] == "no_study,no_instances"
     assert expected[edits["dicom_sex"]["study_instance_uid"]] == ""
@@ -195,7 +191,7 @@ def test_each_study_reconciles_as_computed_from_the_source(region, first_run):
     counted = Counter(i for v in expected.values() for i in v.split(",") if i)
     assert summary["by_issue"] == dict(counted)
     assert summary["studies"] == len(expected) and summary["ok"] == sum(v == "" for v in expected.values())
-    engine = create_engine(region["store_url"])
+    engine = create_engine(region.store_url)
     with engine.connect() as conn:
         details = conn.execute(
             select(store.run.c.details).where(store.run.c.stream == "pacs_recon").order_by(store.run.c.id.desc())
@@ -229,28 +225,28 @@ def _snapshot(store_url):
 
 @pytest.mark.parametrize("how", ["incremental", "backfill"])
 def test_rerunning_changes_nothing(region, first_run, run_dag, how):
-    before = _snapshot(region["store_url"])
+    before = _snapshot(region.store_url)
     again = _pacs_run(run_dag, region, conf=BACKFILL if how == "backfill" else None)
     for stream in VIEWS:
         assert again[stream]["loaded"] == 0, again[stream]
     if how == "backfill":
         assert again["pacs_instance"]["extracted"] == first_run["pacs_instance"]["extracted"]
     assert again["reconcile"] == first_run["reconcile"]
-    assert _snapshot(region["store_url"]) == before
+    assert _snapshot(region.store_url) == before
 
 
 def test_a_corrected_row_loads_resolves_its_quarantine_and_reconciles(region, first_run, run_dag):
     sex = next(lb for lb in _labels(region) if lb["kind"] == "pacs_sex")
-    study = _q(region["url"], 'select "STUDIUIID" from v_web_jcjg where "INSTANCESOPIUID" = :k', k=sex["item_key"])[0]
-    _q(region["url"], """update v_web_jcjg set "PATIENTSEX" = '2' where "INSTANCESOPIUID" = :k""", k=sex["item_key"])
+    study = _q(region.url, 'select "STUDIUIID" from v_web_jcjg where "INSTANCESOPIUID" = :k', k=sex["item_key"])[0]
+    _q(region.url, """update v_web_jcjg set "PATIENTSEX" = '2' where "INSTANCESOPIUID" = :k""", k=sex["item_key"])
     again = _pacs_run(run_dag, region, conf=BACKFILL)
     assert again["pacs_instance"]["loaded"] == 1 and again["pacs_instance"]["resolved"] >= 1
-    engine = create_engine(region["store_url"])
+    engine = create_engine(region.store_url)
     with engine.connect() as conn:
         q = store.quarantine
         entry = conn.execute(select(q.c.resolved_at).where(q.c.record_key == json.dumps([sex["item_key"]]))).one()
     engine.dispose()
     assert entry.resolved_at is not None
     # one defect per study (hurren_testkit.synthetic): with the sex fixed, the study reconciles
-    assert _recon(region["store_url"])[study["STUDIUIID"]].status == "ok"
+    assert _recon(region.store_url)[study["STUDIUIID"]].status == "ok"
     assert again["reconcile"]["ok"] == first_run["reconcile"]["ok"] + 1

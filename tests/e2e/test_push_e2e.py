@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import create_engine, select, text
+from sqlalchemy.engine import Engine
 
 from hurren import extract, incremental, load, pipeline, spec, store
 from hurren.platform import Credential, PlatformClient
@@ -29,6 +30,7 @@ from hurren.settings import settings
 from hurren.spec import DEFAULT_OPTIONS
 from hurren_testkit import samples, synthetic
 from hurren_testkit.simulator import Simulator, SimulatorConfig, Visitor
+from tests.fixtures.regions import Region
 
 pytestmark = pytest.mark.services
 
@@ -49,47 +51,36 @@ def sim():
 
 
 @pytest.fixture(scope="module")
-def region(services, make_database, s3, tmp_path_factory, monkeypatch_module, sim):
-    hospitals = synthetic.make_hospitals(2, seed=2301)
-    sources, urls = [], {}
-    for i, h in enumerate(hospitals):
-        url = make_database(f"hospital_push{i}")
-        synthetic.generate_hospital_day(
-            url, org=h, day=DAY, lab_reports=40, exam_reports=16, seed=2301 + i, peers=hospitals,
-            defect_rate=0.1, pdf_kb=3, lab_items=5,
-        )  # fmt: skip
-        sid = f"push{i}"
-        urls[sid] = url
-        sources.append({"id": sid, "org_code": h.org_code, "org_name": h.name, "conn_id": f"hurren_src_{sid}",
-                        "dialect": "postgresql", "chunk_size": 200})  # fmt: skip
-    path = tmp_path_factory.mktemp("push_sources") / "sources.json"
-    path.write_text(json.dumps({"defaults": {"initial_value": "2024-01-01 00:00:00"}, "hospitals": sources}))
-    store_url = make_database("hurren_push_e2e")
-    monkeypatch_module.setenv("HURREN_SOURCES_FILE", str(path))
-    monkeypatch_module.setenv("HURREN_STORE_URL", store_url)
-    monkeypatch_module.setenv("HURREN_S3_BUCKET_REPORTS", s3.bucket_reports)
+def region(make_region, monkeypatch_module, s3, sim):
+    region = make_region(
+        monkeypatch_module, "push", seed=2301, day=DAY, n=2, bucket=s3.bucket_reports,
+        generate={"lab_reports": 40, "exam_reports": 16, "defect_rate": 0.1, "pdf_kb": 3, "lab_items": 5},
+        source={"chunk_size": 200},
+    )  # fmt: skip
     monkeypatch_module.setenv("AIRFLOW_CONN_HURREN_PLATFORM", json.dumps({
         "conn_type": "http", "host": sim.url, "login": "e2e-visitor", "password": "e2e-key",
         "extra": {"org_code": PLATFORM_ORG, "org_name": "乌鲁木齐市全民健康信息平台", "public_key": "simulator",
                   "timeout": 10, "key_max_uses": 25},
     }))  # fmt: skip
     settings.cache_clear()
-    from hurren.sources import resolve_sources
+    return region
 
-    engine = create_engine(store_url)
+
+@pytest.fixture(scope="module")
+def engine(region):
+    """The store's engine, its schema created."""
+    engine = create_engine(region.store_url)
     store.create_all(engine)
-    yield {"sources": resolve_sources(), "urls": urls, "engine": engine, "s3": s3, "hospitals": hospitals}
+    yield engine
     engine.dispose()
-    settings.cache_clear()
 
 
-def _load_all(region: dict[str, Any], until: datetime, run_id: str) -> None:
-    s3 = region["s3"]
-    for source in region["sources"]:
-        src = create_engine(region["urls"][source.id])
+def _load_all(region: Region, engine: Engine, s3: Any, until: datetime, run_id: str) -> None:
+    for source in region.sources:
+        src = create_engine(region.urls[source.id])
         for stream in KINDS:
             summary = pipeline.run_stream(
-                source=source, stream=stream, source_engine=src, store_engine=region["engine"],
+                source=source, stream=stream, source_engine=src, store_engine=engine,
                 pdfs=load.Pdfs(client=s3.client, bucket=s3.bucket_reports), run_id=run_id, dag_id="e2e",
                 until=until, validator="pandas", options=DEFAULT_OPTIONS, rulebook=load_rulebook()
             )  # fmt: skip
@@ -98,18 +89,18 @@ def _load_all(region: dict[str, Any], until: datetime, run_id: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def first_push(region, sim, run_dag):
-    _load_all(region, UNTIL, "load-1")
+def first_push(region, engine, s3, sim, run_dag):
+    _load_all(region, engine, s3, UNTIL, "load-1")
     sim.platform.reset(data=False, faults=False)  # count this run's connections and keys alone
     result = run_dag("push_reports", logical_date=UNTIL, timeout=180)
     assert result.state == "success", result.summary()
     return {**result.xcom("push"), "received": sim.platform.received()}
 
 
-def _source_reports(region: dict[str, Any]) -> dict[tuple[str, str], dict[tuple[str, ...], Any]]:
+def _source_reports(region: Region) -> dict[tuple[str, str], dict[tuple[str, ...], Any]]:
     """Valid (unlabelled) source reports: {(kind, source id): {key: (master, items)}}."""
     out: dict[tuple[str, str], dict[tuple[str, ...], Any]] = {}
-    for sid, url in region["urls"].items():
+    for sid, url in region.urls.items():
         engine = create_engine(url)
         with engine.connect() as conn:
             labelled = {(r.org_code, r.report_form_no) for r in conn.execute(text(  # defects of the reports
@@ -170,7 +161,7 @@ def test_the_platform_holds_every_valid_report_field_by_field_with_its_pdf(regio
 
 
 def test_counts_per_report_type_and_hospital_are_returned(region, first_push):
-    assert set(first_push["by_org"]) == {h.org_code for h in region["hospitals"]}
+    assert set(first_push["by_org"]) == {h.org_code for h in region.hospitals}
     assert set(first_push["by_entity"]) == {"labmaster", "exammaster"}
     total = first_push["total"]
     assert total["sent"] == total["acked"] > 0 and total["rejected"] == total["dead"] == 0
@@ -211,24 +202,23 @@ def _rekey(url: str, kind: str, org_code: str, *, loaded_before: datetime, at: d
 
 
 @pytest.fixture(scope="module")
-def second_push(region, sim, first_push, run_dag):
+def second_push(region, engine, s3, sim, first_push, run_dag):
     """Revisions, voids (one quoted by another hospital first), new reports and a key change."""
     changes: dict[str, Any] = {"updated": [], "voided": [], "new": [], "rekeyed": []}
-    engine = region["engine"]
-    for i, source in enumerate(region["sources"]):
-        h = region["hospitals"][i]
+    for i, source in enumerate(region.sources):
+        h = region.hospitals[i]
         for kind in KINDS:
             with engine.connect() as conn:
                 since = incremental.read_cursor(conn, source, kind).last_value
             ch = synthetic.generate_changes(
-                region["urls"][source.id], org=h, since=since, count_new=2, count_updated=2, count_voided=2,
+                region.urls[source.id], org=h, since=since, count_new=2, count_updated=2, count_voided=2,
                 seed=7 + i, report=kind, window_s=600, pdf_kb=3, lab_items=5,
             )  # fmt: skip
             for name in ("updated", "voided", "new"):
                 changes[name] += [(kind, tuple(map(str, k))) for k in getattr(ch, name)]
             if i == 0 and kind == "lab":
                 touched = {k[1] for _, k in changes["updated"] + changes["voided"]}
-                form, pid = _rekey(region["urls"][source.id], kind, h.org_code, loaded_before=since,
+                form, pid = _rekey(region.urls[source.id], kind, h.org_code, loaded_before=since,
                                    at=ch.last_change + timedelta(seconds=30), untouched=touched)  # fmt: skip
                 changes["rekeyed"].append((kind, h.org_code, form, pid))
     kind, quoted_key = changes["voided"][0]
@@ -239,7 +229,7 @@ def second_push(region, sim, first_push, run_dag):
     other = Credential(org_code=PLATFORM_ORG, org_name="", visitor_code="e2e-visitor", visitor_key="e2e-key")
     with PlatformClient(endpoint=sim.url, credential=other, public_key=sim.public_key, spec_options=DEFAULT_OPTIONS) as client:
         client.submit_quote([quote])
-    _load_all(region, UNTIL + timedelta(days=1), "load-2")
+    _load_all(region, engine, s3, UNTIL + timedelta(days=1), "load-2")
     result = run_dag("push_reports", logical_date=UNTIL + timedelta(days=1), timeout=180)
     assert result.state == "success", result.summary()
     return changes, result.xcom("push"), quoted_key
@@ -273,8 +263,7 @@ def test_a_changed_key_is_voided_under_the_old_key_and_registered_under_the_new(
     _assert_platform_holds(sim, kind, key, *expected[key])
 
 
-def test_every_version_was_acknowledged_exactly_once(region, sim, second_push):
-    engine = region["engine"]
+def test_every_version_was_acknowledged_exactly_once(region, engine, sim, second_push):
     with engine.connect() as conn:
         entries = conn.execute(select(store.outbox)).all()
         logs = conn.execute(select(store.push_log)).all()
@@ -299,8 +288,7 @@ def test_a_push_with_nothing_due_sends_nothing(region, sim, second_push, run_dag
     assert sim.platform.received()["calls"] == before
 
 
-def test_dead_letters_are_listed_and_requeued_from_the_push_requeue_dag(region, sim, second_push, run_dag):
-    engine = region["engine"]
+def test_dead_letters_are_listed_and_requeued_from_the_push_requeue_dag(region, engine, sim, second_push, run_dag):
     with engine.begin() as conn:  # as if the platform had refused it until a fix on its side
         victim = conn.execute(select(store.outbox.c.id).where(store.outbox.c.action == "register")
                               .order_by(store.outbox.c.id.desc()).limit(1)).scalar_one()  # fmt: skip

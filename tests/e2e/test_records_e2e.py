@@ -19,10 +19,8 @@ import pytest
 from sqlalchemy import create_engine, select, text
 
 from hurren import dagfactory, spec, store
-from hurren.settings import settings
 from hurren_testkit import synthetic
-from tests.e2e.conftest import configure_region
-from tests.fixtures.services import SOURCE_DIALECTS, make_source_database
+from tests.fixtures.services import SOURCE_DIALECTS
 
 pytestmark = pytest.mark.services
 
@@ -33,23 +31,14 @@ RECORD_KINDS = ("accept_reason_missing", "accept_reason_unknown", "quote_not_nul
 
 
 @pytest.fixture(scope="module")
-def region(request, services, make_database, sim, tmp_path_factory, monkeypatch_module):
+def region(make_region, monkeypatch_module, sim):
     """Two hospitals, one in PostgreSQL and one in MariaDB."""
-    hospitals = synthetic.make_hospitals(2, seed=23)
-    sources, urls = [], {}
-    for i, (h, dialect) in enumerate(zip(hospitals, SOURCE_DIALECTS, strict=True)):
-        sid = f"rec{i}"
-        urls[sid] = make_source_database(request, dialect)(f"hospital_rec{i}")
-        synthetic.generate_hospital_day(
-            urls[sid], org=h, day=DAY, lab_reports=40, exam_reports=20, seed=23 + i, peers=hospitals, lab_items=2,
-            accept_records=40, quote_records=30, defect_rate=0.25, defect_kinds=RECORD_KINDS, pdf_kb=1,
-        )  # fmt: skip
-        sources.append({"id": sid, "org_code": h.org_code, "org_name": h.name, "chunk_size": 15,
-                        "streams": ["accept", "quote"], "dialect": dialect})  # fmt: skip
-    store_url = make_database("hurren_rec_store")
-    resolved = configure_region(monkeypatch_module, tmp_path_factory, sources, urls, store_url=store_url, sim=sim)
-    yield {"sources": resolved, "urls": urls, "store_url": store_url}
-    settings.cache_clear()
+    return make_region(
+        monkeypatch_module, "rec", seed=23, day=DAY, dialects=SOURCE_DIALECTS, sim=sim,
+        generate={"lab_reports": 40, "exam_reports": 20, "lab_items": 2, "accept_records": 40, "quote_records": 30,
+                  "defect_rate": 0.25, "defect_kinds": RECORD_KINDS, "pdf_kb": 1},
+        source={"chunk_size": 15, "streams": ["accept", "quote"]},
+    )  # fmt: skip
 
 
 def _run(run_dag, source, **kwargs):
@@ -61,7 +50,7 @@ def _run(run_dag, source, **kwargs):
 def first_run(region, run_dag, sim):
     sim.platform.reset()
     out = {}
-    for source in region["sources"]:
+    for source in region.sources:
         result = _run(run_dag, source)
         assert result.state == "success", result.summary()
         out[source.id] = {t: result.xcom(t) for t in ("accept", "quote", "push_accept", "push_quote")}
@@ -83,14 +72,14 @@ def _key(entity, row):
 
 
 def test_every_record_is_loaded_or_quarantined_with_its_rule(region, first_run):
-    engine = create_engine(region["store_url"])
+    engine = create_engine(region.store_url)
     with engine.connect() as conn:
         held = {}
         for r in conn.execute(select(store.quarantine).where(store.quarantine.c.entity.in_(list(STREAMS.values())))):
             held.setdefault((r.entity, r.record_key), set()).update(x["rule"] for x in json.loads(r.rules))
     engine.dispose()
     labelled = 0
-    for sid, url in region["urls"].items():
+    for sid, url in region.urls.items():
         for stream, entity in STREAMS.items():
             rows, labels = _source_rows(url, entity)
             r = first_run[sid][stream]
@@ -109,7 +98,7 @@ def test_the_platform_holds_exactly_the_valid_records_field_by_field(region, fir
     for stream, entity in STREAMS.items():
         on_platform = {_key(entity, rec): rec for rec, _org, _name in sim.platform.store.records(entity)}
         expected = {}
-        for url in region["urls"].values():
+        for url in region.urls.values():
             rows, labels = _source_rows(url, entity)
             bad = {json.dumps([json.loads(lb["row_key"])[k] for k in spec.entity(entity).key], ensure_ascii=False)
                    for lb in labels if lb["entity"] == entity}  # fmt: skip
@@ -123,7 +112,7 @@ def test_the_platform_holds_exactly_the_valid_records_field_by_field(region, fir
                 assert rec[name] == want, (entity, name)
     acked = sum(first_run[s][f"push_{k}"]["total"]["acked"] for s in first_run for k in STREAMS)
     assert acked == sum(len(sim.platform.store.records(e)) for e in STREAMS.values())
-    engine = create_engine(region["store_url"])
+    engine = create_engine(region.store_url)
     with engine.connect() as conn:  # one outbox entry per valid record, acknowledged once
         entries = conn.execute(text("select entity, status, count(*) from push_outbox group by entity, status")).all()
         calls = conn.execute(text("select count(distinct sent_at) from push_log")).scalar_one()
@@ -135,7 +124,7 @@ def test_the_platform_holds_exactly_the_valid_records_field_by_field(region, fir
 
 def test_a_rerun_loads_and_sends_nothing_new(region, first_run, run_dag, sim):
     before = {e: sorted(json.dumps(r, sort_keys=True) for r, _, _ in sim.platform.store.records(e)) for e in STREAMS.values()}
-    for source in region["sources"]:
+    for source in region.sources:
         result = _run(run_dag, source, conf={"since": "2024-03-11 00:00:00", "until": "2024-03-12 00:00:00"})
         assert result.state == "success", result.summary()
         for stream in STREAMS:
@@ -152,8 +141,8 @@ def test_refused_calls_are_split_until_only_the_refused_records_stay_out(region,
     rest, names the refused and fails; once the platform takes them, a requeue sends exactly those."""
     from hurren.push.tasks import requeue_entries
 
-    source = region["sources"].enabled[0]
-    hospital = create_engine(region["urls"][source.id])
+    source = region.sources.enabled[0]
+    hospital = create_engine(region.urls[source.id])
     with hospital.begin() as conn:
         conn.execute(text("update sehr_accept_record set doc_name = doc_name || '(改)'"))
     hospital.dispose()
@@ -170,7 +159,7 @@ def test_refused_calls_are_split_until_only_the_refused_records_stay_out(region,
         assert 0 < stored < valid
     finally:
         sim.platform.faults.reset()
-    store_engine = create_engine(region["store_url"])
+    store_engine = create_engine(region.store_url)
     try:
         out = requeue_entries(status="rejected", entity="sehr_accept_record", dry_run=False, engine=store_engine)
     finally:

@@ -22,11 +22,9 @@ from sqlalchemy import create_engine, select, text
 
 from hurren import dagfactory, extract, incremental, load, pipeline, spec, store
 from hurren.rules import load_rulebook
-from hurren.settings import settings
 from hurren.spec import DEFAULT_OPTIONS
 from hurren_testkit import synthetic
-from tests.e2e.conftest import configure_region
-from tests.fixtures.services import SOURCE_DIALECTS, make_source_database
+from tests.fixtures.services import SOURCE_DIALECTS
 
 pytestmark = pytest.mark.services
 
@@ -36,38 +34,14 @@ REPORT_ENTITIES = {"lab": ("labmaster", "lab_subitem"), "exam": ("exammaster", "
 
 
 @pytest.fixture(scope="module")
-def region(request, services, make_database, s3, tmp_path_factory, monkeypatch_module):
+def region(make_region, monkeypatch_module, s3):
     """Two hospitals (PostgreSQL and MariaDB, 25 % of reports defective), a fresh store, sources and
     connections."""
-    hospitals = synthetic.make_hospitals(2, seed=11)
-    sources, urls = [], {}
-    for i, (h, dialect) in enumerate(zip(hospitals, SOURCE_DIALECTS, strict=True)):
-        url = make_source_database(request, dialect)(f"hospital_e2e{i}")
-        synthetic.generate_hospital_day(
-            url, org=h, day=DAY, lab_reports=120, exam_reports=60, seed=11 + i, peers=hospitals,
-            defect_rate=0.25, pdf_kb=1, lab_items=6,
-        )  # fmt: skip
-        sid = f"e2e{i}"
-        urls[sid] = url
-        sources.append(
-            {"id": sid, "org_code": h.org_code, "org_name": h.name, "chunk_size": 40, "dialect": dialect}
-        )
-    store_url = make_database("hurren_e2e_store")
-    resolved = configure_region(monkeypatch_module, tmp_path_factory, sources, urls, store_url=store_url,
-                                bucket=s3.bucket_reports)  # fmt: skip
-    yield {"sources": resolved, "urls": urls, "store_url": store_url, "s3": s3}
-    settings.cache_clear()
-
-
-def _run_all(run_dag, region, *, logical_date=UNTIL, conf=None):
-    results = {}
-    for source in region["sources"]:
-        for stream in ("lab", "exam"):
-            dag = dagfactory.report_dag(source, stream, doc_md="e2e")
-            result = run_dag(dag, logical_date=logical_date, conf=conf)
-            assert result.state == "success", result.summary()
-            results[source.id, stream] = result.xcom("extract_validate_load")
-    return results
+    return make_region(
+        monkeypatch_module, "e2e", seed=11, day=DAY, dialects=SOURCE_DIALECTS, bucket=s3.bucket_reports,
+        generate={"lab_reports": 120, "exam_reports": 60, "defect_rate": 0.25, "pdf_kb": 1, "lab_items": 6},
+        source={"chunk_size": 40},
+    )  # fmt: skip
 
 
 def _store_snapshot(store_url, s3):
@@ -91,9 +65,9 @@ def _store_snapshot(store_url, s3):
 
 
 @pytest.fixture(scope="module")
-def first_run(region, run_dag):
-    results = _run_all(run_dag, region)
-    return results, _store_snapshot(region["store_url"], region["s3"])
+def first_run(region, s3, run_dag):
+    results = region.run_reports(run_dag, UNTIL)
+    return results, _store_snapshot(region.store_url, s3)
 
 
 def _labels(url):
@@ -109,7 +83,7 @@ def test_counts_add_up_and_match_the_source(region, first_run):
     for (sid, stream), r in results.items():
         assert r["extracted"] == r["loaded"] + r["unchanged"] + r["stale"] + r["quarantined"], (sid, stream, r)
         master = REPORT_ENTITIES[stream][0]
-        engine = create_engine(region["urls"][sid])
+        engine = create_engine(region.urls[sid])
         with engine.connect() as conn:
             in_source = conn.execute(text(f"select count(*) from {master}")).scalar_one()
             orphans = conn.execute(text(
@@ -121,7 +95,7 @@ def test_counts_add_up_and_match_the_source(region, first_run):
 
 
 def test_every_labelled_report_is_quarantined_with_its_rule(region, first_run):
-    engine = create_engine(region["store_url"])
+    engine = create_engine(region.store_url)
     with engine.connect() as conn:
         held = {}
         for r in conn.execute(select(store.quarantine)):
@@ -129,7 +103,7 @@ def test_every_labelled_report_is_quarantined_with_its_rule(region, first_run):
             held.setdefault((org, form, event_no), set()).update(x["rule"] for x in json.loads(r.rules))
     engine.dispose()
     checked = 0
-    for url in region["urls"].values():
+    for url in region.urls.values():
         for label in _labels(url):
             if label["entity"] not in ("labmaster", "lab_subitem", "exammaster", "exam_subitem"):
                 continue
@@ -144,10 +118,9 @@ def _canonical(value):
     return extract.canonical(value)
 
 
-def test_every_valid_report_is_in_the_store_field_by_field_with_its_pdf(region, first_run):
-    s3 = region["s3"]
-    store_db = create_engine(region["store_url"])
-    for _sid, url in region["urls"].items():
+def test_every_valid_report_is_in_the_store_field_by_field_with_its_pdf(region, s3, first_run):
+    store_db = create_engine(region.store_url)
+    for _sid, url in region.urls.items():
         labelled = {(x["org_code"], x["report_form_no"], x["event_no"]) for x in _labels(url)}
         src = create_engine(url)
         for master, _item in REPORT_ENTITIES.values():
@@ -179,29 +152,28 @@ def test_every_valid_report_is_in_the_store_field_by_field_with_its_pdf(region, 
 
 
 @pytest.mark.parametrize("how", ["incremental", "backfill"])
-def test_rerunning_the_interval_changes_nothing(region, first_run, run_dag, how):
+def test_rerunning_the_interval_changes_nothing(region, s3, first_run, run_dag, how):
     """Incremental: the watermark's overlap is read again; backfill: the whole day again."""
     first, before = first_run
     conf = {"since": "2024-03-11 00:00:00", "until": "2024-03-12 00:00:00"} if how == "backfill" else None
-    results = _run_all(run_dag, region, conf=conf)
+    results = region.run_reports(run_dag, UNTIL, conf=conf)
     for key, r in results.items():
         assert r["loaded"] == 0 and r["unchanged"] + r["stale"] + r["quarantined"] == r["extracted"]
         if how == "backfill":
             assert r["extracted"] == first[key]["extracted"]
-    assert _store_snapshot(region["store_url"], region["s3"]) == before
+    assert _store_snapshot(region.store_url, s3) == before
 
 
 class _Killed(BaseException):
     """Stands for SIGKILL: nothing after it runs, not even except-clauses for Exception."""
 
 
-def test_a_run_killed_midway_then_rerun_ends_identical(region, first_run, make_database, monkeypatch):
+def test_a_run_killed_midway_then_rerun_ends_identical(region, s3, first_run, make_database, monkeypatch):
     """A fresh store: kill the lab run after its second batch commits, re-run, compare with the first run."""
     _, reference = first_run
     fresh = make_database("hurren_e2e_kill")
     engine = create_engine(fresh)
     store.create_all(engine)
-    s3 = region["s3"]
     pdfs = load.Pdfs(client=s3.client, bucket=s3.bucket_reports)
     real_load = load.load_reports
     calls = {"n": 0}
@@ -212,13 +184,13 @@ def test_a_run_killed_midway_then_rerun_ends_identical(region, first_run, make_d
             raise _Killed
         return real_load(*args, **kwargs)
 
-    for source in region["sources"]:
-        src = create_engine(region["urls"][source.id])
+    for source in region.sources:
+        src = create_engine(region.urls[source.id])
         for stream in ("lab", "exam"):
             kwargs = dict(source=source, stream=stream, source_engine=src, store_engine=engine, pdfs=pdfs,
                           run_id="kill", dag_id="e2e", until=UNTIL, options=DEFAULT_OPTIONS,
                           rulebook=load_rulebook())  # fmt: skip
-            if stream == "lab" and source is region["sources"].enabled[0]:
+            if stream == "lab" and source is region.sources.enabled[0]:
                 monkeypatch.setattr(load, "load_reports", dying_load)
                 with pytest.raises(_Killed):
                     pipeline.run_stream(**kwargs)
@@ -234,13 +206,12 @@ def test_a_run_killed_midway_then_rerun_ends_identical(region, first_run, make_d
         assert not extra and not missing, (part, sorted(extra)[:3], sorted(missing)[:3])
 
 
-def test_backfill_reads_its_window_and_leaves_the_watermark(region, first_run):
-    source = region["sources"].enabled[0]
-    engine = create_engine(region["store_url"])
+def test_backfill_reads_its_window_and_leaves_the_watermark(region, s3, first_run):
+    source = region.sources.enabled[0]
+    engine = create_engine(region.store_url)
     with engine.connect() as conn:
         before = incremental.read_cursor(conn, source, "lab")
-    src = create_engine(region["urls"][source.id])
-    s3 = region["s3"]
+    src = create_engine(region.urls[source.id])
     summary = pipeline.run_stream(
         source=source, stream="lab", source_engine=src, store_engine=engine,
         pdfs=load.Pdfs(client=s3.client, bucket=s3.bucket_reports), run_id="backfill", dag_id="e2e",
@@ -256,13 +227,13 @@ def test_backfill_reads_its_window_and_leaves_the_watermark(region, first_run):
 
 
 def test_watermark_moves_to_the_last_loaded_value_and_late_rows_are_picked_up(region, first_run, run_dag):
-    source = region["sources"].enabled[1]
-    engine = create_engine(region["store_url"])
+    source = region.sources.enabled[1]
+    engine = create_engine(region.store_url)
     with engine.connect() as conn:
         cursor = incremental.read_cursor(conn, source, "lab")
     assert cursor.last_value is not None and cursor.last_value.date() == DAY
     changes = synthetic.generate_changes(
-        region["urls"][source.id], org=synthetic.make_hospitals(2, seed=11)[1], since=cursor.last_value,
+        region.urls[source.id], org=synthetic.make_hospitals(2, seed=11)[1], since=cursor.last_value,
         count_new=3, count_updated=2, seed=5, report="lab", window_s=600,
     )  # fmt: skip
     result = run_dag(dagfactory.report_dag(source, "lab", doc_md="e2e"),

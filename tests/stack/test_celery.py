@@ -24,9 +24,6 @@ import pytest
 from sqlalchemy import create_engine, func, select, text
 
 from hurren import spec, store
-from hurren.settings import settings
-from hurren_testkit import synthetic
-from tests.e2e.conftest import configure_region, monkeypatch_module  # noqa: F401 (fixture)
 from tests.fixtures.stack import AirflowStack, running, wait_for
 
 pytestmark = pytest.mark.services
@@ -43,25 +40,14 @@ HEARTBEAT = {  # a lost task is noticed within ~30-35 s (the defaults: 300 s, ch
 
 
 @pytest.fixture(scope="module")
-def region(services, make_database, s3, tmp_path_factory, monkeypatch_module):  # noqa: F811
-    hospitals = synthetic.make_hospitals(3, seed=41)
-    urls, sources = {}, []
-    for sid, h, lab in zip(IDS, hospitals, (300, 30, 30), strict=True):
-        urls[sid] = make_database(f"hospital_celery_{sid}")
-        synthetic.generate_hospital_day(urls[sid], org=h, day=DAY, lab_reports=lab, exam_reports=15, seed=41,
-                                        lab_items=6, pdf_kb=1, defect_rate=0.05)  # fmt: skip
-        sources.append({"id": sid, "org_code": h.org_code, "org_name": h.name, "streams": ["lab", "exam"],
-                        "schedule": "0 0 * * *", "chunk_size": 20, "pool": {"name": f"hurren_src_{sid}", "slots": 2}})  # fmt: skip
-    store_url = make_database("hurren_celery_store")
-    configure_region(
-        monkeypatch_module, tmp_path_factory, sources, urls, store_url=store_url, bucket=s3.bucket_reports
-    )
-    yield {
-        "urls": urls,
-        "store_url": store_url,
-        "orgs": {sid: h.org_code for sid, h in zip(IDS, hospitals, strict=True)},
-    }
-    settings.cache_clear()
+def region(make_region, monkeypatch_module, s3):
+    return make_region(
+        monkeypatch_module, "celery", seed=41, day=DAY, ids=IDS, peers=False, bucket=s3.bucket_reports,
+        generate=[{"lab_reports": lab, "exam_reports": 15, "seed": 41, "lab_items": 6, "pdf_kb": 1, "defect_rate": 0.05}
+                  for lab in (300, 30, 30)],
+        source=[{"streams": ["lab", "exam"], "schedule": "0 0 * * *", "chunk_size": 20,
+                 "pool": {"name": f"hurren_src_{sid}", "slots": 2}} for sid in IDS],
+    )  # fmt: skip
 
 
 def _kill_tree(pid: int) -> list[int]:
@@ -84,7 +70,7 @@ def killed(region, make_database, tmp_path_factory):
     stack = AirflowStack(tmp_path_factory.mktemp("celery"), make_database("airflow_celery"), env=HEARTBEAT,
                          retry_delay_s=2)  # fmt: skip
     dag_ids = [f"{stream}_reports__{sid}" for sid in IDS for stream in ("lab", "exam")]
-    store_engine = create_engine(region["store_url"])
+    store_engine = create_engine(region.store_url)
     with running(stack, celery=True):
         stack.wait_parsed(*dag_ids)
         stack.unpause(*dag_ids)
@@ -148,7 +134,7 @@ def test_the_killed_task_reran_on_the_other_worker(killed):
 def test_the_killed_try_is_kept_interrupted_with_its_committed_batches(killed, region):
     """The run's etl_run row: the killed try marked interrupted by the retry, with the batches it
     committed before the kill (two batches of 20 or more); the run's counts are both tries'."""
-    engine = create_engine(region["store_url"])
+    engine = create_engine(region.store_url)
     with engine.connect() as conn:
         row = conn.execute(
             select(store.run).where(store.run.c.run_id == killed["victim"].run_id, store.run.c.source == "c0",
@@ -164,17 +150,17 @@ def test_the_killed_try_is_kept_interrupted_with_its_committed_batches(killed, r
 def test_nothing_lost_or_duplicated(killed, region):
     """The fault matrix's invariants (tests/faults/README.md), against the source."""
     q, outbox = store.quarantine, store.outbox
-    engine = create_engine(region["store_url"])
+    engine = create_engine(region.store_url)
     with engine.connect() as conn:
         runs = conn.execute(select(store.run)).all()  # every run, the killed one with both its tries
         for r in runs:
             assert r.status == "success", r
             assert r.extracted == r.loaded + json.loads(r.details)["unchanged"] + r.stale + r.quarantined, r
         for sid in IDS:
-            org = region["orgs"][sid]
+            org = region.orgs[sid]
             for entity in ("labmaster", "exammaster"):
                 stream = entity.removesuffix("master")
-                source = create_engine(region["urls"][sid])
+                source = create_engine(region.urls[sid])
                 with source.connect() as src:
                     in_source, last_change = src.execute(
                         text(f"SELECT count(*), max(last_update_dtime) FROM {entity}")

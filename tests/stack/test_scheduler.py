@@ -27,7 +27,7 @@ from sqlalchemy import create_engine, select, text
 from hurren import store
 from hurren.settings import settings
 from hurren_testkit import synthetic
-from tests.e2e.conftest import configure_region, monkeypatch_module, sim  # noqa: F401 (fixtures)
+from tests.e2e.conftest import sim  # noqa: F401 (fixture)
 from tests.fixtures.stack import AirflowStack, running, wait_for
 
 pytestmark = pytest.mark.services
@@ -41,26 +41,25 @@ EVL = "extract_validate_load"
 TIMEOUT = 480  # seconds for anything the scheduler does, on a busy machine
 
 
+def _generate(i, hospital, url):
+    """sa: one day of lab and exam reports; sb: lab reports on each of DAYS."""
+    if i == 0:
+        synthetic.generate_hospital_day(url, org=hospital, day=DAYS[1], lab_reports=60, exam_reports=30, seed=31,
+                                        lab_items=6, pdf_kb=1, defect_rate=0.1)  # fmt: skip
+        return
+    for k, day in enumerate(DAYS):
+        synthetic.generate_hospital_day(url, org=hospital, day=day, lab_reports=20, exam_reports=0, seed=32 + k,
+                                        lab_items=4, pdf_kb=1, reset=k == 0)  # fmt: skip
+
+
 @pytest.fixture(scope="module")
-def region(services, make_database, s3, sim, tmp_path_factory, monkeypatch_module):  # noqa: F811
-    a, b = synthetic.make_hospitals(2, seed=31)
-    urls = {"sa": make_database("hospital_sched_a"), "sb": make_database("hospital_sched_b")}
-    synthetic.generate_hospital_day(urls["sa"], org=a, day=DAYS[1], lab_reports=60, exam_reports=30, seed=31,
-                                    lab_items=6, pdf_kb=1, defect_rate=0.1)  # fmt: skip
-    for i, day in enumerate(DAYS):
-        synthetic.generate_hospital_day(urls["sb"], org=b, day=day, lab_reports=20, exam_reports=0, seed=32 + i,
-                                        lab_items=4, pdf_kb=1, reset=i == 0)  # fmt: skip
-    hospitals = [
-        {"id": "sa", "org_code": a.org_code, "org_name": a.name, "streams": ["lab", "exam"], "schedule": "* * * * *",
-         "chunk_size": 20, "pool": {"name": "hurren_src_sa", "slots": 1}},
-        {"id": "sb", "org_code": b.org_code, "org_name": b.name, "streams": ["lab"], "schedule": "0 0 * * *",
-         "pool": {"name": "hurren_src_sb", "slots": 2}},
-    ]  # fmt: skip
-    store_url = make_database("hurren_sched_store")
-    configure_region(monkeypatch_module, tmp_path_factory, hospitals, urls, store_url=store_url,
-                     bucket=s3.bucket_reports, sim=sim)  # fmt: skip
-    yield {"urls": urls, "store_url": store_url, "sim": sim}
-    settings.cache_clear()
+def region(make_region, monkeypatch_module, s3, sim):  # noqa: F811
+    return make_region(
+        monkeypatch_module, "sched", seed=31, ids=("sa", "sb"), generate=_generate, bucket=s3.bucket_reports, sim=sim,
+        source=[{"streams": ["lab", "exam"], "schedule": "* * * * *", "chunk_size": 20,
+                 "pool": {"name": "hurren_src_sa", "slots": 1}},
+                {"streams": ["lab"], "schedule": "0 0 * * *", "pool": {"name": "hurren_src_sb", "slots": 2}}],
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +110,7 @@ def _watermark(store_url: str, source: str, stream: str):
 def scheduled(stack, region):
     """Both hospitals unpaused with sb's database unreachable; sb's first try fails, then its
     database comes back; every first scheduled run succeeds; push_reports has pushed it all."""
-    _allow_connections(region["urls"]["sb"], False)
+    _allow_connections(region.urls["sb"], False)
     try:
         stack.unpause("push_reports", LAB_A, EXAM_A, LAB_B)
 
@@ -122,7 +121,7 @@ def scheduled(stack, region):
 
         wait_for(first_try_failed, timeout=TIMEOUT, what=f"{LAB_B}'s first try to fail", diagnose=stack.logs)
     finally:
-        _allow_connections(region["urls"]["sb"], True)
+        _allow_connections(region.urls["sb"], True)
     for dag_id in (LAB_A, EXAM_A, LAB_B):
         wait_for(lambda d=dag_id: _succeeded(stack, d), timeout=TIMEOUT, what=f"a successful scheduled run of {dag_id}",
                  diagnose=lambda d=dag_id: f"{stack.dag_runs(d)}\n{stack.task_instances(d)}\n{stack.logs()}")  # fmt: skip
@@ -130,7 +129,7 @@ def scheduled(stack, region):
         LAB_A, EXAM_A
     )  # no more runs every minute; sb's next is tomorrow (a backfill needs it unpaused)
 
-    engine = create_engine(region["store_url"])
+    engine = create_engine(region.store_url)
 
     def all_acked() -> bool:
         with engine.connect() as conn:
@@ -143,7 +142,7 @@ def scheduled(stack, region):
     return stack
 
 
-def test_a_hospital_run_updates_the_asset_and_triggers_push_reports(scheduled, region):
+def test_a_hospital_run_updates_the_asset_and_triggers_push_reports(scheduled, region, sim):  # noqa: F811
     stack = scheduled
     lab_run = _succeeded(stack, LAB_A)[0]
     events = stack.rows(
@@ -165,14 +164,14 @@ def test_a_hospital_run_updates_the_asset_and_triggers_push_reports(scheduled, r
              diagnose=lambda: f"{consumers()}\n{stack.dag_runs('push_reports')}")  # fmt: skip
 
     # what the store loaded is what the platform acknowledged, report for report
-    engine = create_engine(region["store_url"])
+    engine = create_engine(region.store_url)
     with engine.connect() as conn:
         loaded = {e: conn.execute(select(store.SPEC_TABLES[e].c.report_form_no)).scalars().all()
                   for e in ("labmaster", "exammaster")}  # fmt: skip
         outbox = conn.execute(select(store.outbox.c.status, store.outbox.c.entity)).all()
     engine.dispose()
     assert loaded["labmaster"] and loaded["exammaster"]
-    platform = region["sim"].platform.store
+    platform = sim.platform.store
     for entity, kind in (("labmaster", "lab"), ("exammaster", "exam")):
         on_platform = {r["key"]["report_form_no"] for r in platform.report_keys(kind)}
         assert on_platform == set(loaded[entity]), entity
@@ -200,7 +199,7 @@ def test_a_task_that_fails_once_is_retried_and_its_counts_balance(scheduled, reg
     )
     assert "SourceReadError" in log.read_text() and "not currently accepting connections" in log.read_text()
 
-    etl = _etl_run(region["store_url"], run.run_id, "sb", "lab")
+    etl = _etl_run(region.store_url, run.run_id, "sb", "lab")
     assert etl.status == "success"
     assert (
         etl.extracted == 3 * 20
@@ -214,7 +213,7 @@ def test_a_task_that_fails_once_is_retried_and_its_counts_balance(scheduled, reg
 
 def test_backfill_reads_exactly_its_window_and_leaves_the_watermark(scheduled, region):
     stack = scheduled
-    before = _watermark(region["store_url"], "sb", "lab")
+    before = _watermark(region.store_url, "sb", "lab")
     start = datetime.combine(BACKFILL_DAY, datetime.min.time(), BEIJING)
     stack.cli(
         "backfill",
@@ -230,7 +229,7 @@ def test_backfill_reads_exactly_its_window_and_leaves_the_watermark(scheduled, r
                      diagnose=lambda: f"{stack.dag_runs(LAB_B)}\n{stack.logs()}")  # fmt: skip
     assert (run.data_interval_start, run.data_interval_end) == (start, start + timedelta(days=1))
 
-    source = create_engine(region["urls"]["sb"])
+    source = create_engine(region.urls["sb"])
     with source.connect() as conn:
         in_window = conn.execute(
             text("SELECT count(*) FROM labmaster WHERE last_update_dtime >= :a AND last_update_dtime < :b"),
@@ -240,11 +239,11 @@ def test_backfill_reads_exactly_its_window_and_leaves_the_watermark(scheduled, r
     source.dispose()
     assert 0 < in_window < total
 
-    etl = _etl_run(region["store_url"], run.run_id, "sb", "lab")
+    etl = _etl_run(region.store_url, run.run_id, "sb", "lab")
     assert etl.status == "success" and etl.extracted == in_window
     assert _unchanged(etl) == in_window  # loaded by the scheduled run already
     assert (etl.interval_start, etl.interval_end) == (
         start.replace(tzinfo=None),
         (start + timedelta(days=1)).replace(tzinfo=None),
     )
-    assert _watermark(region["store_url"], "sb", "lab") == before
+    assert _watermark(region.store_url, "sb", "lab") == before
