@@ -157,7 +157,11 @@ def _child(args: argparse.Namespace) -> None:
     src, dst = create_engine(args.source_url), create_engine(args.store_url)
     store.create_reconciliation(dst)
     # a tree with hurren.site passes the site's decisions explicitly; an older one defaulted them
-    site = {"options": spec.DEFAULT_OPTIONS, "rulebook": rules.load_rulebook()} if hasattr(spec, "DEFAULT_OPTIONS") else {}
+    site = (
+        {"options": spec.DEFAULT_OPTIONS, "rulebook": rules.load_rulebook()}
+        if hasattr(spec, "DEFAULT_OPTIONS")
+        else {}
+    )
     baseline = _maxrss_mb()
     t0, cpu0 = time.perf_counter(), _cpu_s()
     if args.step == "reconcile":

@@ -57,7 +57,7 @@ def _child(plugins: str, src_db: str, org_code: str, chunk: int, validator: str)
     try:
         from hurren.clients import minio_client
     except ImportError:  # a tree before hooks/connections were renamed
-        from hurren.connections import minio_client  # type: ignore[no-redef]
+        from hurren.connections import minio_client
     from hurren.settings import settings
     from hurren.sources import STREAMS, parse_sources
     from hurren_testkit import synthetic
@@ -90,7 +90,9 @@ def _child(plugins: str, src_db: str, org_code: str, chunk: int, validator: str)
         for stream in ("lab", "exam"):
             d = STREAMS[stream]
             with extract.source_snapshot(src, source) as conn:
-                batches = extract.read_reports(conn, source, stream, datetime(2024, 1, 1), datetime(2024, 3, 12))
+                batches = extract.read_reports(
+                    conn, source, stream, datetime(2024, 1, 1), datetime(2024, 3, 12)
+                )
                 while True:
                     t = time.perf_counter()
                     batch = next(batches, None)
@@ -113,7 +115,10 @@ def _child(plugins: str, src_db: str, org_code: str, chunk: int, validator: str)
                     for k, v in c.as_dict().items():
                         totals[k] += v
                     del batch, masters, verdicts  # one chunk in memory, as in hurren.pipeline
-        assert totals["extracted"] == totals["loaded"] + totals["unchanged"] + totals["stale"] + totals["quarantined"]
+        assert (
+            totals["extracted"]
+            == totals["loaded"] + totals["unchanged"] + totals["stale"] + totals["quarantined"]
+        )
         src.dispose()
         dst.dispose()
     finally:

@@ -46,8 +46,10 @@ def main() -> int:
     admin_url = settings().database_url("postgres")
     made: list[str] = []
     h = synthetic.make_hospitals(2, seed=7)
-    print(f"python {platform.python_version()} on {platform.machine()}; "
-          f"{args.lab} lab reports x ~{args.lab_items} items, {args.exam} exam reports, PDFs ~{args.pdf_kb:g} KB")
+    print(
+        f"python {platform.python_version()} on {platform.machine()}; "
+        f"{args.lab} lab reports x ~{args.lab_items} items, {args.exam} exam reports, PDFs ~{args.pdf_kb:g} KB"
+    )
     worst = 0.0
     try:
         for run in range(args.repeat):
@@ -62,8 +64,16 @@ def main() -> int:
                 url = settings().database_url(name)
             start = time.perf_counter()
             m = synthetic.generate_hospital_day(
-                url, org=h[0], peers=h[1:], day="2026-11-24", lab_reports=args.lab, exam_reports=args.exam,
-                lab_items=args.lab_items, seed=7 + run, pdf_kb=args.pdf_kb, defect_rate=args.defect_rate,
+                url,
+                org=h[0],
+                peers=h[1:],
+                day="2026-11-24",
+                lab_reports=args.lab,
+                exam_reports=args.exam,
+                lab_items=args.lab_items,
+                seed=7 + run,
+                pdf_kb=args.pdf_kb,
+                defect_rate=args.defect_rate,
                 reset=args.url is not None,
             )
             elapsed = time.perf_counter() - start

@@ -113,7 +113,10 @@ CITY_HOSPITALS, CITY_PER_DAY, WEEK = 30, 3_000, 7  # the assumed large city (doc
 LAB_SHARE = 0.8
 KINDS = {"lab": ("labmaster", "lab_subitem"), "exam": ("exammaster", "exam_subitem")}
 REPORTS = ("labmaster", "exammaster")
-PLATFORM_ORG, PLATFORM_ORG_NAME = "650100000", "乌鲁木齐市全民健康信息平台"  # the municipal platform's credential
+PLATFORM_ORG, PLATFORM_ORG_NAME = (
+    "650100000",
+    "乌鲁木齐市全民健康信息平台",
+)  # the municipal platform's credential
 VISITOR_CODE, VISITOR_KEY = "week-visitor", "week-key"
 STAGES = ("generate", "pipeline lab", "pipeline exam", "push", "daily counts")
 MB = 1e6
@@ -325,7 +328,13 @@ class SimulatorProcess:
     def config(self) -> PlatformConfig:
         credential = Credential(org_code=PLATFORM_ORG, org_name=PLATFORM_ORG_NAME, visitor_code=VISITOR_CODE,
                                 visitor_key=VISITOR_KEY)  # fmt: skip
-        return PlatformConfig(endpoint=self.url, public_key=self.public_key, credential=credential, timeout_s=60, spec_options=DEFAULT_OPTIONS)
+        return PlatformConfig(
+            endpoint=self.url,
+            public_key=self.public_key,
+            credential=credential,
+            timeout_s=60,
+            spec_options=DEFAULT_OPTIONS,
+        )
 
 
 @contextmanager
@@ -350,7 +359,9 @@ def simulator_process(workdir: Path, check_rate: float = 1.0) -> Iterator[Simula
         url = re.search(r"serving (\S+) ", proc.stdout.readline())
         key = re.search(r"public key (\S+)", proc.stdout.readline())
         if not url or not key:
-            raise RuntimeError(f"the simulator did not start:\n{log_path.read_text(encoding='utf-8')[-2000:]}")
+            raise RuntimeError(
+                f"the simulator did not start:\n{log_path.read_text(encoding='utf-8')[-2000:]}"
+            )
         yield SimulatorProcess(proc.pid, url.group(1), key.group(1), db)
     finally:
         proc.terminate()
@@ -437,7 +448,7 @@ def generate_day(cfg: WeekConfig, hospitals: list[synthetic.Hospital], urls: lis
             if revised + voided:
                 ch = synthetic.generate_changes(
                     url, org=h, since=evening, count_updated=revised, count_voided=voided, seed=cfg.seed + i,
-                    report=kind, window_s=1800, lab_items=cfg.lab_items, pdf_kb=cfg.pdf_kb,  # type: ignore[arg-type]
+                    report=kind, window_s=1800, lab_items=cfg.lab_items, pdf_kb=cfg.pdf_kb,
                 )  # fmt: skip
                 st.reports += len(ch.updated) + len(ch.voided)
     return st, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -465,8 +476,12 @@ def _pushed(engine: Engine, run_id: str) -> tuple[int, int]:
             acked = (
                 select(ob.c.org_code, ob.c.report_form_no)
                 .join(log_, log_.c.outbox_id == ob.c.id)
-                .where(ob.c.entity == master, ob.c.action == "register", log_.c.outcome == "ok",
-                       log_.c.run_id.like(f"{run_id}@%"))  # fmt: skip
+                .where(
+                    ob.c.entity == master,
+                    ob.c.action == "register",
+                    log_.c.outcome == "ok",
+                    log_.c.run_id.like(f"{run_id}@%"),
+                )  # fmt: skip
                 .subquery()
             )
             on = (m.c.org_code == acked.c.org_code) & (m.c.report_form_no == acked.c.report_form_no)
@@ -519,18 +534,28 @@ def _daily_counts(engine: Engine, sources: list[Source], day: date, cfg: WeekCon
     days = [d for d in daily_counts.days_to_count(day, cfg.recount_days) if d >= cfg.start]
     for source in sources:
         for d in days:
-            stage.rows += len(daily_counts.compute_day(engine, org_code=source.org_code, day=d, run_id=run_id, options=DEFAULT_OPTIONS).rows)
+            stage.rows += len(
+                daily_counts.compute_day(
+                    engine, org_code=source.org_code, day=d, run_id=run_id, options=DEFAULT_OPTIONS
+                ).rows
+            )
         stage.reports += len(days)  # here: hospital-days counted
     stage.seconds += time.perf_counter() - t
     return stage
 
 
-def _reconcile(engine: Engine, sources: list[Source], day: date, cfg: WeekConfig, result: WeekResult) -> float:
+def _reconcile(
+    engine: Engine, sources: list[Source], day: date, cfg: WeekConfig, result: WeekResult
+) -> float:
     t = time.perf_counter()
     for source in sources:
         for d in daily_counts.days_to_count(day, cfg.recount_days):
             if d >= cfg.start:
-                result.counts.append(daily_counts.reconcile_day(engine, org_code=source.org_code, day=d, options=DEFAULT_OPTIONS))
+                result.counts.append(
+                    daily_counts.reconcile_day(
+                        engine, org_code=source.org_code, day=d, options=DEFAULT_OPTIONS
+                    )
+                )
     return time.perf_counter() - t
 
 
@@ -568,7 +593,9 @@ def run_week(
         else:
             spawn = multiprocessing.get_context("spawn")
             with ProcessPoolExecutor(len(shares), mp_context=spawn) as pool:
-                futures = [pool.submit(week_part, cfg, share, src_urls, store_url, bucket, sim) for share in shares]
+                futures = [
+                    pool.submit(week_part, cfg, share, src_urls, store_url, bucket, sim) for share in shares
+                ]
                 parts = [f.result() for f in futures]
         _merge(result, parts)
         say("checking the invariants ...")
@@ -582,7 +609,9 @@ def run_week(
     finally:
         engine.dispose()
     result.elapsed_s = time.perf_counter() - started
-    result.max_rss_mb = max([resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, *(p.max_rss_mb for p in parts)])
+    result.max_rss_mb = max(
+        [resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, *(p.max_rss_mb for p in parts)]
+    )
     result.load_avg = os.getloadavg()
     return result
 
@@ -687,7 +716,7 @@ def _one_day(day: date, n: int, cfg: WeekConfig, hospitals: list[synthetic.Hospi
             t = time.perf_counter()
             summary = pipeline.run_stream(
                 source=source, stream=stream, source_engine=src, store_engine=engine, pdfs=pdfs, run_id=run_id,
-                dag_id=f"{stream}_reports__{source.id}", until=until, validator=cfg.validator, options=DEFAULT_OPTIONS, rulebook=load_rulebook(),  # type: ignore[arg-type]
+                dag_id=f"{stream}_reports__{source.id}", until=until, validator=cfg.validator, options=DEFAULT_OPTIONS, rulebook=load_rulebook(),
             )  # fmt: skip
             st.seconds += time.perf_counter() - t
             st.reports += summary.counts.extracted
@@ -760,7 +789,9 @@ def check_invariants(result: WeekResult, *, engine: Engine, sources: list[Source
             ent = spec.entity(master)
             ob = store.outbox
             with engine.connect() as conn:
-                rows = conn.execute(select(*(t.c[k] for k in ent.key), t.c.data_status, t.c.etl_content_hash, t.c.pdf_sha256)).all()
+                rows = conn.execute(
+                    select(*(t.c[k] for k in ent.key), t.c.data_status, t.c.etl_content_hash, t.c.pdf_sha256)
+                ).all()
                 acked = {(k, h) for k, h in conn.execute(select(ob.c.record_key, ob.c.content_hash).where(
                     ob.c.entity == master, ob.c.status == "acked"))}  # fmt: skip
             on_platform = {k: (sha, voided) for k, sha, voided in db.execute(
@@ -793,14 +824,22 @@ def check_invariants(result: WeekResult, *, engine: Engine, sources: list[Source
                 if keys:
                     bad.append(f"{kind}: {len(keys)} report(s) {what}, e.g. {keys[:3]}")
             if extra:
-                bad.append(f"{kind}: the platform holds {extra} live report(s) the store does not hold as valid")
+                bad.append(
+                    f"{kind}: the platform holds {extra} live report(s) the store does not hold as valid"
+                )
         with engine.connect() as conn:
             stuck = conn.execute(select(store.outbox.c.entity, store.outbox.c.status, func.count()).where(
                 store.outbox.c.status.in_(("queued", "sending", "rejected", "dead"))).group_by(
                 store.outbox.c.entity, store.outbox.c.status)).all()  # fmt: skip
-            by_status = dict(conn.execute(select(store.outbox.c.status, func.count()).group_by(store.outbox.c.status)).all())
-            counts_rows = conn.execute(select(func.count()).select_from(store.SPEC_TABLES["lab_exam_report"])).scalar_one()
-        totals["outbox"] = dict(by_status)  # type: ignore[assignment]
+            by_status = dict(
+                conn.execute(
+                    select(store.outbox.c.status, func.count()).group_by(store.outbox.c.status)
+                ).all()
+            )
+            counts_rows = conn.execute(
+                select(func.count()).select_from(store.SPEC_TABLES["lab_exam_report"])
+            ).scalar_one()
+        totals["outbox"] = dict(by_status)
         if stuck:
             bad.append(f"outbox entries left behind: {[tuple(s) for s in stuck]}")
 
@@ -823,7 +862,7 @@ def check_invariants(result: WeekResult, *, engine: Engine, sources: list[Source
     if len(result.days) >= 2:
         first, last = result.days[0].rss_mb["self"], result.days[-1].rss_mb["self"]
         allowed = first + max(first * cfg.rss_tolerance, cfg.rss_slack_mb)
-        totals["rss first/last day MB"] = [round(first), round(last)]  # type: ignore[assignment]
+        totals["rss first/last day MB"] = [round(first), round(last)]
         if last > allowed:
             bad.append(f"peak RSS grew with the days: day 1 {first:.0f} MB, day {len(result.days)} {last:.0f} MB "
                        f"(allowed {allowed:.0f} MB)")  # fmt: skip
@@ -838,10 +877,12 @@ def check_invariants(result: WeekResult, *, engine: Engine, sources: list[Source
 def report(result: WeekResult) -> str:
     """The figures as text (the tables of bench/README.md)."""
     cfg = result.config
-    lines = [f"\nbench_week: Python {platform.python_version()}, {os.cpu_count()} CPUs; {cfg.hospitals} hospitals x "
-             f"{len(result.days)} of {cfg.days} days x {cfg.per_day:,} reports, PDFs {cfg.pdf_kb:g} KB; "
-             f"{cfg.city_share:.1%} of the assumed city week (30 x 3,000 x 7)",  # fmt: skip
-             f"\n{'stage':<14}{'seconds':>9}{'reports':>10}{'reports/s':>11}{'rows':>11}{'rows/s':>10}{'PDF MB':>9}{'MB/s':>7}"]
+    lines = [
+        f"\nbench_week: Python {platform.python_version()}, {os.cpu_count()} CPUs; {cfg.hospitals} hospitals x "
+        f"{len(result.days)} of {cfg.days} days x {cfg.per_day:,} reports, PDFs {cfg.pdf_kb:g} KB; "
+        f"{cfg.city_share:.1%} of the assumed city week (30 x 3,000 x 7)",  # fmt: skip
+        f"\n{'stage':<14}{'seconds':>9}{'reports':>10}{'reports/s':>11}{'rows':>11}{'rows/s':>10}{'PDF MB':>9}{'MB/s':>7}",
+    ]
     for name, st in result.stage_totals().items():
         r = st.rates()
         unit = " (hospital-days)" if name == "daily counts" else ""
@@ -877,7 +918,9 @@ def report(result: WeekResult) -> str:
                  f"at the end {' '.join(f'{x:.2f}' for x in result.load_avg)}")  # fmt: skip
     if result.stopped:
         lines.append(f"STOPPED EARLY: {result.stopped}")
-    lines.append("invariants: " + ("all held" if not result.failures else "FAILED\n  " + "\n  ".join(result.failures)))
+    lines.append(
+        "invariants: " + ("all held" if not result.failures else "FAILED\n  " + "\n  ".join(result.failures))
+    )
     lines.append(f"(the week took {result.elapsed_s / 60:.1f} min)")
     return "\n".join(lines)
 
@@ -896,7 +939,9 @@ def main(argv: list[str] | None = None) -> int:
                         "hospitals with 3,000 x SCALE reports a day each")  # fmt: skip
     p.add_argument("--pdf-kb", type=float, default=d.pdf_kb)
     p.add_argument("--lab-items", type=int, default=d.lab_items)
-    p.add_argument("--chunk", type=int, default=d.chunk_size, help="reports per batch (sources.json chunk_size)")
+    p.add_argument(
+        "--chunk", type=int, default=d.chunk_size, help="reports per batch (sources.json chunk_size)"
+    )
     p.add_argument("--concurrency", type=int, default=d.concurrency, help="push calls in flight")
     p.add_argument("--workers", type=int, default=d.workers, help="processes running hospitals in parallel")
     p.add_argument("--check-rate", type=float, default=0.01,
@@ -906,7 +951,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--validator", choices=("gx", "pandas"), default=d.validator)
     p.add_argument("--defect-rate", type=float, default=d.defect_rate)
     p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--max-minutes", type=float, default=40.0, help="stop before a day that would end after this")
+    p.add_argument(
+        "--max-minutes", type=float, default=40.0, help="stop before a day that would end after this"
+    )
     p.add_argument("--json", type=Path, default=None, help="also write the figures here")
     a = p.parse_args(argv)
     if a.baseline:
@@ -929,7 +976,9 @@ def main(argv: list[str] | None = None) -> int:
         result = run_week(cfg, make_database=make, s3=client, bucket=bucket, sim=sim)
         print(report(result), flush=True)  # before the clean-up, whatever it meets
         if a.json:
-            a.json.write_text(json.dumps(result.as_dict(), ensure_ascii=False, indent=1, default=str), encoding="utf-8")
+            a.json.write_text(
+                json.dumps(result.as_dict(), ensure_ascii=False, indent=1, default=str), encoding="utf-8"
+            )
         print("removing the databases, the bucket and the simulator ...", flush=True)
     return 1 if result.failures else 0
 
@@ -961,7 +1010,9 @@ def compare(ref: str, argv: list[str]) -> int:
         ratio = n["reports_s"] / o["reports_s"] if o["reports_s"] else float("nan")
         print(f"{stage:<14}{o['seconds']:>9.1f}{n['seconds']:>9.1f}{o['reports_s']:>11.1f}{n['reports_s']:>11.1f}"
               f"{ratio:>9.2f}")  # fmt: skip
-    reps = [sum(f["stage_totals"][f"pipeline {k}"]["reports"] for k in KINDS) / f["elapsed_s"] for f in (old, new)]
+    reps = [
+        sum(f["stage_totals"][f"pipeline {k}"]["reports"] for k in KINDS) / f["elapsed_s"] for f in (old, new)
+    ]
     print(f"{'end to end':<14}{old['elapsed_s']:>9.1f}{new['elapsed_s']:>9.1f}{reps[0]:>11.1f}{reps[1]:>11.1f}"
           f"{reps[1] / reps[0]:>9.2f}")  # fmt: skip
     print("invariants: old " + ("held" if not old["failures"] else "FAILED") + ", new "

@@ -57,8 +57,14 @@ with DAG(
     tags=["hurren", "push", "platform"],
     params={
         "concurrency": Param(4, type="integer", minimum=1, maximum=32, description="calls in flight at once"),
-        "max_run_s": Param(900, type="number", minimum=10, description="stop claiming after this many seconds"),
-        "entities": Param(list(PUSH_ENTITIES), type="array", description="what to push: labmaster, exammaster, lab_exam_report, sehr_accept_record, sehr_quote_record"),
+        "max_run_s": Param(
+            900, type="number", minimum=10, description="stop claiming after this many seconds"
+        ),
+        "entities": Param(
+            list(PUSH_ENTITIES),
+            type="array",
+            description="what to push: labmaster, exammaster, lab_exam_report, sehr_accept_record, sehr_quote_record",
+        ),
         "org_codes": Param([], type="array", description="only these hospitals (org_code); empty: all"),
     },
 ) as dag:

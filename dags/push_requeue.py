@@ -41,7 +41,9 @@ with DAG(
         "ids": Param([], type="array", description="only these outbox ids; empty: all matching"),
         "entity": Param(None, type=["null", "string"], enum=[None, "labmaster", "exammaster"]),
         "org_code": Param(None, type=["null", "string"], description="only this hospital"),
-        "error_contains": Param(None, type=["null", "string"], description="only when the last error contains this"),
+        "error_contains": Param(
+            None, type=["null", "string"], description="only when the last error contains this"
+        ),
         "dry_run": Param(True, type="boolean", description="list only; switch off to requeue"),
     },
 ) as dag:

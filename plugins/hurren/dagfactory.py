@@ -27,7 +27,12 @@ STREAM_ASSETS = {
     "lab": Asset("hurren://store/lab_reports"),
     "exam": Asset("hurren://store/exam_reports"),
 }
-DEFAULT_ARGS = {"owner": "hurren", "retries": 2, "retry_delay": timedelta(minutes=2), "retry_exponential_backoff": True}
+DEFAULT_ARGS = {
+    "owner": "hurren",
+    "retries": 2,
+    "retry_delay": timedelta(minutes=2),
+    "retry_exponential_backoff": True,
+}
 START = datetime(2024, 1, 1)  # noqa: DTZ001 - pendulum-free; Airflow reads naive as UTC
 
 
@@ -45,7 +50,9 @@ def hospital_schedule(source: Source) -> str | CronDataIntervalTimetable | None:
     return CronDataIntervalTimetable(source.schedule, timezone=source.timezone)
 
 
-def hospital_dag(source: Source, *, dag_id: str, what: str, tag: str, doc_md: str, params: dict[str, Any]) -> DAG:
+def hospital_dag(
+    source: Source, *, dag_id: str, what: str, tag: str, doc_md: str, params: dict[str, Any]
+) -> DAG:
     """A DAG of one hospital with the settings every hospital DAG shares: its schedule, one run
     at a time, no catch-up (the watermark catches up), our default args, tags to filter by."""
     return DAG(
@@ -266,12 +273,19 @@ def pacs_dag(source: Source, *, doc_md: str) -> DAG:
     ) as dag:  # fmt: skip
         prepare = task(prepare_reconciliation, task_id="prepare_store")()
         loads = [
-            task(load_stream, task_id=stream, pool=source.pool.name, outlets=[PACS_ASSET],
-                 execution_timeout=timedelta(hours=2))(source_id=source.id, stream=stream)  # fmt: skip
+            task(
+                load_stream,
+                task_id=stream,
+                pool=source.pool.name,
+                outlets=[PACS_ASSET],
+                execution_timeout=timedelta(hours=2),
+            )(source_id=source.id, stream=stream)  # fmt: skip
             for stream in ("pacs_study", "pacs_instance")
             if stream in source.streams
         ]
-        recon = task(reconcile_pacs, task_id="reconcile", execution_timeout=timedelta(hours=1))(source_id=source.id)
+        recon = task(reconcile_pacs, task_id="reconcile", execution_timeout=timedelta(hours=1))(
+            source_id=source.id
+        )
         prepare >> loads >> recon
     return dag
 
@@ -332,8 +346,9 @@ def count_daily(source_id: str) -> list[dict[str, Any]]:
     engine = store_engine(here.connected_settings())
     try:
         return [
-            daily_counts.compute_day(engine, org_code=source.org_code, day=day, run_id=_run_scope(ctx),
-                                     options=here.spec_options).as_dict()  # fmt: skip
+            daily_counts.compute_day(
+                engine, org_code=source.org_code, day=day, run_id=_run_scope(ctx), options=here.spec_options
+            ).as_dict()  # fmt: skip
             for day in _count_days(ctx)
         ]
     finally:
@@ -366,7 +381,9 @@ def reconcile_daily(source_id: str) -> list[dict[str, Any]]:
         engine.dispose()
 
 
-def daily_counts_dag(sources: list[Source], *, doc_md: str, cron: str = "0 3 * * *", timezone: str = BEIJING) -> DAG:
+def daily_counts_dag(
+    sources: list[Source], *, doc_md: str, cron: str = "0 3 * * *", timezone: str = BEIJING
+) -> DAG:
     """One DAG for every hospital: per hospital count → push → reconcile, at ``cron`` in ``timezone``."""
     from airflow.sdk import CronTriggerTimetable, TaskGroup
 
@@ -381,8 +398,18 @@ def daily_counts_dag(sources: list[Source], *, doc_md: str, cron: str = "0 3 * *
         default_args=DEFAULT_ARGS,
         tags=["hurren", "daily_counts", "platform"],
         params={
-            "date": Param(None, type=["null", "string"], description="the day to count (YYYY-MM-DD, Beijing); default the day before the run"),
-            "recount_days": Param(3, type="integer", minimum=1, maximum=366, description="also recount this many days up to it (late reports); only changed days are sent again"),
+            "date": Param(
+                None,
+                type=["null", "string"],
+                description="the day to count (YYYY-MM-DD, Beijing); default the day before the run",
+            ),
+            "recount_days": Param(
+                3,
+                type="integer",
+                minimum=1,
+                maximum=366,
+                description="also recount this many days up to it (late reports); only changed days are sent again",
+            ),
         },  # fmt: skip
     ) as dag:
         prepare = task(prepare_reconciliation, task_id="prepare_store")()

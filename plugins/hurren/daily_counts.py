@@ -146,7 +146,9 @@ def _counted(table: Table, *, org_code: str, day: date, options: spec.SpecOption
     return where
 
 
-def _groups(conn: Connection, entity: str, *, org_code: str, day: date, options: spec.SpecOptions) -> list[_Group]:
+def _groups(
+    conn: Connection, entity: str, *, org_code: str, day: date, options: spec.SpecOptions
+) -> list[_Group]:
     t = store.SPEC_TABLES[entity]
     cols = (
         t.c.participant_dept_code,
@@ -159,7 +161,7 @@ def _groups(conn: Connection, entity: str, *, org_code: str, day: date, options:
         .where(*_counted(t, org_code=org_code, day=day, options=options))
         .group_by(*cols)
     )
-    return [tuple(r) for r in conn.execute(stmt)]  # type: ignore[misc]
+    return [tuple(r) for r in conn.execute(stmt)]
 
 
 def merge(lab: Iterable[_Group], exam: Iterable[_Group]) -> list[DeptCount]:
@@ -188,7 +190,9 @@ def merge(lab: Iterable[_Group], exam: Iterable[_Group]) -> list[DeptCount]:
     return out
 
 
-def count_reports(conn: Connection, *, org_code: str, day: date, options: spec.SpecOptions) -> list[DeptCount]:
+def count_reports(
+    conn: Connection, *, org_code: str, day: date, options: spec.SpecOptions
+) -> list[DeptCount]:
     """The day's counts of ``org_code`` from the store, one per ordering department."""
     return merge(
         _groups(conn, "labmaster", org_code=org_code, day=day, options=options),
@@ -199,7 +203,11 @@ def count_reports(conn: Connection, *, org_code: str, day: date, options: spec.S
 def row_hash(row: Mapping[str, Any]) -> str:
     """The version of a daily-count row: every spec field but ``last_update_dtime`` (when it was
     computed), so an unchanged day is recognised as such."""
-    body = {k: None if row.get(k) is None else str(row[k]) for k in spec.entity(ENTITY).names if k != "last_update_dtime"}
+    body = {
+        k: None if row.get(k) is None else str(row[k])
+        for k in spec.entity(ENTITY).names
+        if k != "last_update_dtime"
+    }
     return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
 
 
@@ -308,12 +316,18 @@ def compute_day(
         changed = {r["dept_code"]: r["etl_content_hash"] for r in rows} != {
             k: v["etl_content_hash"] for k, v in before.items()
         }
-        result = DayCounts(org_code, day, rows, changed, {c.dept_code: (c.lab, c.exam) for c in counts}, overflow)
+        result = DayCounts(
+            org_code, day, rows, changed, {c.dept_code: (c.lab, c.exam) for c in counts}, overflow
+        )
         if not changed:
-            result.rows = [{k: v[k] for k in (*_fields, "etl_content_hash", "etl_run_id")} for v in before.values()]
+            result.rows = [
+                {k: v[k] for k in (*_fields, "etl_content_hash", "etl_run_id")} for v in before.values()
+            ]
             result.rows.sort(key=lambda r: r["dept_code"])
             _refresh_recon(conn, result, run_id=run_id, now=now)
-            outbox.enqueue_records(conn, spec.entity(ENTITY), result.rows)  # no-op unless the outbox lacks them
+            outbox.enqueue_records(
+                conn, spec.entity(ENTITY), result.rows
+            )  # no-op unless the outbox lacks them
             return result
         conn.execute(delete(t).where(t.c.org_code == org_code, t.c.date_t == day))
         if rows:
@@ -321,7 +335,9 @@ def compute_day(
         conn.execute(delete(recon).where(recon.c.org_code == org_code, recon.c.date_t == day))
         if rows:
             conn.execute(insert(recon), [_recon_row(result, r, run_id=run_id, now=now) for r in rows])
-            outbox.enqueue_records(conn, spec.entity(ENTITY), rows)  # changed rows only: the rest are acked or queued
+            outbox.enqueue_records(
+                conn, spec.entity(ENTITY), rows
+            )  # changed rows only: the rest are acked or queued
     log.info(
         "daily counts %s %s: %s department(s), lab %s, exam %s%s",
         org_code,
@@ -334,7 +350,9 @@ def compute_day(
     return result
 
 
-def _recon_row(result: DayCounts, row: Mapping[str, Any], *, run_id: str | None, now: datetime) -> dict[str, Any]:
+def _recon_row(
+    result: DayCounts, row: Mapping[str, Any], *, run_id: str | None, now: datetime
+) -> dict[str, Any]:
     lab, exam = result.counted.get(row["dept_code"], (0, 0))
     over = result.overflow.get(row["dept_code"], ())
     return {
@@ -365,7 +383,9 @@ def _refresh_recon(conn: Connection, result: DayCounts, *, run_id: str | None, n
             select(recon.c.dept_code).where(recon.c.org_code == result.org_code, recon.c.date_t == result.day)
         ).scalars()
     )
-    missing = [_recon_row(result, r, run_id=run_id, now=now) for r in result.rows if r["dept_code"] not in have]
+    missing = [
+        _recon_row(result, r, run_id=run_id, now=now) for r in result.rows if r["dept_code"] not in have
+    ]
     if missing:
         conn.execute(insert(recon), missing)
 
@@ -381,11 +401,16 @@ def stored_rows(engine: Engine, *, org_code: str, day: date) -> list[dict[str, A
 # reconciliation against what the platform acknowledged
 
 
-def _acked_reports(conn: Connection, entity: str, *, org_code: str, day: date, options: spec.SpecOptions) -> dict[str, int] | None:
+def _acked_reports(
+    conn: Connection, entity: str, *, org_code: str, day: date, options: spec.SpecOptions
+) -> dict[str, int] | None:
     """Per department, the counted reports of the day that the outbox holds as acknowledged (any
     version); None when the outbox has never held a report of this hospital (no push yet)."""
     ob = store.outbox
-    if conn.execute(select(ob.c.id).where(ob.c.entity == entity, ob.c.org_code == org_code).limit(1)).first() is None:
+    if (
+        conn.execute(select(ob.c.id).where(ob.c.entity == entity, ob.c.org_code == org_code).limit(1)).first()
+        is None
+    ):
         return None
     t = store.SPEC_TABLES[entity]
     ent = spec.entity(entity)
@@ -405,7 +430,13 @@ def _acked_reports(conn: Connection, entity: str, *, org_code: str, day: date, o
     return dict(Counter(by_key[k] for k in acked))
 
 
-_PUSH_STATUS = {"acked": "acked", "queued": "queued", "sending": "queued", "rejected": "rejected", "dead": "dead"}
+_PUSH_STATUS = {
+    "acked": "acked",
+    "queued": "queued",
+    "sending": "queued",
+    "rejected": "rejected",
+    "dead": "dead",
+}
 
 
 def _pushed(conn: Connection, org_code: str, day: date) -> dict[str, dict[str, Any]]:
@@ -417,8 +448,11 @@ def _pushed(conn: Connection, org_code: str, day: date) -> dict[str, dict[str, A
     for dept, row in _stored(conn, org_code, day).items():
         entry = conn.execute(
             select(ob.c.status, ob.c.answer_text, ob.c.last_error, ob.c.acked_at)
-            .where(ob.c.entity == ENTITY, ob.c.record_key == store.record_key(entity, row),
-                   ob.c.content_hash == row["etl_content_hash"])  # fmt: skip
+            .where(
+                ob.c.entity == ENTITY,
+                ob.c.record_key == store.record_key(entity, row),
+                ob.c.content_hash == row["etl_content_hash"],
+            )  # fmt: skip
             .order_by(ob.c.id.desc())
             .limit(1)
         ).first()
@@ -428,7 +462,11 @@ def _pushed(conn: Connection, org_code: str, day: date) -> dict[str, dict[str, A
             answer = "ok" + (f":{entry.answer_text}" if entry.answer_text else "")
         elif entry is not None:
             answer = entry.last_error
-        out[dept] = {"push_status": status, "push_answer": answer, "pushed_at": entry.acked_at if entry else None}
+        out[dept] = {
+            "push_status": status,
+            "push_answer": answer,
+            "pushed_at": entry.acked_at if entry else None,
+        }
     return out
 
 
@@ -443,13 +481,19 @@ def reconcile_day(engine: Engine, *, org_code: str, day: date, options: spec.Spe
         lab = _acked_reports(conn, "labmaster", org_code=org_code, day=day, options=options)
         exam = _acked_reports(conn, "exammaster", org_code=org_code, day=day, options=options)
         pushed = _pushed(conn, org_code, day)
-        rows = conn.execute(select(recon).where(recon.c.org_code == org_code, recon.c.date_t == day)).mappings().all()
+        rows = (
+            conn.execute(select(recon).where(recon.c.org_code == org_code, recon.c.date_t == day))
+            .mappings()
+            .all()
+        )
         issues: Counter[str] = Counter()
         status: Counter[str] = Counter()
         for r in rows:
             lab_acked = None if lab is None else lab.get(r["dept_code"], 0)
             exam_acked = None if exam is None else exam.get(r["dept_code"], 0)
-            push = pushed.get(r["dept_code"], {"push_status": "not_sent", "push_answer": None, "pushed_at": None})
+            push = pushed.get(
+                r["dept_code"], {"push_status": "not_sent", "push_answer": None, "pushed_at": None}
+            )
             found = []
             if r["overflow"]:
                 found.append("overflow")
@@ -465,8 +509,12 @@ def reconcile_day(engine: Engine, *, org_code: str, day: date, options: spec.Spe
             status[push["push_status"]] += 1
             conn.execute(
                 update(recon)
-                .where(recon.c.org_code == org_code, recon.c.date_t == day, recon.c.dept_code == r["dept_code"])
-                .values(lab_acked=lab_acked, exam_acked=exam_acked, issues=",".join(found), checked_at=now, **push)
+                .where(
+                    recon.c.org_code == org_code, recon.c.date_t == day, recon.c.dept_code == r["dept_code"]
+                )
+                .values(
+                    lab_acked=lab_acked, exam_acked=exam_acked, issues=",".join(found), checked_at=now, **push
+                )
             )
     summary = {
         "org_code": org_code,

@@ -58,7 +58,14 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 Issue = Literal["no_study", "no_instances", "instance_count", "count_unreadable", "file_size", "no_report"]
-ISSUES: tuple[Issue, ...] = ("no_study", "no_instances", "instance_count", "count_unreadable", "file_size", "no_report")
+ISSUES: tuple[Issue, ...] = (
+    "no_study",
+    "no_instances",
+    "instance_count",
+    "count_unreadable",
+    "file_size",
+    "no_report",
+)
 EXAMPLES = 5  # study UIDs kept per issue in the summary (UIDs identify no patient)
 _IN_GROUP = 500  # values per IN list (Oracle allows 1000)
 _INSERT_GROUP = 5000
@@ -230,7 +237,9 @@ _STUDIES = select(
     _study.c.access_no,
     _study.c.instancecount,
     _study.c.filesize,
-).where(_study.c.institutioncode == bindparam("org"), _study.c.studiuiid.in_(bindparam("uids", expanding=True)))
+).where(
+    _study.c.institutioncode == bindparam("org"), _study.c.studiuiid.in_(bindparam("uids", expanding=True))
+)
 
 _INSTANCES = (
     select(
@@ -239,7 +248,9 @@ _INSTANCES = (
         func.sum(_inst.c.filesize).label("size_sum"),
         func.min(_inst.c.studydate).label("first_time"),
     )
-    .where(_inst.c.institutioncode == bindparam("org"), _inst.c.studiuiid.in_(bindparam("uids", expanding=True)))
+    .where(
+        _inst.c.institutioncode == bindparam("org"), _inst.c.studiuiid.in_(bindparam("uids", expanding=True))
+    )
     .group_by(_inst.c.studiuiid)
 )
 
@@ -250,7 +261,10 @@ _REPORTS = (
         func.min(_exam.c.report_form_no).label("first_form"),
         func.min(_exam.c.performer_dtime).label("first_time"),
     )
-    .where(_exam.c.org_code == bindparam("org"), _exam.c.study_instance_uid.in_(bindparam("uids", expanding=True)))
+    .where(
+        _exam.c.org_code == bindparam("org"),
+        _exam.c.study_instance_uid.in_(bindparam("uids", expanding=True)),
+    )
     .group_by(_exam.c.study_instance_uid)
 )
 
@@ -344,7 +358,9 @@ def reconcile(
                 recon.c.org_code == org_code, recon.c.study_day >= first_day, recon.c.study_day <= last_day
             )
         )
-        stmt = delete(recon).where(recon.c.org_code == org_code, recon.c.study_uid.in_(bindparam("uids", expanding=True)))
+        stmt = delete(recon).where(
+            recon.c.org_code == org_code, recon.c.study_uid.in_(bindparam("uids", expanding=True))
+        )
         for group in _groups(f.study_uid for f in facts):
             conn.execute(stmt, {"uids": group})
         for i in range(0, len(rows), _INSERT_GROUP):
@@ -360,7 +376,10 @@ def mismatches(engine: Engine, *, org_code: str, first_day: date, last_day: date
         rows = conn.execute(
             select(r)
             .where(
-                r.c.org_code == org_code, r.c.study_day >= first_day, r.c.study_day <= last_day, r.c.status != "ok"
+                r.c.org_code == org_code,
+                r.c.study_day >= first_day,
+                r.c.study_day <= last_day,
+                r.c.status != "ok",
             )
             .order_by(r.c.study_day, r.c.study_uid)
         ).mappings()

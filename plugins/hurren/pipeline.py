@@ -199,7 +199,7 @@ def _read(conn: Connection, source: Source, stream: str, w: incremental.Window) 
     """The source's batches of ``w``; a database error while reading one becomes a
     ``SourceReadError`` (errors of the load, between two reads, pass through as they are)."""
     read = extract.read_reports if STREAMS[stream].item else extract.read_records
-    batches = read(conn, source, stream, w.since, w.until)  # type: ignore[arg-type]
+    batches = read(conn, source, stream, w.since, w.until)
     while True:
         try:
             batch = next(batches)
@@ -215,7 +215,7 @@ def _sweep(store_engine: Engine, pdfs: load.Pdfs, source: Source) -> None:
     """The source's PDFs of batches that never committed, once past the grace period; a failure
     only delays that (the next run sweeps again), it never fails a run that loaded its data."""
     try:
-        removed = load.sweep_pdfs(store_engine, pdfs.client, source=source.id)  # type: ignore[arg-type]
+        removed = load.sweep_pdfs(store_engine, pdfs.client, source=source.id)
     except Exception as exc:  # noqa: BLE001 - logged; the objects stay pending for the next run
         log.warning("%s: sweeping uncommitted PDFs failed (%s: %s); the next run tries again",
                     source.id, type(exc).__name__, str(exc)[:200])  # fmt: skip

@@ -320,7 +320,7 @@ def _test_columns(test: Test) -> tuple[str, ...]:
         case NotNull(column=c, when=w) | IsNull(column=c, when=w) | Matches(column=c, when=w):
             return (c,) if w is None else (c, w.column)
         case _:
-            return (test.column,)  # type: ignore[union-attr]
+            return (test.column,)
 
 
 # --- the rule book: severities and messages, as data -----------------------------------------
@@ -398,7 +398,7 @@ class RuleBook:
 def _check_severity(value: object, where: str) -> Severity:
     if value not in get_args(Severity):
         raise RulesError(f"{where}: severity must be one of {get_args(Severity)}, got {value!r}")
-    return value  # type: ignore[return-value]
+    return value
 
 
 def _text(obj: Mapping[str, Any], where: str) -> tuple[str, str]:

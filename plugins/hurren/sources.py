@@ -138,7 +138,7 @@ class Source:
     dialect: Dialect
     views: Mapping[str, str]  # spec entity -> view/table name at the source (every source entity)
     pacs_study_uid_column: str = "STUDIUIID"  # D11: some PACS views spell it STUDYIUID
-    streams: tuple[Stream, ...] = tuple(STREAMS)  # type: ignore[assignment]
+    streams: tuple[Stream, ...] = tuple(STREAMS)
     schedule: str | None = "*/30 * * * *"  # cron or an Airflow preset; None: triggered only
     timezone: str = "Asia/Shanghai"  # the zone of the source's naive timestamps
     initial_value: datetime = datetime(2024, 1, 1)  # noqa: DTZ001 - naive source time, by design
@@ -448,14 +448,14 @@ def _source(raw: dict[str, Any], where: str, problems: list[str], base_dir: Path
         streams=tuple(streams),
         schedule=schedule,
         timezone=tz,
-        initial_value=initial_value,  # type: ignore[arg-type]
+        initial_value=initial_value,
         overlap_minutes=overlap,
         future_tolerance_minutes=tolerance,
         chunk_size=chunk,
         validator=validator,
         mapping_file=mapping_file,
         enabled=enabled,
-        pool=pool,  # type: ignore[arg-type]
+        pool=pool,
     )
 
 

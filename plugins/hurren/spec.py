@@ -159,7 +159,18 @@ def _flag(path: Path, lineno: int, value: str) -> bool:
 
 
 def _load_fields(path: Path) -> tuple[Field, ...]:
-    cols = ("name", "zh_name", "type", "length", "nullable", "key", "dictionary", "spec_type", "decision", "note")
+    cols = (
+        "name",
+        "zh_name",
+        "type",
+        "length",
+        "nullable",
+        "key",
+        "dictionary",
+        "spec_type",
+        "decision",
+        "note",
+    )
     out: list[Field] = []
     for lineno, row in _read_tsv(path, cols):
         if row["type"] not in get_args(FieldType):
@@ -170,7 +181,7 @@ def _load_fields(path: Path) -> tuple[Field, ...]:
             Field(
                 name=row["name"],
                 zh_name=row["zh_name"],
-                type=row["type"],  # type: ignore[arg-type]
+                type=row["type"],
                 length=int(row["length"]) if row["length"] else None,
                 nullable=_flag(path, lineno, row["nullable"]),
                 key=_flag(path, lineno, row["key"]),
@@ -227,7 +238,7 @@ def dictionaries() -> dict[str, Dictionary]:
         if kind == "open" and site is not None and (site / f"{name}.tsv").exists():
             path, kind = site / f"{name}.tsv", "closed"
         codes, parents = _load_codes(path, name) if kind == "closed" else ({}, {})
-        out[name] = Dictionary(name, row["section"], kind, row["title"], codes, parents)  # type: ignore[arg-type]
+        out[name] = Dictionary(name, row["section"], kind, row["title"], codes, parents)
     return out
 
 
@@ -250,7 +261,7 @@ def entities() -> dict[str, Entity]:
         ent = Entity(
             name=row["entity"],
             section=row["section"],
-            kind=row["kind"],  # type: ignore[arg-type]
+            kind=row["kind"],
             parent=row["parent"] or None,
             key=tuple(row["key"].split(",")),
             title=row["title"],

@@ -157,7 +157,7 @@ def _query_defs() -> dict[str, QueryDef]:
             ("items", CHUNK_BINDS, s.item),
             ("orphans", WINDOW_BINDS, s.item),
         ):
-            out[f"{s.name}_{part}"] = QueryDef(f"{s.name}_{part}", s.name, part, binds, entity)  # type: ignore[arg-type]
+            out[f"{s.name}_{part}"] = QueryDef(f"{s.name}_{part}", s.name, part, binds, entity)
     return out
 
 
@@ -267,7 +267,11 @@ def _build(source: Source, d: QueryDef, open_end: bool = False) -> Select[Any]:
     if d.part == "records":
         r = _Relation(source, stream.master, "v" if spec.entity(stream.master).kind == "view" else "r")
         t = r.time(stream.cursor)
-        return select(*r.fields()).where(_in_window(dialect, t, open_end)).order_by(t, *(r[k] for k in r.entity.key))
+        return (
+            select(*r.fields())
+            .where(_in_window(dialect, t, open_end))
+            .order_by(t, *(r[k] for k in r.entity.key))
+        )
     m = _Relation(source, stream.master, "m")
     if d.part == "plan":
         t, form = m.time(stream.cursor), _form_no(m)
@@ -346,7 +350,7 @@ def _default_source(dialect: str) -> Source:
     from hurren.sources import SOURCE_ENTITIES
 
     return Source(
-        id=dialect, org_code="0", org_name="", conn_id="", dialect=dialect,  # type: ignore[arg-type]
+        id=dialect, org_code="0", org_name="", conn_id="", dialect=dialect,
         views={e: e for e in SOURCE_ENTITIES},
     )  # fmt: skip
 

@@ -87,7 +87,9 @@ def _entity_table(ent: spec.Entity) -> Table:
     for f in ent.fields:
         if f.type == "pdf":
             columns += [
-                Column("pdf_object_key", String(512), nullable=f.nullable, comment="S3 object key of the PDF"),
+                Column(
+                    "pdf_object_key", String(512), nullable=f.nullable, comment="S3 object key of the PDF"
+                ),
                 Column("pdf_sha256", String(64), nullable=f.nullable),
                 Column("pdf_size", Integer, nullable=f.nullable),
             ]
@@ -153,7 +155,11 @@ run = Table(
     Column("quarantined", Integer, nullable=False, server_default="0"),
     # nullable only so that create_all adds it to an older store (its default fills the old rows)
     Column("stale", Integer, nullable=True, server_default="0", comment="older than the stored version"),
-    Column("details", Text, comment="JSON: the run's counts (summed over its tries), per-rule counts; tries: each try's"),
+    Column(
+        "details",
+        Text,
+        comment="JSON: the run's counts (summed over its tries), per-rule counts; tries: each try's",
+    ),
     UniqueConstraint("run_id", "source", "stream", name="uq_etl_run"),
     comment="one row per extraction run per source and stream: the counts that prove nothing was lost",
 )
@@ -167,7 +173,9 @@ quarantine = Table(
     Column("org_code", String(128)),
     Column("entity", String(64), nullable=False, comment="the master entity of the held report"),
     Column("record_key", String(1024), nullable=False, comment="JSON array of the key values"),
-    Column("report_form_no", String(128), comment="reports: a valid version under any key resolves the entry"),
+    Column(
+        "report_form_no", String(128), comment="reports: a valid version under any key resolves the entry"
+    ),
     Column("content_hash", String(64), nullable=False),
     Column("rules", Text, nullable=False, comment="JSON: every rule broken, with field and entity"),
     Column("reason", Text, nullable=False, comment="readable reason, identifiers masked"),
@@ -208,7 +216,9 @@ outbox = Table(
     Column("record_key", String(1024), nullable=False, comment="JSON array of the key values"),
     Column("content_hash", String(64), nullable=False, comment="the version queued (etl_content_hash)"),
     Column("action", String(16), nullable=False, comment="register | void"),
-    Column("cause", String(16), nullable=False, server_default="load", comment="load | key_change | update (D20)"),
+    Column(
+        "cause", String(16), nullable=False, server_default="load", comment="load | key_change | update (D20)"
+    ),
     Column(
         "status",
         String(16),
@@ -288,11 +298,31 @@ def create_all(engine: Engine, tables: Sequence[Table] | None = None) -> None:
 
 RECON_INDEXES = (
     # the day-scoped reads of the reconciliations and the daily counts (one org, one day)
-    Index("ix_labmaster_auth_day", SPEC_TABLES["labmaster"].c.org_code, SPEC_TABLES["labmaster"].c.authenticator_dtime),
-    Index("ix_exammaster_auth_day", SPEC_TABLES["exammaster"].c.org_code, SPEC_TABLES["exammaster"].c.authenticator_dtime),
-    Index("ix_exammaster_perf_day", SPEC_TABLES["exammaster"].c.org_code, SPEC_TABLES["exammaster"].c.performer_dtime),
-    Index("ix_pacs_study_day", SPEC_TABLES["v_web_jctj"].c.institutioncode, SPEC_TABLES["v_web_jctj"].c.studytime),
-    Index("ix_pacs_instance_day", SPEC_TABLES["v_web_jcjg"].c.institutioncode, SPEC_TABLES["v_web_jcjg"].c.studydate),
+    Index(
+        "ix_labmaster_auth_day",
+        SPEC_TABLES["labmaster"].c.org_code,
+        SPEC_TABLES["labmaster"].c.authenticator_dtime,
+    ),
+    Index(
+        "ix_exammaster_auth_day",
+        SPEC_TABLES["exammaster"].c.org_code,
+        SPEC_TABLES["exammaster"].c.authenticator_dtime,
+    ),
+    Index(
+        "ix_exammaster_perf_day",
+        SPEC_TABLES["exammaster"].c.org_code,
+        SPEC_TABLES["exammaster"].c.performer_dtime,
+    ),
+    Index(
+        "ix_pacs_study_day",
+        SPEC_TABLES["v_web_jctj"].c.institutioncode,
+        SPEC_TABLES["v_web_jctj"].c.studytime,
+    ),
+    Index(
+        "ix_pacs_instance_day",
+        SPEC_TABLES["v_web_jcjg"].c.institutioncode,
+        SPEC_TABLES["v_web_jcjg"].c.studydate,
+    ),
 )
 
 pacs_recon = Table(
@@ -300,7 +330,9 @@ pacs_recon = Table(
     metadata,
     Column("org_code", String(128), primary_key=True, comment="INSTITUTIONCODE / exammaster.org_code"),
     Column("study_uid", String(512), primary_key=True, comment="STUDIUIID = exammaster.study_instance_uid"),
-    Column("study_day", Date, nullable=False, comment="day of STUDYTIME (else STUDYDATE, else performer_dtime)"),
+    Column(
+        "study_day", Date, nullable=False, comment="day of STUDYTIME (else STUDYDATE, else performer_dtime)"
+    ),
     Column("modality", String(64)),
     Column("access_no", String(128)),
     Column("study_rows", SmallInteger, nullable=False, comment="1: the study is in v_web_jctj (store)"),
@@ -328,11 +360,26 @@ daily_count_recon = Table(
     Column("exam_counted", Integer, nullable=False),
     Column("lab_num", SmallInteger, nullable=False, comment="as sent (D8: clamped to daily_count_max)"),
     Column("exam_num", SmallInteger, nullable=False),
-    Column("overflow", String(32), nullable=False, comment="fields clamped (D8): '' | lab_num | exam_num | both"),
-    Column("lab_acked", Integer, comment="lab reports of the day the platform acknowledged (push_outbox); null: unknown"),
+    Column(
+        "overflow", String(32), nullable=False, comment="fields clamped (D8): '' | lab_num | exam_num | both"
+    ),
+    Column(
+        "lab_acked",
+        Integer,
+        comment="lab reports of the day the platform acknowledged (push_outbox); null: unknown",
+    ),
     Column("exam_acked", Integer),
-    Column("push_status", String(16), nullable=False, comment="the row's push_outbox state: not_sent | queued | acked | rejected | dead"),
-    Column("push_answer", Text, comment="the platform's answer to the counts (ok, error:<reason>, or the failure)"),
+    Column(
+        "push_status",
+        String(16),
+        nullable=False,
+        comment="the row's push_outbox state: not_sent | queued | acked | rejected | dead",
+    ),
+    Column(
+        "push_answer",
+        Text,
+        comment="the platform's answer to the counts (ok, error:<reason>, or the failure)",
+    ),
     Column("pushed_at", DateTime, comment="UTC: when the platform acknowledged the row"),
     Column("issues", String(256), nullable=False, comment="comma-separated (hurren.daily_counts.ISSUES)"),
     Column("run_id", String(250)),

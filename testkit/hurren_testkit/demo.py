@@ -108,9 +108,13 @@ def _summary(engine: Engine) -> str:
         recon: list[str] = []
         if r.name in tables:
             latest = (
-                select(r.c.source, r.c.stream, func.max(r.c.id).label("id")).group_by(r.c.source, r.c.stream).subquery()
+                select(r.c.source, r.c.stream, func.max(r.c.id).label("id"))
+                .group_by(r.c.source, r.c.stream)
+                .subquery()
             )
-            for row in conn.execute(select(r).join(latest, r.c.id == latest.c.id).order_by(r.c.source, r.c.stream)):
+            for row in conn.execute(
+                select(r).join(latest, r.c.id == latest.c.id).order_by(r.c.source, r.c.stream)
+            ):
                 details = json.loads(row.details or "{}")
                 if row.stream == "pacs_recon":  # the per-study reconciliation: no rows extracted
                     issues = ", ".join(f"{k} {v}" for k, v in details.get("by_issue", {}).items()) or "none"
@@ -132,9 +136,13 @@ def _summary(engine: Engine) -> str:
         held = 0
         if store.quarantine.name in tables:
             held = conn.execute(
-                select(func.count()).select_from(store.quarantine).where(store.quarantine.c.resolved_at.is_(None))
+                select(func.count())
+                .select_from(store.quarantine)
+                .where(store.quarantine.c.resolved_at.is_(None))
             ).scalar_one()
-    lines.append("store: " + ", ".join(f"{k} {v}" for k, v in totals.items()) + f"; open quarantine entries {held}")
+    lines.append(
+        "store: " + ", ".join(f"{k} {v}" for k, v in totals.items()) + f"; open quarantine entries {held}"
+    )
     return "\n".join(lines)
 
 
@@ -173,13 +181,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     g.add_argument("--defect-rate", type=float, default=0.03)
     g.add_argument("--seed", type=int, default=7)
     g.add_argument("--env-file", type=Path, help="write the AIRFLOW_CONN_* lines here")
-    g.add_argument("--dir", type=Path, default=None, help="where the SQLite files go (default .services/demo)")
+    g.add_argument(
+        "--dir", type=Path, default=None, help="where the SQLite files go (default .services/demo)"
+    )
     sub.add_parser("summary", help="what the store holds now")
     sub.add_parser("day", help="print the demo day")
     args = p.parse_args(argv)
     if args.command == "generate":
-        env = generate(lab=args.lab, exam=args.exam, defect_rate=args.defect_rate, seed=args.seed,
-                       pacs_instances=args.pacs_instances, accept=args.accept, quote=args.quote, directory=args.dir)
+        env = generate(
+            lab=args.lab,
+            exam=args.exam,
+            defect_rate=args.defect_rate,
+            seed=args.seed,
+            pacs_instances=args.pacs_instances,
+            accept=args.accept,
+            quote=args.quote,
+            directory=args.dir,
+        )
         if args.env_file:
             args.env_file.write_text("".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items()))
     elif args.command == "summary":

@@ -335,7 +335,7 @@ def payload(kind: str, *, pdf_size: int = 1024) -> bytes:
         return payloads.build_records("sehr_quote_record", quote_records())
     report_kind = kind.split("-", 1)[1]
     master, _ = (lab_report if report_kind == "lab" else exam_report)()
-    return payloads.build_void_filter(report_kind, master)  # type: ignore[arg-type]
+    return payloads.build_void_filter(report_kind, master)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

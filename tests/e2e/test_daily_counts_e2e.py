@@ -44,7 +44,9 @@ def region(make_region, monkeypatch_module, s3, sim):
 def _count(run_dag, region, *, at=COUNT_AT, conf=None):
     """One ``daily_counts`` run; its tasks' results by task id (``<hospital>.count`` ...), read at
     once (a later run with the same logical date replaces this one's)."""
-    result = run_dag(dagfactory.daily_counts_dag(list(region.sources), doc_md="e2e"), logical_date=at, conf=conf)
+    result = run_dag(
+        dagfactory.daily_counts_dag(list(region.sources), doc_md="e2e"), logical_date=at, conf=conf
+    )
     assert result.state == "success", result.summary()
     return dict(result.return_values)
 
@@ -80,7 +82,9 @@ def independent_counts(url, day):
 
 def received(sim, org_code, day):
     out = {}
-    for rec, _org, _name in sim.platform.store.records("lab_exam_report", org_code=org_code, date_t=day.isoformat()):
+    for rec, _org, _name in sim.platform.store.records(
+        "lab_exam_report", org_code=org_code, date_t=day.isoformat()
+    ):
         out[rec["dept_code"]] = (int(rec["lab_num"]), int(rec["exam_num"]))
     return out
 
@@ -104,22 +108,33 @@ def test_every_row_went_out_with_its_department_names(region, first_run, sim):
     with engine.connect() as conn:
         stored = [dict(r) for r in conn.execute(select(store.SPEC_TABLES["lab_exam_report"])).mappings()]
     engine.dispose()
-    on_platform = {(r["org_code"], r["dept_code"]): r for r, _, _ in sim.platform.store.records("lab_exam_report")}
+    on_platform = {
+        (r["org_code"], r["dept_code"]): r for r, _, _ in sim.platform.store.records("lab_exam_report")
+    }
     assert len(stored) == len(on_platform) > 4
     for s in stored:
         p = on_platform[s["org_code"], s["dept_code"]]
-        assert (p["dept_name"], p["dept_std_code"], p["dept_std_name"]) == (s["dept_name"], s["dept_std_code"], s["dept_std_name"])
+        assert (p["dept_name"], p["dept_std_code"], p["dept_std_name"]) == (
+            s["dept_name"],
+            s["dept_std_code"],
+            s["dept_std_name"],
+        )
         assert p["date_t"] == "2024-03-11" and p["last_update_dtime"].startswith("20")
 
 
 def test_a_rerun_sends_nothing_and_changes_nothing(region, first_run, run_dag, sim):
-    before = sorted(json.dumps(r, sort_keys=True) for r, _, _ in sim.platform.store.records("lab_exam_report"))
+    before = sorted(
+        json.dumps(r, sort_keys=True) for r, _, _ in sim.platform.store.records("lab_exam_report")
+    )
     calls = sim.platform.stats.as_dict()
     again = _count(run_dag, region)
     for source in region.sources:
         assert again[f"{source.id}.push"]["total"]["sent"] == 0
         assert not again[f"{source.id}.count"][-1]["changed"]
-    assert sorted(json.dumps(r, sort_keys=True) for r, _, _ in sim.platform.store.records("lab_exam_report")) == before
+    assert (
+        sorted(json.dumps(r, sort_keys=True) for r, _, _ in sim.platform.store.records("lab_exam_report"))
+        == before
+    )
     assert sim.platform.stats.as_dict() == calls
 
 
@@ -138,7 +153,9 @@ def test_reconciliation_against_the_reports_the_platform_acknowledged(region, fi
         assert day["issues"] == {}
     engine = create_engine(region.store_url)
     with engine.connect() as conn:
-        rows = conn.execute(select(store.daily_count_recon).where(store.daily_count_recon.c.date_t == DAY)).all()
+        rows = conn.execute(
+            select(store.daily_count_recon).where(store.daily_count_recon.c.date_t == DAY)
+        ).all()
     engine.dispose()
     assert rows and all(r.issues == "" and r.lab_acked == r.lab_counted for r in rows)
 
@@ -150,7 +167,9 @@ def test_a_late_report_replaces_the_days_counts_never_adds(region, first_run, ru
                                          count_new=3, seed=9, report="lab", window_s=600, lab_items=3)  # fmt: skip
     assert len(changes.new) == 3
     backfill = {"since": "2024-03-11 12:00:00", "until": "2024-03-11 12:30:00"}  # behind the watermark
-    lab = run_dag(dagfactory.report_dag(source, "lab", doc_md="e2e"), logical_date=REPORTS_UNTIL, conf=backfill)
+    lab = run_dag(
+        dagfactory.report_dag(source, "lab", doc_md="e2e"), logical_date=REPORTS_UNTIL, conf=backfill
+    )
     assert lab.state == "success" and lab.xcom("extract_validate_load")["loaded"] == 3
     before = received(sim, source.org_code, DAY)
     later = _count(run_dag, region, at=COUNT_AT + timedelta(days=1))  # the next night recounts DAY
@@ -163,7 +182,9 @@ def test_a_late_report_replaces_the_days_counts_never_adds(region, first_run, ru
 
 
 def test_backfill_of_any_day(region, first_run, run_dag, sim):
-    result = _count(run_dag, region, at=COUNT_AT + timedelta(days=5), conf={"date": "2024-03-11", "recount_days": 1})
+    result = _count(
+        run_dag, region, at=COUNT_AT + timedelta(days=5), conf={"date": "2024-03-11", "recount_days": 1}
+    )
     for source in region.sources:
         assert [g["day"] for g in result[f"{source.id}.count"]] == ["2024-03-11"]
         assert result[f"{source.id}.push"]["total"]["sent"] == 0  # acknowledged before: not sent again

@@ -101,7 +101,14 @@ def _per_batch_gx(source, src_url: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     with extract.source_snapshot(engine, source) as conn:
         for batch in extract.read_reports(conn, source, "lab", SINCE, UNTIL):
-            v = validate_reports(batch.masters, batch.items, master_entity="labmaster", engine="gx", options=DEFAULT_OPTIONS, rulebook=load_rulebook())
+            v = validate_reports(
+                batch.masters,
+                batch.items,
+                master_entity="labmaster",
+                engine="gx",
+                options=DEFAULT_OPTIONS,
+                rulebook=load_rulebook(),
+            )
             for ent, res in v.gx_results.items():
                 out[ent] = merge(out.get(ent), slim(res.to_json_dict()))
     engine.dispose()

@@ -94,7 +94,10 @@ def test_every_row_is_loaded_or_quarantined(region, first_run):
     for stream, view in VIEWS.items():
         r = first_run[stream]
         in_source = _q(region.url, f"select count(*) as n from {view}")[0]["n"]
-        assert r["extracted"] == in_source == r["loaded"] + r["unchanged"] + r["stale"] + r["quarantined"], (stream, r)
+        assert r["extracted"] == in_source == r["loaded"] + r["unchanged"] + r["stale"] + r["quarantined"], (
+            stream,
+            r,
+        )
         assert r["quarantined"] == labels[view] > 0, stream
     assert first_run["pacs_instance"]["batches"] >= 4  # 50 rows per batch
     assert first_run["pacs_instance"]["mapped"] == {"PATIENTSEX": 8}  # D17: one study's DICOM letters
@@ -105,7 +108,9 @@ def test_every_labelled_row_is_quarantined_with_its_rule(region, first_run):
     with engine.connect() as conn:
         held = {
             (r.entity, r.record_key): {x["rule"] for x in json.loads(r.rules)}
-            for r in conn.execute(select(store.quarantine).where(store.quarantine.c.entity.in_(list(VIEWS.values()))))
+            for r in conn.execute(
+                select(store.quarantine).where(store.quarantine.c.entity.in_(list(VIEWS.values())))
+            )
         }
     engine.dispose()
     labels = _labels(region)
@@ -144,7 +149,9 @@ def _expected_recon(region):
     labels = _labels(region)
     bad_instances = {lb["item_key"] for lb in labels if lb["entity"] == "v_web_jcjg"}
     bad_studies = {lb["item_key"] for lb in labels if lb["entity"] == "v_web_jctj"}
-    studies = {r["STUDIUIID"]: r for r in _q(url, "select * from v_web_jctj") if r["STUDIUIID"] not in bad_studies}
+    studies = {
+        r["STUDIUIID"]: r for r in _q(url, "select * from v_web_jctj") if r["STUDIUIID"] not in bad_studies
+    }
     received: dict[str, list[int]] = {}
     for r in _q(url, 'select "STUDIUIID", "INSTANCESOPIUID", "FILESIZE" from v_web_jcjg'):
         if r["INSTANCESOPIUID"] not in bad_instances:
@@ -193,9 +200,15 @@ def test_each_study_reconciles_as_computed_from_the_source(region, edits, first_
     assert summary["studies"] == len(expected) and summary["ok"] == sum(v == "" for v in expected.values())
     engine = create_engine(region.store_url)
     with engine.connect() as conn:
-        details = conn.execute(
-            select(store.run.c.details).where(store.run.c.stream == "pacs_recon").order_by(store.run.c.id.desc())
-        ).scalars().first()
+        details = (
+            conn.execute(
+                select(store.run.c.details)
+                .where(store.run.c.stream == "pacs_recon")
+                .order_by(store.run.c.id.desc())
+            )
+            .scalars()
+            .first()
+        )
     engine.dispose()
     run = json.loads(details)
     tries = run.pop("tries")
@@ -213,11 +226,13 @@ def _snapshot(store_url):
             out[view] = sorted(tuple(map(str, r)) for r in conn.execute(select(*cols)))
         q = store.quarantine
         out["quarantine"] = sorted(
-            (r.entity, r.record_key, r.content_hash) for r in conn.execute(select(q).where(q.c.resolved_at.is_(None)))
+            (r.entity, r.record_key, r.content_hash)
+            for r in conn.execute(select(q).where(q.c.resolved_at.is_(None)))
         )
         r = store.pacs_recon
         out["recon"] = sorted(
-            tuple(map(str, x)) for x in conn.execute(select(*(c for c in r.c if c.name not in ("checked_at", "run_id"))))
+            tuple(map(str, x))
+            for x in conn.execute(select(*(c for c in r.c if c.name not in ("checked_at", "run_id"))))
         )
     engine.dispose()
     return out
@@ -237,14 +252,22 @@ def test_rerunning_changes_nothing(region, first_run, run_dag, how):
 
 def test_a_corrected_row_loads_resolves_its_quarantine_and_reconciles(region, first_run, run_dag):
     sex = next(lb for lb in _labels(region) if lb["kind"] == "pacs_sex")
-    study = _q(region.url, 'select "STUDIUIID" from v_web_jcjg where "INSTANCESOPIUID" = :k', k=sex["item_key"])[0]
-    _q(region.url, """update v_web_jcjg set "PATIENTSEX" = '2' where "INSTANCESOPIUID" = :k""", k=sex["item_key"])
+    study = _q(
+        region.url, 'select "STUDIUIID" from v_web_jcjg where "INSTANCESOPIUID" = :k', k=sex["item_key"]
+    )[0]
+    _q(
+        region.url,
+        """update v_web_jcjg set "PATIENTSEX" = '2' where "INSTANCESOPIUID" = :k""",
+        k=sex["item_key"],
+    )
     again = _pacs_run(run_dag, region, conf=BACKFILL)
     assert again["pacs_instance"]["loaded"] == 1 and again["pacs_instance"]["resolved"] >= 1
     engine = create_engine(region.store_url)
     with engine.connect() as conn:
         q = store.quarantine
-        entry = conn.execute(select(q.c.resolved_at).where(q.c.record_key == json.dumps([sex["item_key"]]))).one()
+        entry = conn.execute(
+            select(q.c.resolved_at).where(q.c.record_key == json.dumps([sex["item_key"]]))
+        ).one()
     engine.dispose()
     assert entry.resolved_at is not None
     # one defect per study (hurren_testkit.synthetic): with the sex fixed, the study reconciles

@@ -44,7 +44,9 @@ PLATFORM_ORG = "650100000"  # the municipal platform's own credential
 def sim():
     from hurren import crypto
 
-    visitor = Visitor(org_code=PLATFORM_ORG, code="e2e-visitor", key="e2e-key", org_name="乌鲁木齐市全民健康信息平台")
+    visitor = Visitor(
+        org_code=PLATFORM_ORG, code="e2e-visitor", key="e2e-key", org_name="乌鲁木齐市全民健康信息平台"
+    )
     config = SimulatorConfig(port=0, private_key=crypto.generate_keypair()[0], visitors=(visitor,))
     with Simulator(config=config) as s:
         yield s
@@ -227,7 +229,9 @@ def second_push(region, engine, s3, sim, first_push, run_dag):
                                     type_="2" if kind == "lab" else "1")  # fmt: skip
     quote |= {"hr_org_code": quoted_key[0], "dept_name": "心内科", "doc_name": "王医生"}
     other = Credential(org_code=PLATFORM_ORG, org_name="", visitor_code="e2e-visitor", visitor_key="e2e-key")
-    with PlatformClient(endpoint=sim.url, credential=other, public_key=sim.public_key, spec_options=DEFAULT_OPTIONS) as client:
+    with PlatformClient(
+        endpoint=sim.url, credential=other, public_key=sim.public_key, spec_options=DEFAULT_OPTIONS
+    ) as client:
         client.submit_quote([quote])
     _load_all(region, engine, s3, UNTIL + timedelta(days=1), "load-2")
     result = run_dag("push_reports", logical_date=UNTIL + timedelta(days=1), timeout=180)
@@ -237,7 +241,9 @@ def second_push(region, engine, s3, sim, first_push, run_dag):
 
 def test_revisions_are_resubmitted_and_voids_arrive_as_voids(region, sim, second_push):
     changes, result, quoted_key = second_push
-    expected = {key: mr for (kind, _), reports in _source_reports(region).items() for key, mr in reports.items()}
+    expected = {
+        key: mr for (kind, _), reports in _source_reports(region).items() for key, mr in reports.items()
+    }
     for kind, key in changes["updated"] + changes["new"]:
         master, items = expected[key]
         _assert_platform_holds(sim, kind, key, master, items)
@@ -271,7 +277,9 @@ def test_every_version_was_acknowledged_exactly_once(region, engine, sim, second
     for e in sorted(entries, key=lambda e: e.id):
         latest[e.entity, e.record_key] = e
     assert {e.status for e in latest.values()} == {"acked"}, Counter(e.status for e in latest.values())
-    assert Counter(e.status for e in entries) <= Counter(acked=len(entries))  # nothing rejected, dead or queued
+    assert Counter(e.status for e in entries) <= Counter(
+        acked=len(entries)
+    )  # nothing rejected, dead or queued
     oks = Counter(r.outbox_id for r in logs if r.outcome == "ok")
     assert set(oks.values()) == {1} and set(oks) == {e.id for e in entries}
     assert len(logs) == len(entries)  # one call per version: nothing acknowledged was sent twice
@@ -288,7 +296,9 @@ def test_a_push_with_nothing_due_sends_nothing(region, sim, second_push, run_dag
     assert sim.platform.received()["calls"] == before
 
 
-def test_dead_letters_are_listed_and_requeued_from_the_push_requeue_dag(region, engine, sim, second_push, run_dag):
+def test_dead_letters_are_listed_and_requeued_from_the_push_requeue_dag(
+    region, engine, sim, second_push, run_dag
+):
     with engine.begin() as conn:  # as if the platform had refused it until a fix on its side
         victim = conn.execute(select(store.outbox.c.id).where(store.outbox.c.action == "register")
                               .order_by(store.outbox.c.id.desc()).limit(1)).scalar_one()  # fmt: skip

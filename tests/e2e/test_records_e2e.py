@@ -75,7 +75,9 @@ def test_every_record_is_loaded_or_quarantined_with_its_rule(region, first_run):
     engine = create_engine(region.store_url)
     with engine.connect() as conn:
         held = {}
-        for r in conn.execute(select(store.quarantine).where(store.quarantine.c.entity.in_(list(STREAMS.values())))):
+        for r in conn.execute(
+            select(store.quarantine).where(store.quarantine.c.entity.in_(list(STREAMS.values())))
+        ):
             held.setdefault((r.entity, r.record_key), set()).update(x["rule"] for x in json.loads(r.rules))
     engine.dispose()
     labelled = 0
@@ -88,7 +90,9 @@ def test_every_record_is_loaded_or_quarantined_with_its_rule(region, first_run):
             mine = [lb for lb in labels if lb["entity"] == entity]
             assert r["quarantined"] == len(mine)
             for lb in mine:
-                key = json.dumps([json.loads(lb["row_key"])[k] for k in spec.entity(entity).key], ensure_ascii=False)
+                key = json.dumps(
+                    [json.loads(lb["row_key"])[k] for k in spec.entity(entity).key], ensure_ascii=False
+                )
                 assert lb["expected_rule"] in held[entity, key], (lb["kind"], held.get((entity, key)))
                 labelled += 1
     assert labelled >= 10
@@ -114,7 +118,9 @@ def test_the_platform_holds_exactly_the_valid_records_field_by_field(region, fir
     assert acked == sum(len(sim.platform.store.records(e)) for e in STREAMS.values())
     engine = create_engine(region.store_url)
     with engine.connect() as conn:  # one outbox entry per valid record, acknowledged once
-        entries = conn.execute(text("select entity, status, count(*) from push_outbox group by entity, status")).all()
+        entries = conn.execute(
+            text("select entity, status, count(*) from push_outbox group by entity, status")
+        ).all()
         calls = conn.execute(text("select count(distinct sent_at) from push_log")).scalar_one()
     engine.dispose()
     assert {(e, st): n for e, st, n in entries} == {
@@ -123,7 +129,10 @@ def test_the_platform_holds_exactly_the_valid_records_field_by_field(region, fir
 
 
 def test_a_rerun_loads_and_sends_nothing_new(region, first_run, run_dag, sim):
-    before = {e: sorted(json.dumps(r, sort_keys=True) for r, _, _ in sim.platform.store.records(e)) for e in STREAMS.values()}
+    before = {
+        e: sorted(json.dumps(r, sort_keys=True) for r, _, _ in sim.platform.store.records(e))
+        for e in STREAMS.values()
+    }
     for source in region.sources:
         result = _run(run_dag, source, conf={"since": "2024-03-11 00:00:00", "until": "2024-03-12 00:00:00"})
         assert result.state == "success", result.summary()
@@ -131,7 +140,10 @@ def test_a_rerun_loads_and_sends_nothing_new(region, first_run, run_dag, sim):
             r = result.xcom(stream)
             assert r["loaded"] == 0 and r["extracted"] == first_run[source.id][stream]["extracted"]
             assert result.xcom(f"push_{stream}")["total"]["sent"] == 0  # nothing new queued: nothing sent
-    after = {e: sorted(json.dumps(r, sort_keys=True) for r, _, _ in sim.platform.store.records(e)) for e in STREAMS.values()}
+    after = {
+        e: sorted(json.dumps(r, sort_keys=True) for r, _, _ in sim.platform.store.records(e))
+        for e in STREAMS.values()
+    }
     assert after == before
 
 
@@ -161,7 +173,9 @@ def test_refused_calls_are_split_until_only_the_refused_records_stay_out(region,
         sim.platform.faults.reset()
     store_engine = create_engine(region.store_url)
     try:
-        out = requeue_entries(status="rejected", entity="sehr_accept_record", dry_run=False, engine=store_engine)
+        out = requeue_entries(
+            status="rejected", entity="sehr_accept_record", dry_run=False, engine=store_engine
+        )
     finally:
         store_engine.dispose()
     assert out["requeued"] == valid - stored

@@ -81,7 +81,11 @@ def _labels(url):
 def test_counts_add_up_and_match_the_source(region, first_run):
     results, _ = first_run
     for (sid, stream), r in results.items():
-        assert r["extracted"] == r["loaded"] + r["unchanged"] + r["stale"] + r["quarantined"], (sid, stream, r)
+        assert r["extracted"] == r["loaded"] + r["unchanged"] + r["stale"] + r["quarantined"], (
+            sid,
+            stream,
+            r,
+        )
         master = REPORT_ENTITIES[stream][0]
         engine = create_engine(region.urls[sid])
         with engine.connect() as conn:
@@ -196,7 +200,9 @@ def test_a_run_killed_midway_then_rerun_ends_identical(region, s3, first_run, ma
                     pipeline.run_stream(**kwargs)
                 monkeypatch.setattr(load, "load_reports", real_load)
                 with engine.connect() as conn:
-                    assert incremental.read_cursor(conn, source, "lab").last_value is not None  # two batches committed
+                    assert (
+                        incremental.read_cursor(conn, source, "lab").last_value is not None
+                    )  # two batches committed
             pipeline.run_stream(**{**kwargs, "run_id": "rerun"})
         src.dispose()
     engine.dispose()

@@ -77,7 +77,9 @@ def platform(hospital: dict[str, Any]) -> Iterator[harness.Platform]:
     private, _ = crypto.generate_keypair()
     with Simulator(config=SimulatorConfig(port=0, private_key=private)) as sim:
         proxy = FaultProxy((sim.host, sim.port), name="platform")
-        yield harness.Platform(sim=sim, proxy=proxy, org_code=hospital["org"].org_code, org_name=hospital["org"].name)
+        yield harness.Platform(
+            sim=sim, proxy=proxy, org_code=hospital["org"].org_code, org_name=hospital["org"].name
+        )
         proxy.close()
 
 

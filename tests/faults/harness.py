@@ -139,13 +139,17 @@ class World:
     platform: Platform
     until: datetime
     batches: list[Batch] = field(default_factory=list)
-    summaries: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)  # (run_id, stream, summary)
+    summaries: list[tuple[str, str, dict[str, Any]]] = field(
+        default_factory=list
+    )  # (run_id, stream, summary)
     connects: Counter[str] = field(default_factory=Counter)  # new DBAPI connections per engine
     pdf_client: Any = None  # what load.Pdfs gets (a wrapper of the proxied client, for triggers)
 
     def __post_init__(self) -> None:
         self.engine = store_engine(self.settings)  # production: pool_pre_ping=True
-        self.source_engine = create_engine(self.source_url, pool_pre_ping=True)  # as hurren.source_engines does
+        self.source_engine = create_engine(
+            self.source_url, pool_pre_ping=True
+        )  # as hurren.source_engines does
         for name, engine in (("store", self.engine), ("source", self.source_engine)):
             event.listen(engine, "connect", lambda *_a, _n=name: self.connects.update([_n]))
         self.pdf_client = minio_client(self.pdf_settings)
@@ -174,7 +178,9 @@ class World:
     def push_options(self, **overrides: Any) -> PushOptions:
         return PushOptions.from_mapping({**FAST_PUSH, **overrides})
 
-    def push(self, run_id: str, *, timeout_s: float = 2.0, raise_when_down: bool = True, **options: Any) -> dict[str, Any]:
+    def push(
+        self, run_id: str, *, timeout_s: float = 2.0, raise_when_down: bool = True, **options: Any
+    ) -> dict[str, Any]:
         """One real push run, as the push_reports DAG's task does it (``hurren.push.tasks.run_push``)."""
         from hurren.push import tasks
 
@@ -295,9 +301,7 @@ def store_snapshot(engine: Engine) -> dict[str, Any]:
             for r in conn.execute(select(q))
         )
         wm = store.watermark
-        out["watermark"] = sorted(
-            (r.source, r.stream, str(r.last_value)) for r in conn.execute(select(wm))
-        )
+        out["watermark"] = sorted((r.source, r.stream, str(r.last_value)) for r in conn.execute(select(wm)))
     return out
 
 
@@ -357,12 +361,18 @@ def assert_recovered(world: World, ref: Reference, *, extra_ok: int) -> None:
     for b in world.batches:
         assert b.extracted == b.loaded + b.unchanged + b.stale + b.quarantined, b
     for run_id, stream, s in world.summaries:
-        assert s["extracted"] == s["loaded"] + s["unchanged"] + s["stale"] + s["quarantined"], (run_id, stream, s)
+        assert s["extracted"] == s["loaded"] + s["unchanged"] + s["stale"] + s["quarantined"], (
+            run_id,
+            stream,
+            s,
+        )
     rows = world.etl_runs()
     for r in rows:
         mine = [b for b in world.batches if (b.run_id, b.stream) == (r["run_id"], r["stream"])]
         got = (r["extracted"], r["loaded"], r["stale"], r["quarantined"])
-        want = tuple(sum(getattr(b, k) for b in mine) for k in ("extracted", "loaded", "stale", "quarantined"))
+        want = tuple(
+            sum(getattr(b, k) for b in mine) for k in ("extracted", "loaded", "stale", "quarantined")
+        )
         assert got == want, f"etl_run {r['run_id']}/{r['stream']} holds {got}, its committed batches {want}"
         if r["details"]:
             d = json.loads(r["details"])
@@ -373,7 +383,8 @@ def assert_recovered(world: World, ref: Reference, *, extra_ok: int) -> None:
         loaded = world.committed_loaded(stream)
         assert loaded == ref.summaries[stream]["loaded"], (
             f"{stream}: {loaded} versions written over all runs, a clean run writes "
-            f"{ref.summaries[stream]['loaded']}: something was written twice or never")
+            f"{ref.summaries[stream]['loaded']}: something was written twice or never"
+        )
     # 2. extracted = loaded + quarantined: the store holds every valid report once and the
     #    quarantine every held one once, exactly as after a clean run (no duplicates, no gaps)
     snap = store_snapshot(world.engine)
@@ -389,7 +400,9 @@ def assert_recovered(world: World, ref: Reference, *, extra_ok: int) -> None:
     assert {o[0] for o in objects} == world.referenced_objects()
     # 4. the outbox: one entry per stored version, every one acknowledged, one ok each, no call after it
     entries = world.outbox()
-    assert outbox_snapshot(world.engine) == ref.outbox, _diff("outbox", outbox_snapshot(world.engine), ref.outbox)
+    assert outbox_snapshot(world.engine) == ref.outbox, _diff(
+        "outbox", outbox_snapshot(world.engine), ref.outbox
+    )
     assert len(entries) == len(snap["labmaster"]) + len(snap["exammaster"])
     logs = world.push_log()
     oks = Counter(r.outbox_id for r in logs if r.outcome == "ok")

@@ -142,7 +142,10 @@ class FaultProxy:
         self._listener = sock
         self._stop_accepting = threading.Event()
         self._accepting = threading.Thread(
-            target=self._accept_loop, args=(sock, self._stop_accepting), name=f"{self.name}-accept", daemon=True
+            target=self._accept_loop,
+            args=(sock, self._stop_accepting),
+            name=f"{self.name}-accept",
+            daemon=True,
         )
         self._accepting.start()
 
@@ -169,7 +172,9 @@ class FaultProxy:
                 pair = _Pair(client, upstream)
                 with self._lock:
                     self._pairs.add(pair)
-                threading.Thread(target=self._pump, args=(pair,), name=f"{self.name}-pump", daemon=True).start()
+                threading.Thread(
+                    target=self._pump, args=(pair,), name=f"{self.name}-pump", daemon=True
+                ).start()
         finally:
             listener.close()
 

@@ -80,13 +80,18 @@ def _assert_partial_load(w: harness.World, ctx: Ctx, *, batches: int, status: st
     """What a load fault must leave: exactly the committed batches, their watermark, nothing else."""
     committed = _committed(w)
     assert sum(b.max_cursor is not None for b in committed) == batches, committed
-    assert str(w.watermark("lab")) == _last_cursor(committed)  # the last committed batch's, not the failed one's
+    assert str(w.watermark("lab")) == _last_cursor(
+        committed
+    )  # the last committed batch's, not the failed one's
     assert w.count("labmaster") == w.committed_loaded("lab") < ctx.reference.summaries["lab"]["loaded"]
     assert w.count("exammaster") == 0
     assert sum(w.outbox_statuses().values()) == w.count("labmaster")  # queued with the rows, nothing more
     row = w.etl_run(RUN, "lab")
     assert row["status"] == status, row
-    assert (row["extracted"], row["loaded"]) == (sum(b.extracted for b in committed), w.committed_loaded("lab"))
+    assert (row["extracted"], row["loaded"]) == (
+        sum(b.extracted for b in committed),
+        w.committed_loaded("lab"),
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -181,11 +186,15 @@ def store_restarted_mid_batch(ctx: Ctx) -> None:
         return real(conn, **kwargs)
 
     ctx.monkeypatch.setattr(load, "advance_watermark", restart_then_advance)
-    with pytest.raises(load.StoreWriteError, match="nothing was committed and the watermark did not move") as failed:
+    with pytest.raises(
+        load.StoreWriteError, match="nothing was committed and the watermark did not move"
+    ) as failed:
         w.run("lab", RUN)
     ctx.monkeypatch.setattr(load, "advance_watermark", real)
     assert cluster.started_at() != started, "the store was not restarted"
-    assert LOST_CONNECTION.search(str(failed.value)) or "OperationalError" in str(failed.value), str(failed.value)
+    assert LOST_CONNECTION.search(str(failed.value)) or "OperationalError" in str(failed.value), str(
+        failed.value
+    )
     _assert_partial_load(w, ctx, batches=2, status="failed")  # the failure was recorded after the restart
 
 
@@ -235,7 +244,11 @@ def _killed_try_is_kept(ctx: Ctx, w: harness.World) -> None:
     """After the retry: the killed try is listed interrupted, with what its committed batches
     counted; the retry's try succeeded; the run's details add up over both."""
     killed = _committed(w)  # the batches the killed try committed (recorded before the retry)
-    counts = (sum(b.extracted for b in killed), sum(b.loaded for b in killed), sum(b.quarantined for b in killed))
+    counts = (
+        sum(b.extracted for b in killed),
+        sum(b.loaded for b in killed),
+        sum(b.quarantined for b in killed),
+    )
 
     def check(_results: list[dict[str, Any]]) -> None:
         row = w.etl_run(RUN, "lab")
@@ -304,7 +317,9 @@ def push_killed_after_answer(ctx: Ctx) -> None:
     statuses = w.outbox_statuses()
     in_flight = statuses["sending"]
     assert 1 <= in_flight <= 2 * 3 * 2, statuses  # at most two claims of `concurrency` jobs of `report_batch`
-    assert 20 - 3 * 2 <= statuses["acked"] < 20 and statuses["acked"] + in_flight + statuses["queued"] == n, statuses
+    assert 20 - 3 * 2 <= statuses["acked"] < 20 and statuses["acked"] + in_flight + statuses["queued"] == n, (
+        statuses
+    )
     calls = p.settled_calls()  # the dead process's last requests are handled too
     ctx.extra_ok = calls - statuses["acked"]  # handled by the platform, answer never recorded
     assert 1 <= ctx.extra_ok <= in_flight
@@ -338,7 +353,9 @@ def store_restarted_mid_push(ctx: Ctx) -> None:
         w.push("restart")
     ctx.monkeypatch.setattr(outbox, "record", real)
     assert cluster.started_at() != started, "the store was not restarted"
-    assert LOST_CONNECTION.search(str(failed.value)) or "shutting down" in str(failed.value), str(failed.value)[:500]
+    assert LOST_CONNECTION.search(str(failed.value)) or "shutting down" in str(failed.value), str(
+        failed.value
+    )[:500]
     statuses = w.outbox_statuses()
     assert statuses["sending"] >= 1 and statuses["acked"] < n, statuses  # answers that could not be recorded
     ctx.extra_ok = w.platform.settled_calls() - statuses["acked"]
@@ -369,7 +386,9 @@ def platform_resets_before_processing(ctx: Ctx) -> None:
     assert w.platform.injected().get("down", 0) >= 3 and _stored_on_platform(w) == 0
     assert w.outbox_statuses() == {"queued": n}
     errors = _transport_errors(w)
-    assert errors and all(re.search(r"reset|disconnect|aborted|RemoteProtocol|ConnectError", e, re.I) for e in errors), errors[:3]
+    assert errors and all(
+        re.search(r"reset|disconnect|aborted|RemoteProtocol|ConnectError", e, re.I) for e in errors
+    ), errors[:3]
     w.platform.faults(down=False)
 
 
@@ -393,7 +412,10 @@ def platform_slow(ctx: Ctx) -> None:
     w.platform.faults(latency_ms=20, timeout_rate=0.15, timeout_s=0.8, seed=11)
     total = w.push("slow", timeout_s=0.4, **{**harness.ONE_PASS, "concurrency": 8})["total"]
     late = w.platform.injected().get("timeout", 0)
-    assert late > 0 and (total["acked"], total["retried"], total["sent"]) == (n - late, late, n), (total, late)
+    assert late > 0 and (total["acked"], total["retried"], total["sent"]) == (n - late, late, n), (
+        total,
+        late,
+    )
     assert w.outbox_statuses() == {"acked": n - late, "queued": late}
     assert _stored_on_platform(w) == n  # the late ones were stored too
     assert all("Timeout" in e for e in _transport_errors(w)), _transport_errors(w)[:3]
@@ -410,8 +432,12 @@ def platform_error(ctx: Ctx) -> None:
     assert rejected > 0 and total["sent"] == n and total["acked"] == n - rejected, total
     assert _stored_on_platform(w) == n - rejected and w.outbox_statuses()["rejected"] == rejected
     w.platform.faults(error_rate=0)
-    assert w.push("after-fix")["total"]["sent"] == 0  # a rejection is not retried blindly: it waits for a human
-    out = tasks.requeue_entries(status="rejected", error_contains="simulated failure", dry_run=False, engine=w.engine)
+    assert (
+        w.push("after-fix")["total"]["sent"] == 0
+    )  # a rejection is not retried blindly: it waits for a human
+    out = tasks.requeue_entries(
+        status="rejected", error_contains="simulated failure", dry_run=False, engine=w.engine
+    )
     assert out["requeued"] == rejected
 
 
@@ -421,7 +447,10 @@ def platform_http500(ctx: Ctx) -> None:
     w.platform.faults(http500_rate=0.4, seed=5)
     total = w.push("http500", **harness.ONE_PASS)["total"]
     failed = w.platform.injected().get("http500", 0)
-    assert failed > 0 and (total["acked"], total["retried"], total["sent"]) == (n - failed, failed, n), (total, failed)
+    assert failed > 0 and (total["acked"], total["retried"], total["sent"]) == (n - failed, failed, n), (
+        total,
+        failed,
+    )
     assert w.outbox_statuses() == {"acked": n - failed, "queued": failed}
     assert _stored_on_platform(w) == n - failed
     assert all("HTTP 500" in e for e in _transport_errors(w)), _transport_errors(w)[:3]

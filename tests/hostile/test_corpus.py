@@ -119,7 +119,7 @@ def run(
         run_id=run_id,
         pdfs=t.pdfs,
         holds=load.holds_from_verdicts(verdicts),
-        method=t.method,  # type: ignore[arg-type]
+        method=t.method,
         clock=load.SourceClock(datetime.now(SOURCE.tz).replace(tzinfo=None), timedelta(minutes=60)),
         options=DEFAULT_OPTIONS,
     )

@@ -89,7 +89,7 @@ def http_answer(body: bytes, ctype: str = "text/xml; charset=utf-8") -> bytes:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
-    answer: Answer = staticmethod(soap("ok"))  # type: ignore[assignment]
+    answer: Answer = staticmethod(soap("ok"))
     wsdl: Callable[[], Any] | None = None  # what GET ?wsdl answers: bytes, _Streamed or _Drip
     written: list[int]  # bytes of each streamed body written before it ended or the client left
 

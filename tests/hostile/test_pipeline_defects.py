@@ -66,7 +66,7 @@ class Hospital:
         return pipeline.run_stream(
             source=self.source, stream="lab", source_engine=self.src, store_engine=self.db, pdfs=self.pdfs,
             run_id=run_id, dag_id="hostile", until=until, backfill_since=since, now=now,
-            validator=validator, options=DEFAULT_OPTIONS, rulebook=load_rulebook(),  # type: ignore[arg-type]
+            validator=validator, options=DEFAULT_OPTIONS, rulebook=load_rulebook(),
         )  # fmt: skip
 
     def stored(self, *cols: str) -> list[tuple[Any, ...]]:

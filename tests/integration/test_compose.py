@@ -82,9 +82,9 @@ def interpolate(text: str, env: Mapping[str, str]) -> str:
         else:
             unset = value is None
         if op in (":-", "-"):
-            return arg if unset else value  # type: ignore[return-value]
+            return arg if unset else value
         if op in (":?", "?"):
-            return f"<required {name}>" if unset else value  # type: ignore[return-value]
+            return f"<required {name}>" if unset else value
         return value or ""
 
     return _VAR.sub(one, text)

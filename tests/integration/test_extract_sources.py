@@ -123,7 +123,7 @@ def test_records_stream_in_bounded_batches(hospital: Engine, stream: str, table:
     s = src(hospital)
     with extract.source_snapshot(hospital, s) as conn:
         expected = conn.execute(text(f"SELECT COUNT(*) FROM {table}")).scalar_one()
-        batches = list(extract.read_records(conn, s, stream, *WINDOW, chunk_size=16))  # type: ignore[arg-type]
+        batches = list(extract.read_records(conn, s, stream, *WINDOW, chunk_size=16))
     assert expected > 0
     assert sum(len(b.records) for b in batches) == expected
     assert all(len(b.records) <= 16 for b in batches)

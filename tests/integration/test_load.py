@@ -235,7 +235,10 @@ def test_a_batch_whose_pdfs_were_decoded_after_extraction_loads_as_the_same_vers
     again = h.load(db, pdfs, detached, holds={h.key(0): Hold((), "held for the test")})
     assert (first.loaded, again.unchanged, again.quarantined, again.pdfs_put) == (4, 3, 1, 0)
     assert versions(db, h.h.org_code) == before
-    assert org_rows(db, "labmaster", h.h.org_code, "report_form_no", "etl_content_hash", "pdf_object_key") == stored
+    assert (
+        org_rows(db, "labmaster", h.h.org_code, "report_form_no", "etl_content_hash", "pdf_object_key")
+        == stored
+    )
     (held,) = quarantine_rows(db, h.source.id)
     assert json.loads(held["payload"])["master"]["pdf"] == "".join(h.reports[0].master["pdf"].split())
 
@@ -718,7 +721,7 @@ def test_records_and_pacs_rows_load_idempotently(
         ):
             batches = list(
                 extract.read_records(conn, src, stream, datetime(2024, 3, 11), datetime(2024, 3, 12), 50)
-            )  # type: ignore[arg-type]
+            )
             rows = sum(len(b.records) for b in batches)
             total = LoadCounts()
             for b in batches:

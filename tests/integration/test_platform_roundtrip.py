@@ -278,7 +278,7 @@ def test_queries_for_nobody_are_empty(client: PlatformClient) -> None:
         client.get_lab_info,
         client.get_exam_info,
     ):
-        assert call(id_no="650000190001019999", id_type="01").empty  # type: ignore[operator]
+        assert call(id_no="650000190001019999", id_type="01").empty
 
 
 def test_every_method_is_counted(sim: Simulator, client: PlatformClient) -> None:
@@ -486,7 +486,7 @@ def _refusal(
     client: PlatformClient, master: dict[str, Any], items: list[dict[str, Any]], kind: str = "lab"
 ) -> str:
     with pytest.raises(BusinessError) as info:
-        client.archive_report(kind, master, items)  # type: ignore[arg-type]
+        client.archive_report(kind, master, items)
     return info.value.reason
 
 
@@ -780,7 +780,7 @@ def test_cli_send_and_query_seal_as_the_client_does_in_gbk(tmp_path: Path) -> No
             received.append((method_name, opened.payload))
             return handle(method_name, params)
 
-        sim_gbk.platform.handle = recording  # type: ignore[method-assign]
+        sim_gbk.platform.handle = recording
         env = {**_platform_env(sim_gbk), "HURREN_PLATFORM_TEXT_ENCODING": "gbk"}
         (tmp_path / "lab.xml").write_text(_cli("hurren_testkit.samples", "lab").stdout, encoding="utf-8")
         sent = _cli("hurren.platform", "send", "ArchiveAutoReport", str(tmp_path / "lab.xml"), env=env)
@@ -858,7 +858,7 @@ def test_simulator_runs_alone_and_stops_cleanly(tmp_path: Path) -> None:
     )
     try:
         line = proc.stdout.readline() if proc.stdout else ""
-        url = re.search(r"serving (http://\S+)", line).group(1)  # type: ignore[union-attr]
+        url = re.search(r"serving (http://\S+)", line).group(1)
         assert proc.stdout is not None and printed.stdout.strip() in proc.stdout.readline()
         with PlatformClient(
             endpoint=url,

@@ -95,8 +95,14 @@ def fresh(db: Engine, sim: Simulator) -> Engine:
         conn.execute(delete(store.push_log))
         conn.execute(delete(store.outbox))
     nothing = dict.fromkeys(outbox.SYNCABLE, 0)
-    assert outbox.sync_from_store(db, void_data_status=DEFAULT_OPTIONS.void_data_status) == {**nothing, "labmaster": LAB, "exammaster": EXAM}
-    assert outbox.sync_from_store(db, void_data_status=DEFAULT_OPTIONS.void_data_status) == nothing  # idempotent
+    assert outbox.sync_from_store(db, void_data_status=DEFAULT_OPTIONS.void_data_status) == {
+        **nothing,
+        "labmaster": LAB,
+        "exammaster": EXAM,
+    }
+    assert (
+        outbox.sync_from_store(db, void_data_status=DEFAULT_OPTIONS.void_data_status) == nothing
+    )  # idempotent
     sim.platform.reset()
     return db
 
@@ -107,7 +113,9 @@ def faults(sim: Simulator, **values: Any) -> None:
 
 
 def config(sim: Simulator, hospital: Any, timeout_s: float = 2.0) -> PlatformConfig:
-    credential = Credential(org_code=hospital.org_code, org_name=hospital.name, visitor_code="v", visitor_key="k")
+    credential = Credential(
+        org_code=hospital.org_code, org_name=hospital.name, visitor_code="v", visitor_key="k"
+    )
     return PlatformConfig(endpoint=sim.url, public_key=sim.public_key, credential=credential, timeout_s=timeout_s,
                           connect_timeout_s=timeout_s, spec_options=DEFAULT_OPTIONS)  # fmt: skip
 
@@ -244,7 +252,9 @@ def test_a_void_keeps_the_answer_naming_who_quoted_the_report(
     [quote] = samples.quote_records(report_form_no=report["report_form_no"], id_no=report["id_no"], type_="2")
     quote |= {"hr_org_code": report["org_code"], "dept_name": "内科", "doc_name": "李医生"}
     other = Credential(org_code="650000999", org_name="乙医院", visitor_code="v2", visitor_key="k2")
-    with PlatformClient(endpoint=sim.url, credential=other, public_key=sim.public_key, spec_options=DEFAULT_OPTIONS) as client:
+    with PlatformClient(
+        endpoint=sim.url, credential=other, public_key=sim.public_key, spec_options=DEFAULT_OPTIONS
+    ) as client:
         client.submit_quote([quote])
     void_hash = "f" * 64  # the source marked it void: a new version with data_status 0
     with fresh.begin() as conn:
@@ -261,7 +271,9 @@ def test_a_void_keeps_the_answer_naming_who_quoted_the_report(
     assert [q["report_form_no"] for q in result.quoted] == [report["report_form_no"]]
     assert "乙医院" in result.quoted[0]["answer"] and "李医生" in result.quoted[0]["answer"]
     with fresh.connect() as conn:
-        answer = conn.execute(select(store.outbox.c.answer_text).where(store.outbox.c.action == "void")).scalar_one()
+        answer = conn.execute(
+            select(store.outbox.c.answer_text).where(store.outbox.c.action == "void")
+        ).scalar_one()
     assert answer == result.quoted[0]["answer"]
     key = [str(report[k]) for k in spec.entity("labmaster").key]
     assert sim.platform.store.report("lab", key).voided_at is not None
@@ -278,9 +290,15 @@ def revise(db: Engine, entity: str, forms: list[str], *, title: str) -> list[dic
     load queues it. Returns the rows as they were (for :func:`restore`)."""
     table = store.SPEC_TABLES[entity]
     with db.begin() as conn:
-        before = [dict(r) for r in conn.execute(select(table).where(table.c.report_form_no.in_(forms))).mappings()]
+        before = [
+            dict(r) for r in conn.execute(select(table).where(table.c.report_form_no.in_(forms))).mappings()
+        ]
         for row in before:
-            new = {**row, "report_title": title, "etl_content_hash": hashlib.sha256(f"{row['etl_content_hash']}{title}".encode()).hexdigest()}
+            new = {
+                **row,
+                "report_title": title,
+                "etl_content_hash": hashlib.sha256(f"{row['etl_content_hash']}{title}".encode()).hexdigest(),
+            }
             conn.execute(update(table).where(table.c.report_form_no == row["report_form_no"])
                          .values(report_title=title, etl_content_hash=new["etl_content_hash"]))  # fmt: skip
             assert outbox.enqueue_reports(conn, spec.entity(entity), [new], void_data_status=("0",)) == 1
@@ -298,7 +316,9 @@ def restore(db: Engine, entity: str, rows: list[dict[str, Any]]) -> None:
 def forms_of(db: Engine, entity: str, n: int) -> list[str]:
     table = store.SPEC_TABLES[entity]
     with db.connect() as conn:
-        return list(conn.execute(select(table.c.report_form_no).order_by(table.c.report_form_no).limit(n)).scalars())
+        return list(
+            conn.execute(select(table.c.report_form_no).order_by(table.c.report_form_no).limit(n)).scalars()
+        )
 
 
 def held_titles(sim: Simulator, kind: str) -> dict[str, tuple[str, bool]]:
@@ -327,20 +347,28 @@ def test_updates_under_void_then_register_go_void_first_exactly_once_each_d20(
     assert push(fresh, s3, strict_sim, hospital, profile=VOID_THEN_REGISTER).total().acked == LAB + EXAM
     labs, exams = forms_of(fresh, "labmaster", 3), forms_of(fresh, "exammaster", 2)
     old_titles = held_titles(strict_sim, "lab")
-    before = revise(fresh, "labmaster", labs, title="复查报告") + revise(fresh, "exammaster", exams, title="复查报告")
+    before = revise(fresh, "labmaster", labs, title="复查报告") + revise(
+        fresh, "exammaster", exams, title="复查报告"
+    )
     others: list[str] = []
     try:
         faults(strict_sim, http500_rate=1.0, methods=["DeleteLabInfo"])  # the lab voids fail, for now
-        first = push(fresh, s3, strict_sim, hospital, profile=VOID_THEN_REGISTER, backoff_base_s=60, backoff_max_s=60)
+        first = push(
+            fresh, s3, strict_sim, hospital, profile=VOID_THEN_REGISTER, backoff_base_s=60, backoff_max_s=60
+        )
         received = strict_sim.platform.received()["calls"]
         assert strict_sim.platform.faults.status()["injected"] == {"http500": 3}  # the lab voids, once each
         assert "DeleteLabInfo" not in received and received["DeleteExamInfo"] == 2
-        assert received["ArchiveAutoReport"] == LAB + EXAM + 2  # only the exams' registers: their voids went through
+        assert (
+            received["ArchiveAutoReport"] == LAB + EXAM + 2
+        )  # only the exams' registers: their voids went through
         assert first.total().retried == 3 + 3  # the lab voids to retry, their registers waiting behind them
         assert all(held_titles(strict_sim, "lab")[f] == old_titles[f] for f in labs)  # untouched
         faults(strict_sim, http500_rate=0.0)
         with fresh.begin() as conn:  # due now, not after the backoff
-            conn.execute(update(store.outbox).where(store.outbox.c.status == "queued").values(next_attempt_at=None))
+            conn.execute(
+                update(store.outbox).where(store.outbox.c.status == "queued").values(next_attempt_at=None)
+            )
         push(fresh, s3, strict_sim, hospital, profile=VOID_THEN_REGISTER)
         received = strict_sim.platform.received()["calls"]
         assert (received["DeleteLabInfo"], received["DeleteExamInfo"]) == (3, 2)
@@ -400,9 +428,15 @@ def test_killed_between_the_answer_and_its_record_resends_only_that_batch(
                           check=False)  # fmt: skip
     assert proc.returncode == -9, proc.stderr[-2000:]
     with fresh.connect() as conn:
-        in_flight = {r.id for r in conn.execute(select(store.outbox.c.id).where(store.outbox.c.status == "sending"))}
-        acked_before = {r.id for r in conn.execute(select(store.outbox.c.id).where(store.outbox.c.status == "acked"))}
-    assert 1 <= len(in_flight) <= 2 * 3 * 2, in_flight  # at most two claims of `concurrency` jobs of `report_batch`
+        in_flight = {
+            r.id for r in conn.execute(select(store.outbox.c.id).where(store.outbox.c.status == "sending"))
+        }
+        acked_before = {
+            r.id for r in conn.execute(select(store.outbox.c.id).where(store.outbox.c.status == "acked"))
+        }
+    assert 1 <= len(in_flight) <= 2 * 3 * 2, (
+        in_flight
+    )  # at most two claims of `concurrency` jobs of `report_batch`
     assert len(acked_before) >= 9 - 3 * 2 - 1  # answers recorded before the kill (the others were in flight)
     calls_before = settled_calls(sim)  # requests of the dead process still being handled count too
 
@@ -444,7 +478,11 @@ def test_the_command_line_shows_dead_letters_and_requeues_them(
     finally:
         settings.cache_clear()
     with fresh.connect() as conn:
-        got = dict(conn.execute(select(store.outbox.c.id, store.outbox.c.status).where(store.outbox.c.id.in_(ids))).all())
+        got = dict(
+            conn.execute(
+                select(store.outbox.c.id, store.outbox.c.status).where(store.outbox.c.id.in_(ids))
+            ).all()
+        )
     assert got == {ids[0]: "queued", ids[1]: "dead"}
 
 
@@ -458,12 +496,27 @@ def test_load_queues_each_written_version_in_its_transaction(make_database: Any,
     source = sources.parse_sources(json.dumps({"hospitals": [body]})).get("q41")
     pdfs = load.Pdfs(s3.client, s3.bucket_reports)
     reports = [day.lab_report(i) for i in range(4)]
-    assert load.load_reports(engine, _batch("lab", reports), source=source, run_id="a", pdfs=pdfs, options=DEFAULT_OPTIONS).queued == 4
-    assert load.load_reports(engine, _batch("lab", reports), source=source, run_id="b", pdfs=pdfs, options=DEFAULT_OPTIONS).queued == 0
+    assert (
+        load.load_reports(
+            engine, _batch("lab", reports), source=source, run_id="a", pdfs=pdfs, options=DEFAULT_OPTIONS
+        ).queued
+        == 4
+    )
+    assert (
+        load.load_reports(
+            engine, _batch("lab", reports), source=source, run_id="b", pdfs=pdfs, options=DEFAULT_OPTIONS
+        ).queued
+        == 0
+    )
     reports[0].master["data_status"] = "0"
     reports[0].master["last_update_dtime"] = datetime(2024, 3, 11, 23)
     reports[1].items[0]["result_value"] = "9.9"
-    assert load.load_reports(engine, _batch("lab", reports), source=source, run_id="c", pdfs=pdfs, options=DEFAULT_OPTIONS).queued == 2
+    assert (
+        load.load_reports(
+            engine, _batch("lab", reports), source=source, run_id="c", pdfs=pdfs, options=DEFAULT_OPTIONS
+        ).queued
+        == 2
+    )
     with engine.connect() as conn:
         rows = conn.execute(select(store.outbox).order_by(store.outbox.c.id)).all()
     assert Counter((r.action, r.status) for r in rows) == {

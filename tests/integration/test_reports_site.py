@@ -96,7 +96,7 @@ def reports_region(make_database, s3, config: pytest.Config) -> Region:
     region = Region(
         hospitals, sources.parse_sources(json.dumps(cfg)), urls, store_url, engine, s3, docs_bucket
     )
-    region.sources_json = json.dumps(cfg)  # type: ignore[attr-defined]
+    region.sources_json = json.dumps(cfg)
     for day in DAYS:
         for i in range(len(hospitals)):
             for stream in ("lab", "exam"):

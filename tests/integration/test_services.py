@@ -309,7 +309,11 @@ def test_redis_lifecycle_up_status_down(isolated_services: dict[str, str]) -> No
     idempotent, on loopback, refusing a client without its password, stopped."""
     import redis
 
-    env = {**isolated_services, "HURREN_REDIS_PORT": str(_free_port()), "HURREN_REDIS_PASSWORD": "selftest-pw"}
+    env = {
+        **isolated_services,
+        "HURREN_REDIS_PORT": str(_free_port()),
+        "HURREN_REDIS_PASSWORD": "selftest-pw",
+    }
     port = int(env["HURREN_REDIS_PORT"])
     try:
         assert run_services("status", "redis", env=env).returncode == 1

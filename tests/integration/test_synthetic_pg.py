@@ -18,7 +18,9 @@ from hurren_testkit.synthetic import LABEL_TABLE, SOURCE_ENTITIES, WATERMARKS
 pytestmark = pytest.mark.services
 
 DAY = date(2026, 11, 24)
-PARAMS = dict(day=DAY, lab_reports=80, exam_reports=30, lab_items=15, pacs_instances=4, seed=23, defect_rate=0.4)
+PARAMS = dict(
+    day=DAY, lab_reports=80, exam_reports=30, lab_items=15, pacs_instances=4, seed=23, defect_rate=0.4
+)
 
 
 def table_rows(engine: Engine, table: str) -> list[tuple[Any, ...]]:
@@ -34,7 +36,9 @@ def pg_and_sqlite(make_database: Callable[..., str], tmp_path_factory: pytest.Te
     hospitals = synthetic.make_hospitals(2, seed=23)
     pg = create_engine(make_database("hospital_test"))
     lite = create_engine(f"sqlite:///{tmp_path_factory.mktemp('lite') / 'h.db'}")
-    manifests = [synthetic.generate_hospital_day(e, org=hospitals[0], peers=hospitals, **PARAMS) for e in (pg, lite)]
+    manifests = [
+        synthetic.generate_hospital_day(e, org=hospitals[0], peers=hospitals, **PARAMS) for e in (pg, lite)
+    ]
     yield hospitals[0], pg, lite, manifests
     pg.dispose()
     lite.dispose()
@@ -47,10 +51,20 @@ def test_copy_writes_what_executemany_writes(pg_and_sqlite) -> None:
         assert table_rows(pg, table) == table_rows(lite, table), table
     # what most needs escaping made it through COPY: control characters and 4-byte UTF-8
     with pg.connect() as conn:
-        names = conn.execute(text("SELECT name FROM labmaster UNION ALL SELECT name FROM exammaster")).scalars().all()
-        fields = conn.execute(text(f"SELECT field FROM {LABEL_TABLE} WHERE kind = 'lab_xml_chars'")).scalars().all()
+        names = (
+            conn.execute(text("SELECT name FROM labmaster UNION ALL SELECT name FROM exammaster"))
+            .scalars()
+            .all()
+        )
+        fields = (
+            conn.execute(text(f"SELECT field FROM {LABEL_TABLE} WHERE kind = 'lab_xml_chars'"))
+            .scalars()
+            .all()
+        )
         assert fields
-        bad = conn.execute(text(f'SELECT count(*) FROM labmaster WHERE "{fields[0]}" ~ \'[\\x01-\\x08\\x0b\\x1b]\'')).scalar_one()
+        bad = conn.execute(
+            text(f"SELECT count(*) FROM labmaster WHERE \"{fields[0]}\" ~ '[\\x01-\\x08\\x0b\\x1b]'")
+        ).scalar_one()
     assert any(ord(c) > 0xFFFF for n in names if n for c in n)
     assert bad >= 1
 
@@ -58,10 +72,14 @@ def test_copy_writes_what_executemany_writes(pg_and_sqlite) -> None:
 def test_columns_are_text_except_the_indexed_watermarks(pg_and_sqlite) -> None:
     _, pg, _, _ = pg_and_sqlite
     with pg.connect() as conn:
-        types = conn.execute(text(
-            "SELECT table_name, column_name, data_type FROM information_schema.columns WHERE table_schema = 'public'"
-        )).all()
-        indexed = conn.execute(text("SELECT tablename, indexdef FROM pg_indexes WHERE schemaname = 'public'")).all()
+        types = conn.execute(
+            text(
+                "SELECT table_name, column_name, data_type FROM information_schema.columns WHERE table_schema = 'public'"
+            )
+        ).all()
+        indexed = conn.execute(
+            text("SELECT tablename, indexdef FROM pg_indexes WHERE schemaname = 'public'")
+        ).all()
     by_table: dict[str, dict[str, str]] = {}
     for t, c, dt in types:
         by_table.setdefault(t, {})[c] = dt
@@ -69,7 +87,7 @@ def test_columns_are_text_except_the_indexed_watermarks(pg_and_sqlite) -> None:
         wm = WATERMARKS[name]
         assert by_table[name].pop(wm) == "timestamp without time zone"
         assert set(by_table[name].values()) == {"text"}
-        assert any(t == name and f'({wm.lower()})' in d.lower().replace('"', '') for t, d in indexed), name
+        assert any(t == name and f"({wm.lower()})" in d.lower().replace('"', "") for t, d in indexed), name
 
 
 def test_changes_on_postgresql(pg_and_sqlite) -> None:
@@ -78,27 +96,39 @@ def test_changes_on_postgresql(pg_and_sqlite) -> None:
         since = conn.execute(text("SELECT max(last_update_dtime) FROM exammaster")).scalar_one()
         before = conn.execute(text("SELECT count(*) FROM exammaster")).scalar_one()
     assert isinstance(since, datetime)
-    ch = synthetic.generate_changes(pg, org=org, since=since, count_new=2, count_updated=2, count_voided=1,
-                                    seed=3, report="exam")
+    ch = synthetic.generate_changes(
+        pg, org=org, since=since, count_new=2, count_updated=2, count_voided=1, seed=3, report="exam"
+    )
     with pg.connect() as conn:
-        changed = set(conn.execute(text(
-            "SELECT report_form_no FROM exammaster WHERE last_update_dtime > :since"), {"since": since}).scalars())
-        voided = set(conn.execute(text("SELECT report_form_no FROM exammaster WHERE data_status = '0'")).scalars())
+        changed = set(
+            conn.execute(
+                text("SELECT report_form_no FROM exammaster WHERE last_update_dtime > :since"),
+                {"since": since},
+            ).scalars()
+        )
+        voided = set(
+            conn.execute(text("SELECT report_form_no FROM exammaster WHERE data_status = '0'")).scalars()
+        )
         after = conn.execute(text("SELECT count(*) FROM exammaster")).scalar_one()
-        new_studies = conn.execute(text('SELECT count(*) FROM v_web_jctj WHERE "MODIFYTIME" > :since'),
-                                   {"since": since}).scalar_one()
+        new_studies = conn.execute(
+            text('SELECT count(*) FROM v_web_jctj WHERE "MODIFYTIME" > :since'), {"since": since}
+        ).scalar_one()
     assert changed == {k.report_form_no for k in ch.new + ch.updated + ch.voided}
     assert voided == {k.report_form_no for k in ch.voided}
     assert after == before + 2 and new_studies == 2
 
 
-def test_generate_region_makes_a_database_per_hospital(make_database: Callable[..., str], tmp_path: Path) -> None:
+def test_generate_region_makes_a_database_per_hospital(
+    make_database: Callable[..., str], tmp_path: Path
+) -> None:
     url = make_database("hospital_test")
     base = url.rsplit("/", 1)[0]
     hospitals = synthetic.make_hospitals(2, seed=5)
     # {org} in the URL: one database per hospital, created by generate_region itself
     names = [f"{url.rsplit('/', 1)[1]}_{h.org_code}" for h in hospitals]
-    out = synthetic.generate_region(f"{url}_{{org}}", hospitals=hospitals, day=DAY, lab_reports=10, exam_reports=4, seed=5)
+    out = synthetic.generate_region(
+        f"{url}_{{org}}", hospitals=hospitals, day=DAY, lab_reports=10, exam_reports=4, seed=5
+    )
     try:
         for h, name in zip(hospitals, names, strict=True):
             engine = create_engine(f"{base}/{name}")
@@ -125,7 +155,11 @@ def test_mariadb_bulk_insert_writes_what_sqlite_writes(make_mariadb_database, pg
     for table in (*SOURCE_ENTITIES, LABEL_TABLE):
         assert table_rows(my, table) == table_rows(lite, table), table
     with my.connect() as conn:
-        names = conn.execute(text("SELECT name FROM labmaster UNION ALL SELECT name FROM exammaster")).scalars().all()
+        names = (
+            conn.execute(text("SELECT name FROM labmaster UNION ALL SELECT name FROM exammaster"))
+            .scalars()
+            .all()
+        )
         types = dict(conn.execute(text(
             "SELECT column_name, column_type FROM information_schema.columns"
             " WHERE table_schema = DATABASE() AND table_name = 'labmaster'")).all())  # fmt: skip

@@ -81,8 +81,14 @@ def test_every_path_was_taken(week):
     assert t["unchanged"] > 0, "the overlap re-reads the previous evening's reports as unchanged"
     assert t["lab voided on platform"] + t["exam voided on platform"] > 0, report(week)
     assert t["daily count rows on platform"] > 0
-    revisions = t["loaded"] - t["lab valid in store"] - t["exam valid in store"]  # new versions of stored reports
-    assert revisions > 0 and week.push["labmaster acked"] + week.push["exammaster acked"] > t["lab valid in store"] + t["exam valid in store"], report(week)
+    revisions = (
+        t["loaded"] - t["lab valid in store"] - t["exam valid in store"]
+    )  # new versions of stored reports
+    assert (
+        revisions > 0
+        and week.push["labmaster acked"] + week.push["exammaster acked"]
+        > t["lab valid in store"] + t["exam valid in store"]
+    ), report(week)
     assert all(d.rss_mb["self"] > 0 and d.rss_mb["simulator"] > 0 for d in week.days)
 
 

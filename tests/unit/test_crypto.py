@@ -696,9 +696,9 @@ def test_options_are_frozen_and_keyword_only() -> None:
         "utf-8",
     )
     with pytest.raises(FrozenInstanceError):
-        options.mode = "C1C2C3"  # type: ignore[misc]
+        options.mode = "C1C2C3"
     with pytest.raises(TypeError):
-        CryptoOptions("C1C2C3")  # type: ignore[misc]
+        CryptoOptions("C1C2C3")
 
 
 # --------------------------------------------------------------------------------------------
@@ -800,7 +800,7 @@ def test_key_ring_refuses_bad_windows(kwargs: dict[str, object], message: str) -
 
 def test_key_ring_constructor_is_keyword_only() -> None:
     with pytest.raises(TypeError):
-        KeyRing(PUBLIC)  # type: ignore[misc]
+        KeyRing(PUBLIC)
 
 
 def test_keys_never_show_in_repr_str_or_pickle() -> None:

@@ -117,9 +117,27 @@ def test_d8_error_mode_refuses_to_send_a_wrong_number():
 
 
 def test_row_hash_ignores_the_computation_time():
-    rows1, _ = dc.to_rows([dc.DeptCount("A", "a", "A30", "x", 1, 2)], org_code=ORG, day=DAY, computed_at=datetime(2024, 5, 30, 3), options=DEFAULT_OPTIONS)
-    rows2, _ = dc.to_rows([dc.DeptCount("A", "a", "A30", "x", 1, 2)], org_code=ORG, day=DAY, computed_at=datetime(2024, 6, 1, 3), options=DEFAULT_OPTIONS)
-    rows3, _ = dc.to_rows([dc.DeptCount("A", "a", "A30", "x", 1, 3)], org_code=ORG, day=DAY, computed_at=datetime(2024, 5, 30, 3), options=DEFAULT_OPTIONS)
+    rows1, _ = dc.to_rows(
+        [dc.DeptCount("A", "a", "A30", "x", 1, 2)],
+        org_code=ORG,
+        day=DAY,
+        computed_at=datetime(2024, 5, 30, 3),
+        options=DEFAULT_OPTIONS,
+    )
+    rows2, _ = dc.to_rows(
+        [dc.DeptCount("A", "a", "A30", "x", 1, 2)],
+        org_code=ORG,
+        day=DAY,
+        computed_at=datetime(2024, 6, 1, 3),
+        options=DEFAULT_OPTIONS,
+    )
+    rows3, _ = dc.to_rows(
+        [dc.DeptCount("A", "a", "A30", "x", 1, 3)],
+        org_code=ORG,
+        day=DAY,
+        computed_at=datetime(2024, 5, 30, 3),
+        options=DEFAULT_OPTIONS,
+    )
     assert dc.row_hash(rows1[0]) == dc.row_hash(rows2[0]) != dc.row_hash(rows3[0])
 
 
@@ -157,15 +175,30 @@ def _stored(engine, table=None):
 
 def test_a_rerun_replaces_the_day_and_never_double_counts(engine):
     _add(engine, "labmaster", [_report("labmaster") for _ in range(3)])
-    first = dc.compute_day(engine, org_code=ORG, day=DAY, run_id="r1", now=datetime(2024, 5, 30, 3, 0, 7), options=DEFAULT_OPTIONS)
-    assert first.changed and [(r["dept_code"], r["lab_num"], r["exam_num"]) for r in first.rows] == [("1190000", 3, 0)]
-    again = dc.compute_day(engine, org_code=ORG, day=DAY, run_id="r2", now=datetime(2024, 5, 30, 4), options=DEFAULT_OPTIONS)
+    first = dc.compute_day(
+        engine,
+        org_code=ORG,
+        day=DAY,
+        run_id="r1",
+        now=datetime(2024, 5, 30, 3, 0, 7),
+        options=DEFAULT_OPTIONS,
+    )
+    assert first.changed and [(r["dept_code"], r["lab_num"], r["exam_num"]) for r in first.rows] == [
+        ("1190000", 3, 0)
+    ]
+    again = dc.compute_day(
+        engine, org_code=ORG, day=DAY, run_id="r2", now=datetime(2024, 5, 30, 4), options=DEFAULT_OPTIONS
+    )
     assert not again.changed
-    assert _stored(engine) == [{**r, "etl_loaded_at": _stored(engine)[0]["etl_loaded_at"]} for r in first.rows]
+    assert _stored(engine) == [
+        {**r, "etl_loaded_at": _stored(engine)[0]["etl_loaded_at"]} for r in first.rows
+    ]
     assert again.rows[0]["last_update_dtime"] == datetime(2024, 5, 30, 3, 0, 7)  # untouched: not re-sent
 
     _add(engine, "labmaster", [_report("labmaster")])  # a late report of the day
-    later = dc.compute_day(engine, org_code=ORG, day=DAY, run_id="r3", now=datetime(2024, 5, 31, 3), options=DEFAULT_OPTIONS)
+    later = dc.compute_day(
+        engine, org_code=ORG, day=DAY, run_id="r3", now=datetime(2024, 5, 31, 3), options=DEFAULT_OPTIONS
+    )
     assert later.changed
     stored = _stored(engine)
     assert [(r["dept_code"], r["lab_num"], r["last_update_dtime"]) for r in stored] == [
@@ -179,7 +212,9 @@ def test_a_department_that_disappears_is_sent_as_zero(engine):
     dc.compute_day(engine, org_code=ORG, day=DAY, options=DEFAULT_OPTIONS)
     with engine.begin() as conn:  # the X1 report turns out to belong to another department
         t = store.SPEC_TABLES["labmaster"]
-        conn.execute(t.update().where(t.c.participant_dept_code == "X1").values(participant_dept_code="1190000"))
+        conn.execute(
+            t.update().where(t.c.participant_dept_code == "X1").values(participant_dept_code="1190000")
+        )
     result = dc.compute_day(engine, org_code=ORG, day=DAY, options=DEFAULT_OPTIONS)
     assert [(r["dept_code"], r["lab_num"]) for r in result.rows] == [("1190000", 2), ("X1", 0)]
 
@@ -192,7 +227,12 @@ def test_overflow_is_clamped_and_recorded_for_the_reconciliation(engine):
     recon = _stored(engine, store.daily_count_recon)
     assert (recon[0]["lab_counted"], recon[0]["lab_num"], recon[0]["overflow"]) == (5, 3, "lab_num")
     with pytest.raises(dc.DailyCountOverflow):
-        dc.compute_day(engine, org_code=ORG, day=DAY, options=spec.SpecOptions(daily_count_max=3, daily_count_overflow="error"))
+        dc.compute_day(
+            engine,
+            org_code=ORG,
+            day=DAY,
+            options=spec.SpecOptions(daily_count_max=3, daily_count_overflow="error"),
+        )
 
 
 # --- push through the outbox, and reconciliation -------------------------------------------------
@@ -203,7 +243,14 @@ def _push(engine, platform):
     from hurren.push.runner import Pusher
 
     options = PushOptions(entities=("lab_exam_report",), backoff_base_s=0.01, max_wait_s=1, max_run_s=10)
-    return Pusher(engine=engine, client=platform, objects=None, bucket="b", options=options, spec_options=DEFAULT_OPTIONS).run()
+    return Pusher(
+        engine=engine,
+        client=platform,
+        objects=None,
+        bucket="b",
+        options=options,
+        spec_options=DEFAULT_OPTIONS,
+    ).run()
 
 
 def _queued(engine):
@@ -213,11 +260,15 @@ def _queued(engine):
 
 
 def test_changed_rows_are_queued_once_sent_in_one_call_and_reconciled_from_the_outbox(engine):
-    _add(engine, "labmaster", [_report("labmaster"), _report("labmaster", dept="2", name="检验科", std="A01")])
+    _add(
+        engine, "labmaster", [_report("labmaster"), _report("labmaster", dept="2", name="检验科", std="A01")]
+    )
     dc.compute_day(engine, org_code=ORG, day=DAY, options=DEFAULT_OPTIONS)
     dc.compute_day(engine, org_code=ORG, day=DAY, options=DEFAULT_OPTIONS)  # unchanged: nothing queued again
     assert [status for _, status in _queued(engine)] == ["queued", "queued"]
-    assert dc.reconcile_day(engine, org_code=ORG, day=DAY, options=DEFAULT_OPTIONS)["push_status"] == {"queued": 2}
+    assert dc.reconcile_day(engine, org_code=ORG, day=DAY, options=DEFAULT_OPTIONS)["push_status"] == {
+        "queued": 2
+    }
     platform = RowsPlatform(field="dept_code")
     _push(engine, platform)
     assert [(m, sorted(r["dept_code"] for r in rows)) for m, rows, _ in platform.calls] == [
@@ -229,14 +280,22 @@ def test_changed_rows_are_queued_once_sent_in_one_call_and_reconciled_from_the_o
     assert {(r["push_status"], r["push_answer"]) for r in recon} == {("acked", "ok")}
     _add(engine, "labmaster", [_report("labmaster", dept="2", name="检验科", std="A01")])  # a late report
     dc.compute_day(engine, org_code=ORG, day=DAY, options=DEFAULT_OPTIONS)
-    assert [status for _, status in _queued(engine)] == ["acked", "acked", "queued"]  # only the changed department
+    assert [status for _, status in _queued(engine)] == [
+        "acked",
+        "acked",
+        "queued",
+    ]  # only the changed department
     _push(engine, platform)
     assert [r["lab_num"] for r in platform.calls[-1][1]] == ["2"]
-    assert dc.reconcile_day(engine, org_code=ORG, day=DAY, options=DEFAULT_OPTIONS)["push_status"] == {"acked": 2}
+    assert dc.reconcile_day(engine, org_code=ORG, day=DAY, options=DEFAULT_OPTIONS)["push_status"] == {
+        "acked": 2
+    }
 
 
 def test_a_refused_row_is_rejected_in_the_outbox_and_reported_by_the_reconciliation(engine):
-    _add(engine, "labmaster", [_report("labmaster"), _report("labmaster", dept="2", name="检验科", std="A01")])
+    _add(
+        engine, "labmaster", [_report("labmaster"), _report("labmaster", dept="2", name="检验科", std="A01")]
+    )
     dc.compute_day(engine, org_code=ORG, day=DAY, options=DEFAULT_OPTIONS)
     result = _push(engine, RowsPlatform({"1190000"}, field="dept_code"))
     assert result.total().acked == 1 and result.total().rejected == 1
@@ -251,7 +310,9 @@ def test_reconciliation_compares_counts_with_the_reports_the_platform_acknowledg
     _add(engine, "labmaster", reports)
     dc.compute_day(engine, org_code=ORG, day=DAY, options=DEFAULT_OPTIONS)
     _push(engine, RowsPlatform(field="dept_code"))
-    assert dc.reconcile_day(engine, org_code=ORG, day=DAY, options=DEFAULT_OPTIONS)["lab_acked"] is None  # no report pushed yet: unknown
+    assert (
+        dc.reconcile_day(engine, org_code=ORG, day=DAY, options=DEFAULT_OPTIONS)["lab_acked"] is None
+    )  # no report pushed yet: unknown
     ent = spec.entity("labmaster")
     with engine.begin() as conn:
         conn.execute(insert(store.outbox), [
@@ -283,7 +344,9 @@ def test_the_dag_runs_at_three_in_the_morning_beijing_time_per_hospital():
     core = CronTriggerTimetable(t.expression, timezone=str(t.timezone))
     info = core.next_dagrun_info(
         last_automated_data_interval=None,
-        restriction=TimeRestriction(earliest=pendulum.datetime(2024, 5, 29, 12, tz="UTC"), latest=None, catchup=True),
+        restriction=TimeRestriction(
+            earliest=pendulum.datetime(2024, 5, 29, 12, tz="UTC"), latest=None, catchup=True
+        ),
     )
     assert info.run_after == pendulum.datetime(2024, 5, 29, 19, tz="UTC")  # 2024-05-30 03:00 in Beijing
     assert dc.report_day(info.run_after) == DAY

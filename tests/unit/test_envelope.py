@@ -28,7 +28,7 @@ PAYLOAD = b'<?xml version="1.0" encoding="UTF-8"?>\n<root><lab_exam_report/></ro
 
 def envelope(**kwargs: object) -> Envelope:
     kwargs.setdefault("xml_declaration", True)
-    return Envelope(credential=CREDENTIAL, public_key=kwargs.pop("public_key", PUBLIC), **kwargs)  # type: ignore[arg-type]
+    return Envelope(credential=CREDENTIAL, public_key=kwargs.pop("public_key", PUBLIC), **kwargs)
 
 
 def platform_open(
@@ -300,7 +300,7 @@ def test_key_ring_bounds_are_checked() -> None:
 
 def test_seal_takes_bytes() -> None:
     with pytest.raises(TypeError, match="as bytes"):
-        envelope().seal("<root/>")  # type: ignore[arg-type]
+        envelope().seal("<root/>")
 
 
 def test_envelope_is_thread_safe_with_rotation() -> None:

@@ -203,7 +203,7 @@ def test_read_records_streams_every_row(hospital_db: tuple[Engine, synthetic.Hos
             ("quote", "sehr_quote_record"),
         ):
             expected = conn.exec_driver_sql(f"SELECT COUNT(*) FROM {table}").scalar_one()
-            batches = list(extract.read_records(conn, s, stream, *day_window(), chunk_size=7))  # type: ignore[arg-type]
+            batches = list(extract.read_records(conn, s, stream, *day_window(), chunk_size=7))
             assert sum(len(b.records) for b in batches) == expected > 0, stream
             assert all(len(b.records) <= 7 for b in batches)
             assert list(batches[0].records.columns) == list(spec.entity(table).names)

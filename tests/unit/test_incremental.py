@@ -237,7 +237,7 @@ def _advance(conn: Any, value: datetime) -> datetime:
 
 def _last_value(db: Engine, s: sources.Source, stream: str = "lab") -> datetime | None:
     with db.connect() as conn:
-        return incremental.read_cursor(conn, s, stream).last_value  # type: ignore[arg-type]
+        return incremental.read_cursor(conn, s, stream).last_value
 
 
 def test_the_watermark_moves_only_when_its_transaction_commits_and_never_back(db: Engine) -> None:

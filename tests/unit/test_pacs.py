@@ -68,7 +68,9 @@ def _study(**over):
 
 
 def _rules(entity, rows, options=spec.DEFAULT_OPTIONS):
-    v = validation.validate_records(pd.DataFrame(rows), entity=entity, engine="pandas", options=options, rulebook=load_rulebook())
+    v = validation.validate_records(
+        pd.DataFrame(rows), entity=entity, engine="pandas", options=options, rulebook=load_rulebook()
+    )
     f = v.failures
     return sorted({(r.field, r.rule, r.severity) for r in f.itertuples()})
 

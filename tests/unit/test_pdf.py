@@ -74,9 +74,13 @@ def test_detached_and_base64_batches_get_the_same_verdicts_and_messages(engine: 
     rb = replace(rules.load_rulebook(), pdf_max_bytes=MAX)
     reports = [lab_report(i, pdf=v) for i, v in enumerate(VALUES.values(), start=1)]
     masters, items = frames(*reports)
-    as_text = validate_reports(masters, items, master_entity=LM, engine=engine, rulebook=rb, options=DEFAULT_OPTIONS)
+    as_text = validate_reports(
+        masters, items, master_entity=LM, engine=engine, rulebook=rb, options=DEFAULT_OPTIONS
+    )
     detached = pdf.detach(masters, "pdf", rb.pdf_max_bytes)
-    as_pdf = validate_reports(detached, items, master_entity=LM, engine=engine, rulebook=rb, options=DEFAULT_OPTIONS)
+    as_pdf = validate_reports(
+        detached, items, master_entity=LM, engine=engine, rulebook=rb, options=DEFAULT_OPTIONS
+    )
     cols = ["record_key", "rule", "field", "check", "message"]
     assert as_text.held_keys == as_pdf.held_keys and len(as_text.held_keys) == 7
     assert sorted(as_text.failures[cols].itertuples(index=False)) == sorted(

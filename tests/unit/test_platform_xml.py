@@ -309,27 +309,27 @@ def test_records_shape(entity: str) -> None:
     rows = (
         samples.accept_records(is_accept="2") if entity == "sehr_accept_record" else samples.quote_records()
     )
-    got = parsed(px.build_records(entity, rows, options=DEFAULT_OPTIONS))  # type: ignore[arg-type]
+    got = parsed(px.build_records(entity, rows, options=DEFAULT_OPTIONS))
     assert list(got) == [entity]
     assert list(got[entity][0]) == list(spec.entity(entity).names)
 
 
 def test_records_of_another_entity_are_refused() -> None:
     with pytest.raises(PayloadError, match="records must be one of"):
-        px.build_records("labmaster", [], options=DEFAULT_OPTIONS)  # type: ignore[arg-type]
+        px.build_records("labmaster", [], options=DEFAULT_OPTIONS)
 
 
 @pytest.mark.parametrize("kind", ["lab", "exam"])
 def test_void_filter_elements_d13(kind: str) -> None:
     master = LAB_MASTER if kind == "lab" else EXAM_MASTER
-    root = etree.fromstring(px.build_void_filter(kind, master, options=DEFAULT_OPTIONS))  # type: ignore[arg-type]
+    root = etree.fromstring(px.build_void_filter(kind, master, options=DEFAULT_OPTIONS))
     assert [c.tag for c in root] == list(spec.filters()[f"{kind}_void_filter"].elements)
     assert root.findtext("id_type") == "01"
     assert root.findtext("event_type") == "1"
     renamed = etree.fromstring(
         px.build_void_filter(
             kind, master, options=spec.SpecOptions(void_filter_id_type_element="id_type_code")
-        )  # type: ignore[arg-type]
+        )
     )
     assert renamed.findtext("id_type_code") == "01" and renamed.find("id_type") is None
     assert px.parse_filter(renamed)["id_type"] == "01"

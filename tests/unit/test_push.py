@@ -57,7 +57,9 @@ ob = store.outbox
         pytest.param(RemoteProtocolError("dropped"), "retry", False, True, id="dropped"),
         pytest.param(HTTPStatusError("500", status_code=500), "retry", False, True, id="http-500"),
         pytest.param(AnswerError("garbage"), "retry", False, True, id="bad-answer"),
-        pytest.param(PayloadError("bad text", entity="labmaster", field="name"), "broken", False, False, id="payload"),
+        pytest.param(
+            PayloadError("bad text", entity="labmaster", field="name"), "broken", False, False, id="payload"
+        ),
         pytest.param(SoapFault("Client", "机构编码不存在"), "rejected", True, False, id="client-fault"),
         pytest.param(SoapFault("Client", "系统繁忙"), "retry", True, False, id="client-fault-transient"),
         pytest.param(SoapFault("Server", "数据库连接超时"), "retry", False, True, id="server-fault"),
@@ -148,7 +150,9 @@ def db(tmp_path: Any) -> Iterator[Engine]:
     engine.dispose()
 
 
-def row(form: str, *, version: str = "v1", status: int = 1, patient: str = "P1", at: str = "2024-03-11 09:00:00") -> dict[str, Any]:
+def row(
+    form: str, *, version: str = "v1", status: int = 1, patient: str = "P1", at: str = "2024-03-11 09:00:00"
+) -> dict[str, Any]:
     return {"org_code": "457759922", "report_form_no": form, "patient_id": patient, "event_type": 1,
             "event_no": "E1", "data_status": status, "last_update_dtime": at,
             "etl_content_hash": hashlib.sha256(f"{form}{version}{patient}{status}".encode()).hexdigest()}  # fmt: skip
@@ -156,7 +160,9 @@ def row(form: str, *, version: str = "v1", status: int = 1, patient: str = "P1",
 
 def enqueue(db: Engine, *rows: dict[str, Any]) -> int:
     with db.begin() as conn:
-        return outbox.enqueue_reports(conn, LAB, list(rows), void_data_status=DEFAULT_OPTIONS.void_data_status)
+        return outbox.enqueue_reports(
+            conn, LAB, list(rows), void_data_status=DEFAULT_OPTIONS.void_data_status
+        )
 
 
 def entries(db: Engine) -> list[dict[str, Any]]:
@@ -195,7 +201,9 @@ def test_a_changed_key_voids_the_old_key(db: Engine) -> None:
         ("P1", "void", "key_change", "queued")]  # fmt: skip
     assert e[2]["content_hash"] == e[0]["content_hash"]
     # the same batch holding both keys: the later one wins, the earlier is voided
-    enqueue(db, row("F9", patient="A", at="2024-03-11 10:00:00"), row("F9", patient="B", at="2024-03-11 11:00:00"))
+    enqueue(
+        db, row("F9", patient="A", at="2024-03-11 10:00:00"), row("F9", patient="B", at="2024-03-11 11:00:00")
+    )
     f9 = [(json.loads(x["record_key"])[2], x["action"]) for x in entries(db) if x["report_form_no"] == "F9"]
     assert sorted(f9) == [("A", "void"), ("B", "register")]
 
@@ -216,7 +224,9 @@ def test_claim_voids_first_one_per_key_in_flight_and_only_when_due(db: Engine) -
     assert claim(db) == []
     f1 = next(e for e in got if e.report_form_no == "F1")
     with db.begin() as conn:
-        ok = outbox.Recording(f1, "acked", 1, calls=[outbox.Call(outbox.utcnow(), outbox.utcnow(), "ok", None)])
+        ok = outbox.Recording(
+            f1, "acked", 1, calls=[outbox.Call(outbox.utcnow(), outbox.utcnow(), "ok", None)]
+        )
         assert outbox.record(conn, [ok], claimed_by="run-1") == {f1.id}
         assert outbox.record(conn, [ok], claimed_by="run-1") == set()  # not ours any more
     assert [e.report_form_no for e in claim(db)] == ["F1"]
@@ -228,9 +238,13 @@ def test_a_run_that_died_leaves_sending_entries_that_come_back_logged_lost(db: E
     with db.begin() as conn:
         assert outbox.recover_stale(conn, lease_s=3600, max_attempts=3) == []  # lease still running
         back = outbox.recover_stale(conn, lease_s=0, max_attempts=2)
-        conn.execute(update(ob).where(ob.c.report_form_no == "F2").values(status="sending", claimed_at=outbox.utcnow()))
+        conn.execute(
+            update(ob).where(ob.c.report_form_no == "F2").values(status="sending", claimed_at=outbox.utcnow())
+        )
         again = outbox.recover_stale(conn, lease_s=0, max_attempts=2)
-        logs = conn.execute(select(store.push_log.c.outcome, func.count()).group_by(store.push_log.c.outcome)).all()
+        logs = conn.execute(
+            select(store.push_log.c.outcome, func.count()).group_by(store.push_log.c.outcome)
+        ).all()
     assert len(back) == 2 and len(again) == 1
     assert {x["report_form_no"]: (x["status"], x["attempts"]) for x in entries(db)} == {
         "F1": ("queued", 1), "F2": ("dead", 2)}  # fmt: skip
@@ -243,12 +257,16 @@ def test_requeue_dead_entries_resets_attempts_and_supersedes_stale_ones(db: Engi
         conn.execute(update(ob).values(status="dead", attempts=8, last_error="HTTPStatusError: HTTP 500"))
     enqueue(db, row("F2", version="v2"))  # supersedes the dead F2 entry itself
     with db.begin() as conn:
-        conn.execute(update(ob).where(ob.c.report_form_no == "F2", ob.c.status == "superseded").values(status="dead"))
+        conn.execute(
+            update(ob).where(ob.c.report_form_no == "F2", ob.c.status == "superseded").values(status="dead")
+        )
         dry = outbox.requeue(conn, statuses=("dead",), dry_run=True)
     assert {(r["report_form_no"], r["status"]) for r in dry} == {("F1", "queued"), ("F2", "superseded")}
     assert [x["status"] for x in entries(db)] == ["dead", "dead", "queued"]  # a dry run changes nothing
     with db.begin() as conn:
-        assert [r["report_form_no"] for r in outbox.requeue(conn, error_contains="HTTP 500", dry_run=True)] == ["F1"]
+        assert [
+            r["report_form_no"] for r in outbox.requeue(conn, error_contains="HTTP 500", dry_run=True)
+        ] == ["F1"]
         done = outbox.requeue(conn, statuses=("dead",))
         with pytest.raises(ValueError, match="status"):
             outbox.requeue(conn, statuses=("acked",))
@@ -279,9 +297,13 @@ def _settings(**kw: Any) -> PlatformSettings:
 
 def test_the_platform_config_names_every_missing_setting() -> None:
     with pytest.raises(PushConfigError) as info:
-        PlatformConfig.from_settings(_settings(public_key=None, visitor_key=None), spec_options=DEFAULT_OPTIONS)
+        PlatformConfig.from_settings(
+            _settings(public_key=None, visitor_key=None), spec_options=DEFAULT_OPTIONS
+        )
     assert "HURREN_PLATFORM_PUBLIC_KEY" in str(info.value) and "password" in str(info.value)
-    config = PlatformConfig.from_settings(_settings(key_max_uses=5, key_max_age_s=60), spec_options=DEFAULT_OPTIONS)
+    config = PlatformConfig.from_settings(
+        _settings(key_max_uses=5, key_max_age_s=60), spec_options=DEFAULT_OPTIONS
+    )
     assert (config.key_max_uses, config.key_max_age_s) == (5, 60)
     assert "secret-key" not in repr(config) and config.public_key not in repr(config)
 
@@ -296,7 +318,10 @@ def test_the_airflow_connection_wins_over_the_environment() -> None:
         "650000001", "visitor-9", "pw-9")  # fmt: skip
     assert (config.crypto_options.mode, config.key_max_uses) == ("C1C2C3", 50)
     conn.host = "https://p.example/ws/Myhealth"
-    assert PlatformConfig.from_connection(conn, fallback=_settings(), spec_options=DEFAULT_OPTIONS).endpoint == conn.host
+    assert (
+        PlatformConfig.from_connection(conn, fallback=_settings(), spec_options=DEFAULT_OPTIONS).endpoint
+        == conn.host
+    )
     with pytest.raises(PushConfigError, match="sm2_mode|mode"):
         PlatformConfig.from_connection(SimpleNamespace(**{**vars(conn), "extra_dejson": {"sm2_mode": "X"}}),
                                        fallback=_settings(), spec_options=DEFAULT_OPTIONS)  # fmt: skip
@@ -328,7 +353,9 @@ class FakePlatform:
         return SimpleNamespace(payload=body.decode("utf-8"), credential="c", key="k")
 
     def invoke(self, method: str, *, payload: str, credential: str, key: str) -> str:
-        found = re.search(r'report_form_no="([^"]*)"', payload) or re.search(r"<report_form_no>([^<]*)<", payload)
+        found = re.search(r'report_form_no="([^"]*)"', payload) or re.search(
+            r"<report_form_no>([^<]*)<", payload
+        )
         assert found, payload[:200]
         form = found.group(1)
         self.calls.append((method, form))
@@ -363,7 +390,7 @@ def push(db: Engine, objects: Objects, platform: FakePlatform, profile: spec.Spe
          **options: Any) -> Any:  # fmt: skip
     opts = PushOptions.from_mapping({"concurrency": 2, "backoff_base_s": 0.01, "backoff_max_s": 0.02,
                                      "max_wait_s": 1, "max_run_s": 10, **options})  # fmt: skip
-    return Pusher(engine=db, client=platform, objects=objects, bucket="b", options=opts,  # type: ignore[arg-type]
+    return Pusher(engine=db, client=platform, objects=objects, bucket="b", options=opts,
                   spec_options=profile or spec.SpecOptions()).run()  # fmt: skip
 
 
@@ -403,7 +430,9 @@ def test_voids_keep_who_quoted_and_skip_what_the_platform_never_had(db: Engine) 
     objects = Objects()
     put_report(db, objects, "F1")
     put_report(db, objects, "NEVER", status=0)
-    platform = FakePlatform(lambda method, form: "ok:乙医院 内科 李医生" if method == "DeleteLabInfo" else "ok")
+    platform = FakePlatform(
+        lambda method, form: "ok:乙医院 内科 李医生" if method == "DeleteLabInfo" else "ok"
+    )
     push(db, objects, platform)
     put_report(db, objects, "F1", status=0)
     result = push(db, objects, platform)
@@ -448,7 +477,9 @@ def test_reports_are_claimed_read_and_recorded_many_per_statement(db: Engine) ->
 
 
 def test_the_session_key_and_its_wrapped_strkey_are_reused_within_the_window_then_rotated() -> None:
-    config = PlatformConfig.from_settings(_settings(key_max_uses=3, key_max_age_s=600), spec_options=DEFAULT_OPTIONS)
+    config = PlatformConfig.from_settings(
+        _settings(key_max_uses=3, key_max_age_s=600), spec_options=DEFAULT_OPTIONS
+    )
     with config.client(pool_size=1) as client:
         keys = [client.seal(b"<root/>").key for _ in range(7)]
     assert [keys.index(k) for k in keys] == [0, 0, 0, 3, 3, 3, 6]  # one SM2 wrap per 3 calls
@@ -496,7 +527,9 @@ class RowsPlatform:
 ACCEPT = spec.entity("sehr_accept_record")
 
 
-def put_records(db: Engine, codes: Sequence[str], *, version: str = "v1", queue: bool = True) -> list[dict[str, Any]]:
+def put_records(
+    db: Engine, codes: Sequence[str], *, version: str = "v1", queue: bool = True
+) -> list[dict[str, Any]]:
     """Accept records in the store (as a load writes them) and, ``queue``, in the outbox."""
     rows = samples.accept_records(codes=tuple(codes))
     for r in rows:
@@ -510,7 +543,9 @@ def put_records(db: Engine, codes: Sequence[str], *, version: str = "v1", queue:
     return rows
 
 
-def test_records_go_many_per_call_and_a_refused_call_is_split_until_the_refused_rows_are_isolated(db: Engine) -> None:
+def test_records_go_many_per_call_and_a_refused_call_is_split_until_the_refused_rows_are_isolated(
+    db: Engine,
+) -> None:
     codes = [f"C{i}" for i in range(10)]
     codes[2], codes[7] = "BAD2", "BAD7"
     put_records(db, codes)
@@ -526,7 +561,9 @@ def test_records_go_many_per_call_and_a_refused_call_is_split_until_the_refused_
     assert {r["report_form_no"] for r in result.rejected} == {"14437173"}
     assert all("不存在" in r["answer"] for r in result.rejected) and len(result.rejected) == 2
     with db.connect() as conn:  # every call an entry was part of is in its push log
-        logged = conn.execute(select(store.push_log.c.outcome, func.count()).group_by(store.push_log.c.outcome)).all()
+        logged = conn.execute(
+            select(store.push_log.c.outcome, func.count()).group_by(store.push_log.c.outcome)
+        ).all()
     calls_per_outcome = {"ok": 0, "error": 0}
     for _, rows, answer in platform.calls:
         calls_per_outcome["ok" if answer == "ok" else "error"] += len(rows)
@@ -607,7 +644,10 @@ def test_a_failing_void_is_never_overtaken_by_its_register_d20(db: Engine) -> No
     assert platform.calls == [("DeleteLabInfo", "F1"), ("DeleteLabInfo", "F1")]  # retried, then refused
     by = {(x["action"], x["cause"]): x for x in entries(db) if x["status"] != "acked"}
     assert by["void", "update"]["status"] == "rejected" and by["register", "load"]["status"] == "queued"
-    assert "waits for the void" in by["register", "load"]["last_error"] and by["register", "load"]["attempts"] == 0
+    assert (
+        "waits for the void" in by["register", "load"]["last_error"]
+        and by["register", "load"]["attempts"] == 0
+    )
     assert result.total().rejected == 1
     push(db, objects, platform, VOID_THEN_REGISTER)
     assert len(platform.calls) == 2  # a rejected void holds its register: no claim takes it
@@ -653,7 +693,12 @@ def test_a_platform_quoting_the_patient_is_logged_masked_and_kept_verbatim_in_pu
         [answer] = conn.execute(select(store.push_log.c.answer)).scalars()
         letters = outbox.letters(conn, statuses=("rejected",))
     assert answer == reason  # the audit copy: the platform's words
-    for shown in (caplog.text, entry["last_error"], json.dumps(result.as_dict(), ensure_ascii=False), json.dumps(letters, ensure_ascii=False)):
+    for shown in (
+        caplog.text,
+        entry["last_error"],
+        json.dumps(result.as_dict(), ensure_ascii=False),
+        json.dumps(letters, ensure_ascii=False),
+    ):
         assert not [c for c in clear if c in shown], shown
     assert "rejected: error:患者样*" in caplog.text and "6500**********0000" in entry["last_error"]
 
@@ -665,7 +710,9 @@ def test_a_platform_quoting_the_patient_is_logged_masked_and_kept_verbatim_in_pu
 ID_AT = ACCEPT.key.index("id_no")
 
 
-def test_the_outbox_keys_of_accept_and_quote_records_hold_no_id_number(db: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_outbox_keys_of_accept_and_quote_records_hold_no_id_number(
+    db: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A keyed hash stands in for the ID number (main kept it in clear); the same row keeps its
     key, another secret gives other keys, and the rows are found again to be sent."""
     rows = put_records(db, ["A", "B"])
@@ -731,6 +778,10 @@ def test_sync_queues_accept_records_for_the_hospital_that_sent_them(db: Engine) 
                                               stream="accept", status="success",
                                               details=json.dumps({"org_code": "ORG2"})))  # fmt: skip
     assert outbox.upgrade(db)["senders_found"] == 1
-    assert outbox.sync_from_store(db, entities=["sehr_accept_record"], void_data_status=()) == {"sehr_accept_record": 1}
-    assert outbox.sync_from_store(db, entities=["sehr_accept_record"], void_data_status=()) == {"sehr_accept_record": 0}
+    assert outbox.sync_from_store(db, entities=["sehr_accept_record"], void_data_status=()) == {
+        "sehr_accept_record": 1
+    }
+    assert outbox.sync_from_store(db, entities=["sehr_accept_record"], void_data_status=()) == {
+        "sehr_accept_record": 0
+    }
     assert sorted(x["org_code"] for x in entries(db)) == ["ORG", "ORG", "ORG2"]

@@ -195,7 +195,7 @@ def test_the_hook_never_raises_into_the_load(verdicts, caplog):
 
     summary = type("S", (), {"stream": "lab", "until": "2024-03-12 00:00:00"})()
     source = type("Src", (), {"id": "u", "org_code": h.org_code, "org_name": h.name})()
-    results.keep_validation(Broken(), v, summary, source=source, run_id="r")  # type: ignore[arg-type]
+    results.keep_validation(Broken(), v, summary, source=source, run_id="r")
     assert "not kept for Data Docs" in caplog.text
 
 

@@ -96,7 +96,7 @@ def test_unknown_rule_in_code_is_refused():
     with pytest.raises(rules.RulesError, match="unknown rule"):
         rules.load_rulebook().with_severity("nope", "warning")
     with pytest.raises(rules.RulesError, match="severity"):
-        rules.load_rulebook().with_severity("pdf", "fatal")  # type: ignore[arg-type]
+        rules.load_rulebook().with_severity("pdf", "fatal")
 
 
 # --- the plan is derived from the spec --------------------------------------------------------

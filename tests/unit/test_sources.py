@@ -88,9 +88,9 @@ def test_hospital_values_win_over_defaults_and_views_merge() -> None:
 def test_sources_are_frozen() -> None:
     s = parse_sources(doc()).get("korla")
     with pytest.raises(AttributeError):
-        s.org_code = "x"  # type: ignore[misc]
+        s.org_code = "x"
     with pytest.raises(TypeError):
-        s.views["labmaster"] = "evil"  # type: ignore[index]
+        s.views["labmaster"] = "evil"
 
 
 @pytest.mark.parametrize(

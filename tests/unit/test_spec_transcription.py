@@ -125,7 +125,10 @@ def test_std_dept_is_complete_with_its_hierarchy():
 @needs_spec_text
 @pytest.mark.parametrize(
     ("name", "start", "end"),
-    [("Modality", "3.12 设备类型", "3.13 不予互认理由字典"), ("STD_REJECT_REASON", "3.13 不予互认理由字典", None)],
+    [
+        ("Modality", "3.12 设备类型", "3.13 不予互认理由字典"),
+        ("STD_REJECT_REASON", "3.13 不予互认理由字典", None),
+    ],
 )
 def test_two_column_appendix_tables(name, start, end):
     theirs = spec_text.table_rows(start, end)

@@ -26,7 +26,11 @@ def test_every_spec_field_is_a_column_and_the_key_is_the_primary_key(entity):
 
 @pytest.mark.parametrize(
     ("entity", "column", "length"),
-    [("labmaster", "org_code", 128), ("lab_subitem", "norm_value_notes", 4000), ("exammaster", "study_instance_uid", 512)],
+    [
+        ("labmaster", "org_code", 128),
+        ("lab_subitem", "norm_value_notes", 4000),
+        ("exammaster", "study_instance_uid", 512),
+    ],
 )
 def test_text_lengths_follow_the_spec(entity, column, length):
     assert store.SPEC_TABLES[entity].c[column].type.length == length

@@ -59,7 +59,9 @@ def generate(tmp: Path, name: str, **kwargs: Any) -> dict[str, tuple[Path, synth
     """Two hospitals, each in its own SQLite file; returns org_code -> (path, manifest)."""
     hospitals = synthetic.make_hospitals(2, seed=SEED)
     params = {**VOLUMES, "seed": SEED, **kwargs}
-    manifests = synthetic.generate_region(f"sqlite:///{tmp}/{name}_{{org}}.db", hospitals=hospitals, day=DAY, **params)
+    manifests = synthetic.generate_region(
+        f"sqlite:///{tmp}/{name}_{{org}}.db", hospitals=hospitals, day=DAY, **params
+    )
     return {org: (tmp / f"{name}_{org}.db", m) for org, m in manifests.items()}
 
 
@@ -94,7 +96,9 @@ def test_make_id_no_covers_every_check_character() -> None:
 
 
 def test_pdf_is_structurally_valid_and_padded() -> None:
-    small = synthetic.build_pdf("Report (1) \\ test", ["line one", "中文 becomes ?"], created="D:20261124103000+08'00'")
+    small = synthetic.build_pdf(
+        "Report (1) \\ test", ["line one", "中文 becomes ?"], created="D:20261124103000+08'00'"
+    )
     assert small.startswith(b"%PDF-1.4") and small.rstrip().endswith(b"%%EOF")
     assert synthetic.pdf_problems(small) == []
     big = synthetic.build_pdf("x", ["y"], pad_to=100 * 1024, pad_seed="s")
@@ -105,7 +109,9 @@ def test_pdf_is_structurally_valid_and_padded() -> None:
 
 def test_pdf_check_finds_a_wrong_xref_offset() -> None:
     pdf = synthetic.build_pdf("x", ["y"])
-    broken = re.sub(rb"\n(\d{10}) 00000 n", lambda m: b"\n%010d 00000 n" % (int(m.group(1)) + 1), pdf, count=2)
+    broken = re.sub(
+        rb"\n(\d{10}) 00000 n", lambda m: b"\n%010d 00000 n" % (int(m.group(1)) + 1), pdf, count=2
+    )
     assert any("not object" in p for p in synthetic.pdf_problems(broken))
     assert synthetic.pdf_problems(b"<html></html>") != []
 
@@ -126,8 +132,22 @@ def test_schema_is_the_spec() -> None:
 
 
 def test_defect_kinds_use_the_rule_vocabulary() -> None:
-    rules = {"not_null", "length", "dictionary", "datetime", "number", "id_card", "pq_numeric", "limits_order",
-             "unique_key", "orphan_item", "no_items", "pdf", "xml_chars", "uid"}
+    rules = {
+        "not_null",
+        "length",
+        "dictionary",
+        "datetime",
+        "number",
+        "id_card",
+        "pq_numeric",
+        "limits_order",
+        "unique_key",
+        "orphan_item",
+        "no_items",
+        "pdf",
+        "xml_chars",
+        "uid",
+    }
     for kind, (entity, rule, description) in DEFECT_KINDS.items():
         assert entity in SOURCE_ENTITIES and rule in rules and description, kind
     assert rules == {r for _, r, _ in DEFECT_KINDS.values()}
@@ -163,7 +183,11 @@ def test_volumes_are_exact(clean) -> None:
         assert VOLUMES["exam_reports"] <= counts["exam_subitem"] <= 3 * VOLUMES["exam_reports"]
         assert counts["sehr_accept_record"] == 8 and counts["sehr_quote_record"] == 5  # 5 % and 3 % of 160
         per_report = Counter(r["report_form_no"] for r in rows(path, "lab_subitem"))
-        assert 0.8 * VOLUMES["lab_items"] <= sum(per_report.values()) / len(per_report) <= 1.2 * VOLUMES["lab_items"]
+        assert (
+            0.8 * VOLUMES["lab_items"]
+            <= sum(per_report.values()) / len(per_report)
+            <= 1.2 * VOLUMES["lab_items"]
+        )
         assert len(set(per_report.values())) > 3  # variable
         assert rows(path, LABEL_TABLE) == [] and m.defects == {}
 
@@ -224,7 +248,9 @@ def test_clean_reports_are_whole(clean) -> None:
     tol = OPTIONS.effective_dtime_tolerance_s
     for path, _ in clean.values():
         for kind, key in (("lab", "serial_no"), ("exam", "exam_item_code")):
-            masters = {(m["org_code"], m["event_no"], m["report_form_no"]): m for m in rows(path, f"{kind}master")}
+            masters = {
+                (m["org_code"], m["event_no"], m["report_form_no"]): m for m in rows(path, f"{kind}master")
+            }
             items = defaultdict(list)
             for it in rows(path, f"{kind}_subitem"):
                 items[(it["org_code"], it["event_no"], it["report_form_no"])].append(it)
@@ -253,7 +279,11 @@ def test_clean_lab_results_match_their_limits(clean) -> None:
             if it["result_type"] == "CD":
                 assert not re.fullmatch(r"[\d.]+", it["result_value"])
                 continue
-            v, lo, hi = float(it["result_value"]), float(it["norm_lower_limit"]), float(it["norm_upper_limit"])
+            v, lo, hi = (
+                float(it["result_value"]),
+                float(it["norm_lower_limit"]),
+                float(it["norm_upper_limit"]),
+            )
             assert lo < hi
             assert it["result_interpre"] == ("L" if v < lo else "H" if v > hi else "N")
             kinds[it["result_interpre"]] += 1
@@ -270,11 +300,19 @@ def test_clean_pacs_rows_match_the_exam_reports(clean) -> None:
             instances[r["STUDIUIID"]].append(r)
         for s in studies:
             m, inst = exams[s["STUDIUIID"]], instances[s["STUDIUIID"]]
-            assert (s["MODALITY"], s["ACCESS_NO"], s["PATIENT_ID"]) == (m["class_code"], m["pacs_id"], m["patient_id"])
-            assert int(s["INSTANCECOUNT"]) == len(inst) and int(s["FILESIZE"]) == sum(int(r["FILESIZE"]) for r in inst)
+            assert (s["MODALITY"], s["ACCESS_NO"], s["PATIENT_ID"]) == (
+                m["class_code"],
+                m["pacs_id"],
+                m["patient_id"],
+            )
+            assert int(s["INSTANCECOUNT"]) == len(inst) and int(s["FILESIZE"]) == sum(
+                int(r["FILESIZE"]) for r in inst
+            )
             assert s["MODIFYTIME"] == max(r["CREATEDTIME"] for r in inst)
             assert len({r["INSTANCESOPIUID"] for r in inst}) == len(inst)
-            assert all(r["STUDYDATE"] == m["performer_dtime"] and r["PATIENTSEX"] == m["sex_code"] for r in inst)
+            assert all(
+                r["STUDYDATE"] == m["performer_dtime"] and r["PATIENTSEX"] == m["sex_code"] for r in inst
+            )
 
 
 def test_records_refer_to_the_other_hospitals_reports(clean) -> None:
@@ -403,7 +441,10 @@ def test_defective_run_differs_from_the_clean_run_exactly_where_labelled(clean, 
                 g, b = changed[0]
                 allowed = {field, "is_accept", "id_type_code", "norm_upper_limit"}
                 # accept_reason_missing on an accepted record turns is_accept to 2; reason stays NULL
-                assert field in _diff(g, b) or lb["kind"] == "accept_reason_missing", (lb["kind"], _diff(g, b))
+                assert field in _diff(g, b) or lb["kind"] == "accept_reason_missing", (
+                    lb["kind"],
+                    _diff(g, b),
+                )
                 assert _diff(g, b) <= allowed, (lb["kind"], _diff(g, b))
                 assert _violates(rule, entity, field, b), (lb["kind"], field, b.get(field))
                 assert not _violates(rule, entity, field, g), (lb["kind"], field, g.get(field))
@@ -437,8 +478,9 @@ def test_changes_are_after_the_watermark_and_say_what_changed(tmp_path: Path, re
     master, item = f"{report}master", f"{report}_subitem"
     before = {m["report_form_no"]: m for m in rows(db, master)}
     since = datetime.strptime(max(m["last_update_dtime"] for m in before.values()), spec.DATETIME_FORMAT)
-    ch = synthetic.generate_changes(url, org=h, since=since, count_new=3, count_updated=2, count_voided=2,
-                                    seed=5, report=report)
+    ch = synthetic.generate_changes(
+        url, org=h, since=since, count_new=3, count_updated=2, count_voided=2, seed=5, report=report
+    )
     assert (len(ch.new), len(ch.updated), len(ch.voided)) == (3, 2, 2)
     assert since < ch.first_change <= ch.last_change
     after = {m["report_form_no"]: m for m in rows(db, master)}
@@ -459,10 +501,16 @@ def test_changes_are_after_the_watermark_and_say_what_changed(tmp_path: Path, re
         items[it["report_form_no"]].append(it)
     for k in ch.new + ch.updated + ch.voided:
         m = after[k.report_form_no]
-        assert items[k.report_form_no] and all(it["last_update_dtime"] == m["last_update_dtime"] for it in items[k.report_form_no])
+        assert items[k.report_form_no] and all(
+            it["last_update_dtime"] == m["last_update_dtime"] for it in items[k.report_form_no]
+        )
         auth = datetime.strptime(m["authenticator_dtime"], spec.DATETIME_FORMAT)
         for it in items[k.report_form_no]:
-            assert 0 <= (auth - datetime.strptime(it["effective_dtime"], spec.DATETIME_FORMAT)).total_seconds() <= 300
+            assert (
+                0
+                <= (auth - datetime.strptime(it["effective_dtime"], spec.DATETIME_FORMAT)).total_seconds()
+                <= 300
+            )
     if report == "exam":
         new_uids = {after[k.report_form_no]["study_instance_uid"] for k in ch.new}
         studies = {s["STUDIUIID"]: s for s in rows(db, "v_web_jctj")}
@@ -486,8 +534,29 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli_main(["--list-kinds"]) == 0
     assert "lab_orphan_item" in capsys.readouterr().out
     url = f"sqlite:///{tmp_path}/cli_{{org}}.db"
-    assert cli_main(["--url", url, "--hospitals", "2", "--day", "2026-11-24", "--lab", "20", "--exam", "5",
-                     "--defect-rate", "0.2", "--seed", "7", "--pdf-kb", "1"]) == 0
+    assert (
+        cli_main(
+            [
+                "--url",
+                url,
+                "--hospitals",
+                "2",
+                "--day",
+                "2026-11-24",
+                "--lab",
+                "20",
+                "--exam",
+                "5",
+                "--defect-rate",
+                "0.2",
+                "--seed",
+                "7",
+                "--pdf-kb",
+                "1",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert out.count("labmaster 20,") == 2 and "defects" in out
     assert len(list(tmp_path.glob("cli_*.db"))) == 2

@@ -629,7 +629,7 @@ def test_wrong_entry_point_is_refused():
             engine="spark",
             options=DEFAULT_OPTIONS,
             rulebook=load_rulebook(),
-        )  # type: ignore[arg-type]
+        )
 
 
 def test_object_columns_with_none_and_str_columns_with_nan_are_the_same():

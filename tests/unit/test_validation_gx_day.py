@@ -99,7 +99,8 @@ def per_batch(chunks) -> dict[str, str]:
 def test_one_gx_call_per_entity_gives_the_per_batch_results(chunks, per_batch, gx_calls):
     with GxDay(RB) as day:
         verdicts = [
-            validate_reports(m, i, master_entity="labmaster", engine="pandas", **SITE, gx_day=day) for m, i in chunks
+            validate_reports(m, i, master_entity="labmaster", engine="pandas", **SITE, gx_day=day)
+            for m, i in chunks
         ]
         out = day.run()
     assert day.batches == CHUNKS and out.batches == CHUNKS
@@ -169,7 +170,9 @@ def test_memory_bound_staged_files_and_calls_of_at_most_max_rows(chunks, per_bat
 def test_records_once_per_run():
     rows = pd.DataFrame([r for c in RECORD_CASES for r in c[1]])
     halves = [rows.iloc[: len(rows) // 2], rows.iloc[len(rows) // 2 :]]
-    per = merged(validate_records(h, entity="sehr_accept_record", engine="gx", **SITE).gx_result for h in halves)
+    per = merged(
+        validate_records(h, entity="sehr_accept_record", engine="gx", **SITE).gx_result for h in halves
+    )
     with GxDay(RB) as day:
         for h in halves:
             validate_records(h, entity="sehr_accept_record", engine="pandas", **SITE, gx_day=day)

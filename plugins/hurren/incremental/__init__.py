@@ -130,7 +130,7 @@ def run(
     else:
         mode = "incremental"
         with store_engine.connect() as conn:
-            cursor = read_cursor(conn, source, stream)  # type: ignore[arg-type]
+            cursor = read_cursor(conn, source, stream)
         w, future = next_window(source, cursor, until), future_range(clock)
     if (due := capped(w, clock)) != w:
         log.warning("%s/%s: the window ends at %s, after the source's now %s + %s min: read until then",

@@ -182,7 +182,7 @@ class _Watched:
     """A pool that tells the current call's deadline which connection it hands out."""
 
     def _get_conn(self, timeout: float | None = None) -> Any:
-        conn = super()._get_conn(timeout)  # type: ignore[misc]
+        conn = super()._get_conn(timeout)
         armed = getattr(_call, "armed", None)
         if armed is not None:
             armed.conn = conn
@@ -655,7 +655,7 @@ class PlatformClient:
                 f"{m.name}: expected one string as the answer, got {type(answer).__name__}", method=m.name
             )
         log.debug("%s answered in %.1f ms (%d chars)", m.name, elapsed * 1000, len(answer or ""))
-        return answer  # type: ignore[return-value]
+        return answer
 
     def seal(self, payload: bytes) -> Sealed:
         """Encrypt a payload for one call (exposed for the command line and the benchmark)."""

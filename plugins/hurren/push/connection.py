@@ -57,7 +57,7 @@ class TimedSession(requests.Session):
         mount_adapter(self, pool_size)  # the client's pools: its deadline watchdog sees them
         self._local = threading.local()
 
-    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
         started = time.perf_counter()
         try:
             return super().send(request, **kwargs)

@@ -84,12 +84,16 @@ class PushOptions:
                 f"push option entities must be some of {list(PUSH_ENTITIES)}, got {list(self.entities)}"
             )
         if self.key_change not in ("report_form_no", "off"):
-            raise PushConfigError(f"push option key_change must be 'report_form_no' or 'off', got {self.key_change!r}")
+            raise PushConfigError(
+                f"push option key_change must be 'report_form_no' or 'off', got {self.key_change!r}"
+            )
         for pattern in self.transient_errors:
             try:
                 re.compile(pattern)
             except re.error as exc:
-                raise PushConfigError(f"push option transient_errors: {pattern!r} is not a regex ({exc})") from None
+                raise PushConfigError(
+                    f"push option transient_errors: {pattern!r} is not a regex ({exc})"
+                ) from None
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any], *, base: PushOptions | None = None) -> PushOptions:

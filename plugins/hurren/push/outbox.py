@@ -105,7 +105,9 @@ def check_schema(engine: Engine) -> None:
     found = inspect(engine)
     for table in (ob, log_t):
         if not found.has_table(table.name):
-            raise PushConfigError(f"the store has no table {table.name}: run prepare_store (store.create_all) first")
+            raise PushConfigError(
+                f"the store has no table {table.name}: run prepare_store (store.create_all) first"
+            )
         have = {c["name"] for c in found.get_columns(table.name)}
         missing = sorted(set(table.c.keys()) - have)
         if missing:
@@ -207,21 +209,37 @@ def _latest(conn: Connection, entity: str, keys: Sequence[str]) -> dict[str, Map
 def _supersede(conn: Connection, entity: str, keys: Iterable[str], now: datetime, why: str) -> int:
     n = 0
     for part in _chunks(sorted(set(keys))):
-        n += conn.execute(
-            update(ob)
-            .where(ob.c.entity == entity, ob.c.record_key.in_(part), ob.c.status.in_(OPEN))
-            .values(status="superseded", last_error=why, updated_at=now)
-        ).rowcount or 0
+        n += (
+            conn.execute(
+                update(ob)
+                .where(ob.c.entity == entity, ob.c.record_key.in_(part), ob.c.status.in_(OPEN))
+                .values(status="superseded", last_error=why, updated_at=now)
+            ).rowcount
+            or 0
+        )
     return n
 
 
-def _groups(conn: Connection, entity: str, forms: set[tuple[str, str]]) -> dict[tuple[str, str], dict[str, dict[str, Any]]]:
+def _groups(
+    conn: Connection, entity: str, forms: set[tuple[str, str]]
+) -> dict[tuple[str, str], dict[str, dict[str, Any]]]:
     """The latest entry of every key of these reports: ``{(org_code, report_form_no): {key: entry}}``."""
     out: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
     for part in _chunks(sorted(forms)):
         rows = conn.execute(
-            select(ob.c.org_code, ob.c.report_form_no, ob.c.record_key, ob.c.content_hash, ob.c.action, ob.c.status)
-            .where(ob.c.entity == entity, tuple_(ob.c.org_code, ob.c.report_form_no).in_(part), ob.c.cause != "update")
+            select(
+                ob.c.org_code,
+                ob.c.report_form_no,
+                ob.c.record_key,
+                ob.c.content_hash,
+                ob.c.action,
+                ob.c.status,
+            )
+            .where(
+                ob.c.entity == entity,
+                tuple_(ob.c.org_code, ob.c.report_form_no).in_(part),
+                ob.c.cause != "update",
+            )
             .order_by(ob.c.id)
         ).mappings()
         for r in rows:
@@ -304,7 +322,11 @@ def enqueue_records(
     todo = []
     for key, r in by_key.items():
         last = latest.get(key)
-        if last is not None and last["status"] != "superseded" and last["content_hash"] == r["etl_content_hash"]:
+        if (
+            last is not None
+            and last["status"] != "superseded"
+            and last["content_hash"] == r["etl_content_hash"]
+        ):
             continue
         todo.append({"entity": entity.name, "org_code": str(org_code or r["org_code"]), "report_form_no": str(r[label]),
                      "record_key": key, "content_hash": r["etl_content_hash"], "action": "register", "cause": "load",
@@ -315,7 +337,9 @@ def enqueue_records(
     return len(todo)
 
 
-def _record_sender(conn: Connection, entity: spec.Entity, rows: Sequence[Mapping[str, Any]], org_code: str) -> None:
+def _record_sender(
+    conn: Connection, entity: spec.Entity, rows: Sequence[Mapping[str, Any]], org_code: str
+) -> None:
     table = store.SPEC_TABLES[entity.name]
     key = tuple_(*(table.c[k] for k in entity.key))
     values = [tuple(r[k] for k in entity.key) for r in rows]
@@ -440,7 +464,11 @@ def _senders_from_runs(engine: Engine) -> int:
             runs = conn.execute(select(table.c.etl_run_id).where(table.c.etl_org_code.is_(None))
                                 .distinct()).scalars().all()  # fmt: skip
             for run_id in runs:
-                details = conn.execute(select(store.run.c.details).where(store.run.c.run_id == run_id)).scalars().all()
+                details = (
+                    conn.execute(select(store.run.c.details).where(store.run.c.run_id == run_id))
+                    .scalars()
+                    .all()
+                )
                 orgs = {json.loads(d).get("org_code") for d in details if d} - {None}
                 if len(orgs) == 1:
                     n += conn.execute(update(table).where(table.c.etl_run_id == run_id, table.c.etl_org_code.is_(None))
@@ -493,8 +521,12 @@ def claim(
     )
     stmt = (
         select(ob)
-        .where(ob.c.status == "queued", (ob.c.next_attempt_at.is_(None)) | (ob.c.next_attempt_at <= now),
-               ~in_flight, ~_behind_void())  # fmt: skip
+        .where(
+            ob.c.status == "queued",
+            (ob.c.next_attempt_at.is_(None)) | (ob.c.next_attempt_at <= now),
+            ~in_flight,
+            ~_behind_void(),
+        )  # fmt: skip
         .order_by(case((ob.c.action == "void", 0), else_=1), ob.c.id)
         .limit(limit)
         .with_for_update(skip_locked=True, of=ob)
@@ -532,10 +564,21 @@ def precede_with_voids(
         if (e.entity, e.record_key) not in on_platform:
             continue
         new_id = conn.execute(
-            insert(ob).values(entity=e.entity, org_code=e.org_code, report_form_no=e.report_form_no,
-                              record_key=e.record_key, content_hash=e.content_hash, action="void", cause="update",
-                              status="sending", attempts=0, claimed_at=now, claimed_by=claimed_by[:128],
-                              created_at=now, updated_at=now)  # fmt: skip
+            insert(ob).values(
+                entity=e.entity,
+                org_code=e.org_code,
+                report_form_no=e.report_form_no,
+                record_key=e.record_key,
+                content_hash=e.content_hash,
+                action="void",
+                cause="update",
+                status="sending",
+                attempts=0,
+                claimed_at=now,
+                claimed_by=claimed_by[:128],
+                created_at=now,
+                updated_at=now,
+            )  # fmt: skip
         ).inserted_primary_key[0]
         out[e.id] = Entry(int(new_id), e.entity, e.org_code, e.report_form_no, e.record_key, e.content_hash,
                           "void", "update", 0)  # fmt: skip
@@ -546,11 +589,14 @@ def release(conn: Connection, ids: Sequence[int], *, claimed_by: str, now: datet
     """Give claimed entries that were never sent back to the queue (no attempt counted)."""
     n = 0
     for part in _chunks(list(ids)):
-        n += conn.execute(
-            update(ob)
-            .where(ob.c.id.in_(part), ob.c.status == "sending", ob.c.claimed_by == claimed_by[:128])
-            .values(status="queued", claimed_at=None, claimed_by=None, updated_at=now or utcnow())
-        ).rowcount or 0
+        n += (
+            conn.execute(
+                update(ob)
+                .where(ob.c.id.in_(part), ob.c.status == "sending", ob.c.claimed_by == claimed_by[:128])
+                .values(status="queued", claimed_at=None, claimed_by=None, updated_at=now or utcnow())
+            ).rowcount
+            or 0
+        )
     return n
 
 
@@ -642,13 +688,27 @@ def recover_stale(
         conn.execute(
             update(ob)
             .where(ob.c.id == r.id)
-            .values(status="dead" if dead else "queued", attempts=attempts, next_attempt_at=now,
-                    claimed_at=None, claimed_by=None, last_error=text, updated_at=now)  # fmt: skip
+            .values(
+                status="dead" if dead else "queued",
+                attempts=attempts,
+                next_attempt_at=now,
+                claimed_at=None,
+                claimed_by=None,
+                last_error=text,
+                updated_at=now,
+            )  # fmt: skip
         )
         conn.execute(
-            insert(log_t).values(outbox_id=r.id, attempt=attempts, method=method_of(r.entity, r.action),
-                                 run_id=r.claimed_by, sent_at=r.claimed_at or now, answered_at=None,
-                                 outcome="lost", answer=None)  # fmt: skip
+            insert(log_t).values(
+                outbox_id=r.id,
+                attempt=attempts,
+                method=method_of(r.entity, r.action),
+                run_id=r.claimed_by,
+                sent_at=r.claimed_at or now,
+                answered_at=None,
+                outcome="lost",
+                answer=None,
+            )  # fmt: skip
         )
     return [_entry(r) for r in rows]
 
@@ -663,7 +723,12 @@ def held(conn: Connection, entity: str, keys: Sequence[str]) -> set[str]:
         rows = conn.execute(
             select(ob.c.record_key, ob.c.action)
             .join(log_t, log_t.c.outbox_id == ob.c.id)
-            .where(ob.c.entity == entity, ob.c.record_key.in_(part), ob.c.status == "acked", log_t.c.outcome == "ok")
+            .where(
+                ob.c.entity == entity,
+                ob.c.record_key.in_(part),
+                ob.c.status == "acked",
+                log_t.c.outcome == "ok",
+            )
             .order_by(log_t.c.id)
         )
         for key, action in rows:
@@ -686,7 +751,9 @@ def next_due(
 # the engineer's view
 
 
-def counts(conn: Connection, *, entities: Sequence[str] = PUSH_ENTITIES) -> dict[str, dict[str, dict[str, int]]]:
+def counts(
+    conn: Connection, *, entities: Sequence[str] = PUSH_ENTITIES
+) -> dict[str, dict[str, dict[str, int]]]:
     """``{entity: {org_code: {status: n}}}`` over the whole outbox."""
     out: dict[str, dict[str, dict[str, int]]] = {}
     stmt = (
@@ -758,13 +825,18 @@ def requeue(
     rows = conn.execute(stmt.order_by(ob.c.id)).all()
     newest: dict[tuple[str, str], Mapping[str, Any]] = {}
     for entity_name in {r.entity for r in rows}:
-        for key, last in _latest(conn, entity_name, [r.record_key for r in rows if r.entity == entity_name]).items():
+        for key, last in _latest(
+            conn, entity_name, [r.record_key for r in rows if r.entity == entity_name]
+        ).items():
             newest[entity_name, key] = last
     out = []
     for r in rows:
         latest = newest.get((r.entity, r.record_key))
         if r.cause == "update":  # it serves the register of its version, if that still waits
-            superseded = latest is None or (latest["content_hash"], latest["status"]) != (r.content_hash, "queued")
+            superseded = latest is None or (latest["content_hash"], latest["status"]) != (
+                r.content_hash,
+                "queued",
+            )
         else:
             superseded = latest is not None and latest["id"] != r.id
         result = {**_letter(r), "status": "superseded" if superseded else "queued"}

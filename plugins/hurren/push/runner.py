@@ -55,7 +55,6 @@ __all__ = ["Pusher", "RunResult", "Tally", "Timings"]
 log = logging.getLogger("hurren.push")
 
 
-
 @dataclass(slots=True)
 class Tally:
     """What one run did to the versions of one report type of one hospital."""
@@ -372,7 +371,9 @@ class Pusher:
     def _count(self, result: RunResult, done: _Done) -> None:
         e, outcome = done.entry, done.outcome
         if not done.recorded:
-            log.warning("%s: another run took it over (lease expired); its answer was not recorded", e.describe())
+            log.warning(
+                "%s: another run took it over (lease expired); its answer was not recorded", e.describe()
+            )
             return
         t = self._tally(result, e)
         t.sent += int(outcome.called)
@@ -476,7 +477,9 @@ class Pusher:
         started = time.perf_counter()
         result: Any
         try:
-            answer = self.client.invoke(method, payload=sealed.payload, credential=sealed.credential, key=sealed.key)
+            answer = self.client.invoke(
+                method, payload=sealed.payload, credential=sealed.credential, key=sealed.key
+            )
             result = read_submit(answer, method=method)
         except ConfigurationError:
             raise
@@ -526,7 +529,7 @@ class Pusher:
             if entity == "lab_exam_report":
                 body = payloads.build_daily_counts(rows, options=self.spec_options, encoding=self.encoding)
             else:
-                body = payloads.build_records(entity, rows, options=self.spec_options, encoding=self.encoding)  # type: ignore[arg-type]
+                body = payloads.build_records(entity, rows, options=self.spec_options, encoding=self.encoding)
         except PayloadError as exc:
             t.xml += time.perf_counter() - started
             if len(batch) > 1:
@@ -582,16 +585,22 @@ class Pusher:
             except (payload.MissingPdf, payload.PdfMismatch) as exc:
                 return Outcome("broken", str(exc), called=False)
             except Exception as exc:  # S3 unreachable or refusing: try again later
-                return Outcome("retry", f"S3: {type(exc).__name__}: {str(exc)[:200]}; retried later", called=False)
+                return Outcome(
+                    "retry", f"S3: {type(exc).__name__}: {str(exc)[:200]}; retried later", called=False
+                )
             finally:
                 t.pdf += time.perf_counter() - started
         fields_ = payload.report_fields(entry.entity, master, pdf)
         started = time.perf_counter()
         try:
             if entry.action == "register":
-                body = payloads.build_report(kind, fields_, items, options=self.spec_options, encoding=self.encoding)  # type: ignore[arg-type]
+                body = payloads.build_report(
+                    kind, fields_, items, options=self.spec_options, encoding=self.encoding
+                )
             else:
-                body = payloads.build_void_filter(kind, fields_, options=self.spec_options, encoding=self.encoding)  # type: ignore[arg-type]
+                body = payloads.build_void_filter(
+                    kind, fields_, options=self.spec_options, encoding=self.encoding
+                )
         except PayloadError as exc:
             return classify(exc)
         finally:
@@ -617,7 +626,9 @@ class Pusher:
                 if outcome.kind == "retry" and attempts >= o.max_attempts:
                     return "dead", base | {"last_error": f"{outcome.text} (gave up after {attempts} attempts: "
                                            "fix the cause, then requeue it)"}  # fmt: skip
-                delay = backoff_s(attempts or 1, base_s=o.backoff_base_s, max_s=o.backoff_max_s, salt=entry.id)
+                delay = backoff_s(
+                    attempts or 1, base_s=o.backoff_base_s, max_s=o.backoff_max_s, salt=entry.id
+                )
                 return "queued", base | {"last_error": outcome.text,
                                          "next_attempt_at": outbox.utcnow() + timedelta(seconds=delay)}  # fmt: skip
             case "broken":

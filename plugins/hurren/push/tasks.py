@@ -166,7 +166,9 @@ def show_letters(conn: Any, *, statuses: Sequence[str], entity: str | None, org_
     rows = outbox.letters(conn, statuses=statuses, entity=entity, org_code=org_code, limit=limit)
     if not rows:
         return f"no entries in status {', '.join(statuses)}"
-    lines = [f"{'id':>8} {'entity':<18} {'action':<8} {'org_code':<14} {'report_form_no':<18} {'tries':>5}  last error"]
+    lines = [
+        f"{'id':>8} {'entity':<18} {'action':<8} {'org_code':<14} {'report_form_no':<18} {'tries':>5}  last error"
+    ]
     for r in rows:
         lines.append(f"{r['id']:>8} {r['entity']:<18} {r['action']:<8} {r['org_code']:<14} "
                      f"{str(r['report_form_no']):<18} {r['attempts']:>5}  {r['last_error'][:160]}")  # fmt: skip

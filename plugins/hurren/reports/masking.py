@@ -170,7 +170,7 @@ def database_identifiers(engine: Any, tables: Iterable[str] = SCAN_TABLES) -> tu
     return {v for v in idents if len(v) >= MIN_SCRUB_LENGTH}, others
 
 
-def leaks(text: str, idents: set[str], others: set[str] = frozenset()) -> list[str]:  # type: ignore[assignment]
+def leaks(text: str, idents: set[str], others: set[str] = frozenset()) -> list[str]:
     """Clear identifiers in a produced text: known values (not counting one that is also some
     other field's value, e.g. a doctor with the patient's name), and anything shaped like an
     18-character ID number."""

@@ -357,7 +357,7 @@ def _routes(app: FastAPI, deps: Deps) -> None:  # noqa: C901 - one closure per p
             d_until = date.fromisoformat(until) if until else None
         except ValueError:
             raise HTTPException(400, "since/until must be dates YYYY-MM-DD") from None
-        return quarantine.Filter(org_code=org, rule=rule or None, entity=entity or None, status=status,  # type: ignore[arg-type]
+        return quarantine.Filter(org_code=org, rule=rule or None, entity=entity or None, status=status,
                                  since=d_since, until=d_until, source=source or None, run_id=run_id or None)  # fmt: skip
 
     @app.get("/hospitals/{org_code}/quarantine", response_class=HTMLResponse)

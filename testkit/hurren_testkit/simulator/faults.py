@@ -181,7 +181,7 @@ class FaultInjector:
                 ):
                     edge += rate
                     if draw < edge:
-                        fault = kind  # type: ignore[assignment]
+                        fault = kind
                         break
             if fault:
                 self.injected[fault] = self.injected.get(fault, 0) + 1

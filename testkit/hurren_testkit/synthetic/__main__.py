@@ -25,8 +25,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--exam", type=int, default=500, help="exam reports per hospital (default 500)")
     p.add_argument("--lab-items", type=int, default=20, help="mean sub-items per lab report (default 20)")
     p.add_argument("--pacs-instances", type=int, default=6, help="DICOM instances per study (default 6)")
-    p.add_argument("--accept", type=int, default=None, help="accept records per hospital (default 5%% of reports)")
-    p.add_argument("--quote", type=int, default=None, help="quote records per hospital (default 3%% of reports)")
+    p.add_argument(
+        "--accept", type=int, default=None, help="accept records per hospital (default 5%% of reports)"
+    )
+    p.add_argument(
+        "--quote", type=int, default=None, help="quote records per hospital (default 3%% of reports)"
+    )
     p.add_argument("--defect-rate", type=float, default=0.0, help="fraction of units with one defect")
     p.add_argument("--defect-kinds", default=None, help="comma-separated subset of the kinds (--list-kinds)")
     p.add_argument("--seed", type=int, default=0)
@@ -68,7 +72,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(m.summary())
     if args.hospitals > 1 and "{org}" not in args.url:
         print("note: hospitals share one database; accept/quote records cannot be told apart by hospital")
-    print(f"{len(manifests)} hospital(s), {sum(sum(m.rows.values()) for m in manifests.values())} rows in {elapsed:.1f} s")
+    print(
+        f"{len(manifests)} hospital(s), {sum(sum(m.rows.values()) for m in manifests.values())} rows in {elapsed:.1f} s"
+    )
     return 0
 
 

@@ -26,7 +26,14 @@ from hurren import spec
 from .people import id_check_digit
 from .reports import Report, Row
 
-__all__ = ["DEFECT_KINDS", "Label", "apply_record_defect", "apply_report_defect", "apply_study_defect", "plan_defects"]
+__all__ = [
+    "DEFECT_KINDS",
+    "Label",
+    "apply_record_defect",
+    "apply_report_defect",
+    "apply_study_defect",
+    "plan_defects",
+]
 
 Unit = Literal["lab", "exam", "pacs", "accept", "quote"]
 
@@ -53,42 +60,97 @@ class Label:
 # kind -> (unit, entity, expected_rule, description)
 _KINDS: dict[str, tuple[Unit, str, str, str]] = {
     "lab_not_null": ("lab", "labmaster", "not_null", "a required text field is NULL"),
-    "lab_length": ("lab", "labmaster", "length", "Chinese text under the length in characters but over it in UTF-8 bytes"),
+    "lab_length": (
+        "lab",
+        "labmaster",
+        "length",
+        "Chinese text under the length in characters but over it in UTF-8 bytes",
+    ),
     "lab_sex_code": ("lab", "labmaster", "dictionary", "sex_code '7' (not STD_SEX)"),
-    "lab_dept_code": ("lab", "labmaster", "dictionary", "participant/performer_dept_std_code 'Z99' (not STD_DEPT)"),
-    "lab_datetime_impossible": ("lab", "labmaster", "datetime", "a date that does not exist, e.g. 2026-02-30 10:00:00"),
+    "lab_dept_code": (
+        "lab",
+        "labmaster",
+        "dictionary",
+        "participant/performer_dept_std_code 'Z99' (not STD_DEPT)",
+    ),
+    "lab_datetime_impossible": (
+        "lab",
+        "labmaster",
+        "datetime",
+        "a date that does not exist, e.g. 2026-02-30 10:00:00",
+    ),
     "lab_datetime_format": ("lab", "labmaster", "datetime", "a date in the wrong format, e.g. 2026/11/24"),
     "lab_event_type": ("lab", "labmaster", "number", "event_type 'A' in a NUMBER(2) field"),
     "lab_id_card": ("lab", "labmaster", "id_card", "id_type_code 01 with a wrong GB 11643 check character"),
     "lab_pdf_not_pdf": ("lab", "labmaster", "pdf", "valid Base64 that does not decode to a PDF"),
     "lab_pdf_missing": ("lab", "labmaster", "pdf", "pdf NULL or empty"),
-    "lab_xml_chars": ("lab", "labmaster", "xml_chars", "a control character (not allowed in XML 1.0) inside a text field"),
-    "lab_result_interpre": ("lab", "lab_subitem", "dictionary", "result_interpre 'X' (not STD_OBSERVATION_INTERPRET)"),
+    "lab_xml_chars": (
+        "lab",
+        "labmaster",
+        "xml_chars",
+        "a control character (not allowed in XML 1.0) inside a text field",
+    ),
+    "lab_result_interpre": (
+        "lab",
+        "lab_subitem",
+        "dictionary",
+        "result_interpre 'X' (not STD_OBSERVATION_INTERPRET)",
+    ),
     "lab_pq_numeric": ("lab", "lab_subitem", "pq_numeric", "result_type PQ with a non-numeric result_value"),
     "lab_limits_order": ("lab", "lab_subitem", "limits_order", "norm_lower_limit > norm_upper_limit"),
-    "lab_unique_key": ("lab", "lab_subitem", "unique_key", "two sub-items of one report with the same serial_no"),
+    "lab_unique_key": (
+        "lab",
+        "lab_subitem",
+        "unique_key",
+        "two sub-items of one report with the same serial_no",
+    ),
     "lab_orphan_item": ("lab", "lab_subitem", "orphan_item", "an extra sub-item whose master does not exist"),
     "lab_no_items": ("lab", "labmaster", "no_items", "a master without any sub-items"),
     "exam_not_null": ("exam", "exammaster", "not_null", "a required text field is NULL"),
-    "exam_length": ("exam", "exammaster", "length", "Chinese text under the length in characters but over it in UTF-8 bytes"),
+    "exam_length": (
+        "exam",
+        "exammaster",
+        "length",
+        "Chinese text under the length in characters but over it in UTF-8 bytes",
+    ),
     "exam_class_code": ("exam", "exammaster", "dictionary", "class_code 'ZZ' (not a Modality code, D4)"),
     "exam_state": ("exam", "exammaster", "dictionary", "state outside 0-4 (ENUM_EXAM_STATE, D12)"),
     "exam_datetime_impossible": ("exam", "exammaster", "datetime", "a date that does not exist"),
     "exam_datetime_format": ("exam", "exammaster", "datetime", "a date in the wrong format"),
     "exam_event_type": ("exam", "exammaster", "number", "event_type 'A' in a NUMBER(2) field"),
-    "exam_id_card": ("exam", "exammaster", "id_card", "id_type_code 01 with a wrong GB 11643 check character"),
+    "exam_id_card": (
+        "exam",
+        "exammaster",
+        "id_card",
+        "id_type_code 01 with a wrong GB 11643 check character",
+    ),
     "exam_pdf_not_pdf": ("exam", "exammaster", "pdf", "valid Base64 that does not decode to a PDF"),
     "exam_pdf_missing": ("exam", "exammaster", "pdf", "pdf NULL or empty"),
     "exam_xml_chars": ("exam", "exammaster", "xml_chars", "a control character inside a text field"),
-    "exam_unique_key": ("exam", "exam_subitem", "unique_key", "two sub-items of one report with the same exam_item_code"),
-    "exam_orphan_item": ("exam", "exam_subitem", "orphan_item", "an extra sub-item whose master does not exist"),
+    "exam_unique_key": (
+        "exam",
+        "exam_subitem",
+        "unique_key",
+        "two sub-items of one report with the same exam_item_code",
+    ),
+    "exam_orphan_item": (
+        "exam",
+        "exam_subitem",
+        "orphan_item",
+        "an extra sub-item whose master does not exist",
+    ),
     "exam_no_items": ("exam", "exammaster", "no_items", "a master without any sub-items"),
     "pacs_uid_letters": ("pacs", "v_web_jcjg", "uid", "INSTANCESOPIUID with letters (a hex UUID)"),
     "pacs_uid_too_long": ("pacs", "v_web_jcjg", "uid", "SERIESIUID longer than 64 characters"),
     "pacs_sex": ("pacs", "v_web_jcjg", "dictionary", "PATIENTSEX 'X' (not STD_SEX)"),
     "pacs_modality": ("pacs", "v_web_jctj", "dictionary", "MODALITY 'FOO' (not Modality)"),
     "accept_reason_missing": ("accept", "sehr_accept_record", "not_null", "is_accept 2 without a reason"),
-    "accept_reason_unknown": ("accept", "sehr_accept_record", "dictionary", "is_accept 2 with reason '11' (not STD_REJECT_REASON)"),
+    "accept_reason_unknown": (
+        "accept",
+        "sehr_accept_record",
+        "dictionary",
+        "is_accept 2 with reason '11' (not STD_REJECT_REASON)",
+    ),
     "quote_not_null": ("quote", "sehr_quote_record", "not_null", "a required text field is NULL"),
 }
 
@@ -152,7 +214,9 @@ def _plain_text(entity: str) -> tuple[str, ...]:
 @cache
 def _time_fields(entity: str) -> tuple[str, ...]:
     skip = {"last_update_dtime", "authenticator_dtime"}
-    return tuple(f.name for f in spec.entity(entity).fields if f.type in ("date", "datetime") and f.name not in skip)
+    return tuple(
+        f.name for f in spec.entity(entity).fields if f.type in ("date", "datetime") and f.name not in skip
+    )
 
 
 def _key_json(entity: str, row: Row) -> str:
@@ -174,7 +238,9 @@ def apply_report_defect(kind: str, rep: Report, rng: random.Random) -> Label:
         field = rng.choice(_plain_text(rep.entity))
         m[field] = None
     elif suffix == "length":
-        field = rng.choice([f for f in _plain_text(rep.entity) if (spec.entity(rep.entity).field(f).length or 0) >= 64])
+        field = rng.choice(
+            [f for f in _plain_text(rep.entity) if (spec.entity(rep.entity).field(f).length or 0) >= 64]
+        )
         length = spec.entity(rep.entity).field(field).length or 0
         chars = length // 3 + 1 + rng.randrange(6)
         m[field] = (_ZH_FILL * (chars // len(_ZH_FILL) + 1))[:chars]
@@ -230,7 +296,10 @@ def apply_report_defect(kind: str, rep: Report, rng: random.Random) -> Label:
     elif kind == "lab_limits_order":
         target = rng.choice([it for it in rep.items if it["norm_lower_limit"] and it["norm_upper_limit"]])
         field = "norm_lower_limit"
-        target["norm_lower_limit"], target["norm_upper_limit"] = target["norm_upper_limit"], target["norm_lower_limit"]
+        target["norm_lower_limit"], target["norm_upper_limit"] = (
+            target["norm_upper_limit"],
+            target["norm_lower_limit"],
+        )
     elif suffix == "unique_key":
         src = rng.choice(rep.items)
         dup = dict(src)
@@ -258,7 +327,9 @@ def apply_report_defect(kind: str, rep: Report, rng: random.Random) -> Label:
     return _item_label(kind, rep, target, field, detail)
 
 
-def _label(kind: str, entity: str, master: Row, row: Row, item_key: str | None, field: str | None, detail: str) -> Label:
+def _label(
+    kind: str, entity: str, master: Row, row: Row, item_key: str | None, field: str | None, detail: str
+) -> Label:
     return Label(
         entity=entity,
         org_code=master.get("org_code"),
@@ -275,7 +346,9 @@ def _label(kind: str, entity: str, master: Row, row: Row, item_key: str | None, 
     )
 
 
-def _item_label(kind: str, rep: Report, item: Row, field: str | None, detail: str, *, master: bool = True) -> Label:
+def _item_label(
+    kind: str, rep: Report, item: Row, field: str | None, detail: str, *, master: bool = True
+) -> Label:
     """A sub-item's label: the report's key (or, for an orphan, only what the orphan carries)."""
     m = rep.master if master else {k: item[k] for k in ("org_code", "report_form_no", "event_no")}
     return _label(kind, rep.item_entity, m, item, item[rep.item_key_field], field, detail)
@@ -297,7 +370,9 @@ def apply_study_defect(kind: str, rep: Report, rng: random.Random) -> Label:
             row[field] = f"2.25.a{rng.getrandbits(124):031x}"
         elif kind == "pacs_uid_too_long":
             field = "SERIESIUID"
-            row[field] = row[field] + "." + "".join(rng.choice("123456789") for _ in range(70 - len(row[field])))
+            row[field] = (
+                row[field] + "." + "".join(rng.choice("123456789") for _ in range(70 - len(row[field])))
+            )
         else:
             field, row["PATIENTSEX"] = "PATIENTSEX", "X"
     key = spec.entity(entity).key[0]
@@ -344,4 +419,3 @@ def apply_record_defect(kind: str, row: Row, rng: random.Random, *, org_code: st
         row_key=_key_json(entity, row),
         detail=descr,
     )
-

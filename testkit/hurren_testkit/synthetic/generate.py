@@ -37,7 +37,15 @@ from .schema import (
     drop_source_schema,
 )
 
-__all__ = ["Changes", "Manifest", "ReportKey", "ensure_database", "generate_changes", "generate_hospital_day", "generate_region"]
+__all__ = [
+    "Changes",
+    "Manifest",
+    "ReportKey",
+    "ensure_database",
+    "generate_changes",
+    "generate_hospital_day",
+    "generate_region",
+]
 
 
 @dataclass(frozen=True)
@@ -61,7 +69,11 @@ class Manifest:
         rows = ", ".join(f"{k} {v}" for k, v in self.rows.items())
         out = f"{self.org_code} {self.hospital} {self.day}: {rows}; PDFs {self.pdf_bytes / 1e6:.1f} MB"
         if self.defects:
-            out += f"; {self.labels} defects (" + ", ".join(f"{k} {v}" for k, v in sorted(self.defects.items())) + ")"
+            out += (
+                f"; {self.labels} defects ("
+                + ", ".join(f"{k} {v}" for k, v in sorted(self.defects.items()))
+                + ")"
+            )
         return out
 
 
@@ -217,18 +229,30 @@ def generate_hospital_day(
     check_kinds(defect_kinds)
     if lab_reports < 0 or exam_reports < 0 or chunk_size < 1:
         raise ValueError("lab_reports and exam_reports must be >= 0 and chunk_size >= 1")
-    params = dict(lab_reports=lab_reports, exam_reports=exam_reports, lab_items=lab_items,
-                  exam_items=exam_items, pacs_instances=pacs_instances, pdf_kb=pdf_kb)
-    ctx = HospitalDay(org, day, seed=seed, **params)  # type: ignore[arg-type]
-    peer_ctx = [HospitalDay(p, day, seed=seed, **params) for p in peers if p.org_code != org.org_code]  # type: ignore[arg-type]
+    params = dict(
+        lab_reports=lab_reports,
+        exam_reports=exam_reports,
+        lab_items=lab_items,
+        exam_items=exam_items,
+        pacs_instances=pacs_instances,
+        pdf_kb=pdf_kb,
+    )
+    ctx = HospitalDay(org, day, seed=seed, **params)
+    peer_ctx = [HospitalDay(p, day, seed=seed, **params) for p in peers if p.org_code != org.org_code]
     total = lab_reports + exam_reports
     n_accept = (round(0.05 * total) if peer_ctx else 0) if accept_records is None else accept_records
     n_quote = (round(0.03 * total) if peer_ctx else 0) if quote_records is None else quote_records
 
     def plan(unit, n):
-        return plan_defects(unit, n, rate=defect_rate, kinds=defect_kinds, seed=seed, org=org.org_code, day=day)
+        return plan_defects(
+            unit, n, rate=defect_rate, kinds=defect_kinds, seed=seed, org=org.org_code, day=day
+        )
 
-    plans = {"lab": plan("lab", lab_reports), "exam": plan("exam", exam_reports), "pacs": plan("pacs", exam_reports)}
+    plans = {
+        "lab": plan("lab", lab_reports),
+        "exam": plan("exam", exam_reports),
+        "pacs": plan("pacs", exam_reports),
+    }
     rows: Counter[str] = Counter({e: 0 for e in SOURCE_ENTITIES})
     defects: Counter[str] = Counter()
     labels: list[Label] = []
@@ -272,10 +296,19 @@ def generate_hospital_day(
                     emit("v_web_jcjg", instances)
 
             for kind, n in (("accept", n_accept), ("quote", n_quote)):
-                recs = ctx.records(kind, n, peer_ctx)  # type: ignore[arg-type]
-                for j, k in plan_defects(kind, len(recs), rate=defect_rate, kinds=defect_kinds,  # type: ignore[arg-type]
-                                         seed=seed, org=org.org_code, day=day).items():
-                    labels.append(apply_record_defect(k, recs[j], ctx.rng(f"defect-{kind}", j), org_code=org.org_code))
+                recs = ctx.records(kind, n, peer_ctx)
+                for j, k in plan_defects(
+                    kind,
+                    len(recs),
+                    rate=defect_rate,
+                    kinds=defect_kinds,
+                    seed=seed,
+                    org=org.org_code,
+                    day=day,
+                ).items():
+                    labels.append(
+                        apply_record_defect(k, recs[j], ctx.rng(f"defect-{kind}", j), org_code=org.org_code)
+                    )
                     defects[k] += 1
                 for chunk in _chunks(len(recs), 5000):
                     emit(f"sehr_{kind}_record", recs[chunk.start : chunk.stop])
@@ -308,7 +341,7 @@ def generate_region(
         if per_hospital:
             ensure_database(u)
         out[h.org_code] = generate_hospital_day(
-            u, org=h, day=day, peers=hospitals, reset=reset and (per_hospital or n == 0), **kwargs  # type: ignore[arg-type]
+            u, org=h, day=day, peers=hospitals, reset=reset and (per_hospital or n == 0), **kwargs
         )
     return out
 
@@ -340,15 +373,20 @@ def generate_changes(
     rng = random.Random(f"{seed}|{org.org_code}|{since:%Y%m%d%H%M%S}|changes|{report}")
     n_changes = count_new + count_updated + count_voided
     stamps = sorted(since + timedelta(seconds=rng.randint(61, max(62, window_s))) for _ in range(n_changes))
-    out = Changes(entity=master_t, first_change=stamps[0] if stamps else None,
-                  last_change=stamps[-1] if stamps else None)
+    out = Changes(
+        entity=master_t,
+        first_change=stamps[0] if stamps else None,
+        last_change=stamps[-1] if stamps else None,
+    )
     engine = _engine(url)
     try:
         with engine.begin() as conn:
             w = _Writer(conn)
             m, it = w.md.tables[master_t], w.md.tables[item_t]
             lt = w.md.tables[LABEL_TABLE]
-            labelled = set(conn.execute(select(lt.c.report_form_no).where(lt.c.org_code == org.org_code)).scalars())
+            labelled = set(
+                conn.execute(select(lt.c.report_form_no).where(lt.c.org_code == org.org_code)).scalars()
+            )
             candidates = sorted(
                 rfn
                 for rfn in conn.execute(
@@ -365,16 +403,31 @@ def generate_changes(
                 )
             picked = rng.sample(candidates, count_updated + count_voided)
             prefix = f"{day:%y%m%d}{1 if report == 'lab' else 2}"
-            existing = [r for r in conn.execute(select(m.c.report_form_no).where(m.c.org_code == org.org_code)).scalars()
-                        if r.startswith(prefix) and r[7:].isdigit()]
+            existing = [
+                r
+                for r in conn.execute(
+                    select(m.c.report_form_no).where(m.c.org_code == org.org_code)
+                ).scalars()
+                if r.startswith(prefix) and r[7:].isdigit()
+            ]
             start = max((int(r[7:]) for r in existing), default=-1) + 1
-            ctx = HospitalDay(org, day, seed=seed, lab_reports=max(1, len(existing)) if report == "lab" else 0,
-                              exam_reports=max(1, len(existing)) if report == "exam" else 0, lab_items=lab_items,
-                              exam_items=exam_items, pacs_instances=pacs_instances, pdf_kb=pdf_kb)
+            ctx = HospitalDay(
+                org,
+                day,
+                seed=seed,
+                lab_reports=max(1, len(existing)) if report == "lab" else 0,
+                exam_reports=max(1, len(existing)) if report == "exam" else 0,
+                lab_items=lab_items,
+                exam_items=exam_items,
+                pacs_instances=pacs_instances,
+                pdf_kb=pdf_kb,
+            )
             t = iter(stamps)
             for k in range(count_new):
                 at = next(t)
-                rep = (ctx.lab_report if report == "lab" else ctx.exam_report)(start + k, auth=at - timedelta(seconds=60))
+                rep = (ctx.lab_report if report == "lab" else ctx.exam_report)(
+                    start + k, auth=at - timedelta(seconds=60)
+                )
                 _restamp(rep, at)
                 w.write(master_t, [rep.master])
                 w.write(item_t, rep.items)
@@ -384,24 +437,55 @@ def generate_changes(
                 out.new.append(_key(rep.master))
             for rfn in picked[:count_updated]:
                 at = next(t)
-                master = dict(conn.execute(select(m).where(m.c.org_code == org.org_code, m.c.report_form_no == rfn)).mappings().one())
-                items = [dict(r) for r in conn.execute(select(it).where(
-                    it.c.org_code == org.org_code, it.c.event_no == master["event_no"], it.c.report_form_no == rfn)).mappings()]
+                master = dict(
+                    conn.execute(select(m).where(m.c.org_code == org.org_code, m.c.report_form_no == rfn))
+                    .mappings()
+                    .one()
+                )
+                items = [
+                    dict(r)
+                    for r in conn.execute(
+                        select(it).where(
+                            it.c.org_code == org.org_code,
+                            it.c.event_no == master["event_no"],
+                            it.c.report_form_no == rfn,
+                        )
+                    ).mappings()
+                ]
                 rep = Report(report, -1, master, items)
                 _revise(rep, at, random.Random(f"{seed}|{org.org_code}|{rfn}|{at}|revise"), ctx)
                 conn.execute(delete(m).where(m.c.org_code == org.org_code, m.c.report_form_no == rfn))
-                conn.execute(delete(it).where(it.c.org_code == org.org_code, it.c.event_no == master["event_no"],
-                                              it.c.report_form_no == rfn))
+                conn.execute(
+                    delete(it).where(
+                        it.c.org_code == org.org_code,
+                        it.c.event_no == master["event_no"],
+                        it.c.report_form_no == rfn,
+                    )
+                )
                 w.write(master_t, [rep.master])
                 w.write(item_t, rep.items)
                 out.updated.append(_key(rep.master))
             for rfn in picked[count_updated:]:
                 at = next(t)
-                master = conn.execute(select(m).where(m.c.org_code == org.org_code, m.c.report_form_no == rfn)).mappings().one()
-                conn.execute(update(m).where(m.c.org_code == org.org_code, m.c.report_form_no == rfn)
-                             .values(data_status="0", last_update_dtime=at))
-                conn.execute(update(it).where(it.c.org_code == org.org_code, it.c.event_no == master["event_no"],
-                                              it.c.report_form_no == rfn).values(last_update_dtime=at))
+                master = (
+                    conn.execute(select(m).where(m.c.org_code == org.org_code, m.c.report_form_no == rfn))
+                    .mappings()
+                    .one()
+                )
+                conn.execute(
+                    update(m)
+                    .where(m.c.org_code == org.org_code, m.c.report_form_no == rfn)
+                    .values(data_status="0", last_update_dtime=at)
+                )
+                conn.execute(
+                    update(it)
+                    .where(
+                        it.c.org_code == org.org_code,
+                        it.c.event_no == master["event_no"],
+                        it.c.report_form_no == rfn,
+                    )
+                    .values(last_update_dtime=at)
+                )
                 out.voided.append(_key(master))
     finally:
         if not isinstance(url, Engine):
@@ -436,17 +520,25 @@ def _revise(rep: Report, at: datetime, rng: random.Random, ctx: HospitalDay) -> 
                 new = round(abs(float(v) * rng.uniform(0.9, 1.1)), decimals)
                 row["result_value"] = f"{new:.{decimals}f}"
                 row["result_interpre"] = "L" if new < float(lo) else "H" if new > float(hi) else "N"
-                row["result_interpre_descr"] = spec.dictionary("STD_OBSERVATION_INTERPRET").codes[row["result_interpre"]]
-        lines = [f"{r['serial_no']} {catalog.ANALYTES[r['class_code']].abbr if r['class_code'] in catalog.ANALYTES else r['class_code']}"
-                 f" {r['result_value'] if r['result_type'] == 'PQ' else ''} {r['result_interpre']}" for r in rep.items]
+                row["result_interpre_descr"] = spec.dictionary("STD_OBSERVATION_INTERPRET").codes[
+                    row["result_interpre"]
+                ]
+        lines = [
+            f"{r['serial_no']} {catalog.ANALYTES[r['class_code']].abbr if r['class_code'] in catalog.ANALYTES else r['class_code']}"
+            f" {r['result_value'] if r['result_type'] == 'PQ' else ''} {r['result_interpre']}"
+            for r in rep.items
+        ]
     else:
         m["state"] = "4"
         m["conclusion"] = m["conclusion"] + "（修订）"
         lines = [f"Item {r['exam_item_code']}  site {r['exam_site_code']}" for r in rep.items]
     for row in rep.items:
         row["effective_dtime"] = fmt_dt(auth - timedelta(seconds=rng.randint(0, 30)))
-    m["pdf"] = ctx.pdf_for(f"Revised {'laboratory' if rep.kind == 'lab' else 'imaging'} report {m['report_form_no']}",
-                        m, ["REVISED", *lines])
+    m["pdf"] = ctx.pdf_for(
+        f"Revised {'laboratory' if rep.kind == 'lab' else 'imaging'} report {m['report_form_no']}",
+        m,
+        ["REVISED", *lines],
+    )
     _restamp(rep, at)
 
 

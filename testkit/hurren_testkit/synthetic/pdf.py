@@ -48,8 +48,11 @@ def build_pdf(
         b"/Resources << /Font << /F1 4 0 R >> >> /Contents 5 0 R >>",
         b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>",
         b"<< /Length %d >>\nstream\n%s\nendstream" % (len(content), content),
-        b"<< /Title " + _literal(title) + b" /Producer (hurren_testkit.synthetic)"
-        + (b" /CreationDate " + _literal(created) if created else b"") + b" >>",
+        b"<< /Title "
+        + _literal(title)
+        + b" /Producer (hurren_testkit.synthetic)"
+        + (b" /CreationDate " + _literal(created) if created else b"")
+        + b" >>",
     ]
     body = _assemble(objects)
     if pad_to > len(body) + 64:
@@ -69,7 +72,10 @@ def _assemble(objects: list[bytes]) -> bytes:
     out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
     for offset in offsets:
         out += b"%010d 00000 n \n" % offset
-    out += b"trailer\n<< /Size %d /Root 1 0 R /Info 6 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    out += b"trailer\n<< /Size %d /Root 1 0 R /Info 6 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
+        len(objects) + 1,
+        xref,
+    )
     return bytes(out)
 
 

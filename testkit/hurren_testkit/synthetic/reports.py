@@ -354,7 +354,9 @@ class HospitalDay:
             exam_purpose=rng.choice(("明确诊断", "复查", None)),
             image_descr="".join(descr),
             is_abnormal="0" if any(abnormal) else "1",
-            conclusion="；".join(f"{k + 1}. {c.rstrip('。')}" for k, c in enumerate(concl)) + "。" if len(concl) > 1 else concl[0],
+            conclusion="；".join(f"{k + 1}. {c.rstrip('。')}" for k, c in enumerate(concl)) + "。"
+            if len(concl) > 1
+            else concl[0],
             arrive_dtime=fmt_dt(t_arrive),
             pacs_url=f"http://pacs.h{self.org}.local/viewer?StudyInstanceUID={uid}",
         )
@@ -376,14 +378,19 @@ class HospitalDay:
         study, instances = self._pacs(rng, row, pat, modality, t_perf)
         if with_pdf:
             lines = [f"Modality {modality}   Accession {pacs_id}", f"Study UID {uid}", ""]
-            lines += [f"Item {e.code}  site {e.site_code}  {'ABNORMAL' if ab else 'normal'}" for e, ab in zip(exams, abnormal, strict=True)]
+            lines += [
+                f"Item {e.code}  site {e.site_code}  {'ABNORMAL' if ab else 'normal'}"
+                for e, ab in zip(exams, abnormal, strict=True)
+            ]
             row["pdf"] = self.pdf_for(f"Imaging report {row['report_form_no']}", row, lines)
         else:
             row["pdf"] = None
         recognized = tuple(it["exam_item_code"] for it in items if it["recognition"] == "1")
         return Report("exam", i, row, items, study, instances, recognized)
 
-    def _pacs(self, rng: random.Random, row: Row, pat: Patient, modality: str, t_perf: datetime) -> tuple[Row, list[Row]]:
+    def _pacs(
+        self, rng: random.Random, row: Row, pat: Patient, modality: str, t_perf: datetime
+    ) -> tuple[Row, list[Row]]:
         (s_lo, s_hi), size = catalog.PACS_SHAPE[modality]
         n = max(1, self.pacs_instances)
         n_series = min(n, rng.randint(s_lo, s_hi))
@@ -469,7 +476,9 @@ class HospitalDay:
             out.append(self._record(rng, kind, j, peer, rep, code))
         return out
 
-    def _record(self, rng: random.Random, kind: str, j: int, peer: HospitalDay, rep: Report, code: str) -> Row:
+    def _record(
+        self, rng: random.Random, kind: str, j: int, peer: HospitalDay, rep: Report, code: str
+    ) -> Row:
         new_type = "1" if rng.random() < 0.8 else "2"
         dept = rng.choice(_CLINICS if new_type == "1" else _WARDS)
         doc = self.staff.pick(rng, dept)
@@ -488,7 +497,9 @@ class HospitalDay:
         if kind == "accept":
             accept = "1" if rng.random() < 0.7 else "2"
             row["is_accept"] = accept
-            row["reason"] = rng.choice(tuple(spec.dictionary("STD_REJECT_REASON").codes)) if accept == "2" else None
+            row["reason"] = (
+                rng.choice(tuple(spec.dictionary("STD_REJECT_REASON").codes)) if accept == "2" else None
+            )
         row.update(
             record_time=t,
             type="2" if rep.kind == "lab" else "1",
