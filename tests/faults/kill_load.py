@@ -36,13 +36,13 @@ def main(argv: list[str]) -> int:
     args = json.loads(argv[0])
     from sqlalchemy import create_engine
 
-    from hurren import load, pipeline, sources
+    from hurren import incremental, load, pipeline, sources
     from hurren.clients import minio_client, store_engine
     from hurren.settings import settings
 
     source = sources.parse_sources(args["sources"]).get(args["source_id"])
     kill_at, where = int(args["kill_at"]), args["where"]
-    real_advance, real_load = load.advance_watermark, load.load_reports
+    real_advance, real_load = incremental.advance_watermark, load.load_reports
     seen = {"watermarks": 0, "batches": 0}
 
     def die() -> None:
@@ -68,7 +68,9 @@ def main(argv: list[str]) -> int:
             die()
         return counts
 
-    load.advance_watermark = advance_watermark  # looked up in hurren.load's globals at call time
+    incremental.advance_watermark = (
+        advance_watermark  # settle_batch looks it up in hurren.incremental at call time
+    )
     load.load_reports = load_reports  # pipeline calls load.load_reports
     s = settings()
     engine = store_engine(s)

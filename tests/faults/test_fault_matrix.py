@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from hurren import extract, load
+from hurren import extract, incremental, load
 from hurren.push import outbox, tasks
 from hurren.push.exceptions import PlatformUnavailable
 from tests.faults import harness
@@ -176,7 +176,7 @@ def store_restarted_mid_batch(ctx: Ctx) -> None:
     transaction (its rows, outbox entries and counts are written, the watermark not yet)."""
     cluster = ctx.fixture("pg_cluster")
     w = ctx.world(store_url=cluster.create_database("store_restart_mid_batch"))
-    started, real = cluster.started_at(), load.advance_watermark
+    started, real = cluster.started_at(), incremental.advance_watermark
     calls = {"n": 0}
 
     def restart_then_advance(conn: Any, **kwargs: Any) -> Any:
@@ -185,12 +185,12 @@ def store_restarted_mid_batch(ctx: Ctx) -> None:
             cluster.restart()
         return real(conn, **kwargs)
 
-    ctx.monkeypatch.setattr(load, "advance_watermark", restart_then_advance)
+    ctx.monkeypatch.setattr(incremental, "advance_watermark", restart_then_advance)
     with pytest.raises(
         load.StoreWriteError, match="nothing was committed and the watermark did not move"
     ) as failed:
         w.run("lab", RUN)
-    ctx.monkeypatch.setattr(load, "advance_watermark", real)
+    ctx.monkeypatch.setattr(incremental, "advance_watermark", real)
     assert cluster.started_at() != started, "the store was not restarted"
     assert LOST_CONNECTION.search(str(failed.value)) or "OperationalError" in str(failed.value), str(
         failed.value

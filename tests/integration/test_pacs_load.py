@@ -18,6 +18,7 @@ from sqlalchemy.engine import Engine
 from hurren import load, sources, spec, store, validation
 from hurren.extract import RecordBatch, canonical_frame
 from hurren.load import records
+from hurren.rules import load_rulebook
 
 pytestmark = pytest.mark.services
 
@@ -83,7 +84,13 @@ def _load(db: Engine, frame: pd.DataFrame, src: sources.Source, method: str, run
     holds = None  # the last round: load's own checks alone (as for the rows of the future range)
     if run != "unvalidated":
         holds = load.holds_from_verdicts(
-            validation.validate_records(frame, entity="v_web_jcjg", engine="pandas")
+            validation.validate_records(
+                frame,
+                entity="v_web_jcjg",
+                engine="pandas",
+                options=spec.DEFAULT_OPTIONS,
+                rulebook=load_rulebook(),
+            )
         )
     batch = RecordBatch(stream="pacs_instance", records=frame, index=0, max_cursor=None)
     counts = load.load_records(db, batch, source=src, run_id=run, holds=holds, method=method, clock=CLOCK)
