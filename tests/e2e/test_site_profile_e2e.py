@@ -27,7 +27,7 @@ from hurren.platform import xml as payloads
 from hurren.site import site
 from hurren_testkit import synthetic
 from hurren_testkit.simulator import Simulator, SimulatorConfig, checks
-from tests.e2e.conftest import configure_region
+from tests.fixtures.regions import configure_region
 
 pytestmark = pytest.mark.services
 
