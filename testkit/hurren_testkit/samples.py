@@ -19,6 +19,7 @@ from typing import Any
 
 from hurren.platform import xml as payloads
 from hurren.platform.xml import BEIJING
+from hurren.spec import DEFAULT_OPTIONS
 
 __all__ = [
     "accept_records",
@@ -323,19 +324,21 @@ KINDS = ("lab", "exam", "counts", "accept", "quote", "void-lab", "void-exam")
 
 
 def payload(kind: str, *, pdf_size: int = 1024) -> bytes:
-    """A spec-shaped payload of ``kind`` (one of :data:`KINDS`), built as the pipeline builds it."""
+    """A spec-shaped payload of ``kind`` (one of :data:`KINDS`), built as the pipeline builds it
+    under the spec's defaults (the spec's own examples), whatever a site's profile."""
+    o = DEFAULT_OPTIONS
     if kind in ("lab", "exam"):
         master, items = (lab_report if kind == "lab" else exam_report)(pdf_size=pdf_size)
-        return payloads.build_report(kind, master, items)
+        return payloads.build_report(kind, master, items, options=o)
     if kind == "counts":
-        return payloads.build_daily_counts(daily_counts())
+        return payloads.build_daily_counts(daily_counts(), options=o)
     if kind == "accept":
-        return payloads.build_records("sehr_accept_record", accept_records())
+        return payloads.build_records("sehr_accept_record", accept_records(), options=o)
     if kind == "quote":
-        return payloads.build_records("sehr_quote_record", quote_records())
+        return payloads.build_records("sehr_quote_record", quote_records(), options=o)
     report_kind = kind.split("-", 1)[1]
     master, _ = (lab_report if report_kind == "lab" else exam_report)()
-    return payloads.build_void_filter(report_kind, master)
+    return payloads.build_void_filter(report_kind, master, options=o)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
