@@ -63,6 +63,7 @@ invariants are then checked on the days done. ``tests/load/test_week.py`` runs t
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import multiprocessing
 import os
@@ -105,8 +106,29 @@ from hurren.push.options import PushOptions  # noqa: E402
 from hurren.push.runner import Pusher  # noqa: E402
 from hurren.rules import load_rulebook  # noqa: E402
 from hurren.sources import Source, parse_sources  # noqa: E402
-from hurren.spec import DEFAULT_OPTIONS  # noqa: E402
 from hurren_testkit import synthetic  # noqa: E402
+
+# Compatibility with the older code ``--baseline`` measures (e.g. 7920c33, issue #13's figure): only
+# what the measured code lacks is filled in here, never in the library.
+try:
+    from hurren.spec import DEFAULT_OPTIONS  # noqa: E402
+except ImportError:  # before DEFAULT_OPTIONS: the functions took the options' defaults when given none
+    DEFAULT_OPTIONS = spec.SpecOptions()
+
+
+def _minio_client(*args: Any) -> Any:
+    try:
+        from hurren.clients import minio_client
+    except ImportError:  # before the rename hurren.connections -> hurren.clients
+        from hurren.connections import minio_client
+    return minio_client(*args)
+
+
+def _rulebook_kwargs() -> dict[str, Any]:
+    """``rulebook=`` for ``run_stream`` where the measured code takes it (older code loaded its own)."""
+    takes = "rulebook" in inspect.signature(pipeline.run_stream).parameters
+    return {"rulebook": load_rulebook()} if takes else {}
+
 
 BEIJING = ZoneInfo("Asia/Shanghai")
 CITY_HOSPITALS, CITY_PER_DAY, WEEK = 30, 3_000, 7  # the assumed large city (docstring)
@@ -643,9 +665,7 @@ def week_part(cfg: WeekConfig, share: list[int], src_urls: list[str], store_url:
     """The week of the hospitals numbered ``share`` (in this process, or in a worker process of
     :func:`run_week`): day by day, generate, pipeline, counts, push."""
     if s3 is None:  # a worker process: its own client
-        from hurren.clients import minio_client
-
-        s3 = minio_client()
+        s3 = _minio_client()
     started = time.perf_counter()
     part = WeekResult(cfg)
     hospitals = [synthetic.make_hospitals(cfg.hospitals, seed=cfg.seed)[i] for i in share]
@@ -716,7 +736,8 @@ def _one_day(day: date, n: int, cfg: WeekConfig, hospitals: list[synthetic.Hospi
             t = time.perf_counter()
             summary = pipeline.run_stream(
                 source=source, stream=stream, source_engine=src, store_engine=engine, pdfs=pdfs, run_id=run_id,
-                dag_id=f"{stream}_reports__{source.id}", until=until, validator=cfg.validator, options=DEFAULT_OPTIONS, rulebook=load_rulebook(),
+                dag_id=f"{stream}_reports__{source.id}", until=until, validator=cfg.validator, options=DEFAULT_OPTIONS,
+                **_rulebook_kwargs(),
             )  # fmt: skip
             st.seconds += time.perf_counter() - t
             st.reports += summary.counts.extracted
@@ -926,7 +947,6 @@ def report(result: WeekResult) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from hurren.clients import minio_client
     from hurren.settings import settings
 
     d = WeekConfig()
@@ -966,7 +986,7 @@ def main(argv: list[str] | None = None) -> int:
                      seed=a.seed, max_minutes=a.max_minutes, workers=a.workers)  # fmt: skip
     s = settings()
     tag = secrets.token_hex(3)
-    client = minio_client(s)
+    client = _minio_client(s)
     with (
         tempfile.TemporaryDirectory(prefix="bench_week_") as tmp,
         simulator_process(Path(tmp), a.check_rate) as sim,
