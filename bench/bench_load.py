@@ -21,14 +21,16 @@ import json
 import pickle
 import resource
 import secrets
-import subprocess
 import sys
 import tempfile
 import time
+from contextlib import nullcontext
 from datetime import date, datetime
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import ROOT, checkout, child_result  # noqa: E402
+
 DAY = date(2024, 3, 11)
 
 
@@ -129,15 +131,9 @@ def _child(plugins: str, data: Path) -> None:
 
 
 def _run(tree: Path, data: Path) -> dict:
-    proc = subprocess.run(
-        [sys.executable, __file__, "--child", str(tree / "plugins"), "--data", str(data)],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
-    if proc.returncode or line is None:
-        sys.stderr.write(proc.stderr[-4000:])
-        raise SystemExit(f"the run on {tree} failed ({proc.returncode})")
-    return json.loads(line[len("RESULT ") :])
+    return child_result(
+        [sys.executable, __file__, "--child", str(tree / "plugins"), "--data", str(data)], tree
+    )
 
 
 def main() -> int:
@@ -163,14 +159,9 @@ def main() -> int:
         _prepare(args, data)
         print(f"day generated and extracted in {time.perf_counter() - t0:.0f} s "
               f"({args.lab} lab x ~{args.lab_items} items, {args.exam} exam, {args.pdf_kb:g} KB PDFs)")  # fmt: skip
-        trees: dict[str, Path] = {"new": ROOT}
-        if args.baseline:
-            old = Path(tmp) / "baseline"
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(old), args.baseline],
-                           check=True, capture_output=True)  # fmt: skip
-            trees = {"old": old, "new": ROOT}
-        results: dict[str, list[dict]] = {name: [] for name in trees}
-        try:
+        with checkout(args.baseline) if args.baseline else nullcontext() as old:
+            trees = {"old": old, "new": ROOT} if old else {"new": ROOT}
+            results: dict[str, list[dict]] = {name: [] for name in trees}
             for i in range(args.repeat):
                 for name, tree in trees.items():
                     r = _run(tree, data)
@@ -179,11 +170,6 @@ def main() -> int:
                           f"({r['first']['seconds']:.1f} s), again (unchanged) {r['again']['rows_s']:,.0f} rows/s "
                           f"({r['again']['seconds']:.1f} s), peak RSS {r['peak_mb']:.0f} MB; "
                           f"{r['first']['counts']}", flush=True)  # fmt: skip
-        finally:
-            if args.baseline:
-                subprocess.run(
-                    ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(old)], check=False
-                )
     rows = results["new"][0]["first"]["rows"]
     print(f"\n{rows:,} rows (masters + sub-items) per load\n")
     print("| tree | first load rows/s | again, unchanged, rows/s | peak RSS MB |\n|---|---|---|---|")

@@ -22,7 +22,6 @@ import argparse
 import json
 import resource
 import secrets
-import subprocess
 import sys
 import time
 from collections import defaultdict
@@ -32,7 +31,7 @@ from datetime import date, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import ROOT, checkout, describe  # noqa: E402
+from benchlib import ROOT, checkout, child_result, describe  # noqa: E402
 
 DAY = date(2024, 3, 11)
 STAGES = ("extract", "pdf", "validate", "load")
@@ -134,12 +133,7 @@ def _child(plugins: str, src_db: str, org_code: str, chunk: int, validator: str)
 def _run(tree: Path, args: argparse.Namespace, src_db: str, org_code: str) -> dict:
     cmd = [sys.executable, __file__, "--child", str(tree / "plugins"), "--src-db", src_db, "--org", org_code,
            "--chunk", str(args.chunk), "--validator", args.validator]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
-    if proc.returncode or line is None:
-        sys.stderr.write(proc.stderr[-4000:])
-        raise SystemExit(f"the run on {tree} failed ({proc.returncode})")
-    return json.loads(line[len("RESULT ") :])
+    return child_result(cmd, tree)
 
 
 def main() -> int:

@@ -7,8 +7,10 @@ it afterwards; a benchmark then runs its measuring part in a subprocess with tha
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -54,3 +56,14 @@ def code_env(tree: Path) -> dict[str, str]:
     # the test kit (simulator, synthetic data) is this tree's whichever code is measured
     path = os.pathsep.join([str(tree / "plugins"), str(ROOT / "testkit")])
     return {**os.environ, "PYTHONPATH": path, "HURREN_BENCH_CODE": str(tree)}
+
+
+def child_result(cmd: list[str], tree: Path) -> dict:
+    """Run ``cmd`` (a bench's own ``--child`` run on ``tree``'s code) and return the JSON of its
+    ``RESULT`` line; its stderr's tail and a clear exit when it fails."""
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
+    if proc.returncode or line is None:
+        sys.stderr.write(proc.stderr[-4000:])
+        raise SystemExit(f"the run on {tree} failed ({proc.returncode})")
+    return json.loads(line[len("RESULT ") :])
