@@ -26,7 +26,7 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m hurren_testkit.simulator",
         description="Region platform simulator: the Myhealth SOAP service (ten methods, SM4/SM2), with fault injection.",
-        epilog="Every flag has an environment variable (HURREN_SIM_*); see hurren/simulator/config.py.",
+        epilog="Every flag has an environment variable (HURREN_SIM_*); see hurren_testkit/simulator/config.py.",
     )
     p.add_argument("--host", default=env.get("HURREN_SIM_HOST", "127.0.0.1"))
     p.add_argument(
