@@ -139,7 +139,7 @@ def main() -> None:
             build = timed(n, lambda i: px.build_lab_report(*reports[i % len(reports)]))
             payloads = [px.build_lab_report(*r) for r in reports[:10]]
             seal = timed(n, lambda i: client.seal(payloads[i % len(payloads)]))
-            proxy = client._service_proxy()
+            proxy = client._service_proxy().service  # zeep's ServiceProxy
             zclient: zeep.Client = proxy._client
             sealed = client.seal(payloads[0])
             envelope = timed(

@@ -457,6 +457,34 @@ def test_mangled_strings(client: PlatformClient, mangle, message: str) -> None:
     assert re.search(message, answer), answer
 
 
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_the_envelope_written_from_a_template_is_zeeps_own(client: PlatformClient, method: str) -> None:
+    """The client fills a per-method envelope rendered once by zeep (``_Envelopes``): the bytes must be
+    those zeep writes for the same call. An argument that needs escaping goes through zeep itself."""
+    from zeep.wsdl.utils import etree_to_string
+
+    envelopes = client._service_proxy()
+    service = envelopes.service
+    args = _sealed(client, px.build_daily_counts(samples.daily_counts(), options=DEFAULT_OPTIONS))
+    sent: list[bytes] = []
+    transport = service._client.transport
+    real_post = transport.post
+    transport.post = lambda address, message, headers: (
+        sent.append(message) or real_post(address, message, headers)
+    )
+    try:
+        client.invoke(method, payload=args[0], credential=args[1], key=args[2])
+        envelope, _ = service._binding._create(
+            method, args, {}, client=service._client, options=service._binding_options
+        )
+        assert sent[0] == etree_to_string(envelope)
+        assert envelopes._parts[method] is not None  # it was the template that wrote it
+        client.invoke(method, payload="a<b & c", credential=args[1], key=args[2])
+        assert b"a&lt;b &amp; c" in sent[1]
+    finally:
+        transport.post = real_post
+
+
 @pytest.mark.parametrize(
     "payload,message",
     [
