@@ -352,7 +352,8 @@ class FakePlatform:
     def seal(self, body: bytes) -> Any:
         return SimpleNamespace(payload=body.decode("utf-8"), credential="c", key="k")
 
-    def invoke(self, method: str, *, payload: str, credential: str, key: str) -> str:
+    def invoke_sealed(self, method: str, sealed: Any) -> str:
+        payload = sealed.payload
         found = re.search(r'report_form_no="([^"]*)"', payload) or re.search(
             r"<report_form_no>([^<]*)<", payload
         )
@@ -511,10 +512,10 @@ class RowsPlatform:
     def seal(self, body: bytes) -> Any:
         return SimpleNamespace(payload=body.decode("utf-8"), credential="c", key="k")
 
-    def invoke(self, method: str, *, payload: str, credential: str, key: str) -> str:
+    def invoke_sealed(self, method: str, sealed: Any) -> str:
         from hurren.platform import xml
 
-        rows = [r for group in xml.parse_records(xml.parse_xml(payload)).values() for r in group]
+        rows = [r for group in xml.parse_records(xml.parse_xml(sealed.payload)).values() for r in group]
         if len(self.calls) < self.failures:
             self.calls.append((method, rows, "timeout"))
             raise TimeoutError("slow")

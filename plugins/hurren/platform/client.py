@@ -398,26 +398,14 @@ class _HTTPStatus(Exception):
 class _Envelopes:
     """A method's SOAP envelope as zeep writes it, rendered once with markers where its three
     strings go and filled in per call: zeep's serialisation of a ~240 KB argument (``_create``,
-    its XSD rendering, then ``etree_to_string``) cost about a millisecond a call. Only for
-    arguments that need no XML escaping (what ``seal`` makes is Base64) and operations with no
-    per-message header (WS-Addressing, plugins, WS-Security); anything else goes through zeep."""
+    its XSD rendering, then ``etree_to_string``) cost about a millisecond a call. Only for what
+    ``seal`` made (Base64: nothing to escape) and operations with no per-message header
+    (WS-Addressing, plugins, WS-Security); anything else goes through zeep."""
 
     def __init__(self, service: Any) -> None:
         self.service = service
         self._parts: dict[str, tuple[list[bytes], dict[str, str]] | None] = {}
         self._lock = threading.Lock()
-
-    @staticmethod
-    def plain(args: Sequence[object]) -> bool:
-        return all(
-            isinstance(a, str)
-            and a.isascii()
-            and a.isprintable()
-            and "&" not in a
-            and "<" not in a
-            and ">" not in a
-            for a in args
-        )
 
     def _render(self, name: str, arity: int) -> tuple[list[bytes], dict[str, str]] | None:
         service = self.service
@@ -435,14 +423,15 @@ class _Envelopes:
             parts.append(before)
         return [*parts, rest], dict(headers)
 
-    def send(self, name: str, args: Sequence[str]) -> Any:
-        """zeep's ``binding.send`` for these arguments: post the envelope, read the answer."""
+    def send(self, name: str, args: Sequence[str], *, base64: bool) -> Any:
+        """zeep's ``binding.send`` for these arguments (``base64``: all three are, as ``seal`` made
+        them): post the envelope, read the answer."""
         service = self.service
         with self._lock:
             if name not in self._parts:
                 self._parts[name] = self._render(name, len(args))
             rendered = self._parts[name]
-        if rendered is None or not self.plain(args):
+        if rendered is None or not base64:
             return getattr(service, name)(*args)
         parts, headers = rendered
         chunks = [parts[0]]
@@ -643,14 +632,21 @@ class PlatformClient:
     def invoke(self, method_name: str, *, payload: str, credential: str, key: str) -> str:
         """One SOAP call with the three strings exactly as given; the raw answer text.
 
-        For the command line and tests of malformed input; everything else goes through ``call``.
+        For the command line and tests of malformed input; what ``seal`` made goes through
+        ``invoke_sealed`` (or ``call``).
         """
-        m = method(method_name)
+        return self._invoke(method(method_name), (payload, credential, key), base64=False)
+
+    def invoke_sealed(self, method_name: str, sealed: Sealed) -> str:
+        """One SOAP call with the strings of ``seal``; the raw answer text."""
+        return self._invoke(method(method_name), (sealed.payload, sealed.credential, sealed.key), base64=True)
+
+    def _invoke(self, m: Method, args: tuple[str, str, str], *, base64: bool) -> str:
         service = self._service_proxy()
         started = time.perf_counter()
         _call.method = m.name
         try:
-            answer = service.send(m.name, (payload, credential, key))
+            answer = service.send(m.name, args, base64=base64)
         except requests.RequestException as exc:
             raise _transport_error(exc, what=m.name) from None
         except _DeadlinePassed as exc:
@@ -726,7 +722,7 @@ class PlatformClient:
         """Encrypt ``payload`` (XML bytes), send it, read the answer by the method's kind."""
         m = method(method_name)
         sealed = self._envelope.seal(payload)
-        answer = self.invoke(m.name, payload=sealed.payload, credential=sealed.credential, key=sealed.key)
+        answer = self.invoke_sealed(m.name, sealed)
         return self._read(m, answer, sealed)
 
     def call_document(self, method_name: str, document: bytes) -> Ack | QueryResult:

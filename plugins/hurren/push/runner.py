@@ -477,9 +477,7 @@ class Pusher:
         started = time.perf_counter()
         result: Any
         try:
-            answer = self.client.invoke(
-                method, payload=sealed.payload, credential=sealed.credential, key=sealed.key
-            )
+            answer = self.client.invoke_sealed(method, sealed)
             result = read_submit(answer, method=method)
         except ConfigurationError:
             raise
