@@ -40,6 +40,8 @@ from decimal import Decimal
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from sqlalchemy.engine import Connection, Engine
 
 from hurren import spec, sql
@@ -175,7 +177,22 @@ def _canonical_column(values: Sequence[Any]) -> list[str | None]:
     types = set(map(type, values))  # one C pass: text columns come back as they are
     if types <= {str, _NONE}:
         return list(values)
+    if types <= {int, _NONE}:
+        return [None if v is None else str(v) for v in values]
+    if types <= {datetime, _NONE} and (texts := _datetime_texts(values)) is not None:
+        return texts
     return [canonical(v) for v in values]
+
+
+def _datetime_texts(values: Sequence[datetime | None]) -> list[str | None] | None:
+    """Naive datetimes as :func:`canonical` writes them, by Arrow (strftime per value took a
+    microsecond and more); None where Arrow would write otherwise (a time zone, a year before 1000)."""
+    if any(v is not None and v.tzinfo is not None for v in values):
+        return None
+    seconds = pc.floor_temporal(pa.array(values, type=pa.timestamp("us")), unit="second")
+    if len(seconds) and (pc.min(pc.year(seconds)).as_py() or 1000) < 1000:
+        return None
+    return pc.strftime(seconds.cast(pa.timestamp("s")), format=spec.DATETIME_FORMAT).to_pylist()
 
 
 def canonical_frame(rows: Sequence[Sequence[Any]], names: Sequence[str]) -> pd.DataFrame:

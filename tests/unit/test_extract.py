@@ -7,10 +7,13 @@ import json
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import create_engine
 from sqlalchemy.engine import Engine
 
@@ -93,6 +96,20 @@ def test_chunk_bounds_bind_as_the_source_returned_them() -> None:
 )
 def test_canonical(value: object, expected: str | None) -> None:
     assert canonical(value) == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.none() | st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31, 23, 59, 59)),
+        max_size=30,
+    )
+    | st.lists(st.none() | st.integers(-(2**70), 2**70), max_size=30)
+    | st.lists(st.none() | st.datetimes(timezones=st.just(UTC)), min_size=1, max_size=5)
+)
+def test_a_column_of_datetimes_or_whole_numbers_is_what_canonical_gives_each_value(values: list[Any]) -> None:
+    """Whole columns of datetimes (by Arrow) and of ints take a fast path: the same text as per value."""
+    assert canonical_frame([(v,) for v in values], ["c"])["c"].tolist() == [canonical(v) for v in values]
 
 
 def test_canonical_frame_is_object_strings_and_none() -> None:

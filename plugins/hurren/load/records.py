@@ -76,10 +76,21 @@ def copy_text(
                         arr = pc.replace_substring(arr, old, new)
             columns.append(pc.fill_null(arr, "\\N"))
         columns += [pa.array(hashes, type=pa.string()), pa.array([run_id] * len(frame), type=pa.string())]
-        lines = pc.binary_join_element_wise(*columns, "\t").to_pylist()
+        lines = pc.binary_join_element_wise(pc.binary_join_element_wise(*columns, "\t"), "", "\n")
     except (pa.ArrowException, UnicodeError, OverflowError, TypeError, ValueError):
         return None
-    return "".join(f"{line}\n" for line in lines).encode("utf-8")
+    return _text_bytes(lines)
+
+
+def _text_bytes(strings: pa.Array) -> bytes:
+    """The values of a string array without nulls, one after the other: its data buffer between
+    the first and the last offset (no Python string per row)."""
+    if not len(strings):
+        return b""
+    offsets = np.frombuffer(strings.buffers()[1], dtype=np.int32)[
+        strings.offset : strings.offset + len(strings) + 1
+    ]
+    return strings.buffers()[2][int(offsets[0]) : int(offsets[-1])].to_pybytes()
 
 
 def content_hashes(master: spec.Entity, frame: pd.DataFrame) -> list[str]:
