@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from hurren import spec
 
@@ -38,6 +40,7 @@ __all__ = [
     "content_hash",
     "json_column",
     "json_rows",
+    "record_hashes",
     "record_keys",
     "row_hash",
     "sha256_hex",
@@ -168,6 +171,47 @@ def json_rows(columns: Mapping[str, np.ndarray], n: int) -> np.ndarray:
     out = np.empty(n, dtype=object)
     out[:] = [template % t for t in zip(*(columns[k] for k in names), strict=True)] if names else ["{}"] * n
     return out
+
+
+_JSON_ESCAPED = r'["\\\x00-\x1f]'  # what encode_basestring escapes (ensure_ascii=False); RE2 syntax
+
+
+def _json_text(values: np.ndarray) -> pa.Array:
+    """:func:`json_column` of text values (str, or missing) as an Arrow array: quoted by Arrow,
+    the few values with something to escape through ``encode_basestring``."""
+    arr = pa.array(values, type=pa.string(), from_pandas=True)
+    out = pc.fill_null(pc.binary_join_element_wise('"', arr, '"', ""), "null")
+    escape = pc.fill_null(pc.match_substring_regex(arr, _JSON_ESCAPED), False)
+    if pc.any(escape).as_py():
+        rows_ = np.flatnonzero(escape.to_numpy(zero_copy_only=False))
+        out = pc.replace_with_mask(
+            out, escape, pa.array([encode_basestring(values[i]) for i in rows_], pa.string())
+        )
+    return out
+
+
+def record_hashes(columns: Mapping[str, np.ndarray], n: int) -> list[str] | None:
+    """:func:`content_hash` of ``n`` records without sub-items or PDF, from their text columns
+    (str or missing: a canonical frame's), by Arrow: each row's JSON is joined column by column
+    and hashed straight from Arrow's buffer, no Python string per value or row. None when Arrow
+    cannot hold a value (a lone surrogate): :func:`json_column`'s path takes it then."""
+    names = sorted(columns)
+    if n == 0 or not names:
+        return [content_hash({})] * n
+    try:
+        pieces: list[Any] = []
+        for i, name in enumerate(names):
+            pieces += (
+                ("," if i else '{"items":[],"master":{') + encode_basestring(name) + ":",
+                _json_text(columns[name]),
+            )
+        texts = pc.binary_join_element_wise(*pieces, "}}", "")
+    except (pa.ArrowException, UnicodeError):
+        return None
+    offsets = np.frombuffer(texts.buffers()[1], dtype=np.int32)[texts.offset : texts.offset + n + 1].tolist()
+    data = memoryview(texts.buffers()[2])
+    sha = hashlib.sha256
+    return [sha(data[a:b]).hexdigest() for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
 
 
 def sha256_hex(texts: Sequence[str] | np.ndarray) -> list[str]:

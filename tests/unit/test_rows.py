@@ -11,6 +11,7 @@ row hash with the per-row functions.
 from __future__ import annotations
 
 import base64
+import re
 
 import numpy as np
 import pandas as pd
@@ -130,6 +131,22 @@ def test_sub_item_typing_and_row_hashes_are_the_per_row_ones(items: list[dict]) 
 def test_record_hashes_are_the_per_row_ones(records: list[dict]) -> None:
     for u in _prepared(PACS, None, _frame(PACS, records), None):
         assert u.hash == rows.content_hash(u.master)
+
+
+@settings(
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
+@given(st.lists(_row(PACS, {}), max_size=8))
+def test_the_column_wise_record_hashes_are_the_per_row_ones(records: list[dict]) -> None:
+    """The PACS load hashes a batch by Arrow (``rows.record_hashes``), or, where Arrow cannot hold a
+    value (a lone surrogate), through ``json_column``: the same hash as ``content_hash`` either way."""
+    frame = _frame(PACS, records)
+    assert load.records.content_hashes(PACS, frame) == [rows.content_hash(r) for r in records]
+    columns = {f: frame[f].to_numpy(dtype=object) for f in PACS.names}
+    surrogate = any(
+        isinstance(v, str) and re.search("[\ud800-\udfff]", v) for r in records for v in r.values()
+    )
+    assert (rows.record_hashes(columns, len(frame)) is None) == surrogate
 
 
 def test_a_surrogate_and_a_non_bmp_character_hash_as_before() -> None:

@@ -96,7 +96,11 @@ def _text_bytes(strings: pa.Array) -> bytes:
 def content_hashes(master: spec.Entity, frame: pd.DataFrame) -> list[str]:
     """``hurren.rows.content_hash`` of each row of a canonical frame of records (no sub-items, no
     PDF), column by column: the key-sorted JSON of the row under "master", "items" empty."""
-    master_json = rows.json_rows({f: rows.json_column(_column(frame, f)) for f in master.names}, len(frame))
+    columns = {f: _column(frame, f).to_numpy(dtype=object) for f in master.names}
+    hashes = rows.record_hashes(columns, len(frame))
+    if hashes is not None:
+        return hashes
+    master_json = rows.json_rows({f: rows.json_column(v) for f, v in columns.items()}, len(frame))
     return rows.sha256_hex([f'{{"items":[],"master":{m}}}' for m in master_json])
 
 
