@@ -87,6 +87,7 @@ class Store:
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL" if path != ":memory:" else "PRAGMA journal_mode=MEMORY")
+        self._db.execute("PRAGMA synchronous=NORMAL")  # a test platform: no fsync per stored report
         self._db.executescript(_SCHEMA)
 
     def close(self) -> None:
