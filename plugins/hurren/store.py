@@ -235,6 +235,7 @@ outbox = Table(
     Column("created_at", DateTime, nullable=False, server_default=func.current_timestamp()),
     Column("updated_at", DateTime, nullable=False, server_default=func.current_timestamp()),
     Index("ix_push_outbox_due", "status", "next_attempt_at"),
+    Index("ix_push_outbox_queue", "status", "action", "id"),  # a claim's walk in queue order
     Index("ix_push_outbox_key", "entity", "record_key"),
     Index("ix_push_outbox_form", "entity", "org_code", "report_form_no"),
     comment="each version of each report to push, queued once (hurren.push, docs/push.md)",
@@ -275,10 +276,15 @@ def _schema_change(engine: Engine) -> Iterator[Connection]:
         yield conn
 
 
+# indexes a release added to a table an older one may have created: create_all adds them there
+ADDED_INDEXES = frozenset({"ix_push_outbox_queue"})
+
+
 def create_all(engine: Engine, tables: Sequence[Table] | None = None) -> None:
     """Create the store schema (idempotent), and add the nullable columns a newer release defines to
     tables an older one created (the only schema change made in place; anything else is refused by
-    the code that needs it, with what to do). Safe to call from many processes at once."""
+    the code that needs it, with what to do), and the :data:`ADDED_INDEXES`. Safe to call from many
+    processes at once."""
     with _schema_change(engine) as conn:
         metadata.create_all(conn, tables=tables, checkfirst=True)
         found = inspect(conn)
@@ -288,8 +294,9 @@ def create_all(engine: Engine, tables: Sequence[Table] | None = None) -> None:
             for column in added:  # name, type and server default (it fills the existing rows)
                 ddl = CreateColumn(column).compile(dialect=engine.dialect)
                 conn.execute(text(f"ALTER TABLE {table.name} ADD {ddl}"))
-            for index in table.indexes if added else ():
-                index.create(conn, checkfirst=True)
+            for index in table.indexes:
+                if added or index.name in ADDED_INDEXES:
+                    index.create(conn, checkfirst=True)
 
 
 # --------------------------------------------------------------------------------------------

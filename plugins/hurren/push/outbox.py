@@ -52,7 +52,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, exists, func, insert, select, tuple_, update
+from sqlalchemy import and_, bindparam, exists, func, insert, select, tuple_, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import aliased
 
@@ -501,6 +501,30 @@ def _behind_void() -> Any:
     )  # fmt: skip
 
 
+def claim_query(
+    action: str, limit: int, now: datetime, entities: Sequence[str], org_codes: Sequence[str]
+) -> Any:
+    """The due ``action`` entries in queue order, at most ``limit``, locked (:func:`claim`)."""
+    busy = aliased(ob)
+    in_flight = exists().where(
+        busy.c.entity == ob.c.entity, busy.c.record_key == ob.c.record_key, busy.c.status == "sending"
+    )
+    stmt = (
+        select(ob)
+        .where(
+            ob.c.status == "queued",
+            ob.c.action == action,
+            (ob.c.next_attempt_at.is_(None)) | (ob.c.next_attempt_at <= now),
+            ~in_flight,
+            ~_behind_void(),
+        )  # fmt: skip
+        .order_by(ob.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True, of=ob)
+    )
+    return _scope(stmt, entities, org_codes)
+
+
 def claim(
     conn: Connection,
     *,
@@ -513,29 +537,20 @@ def claim(
     """Mark up to ``limit`` due entries ``sending`` for ``claimed_by`` (in the caller's
     transaction; commit it before calling the platform) and return them. Entries locked by another
     run are skipped (PostgreSQL ``FOR UPDATE SKIP LOCKED``), and so are entries of a key in flight
-    or of a key already claimed here (its first due entry, voids first, goes alone)."""
+    or of a key already claimed here (its first due entry, voids first, goes alone).
+
+    Voids first, then registers, each in queue order along ``ix_push_outbox_queue``: a claim reads
+    about ``limit`` entries however long the queue (one query sorting every queued entry made a
+    backlog's push quadratic)."""
     now = now or utcnow()
-    busy = aliased(ob)
-    in_flight = exists().where(
-        busy.c.entity == ob.c.entity, busy.c.record_key == ob.c.record_key, busy.c.status == "sending"
-    )
-    stmt = (
-        select(ob)
-        .where(
-            ob.c.status == "queued",
-            (ob.c.next_attempt_at.is_(None)) | (ob.c.next_attempt_at <= now),
-            ~in_flight,
-            ~_behind_void(),
-        )  # fmt: skip
-        .order_by(case((ob.c.action == "void", 0), else_=1), ob.c.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True, of=ob)
-    )
     rows, keys = [], set()
-    for r in conn.execute(_scope(stmt, entities, org_codes)):
-        if (r.entity, r.record_key) not in keys:
-            keys.add((r.entity, r.record_key))
-            rows.append(r)
+    for action in ("void", "register"):
+        if len(rows) >= limit:
+            break
+        for r in conn.execute(claim_query(action, limit - len(rows), now, entities, org_codes)):
+            if (r.entity, r.record_key) not in keys:
+                keys.add((r.entity, r.record_key))
+                rows.append(r)
     if not rows:
         return []
     conn.execute(
