@@ -175,11 +175,10 @@ def test_the_library_builds_the_default_profile_in_one_place_and_reads_no_test_s
                 and getattr(node.func, "attr", getattr(node.func, "id", "")) == "SpecOptions"
             ):
                 built.append(f"{path.relative_to(PLUGINS)}:{node.lineno}")
-            if isinstance(node, ast.arg) and node.annotation is not None:
-                hint = ast.unparse(node.annotation)
-                if "SpecOptions | None" in hint or "RuleBook | None" in hint:
-                    optional.append(f"{path.relative_to(PLUGINS)}:{node.lineno} {node.arg}")
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                for arg in [*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs]:
+                    hint = ast.unparse(arg.annotation) if arg.annotation is not None else ""
+                    if "SpecOptions | None" in hint or "RuleBook | None" in hint:
+                        optional.append(f"{path.relative_to(PLUGINS)}:{node.name} {arg.arg}")
     assert len(built) == 1 and built[0].startswith("hurren/spec.py:"), built
-    assert optional == ["hurren/platform/xml.py:568 options"], (
-        optional
-    )  # reverse_aliases: None reads no aliases
+    assert optional == ["hurren/platform/xml.py:reverse_aliases options"], optional  # None reads no aliases

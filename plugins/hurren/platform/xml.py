@@ -208,7 +208,10 @@ def format_value(value: object, fld: spec.Field, *, entity: str, options: spec.S
 
 
 def _alias(options: spec.SpecOptions, entity: str, name: str) -> str:
-    aliases = options.attribute_aliases
+    return _aliased(options.attribute_aliases, entity, name)
+
+
+def _aliased(aliases: Mapping[str, str], entity: str, name: str) -> str:
     return aliases.get(f"{entity}.{name}") or aliases.get(name) or name
 
 
@@ -216,9 +219,8 @@ def _alias(options: spec.SpecOptions, entity: str, name: str) -> str:
 def _layout(entity_name: str, aliases: tuple[tuple[str, str], ...]) -> tuple[tuple[str, spec.Field], ...]:
     """An entity's (attribute name, field) pairs in the spec's order under these aliases (D2),
     worked out once: a report has ~500 attributes."""
-    entity = spec.entity(entity_name)
-    options = spec.SpecOptions(attribute_aliases=dict(aliases))
-    out = tuple((_alias(options, entity.name, f.name), f) for f in entity.fields)
+    entity, names = spec.entity(entity_name), dict(aliases)
+    out = tuple((_aliased(names, entity.name, f.name), f) for f in entity.fields)
     for name, f in out:
         if not _XML_NAME.fullmatch(name):
             raise PayloadError(
