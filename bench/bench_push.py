@@ -274,7 +274,7 @@ def main() -> None:
         "the PostgreSQL backends. Shares of worker time: store = rows + sub-items from PostgreSQL; pdf = S3 get +"
     )
     print(
-        "SHA-256; xml = lxml build (PDF Base64 included); sm4 = seal (SM4-ECB + Base64); soap = zeep envelope/"
+        "SHA-256; xml = the report's XML (PDF Base64 included); sm4 = seal (SM4-ECB + Base64); soap = zeep envelope/"
     )
     print("answer; wait = HTTP round trip incl. the simulator's work; record = outcome + push_log.")
     print(f"\n(run took {time.perf_counter() - started:.0f} s)")

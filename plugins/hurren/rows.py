@@ -44,6 +44,7 @@ __all__ = [
     "record_keys",
     "row_hash",
     "sha256_hex",
+    "text_spans",
     "to_store_value",
     "typed_column",
 ]
@@ -208,10 +209,17 @@ def record_hashes(columns: Mapping[str, np.ndarray], n: int) -> list[str] | None
         texts = pc.binary_join_element_wise(*pieces, "}}", "")
     except (pa.ArrowException, UnicodeError):
         return None
-    offsets = np.frombuffer(texts.buffers()[1], dtype=np.int32)[texts.offset : texts.offset + n + 1].tolist()
-    data = memoryview(texts.buffers()[2])
+    data, offsets = text_spans(texts)
     sha = hashlib.sha256
     return [sha(data[a:b]).hexdigest() for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
+
+
+def text_spans(strings: pa.Array) -> tuple[memoryview, list[int]]:
+    """A string array's data buffer and its ``len + 1`` offsets: value ``i`` (none missing) is
+    ``data[offsets[i]:offsets[i + 1]]``, read without a Python string per value."""
+    n = len(strings)
+    offsets = np.frombuffer(strings.buffers()[1], dtype=np.int32)[strings.offset : strings.offset + n + 1]
+    return memoryview(strings.buffers()[2]), offsets.tolist()
 
 
 def sha256_hex(texts: Sequence[str] | np.ndarray) -> list[str]:

@@ -83,14 +83,12 @@ def copy_text(
 
 
 def _text_bytes(strings: pa.Array) -> bytes:
-    """The values of a string array without nulls, one after the other: its data buffer between
-    the first and the last offset (no Python string per row)."""
+    """The values of a string array without nulls, one after the other (its data buffer between
+    the first and the last offset)."""
     if not len(strings):
         return b""
-    offsets = np.frombuffer(strings.buffers()[1], dtype=np.int32)[
-        strings.offset : strings.offset + len(strings) + 1
-    ]
-    return strings.buffers()[2][int(offsets[0]) : int(offsets[-1])].to_pybytes()
+    data, offsets = rows.text_spans(strings)
+    return data[offsets[0] : offsets[-1]].tobytes()
 
 
 def content_hashes(master: spec.Entity, frame: pd.DataFrame) -> list[str]:

@@ -36,6 +36,9 @@ Choices:
   still reading our request. A session passed in gets that adapter mounted.
 - The live WSDL (``wsdl="live"`` or a URL) is read under the same deadline and capped at
   :data:`MAX_WSDL_BYTES` (a real one is tens of KB): a bigger one is a ``ConfigurationError``.
+- The envelope of a call with sealed strings (Base64) is zeep's own, rendered once per method with
+  markers and filled per call (``_Envelopes``): zeep's per-call serialisation of ~240 KB cost about
+  a millisecond. Strings given to ``invoke`` as they are go through zeep.
 - SOAP: 1.1, as the shipped WSDL says (D23). A SOAP fault is a :class:`SoapFault` with its code
   and text; a body element other than ``<Method>Response/<Method>Result`` is read for its text:
   ``error:<reason>`` there is a ``BusinessError`` (a refusal is a refusal), anything else an
