@@ -236,6 +236,14 @@ outbox = Table(
     Column("updated_at", DateTime, nullable=False, server_default=func.current_timestamp()),
     Index("ix_push_outbox_due", "status", "next_attempt_at"),
     Index("ix_push_outbox_queue", "status", "action", "id"),  # a claim's walk in queue order
+    # the D20 update voids a register may wait behind: few, found without reading the queue
+    Index(
+        "ix_push_outbox_update",
+        "entity",
+        "record_key",
+        postgresql_where=text("cause = 'update'"),
+        sqlite_where=text("cause = 'update'"),
+    ),
     Index("ix_push_outbox_key", "entity", "record_key"),
     Index("ix_push_outbox_form", "entity", "org_code", "report_form_no"),
     comment="each version of each report to push, queued once (hurren.push, docs/push.md)",
@@ -277,7 +285,7 @@ def _schema_change(engine: Engine) -> Iterator[Connection]:
 
 
 # indexes a release added to a table an older one may have created: create_all adds them there
-ADDED_INDEXES = frozenset({"ix_push_outbox_queue"})
+ADDED_INDEXES = frozenset({"ix_push_outbox_queue", "ix_push_outbox_update"})
 
 
 def create_all(engine: Engine, tables: Sequence[Table] | None = None) -> None:

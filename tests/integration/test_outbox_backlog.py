@@ -3,7 +3,8 @@
 A claim used to sort every queued entry (voids first, then by id) to take the first few: with a
 backlog of a city's day (~90,000 reports) and a claim per 32 entries, the push was quadratic in
 the backlog. Now voids and registers are each walked in queue order along
-``ix_push_outbox_queue`` and the walk stops at the limit.
+``ix_push_outbox_queue`` and the walk stops at the limit; the D20 update voids a register may wait
+behind are found along ``ix_push_outbox_update``, not by reading the queue.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def test_a_claim_reads_its_limit_not_the_backlog(make_database: Callable[..., st
                     if n.get("Relation Name") == "push_outbox" and n.get("Alias") == "push_outbox"
                 ]
                 assert scans and all(n["Actual Rows"] <= 64 for n in scans), json.dumps(plan)[:2000]
-                assert not any(n["Node Type"] == "Sort" for n in nodes), json.dumps(plan)[:2000]
+                assert not any(n["Node Type"] in ("Sort", "Seq Scan") for n in nodes), json.dumps(plan)[:2000]
             claimed = outbox.claim(conn, limit=32, claimed_by="backlog")
         # voids first (20 of them), then registers, each in queue order
         assert [e.action for e in claimed] == ["void"] * 20 + ["register"] * 12
