@@ -28,25 +28,17 @@ LIMIT = 32  # concurrency 4 × report_batch 8, the production PushOptions
 
 
 def _child(plugins: str, url: str, queued: int, claims: int) -> None:
-    sys.path.insert(0, plugins)
-    from sqlalchemy import create_engine, text
+    sys.path[:0] = [plugins, str(ROOT / "testkit")]  # the test kit: always this tree's
+    from sqlalchemy import create_engine
 
     from hurren import store
     from hurren.push import outbox
+    from hurren_testkit.backlog import queue_backlog
 
     engine = create_engine(url)
     store.create_all(engine)
     with engine.begin() as conn:
-        conn.execute(
-            text(
-                "INSERT INTO push_outbox (entity, org_code, report_form_no, record_key, content_hash, action, "
-                "cause, status) SELECT 'labmaster', 'ORG', 'F' || g, '[\"ORG\", \"E' || g || '\", \"F' || g "
-                "|| '\"]', md5(g::text), CASE WHEN g % 1000 = 0 THEN 'void' ELSE 'register' END, 'load', "
-                "'queued' FROM generate_series(1, :n) g"
-            ),
-            {"n": queued},
-        )
-        conn.execute(text("ANALYZE push_outbox"))
+        queue_backlog(conn, queued)
     seconds, claimed = [], 0
     for i in range(claims):
         t = time.perf_counter()

@@ -17,6 +17,7 @@ from sqlalchemy import create_engine, text
 
 from hurren import store
 from hurren.push import outbox
+from hurren_testkit.backlog import queue_backlog
 
 BACKLOG = 20_000
 
@@ -30,16 +31,7 @@ def test_a_claim_reads_its_limit_not_the_backlog(make_database: Callable[..., st
     try:
         store.create_all(engine)
         with engine.begin() as conn:
-            conn.execute(
-                text(
-                    "INSERT INTO push_outbox (entity, org_code, report_form_no, record_key, content_hash, action, "
-                    "cause, status) SELECT 'labmaster', 'ORG', 'F' || g, '[\"ORG\", \"E' || g || '\", \"F' || g "
-                    "|| '\"]', md5(g::text), CASE WHEN g % 1000 = 0 THEN 'void' ELSE 'register' END, 'load', "
-                    "'queued' FROM generate_series(1, :n) g"
-                ),
-                {"n": BACKLOG},
-            )
-            conn.execute(text("ANALYZE push_outbox"))
+            queue_backlog(conn, BACKLOG)
         with engine.begin() as conn:
             for action in ("void", "register"):
                 query = outbox.claim_query(action, 32, outbox.utcnow(), outbox.PUSH_ENTITIES, ())
