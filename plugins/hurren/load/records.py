@@ -236,29 +236,24 @@ def _write(
                     copy.write_row(row)
             for r in extra:
                 copy.write_row([r[c] for c in names])
-        # stored with the same hash (unchanged), or a newer version stored (stale: never replaced by
-        # this older one, never counted loaded): both leave the stage, in one pass
-        cur.execute(
-            sql.SQL(
-                "DELETE FROM {s} USING {t} WHERE {same} AND ({t}.etl_content_hash = {s}.etl_content_hash "
-                "OR {t}.{ct} > {s}.{ct}) RETURNING {keys}, {t}.etl_content_hash = {s}.etl_content_hash"
-            ).format(s=st.stage, t=st.table, same=st.same, ct=st.ct, keys=keys)
-        )
-        gone = cur.fetchall()
+        with st.lookups(cur):  # unchanged or stale (never replaced by this older version): out of the stage
+            cur.execute(st.drop_stored_sql())
+            gone = cur.fetchall()
         stale = {tuple(r[:-1]) for r in gone if not r[-1]}
         counts.unchanged = len(gone) - len(stale)
-        cur.execute(st.upsert_sql())
-        written = {tuple(r) for r in cur.fetchall()}
-        missed = staged - counts.unchanged - len(stale) - len(written)
+        cur.execute(st.upsert_sql(returning=False))
+        written = cur.rowcount
+        missed = staged - counts.unchanged - len(stale) - written
         if missed:  # the rare race: another run stored a version of these keys meanwhile
             cur.execute(
                 sql.SQL(
-                    "SELECT {keys}, {t}.etl_content_hash = {s}.etl_content_hash FROM {s} JOIN {t} ON {same}"
+                    "SELECT {keys} FROM {s} JOIN {t} ON {same} "
+                    "WHERE {t}.etl_content_hash <> {s}.etl_content_hash"
                 ).format(s=st.stage, t=st.table, same=st.same, keys=keys)
-            )
-            late = {tuple(r[:-1]) for r in cur.fetchall() if not r[-1]} - written
+            )  # what this batch wrote is stored with its own hash: these are the newer versions
+            late = {tuple(r) for r in cur.fetchall()}
             stale |= late
             counts.unchanged += missed - len(late)
     counts.stale = len(stale)
-    counts.loaded = len(written)
+    counts.loaded = written
     return stale
