@@ -35,6 +35,7 @@ from hurren import spec
 
 __all__ = [
     "BAD",
+    "arrow_texts",
     "DATETIME_FORMAT",
     "canonical_json",
     "content_hash",
@@ -177,39 +178,54 @@ def json_rows(columns: Mapping[str, np.ndarray], n: int) -> np.ndarray:
 _JSON_ESCAPED = r'["\\\x00-\x1f]'  # what encode_basestring escapes (ensure_ascii=False); RE2 syntax
 
 
-def _json_text(values: np.ndarray) -> pa.Array:
-    """:func:`json_column` of text values (str, or missing) as an Arrow array: quoted by Arrow,
-    the few values with something to escape through ``encode_basestring``."""
-    arr = pa.array(values, type=pa.string(), from_pandas=True)
+def arrow_texts(columns: Mapping[str, np.ndarray]) -> dict[str, pa.Array] | None:
+    """Text columns (str or missing: a canonical frame's) as Arrow strings, converted once for
+    whatever reads them next (the content hashes, COPY's text); None when Arrow cannot hold a
+    value (a lone surrogate)."""
+    try:
+        return {k: pa.array(v, type=pa.string(), from_pandas=True) for k, v in columns.items()}
+    except (pa.ArrowException, UnicodeError):
+        return None
+
+
+def _json_text(arr: pa.Array) -> pa.Array:
+    """:func:`json_column` of an Arrow text column: quoted by Arrow, the few values with something
+    to escape through ``encode_basestring``."""
     out = pc.fill_null(pc.binary_join_element_wise('"', arr, '"', ""), "null")
     escape = pc.fill_null(pc.match_substring_regex(arr, _JSON_ESCAPED), False)
     if pc.any(escape).as_py():
         rows_ = np.flatnonzero(escape.to_numpy(zero_copy_only=False))
         out = pc.replace_with_mask(
-            out, escape, pa.array([encode_basestring(values[i]) for i in rows_], pa.string())
+            out, escape, pa.array([encode_basestring(arr[int(i)].as_py()) for i in rows_], pa.string())
         )
     return out
 
 
-def record_hashes(columns: Mapping[str, np.ndarray], n: int) -> list[str] | None:
+def record_hashes(
+    columns: Mapping[str, np.ndarray], n: int, texts: Mapping[str, pa.Array] | None = None
+) -> list[str] | None:
     """:func:`content_hash` of ``n`` records without sub-items or PDF, from their text columns
-    (str or missing: a canonical frame's), by Arrow: each row's JSON is joined column by column
-    and hashed straight from Arrow's buffer, no Python string per value or row. None when Arrow
-    cannot hold a value (a lone surrogate): :func:`json_column`'s path takes it then."""
+    (str or missing: a canonical frame's; or ``texts``, the same as :func:`arrow_texts`), by Arrow:
+    each row's JSON is joined column by column and hashed straight from Arrow's buffer, no Python
+    string per value or row. None when Arrow cannot hold a value (a lone surrogate):
+    :func:`json_column`'s path takes it then."""
     names = sorted(columns)
     if n == 0 or not names:
         return [content_hash({})] * n
+    texts = texts if texts is not None else arrow_texts(columns)
+    if texts is None:
+        return None
     try:
         pieces: list[Any] = []
         for i, name in enumerate(names):
             pieces += (
                 ("," if i else '{"items":[],"master":{') + encode_basestring(name) + ":",
-                _json_text(columns[name]),
+                _json_text(texts[name]),
             )
-        texts = pc.binary_join_element_wise(*pieces, "}}", "")
-    except (pa.ArrowException, UnicodeError):
+        joined = pc.binary_join_element_wise(*pieces, "}}", "")
+    except pa.ArrowException:  # beyond what one string array holds
         return None
-    data, offsets = text_spans(texts)
+    data, offsets = text_spans(joined)
     sha = hashlib.sha256
     return [sha(data[a:b]).hexdigest() for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
 

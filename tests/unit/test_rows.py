@@ -36,11 +36,22 @@ DATETIME = st.one_of(
     TEXT,
     st.datetimes().map(lambda d: d.strftime("%Y-%m-%d %H:%M:%S")),
     st.sampled_from(
-        ["2024-02-30 10:00:00", "2024-03-11T09:29:00", "٢٠٢٤-03-11 09:29:00", "9999-12-31 23:59:59"]
+        [
+            "2024-02-30 10:00:00",
+            "2024-03-11T09:29:00",
+            "٢٠٢٤-03-11 09:29:00",
+            "9999-12-31 23:59:59",
+            "2024-03-11 09:29:00+08:00",
+            "2024-03-11 09:29:00.5",
+            "2024-03-11 24:00:00",
+            "2024-03-11 09:29:00\n",
+        ]
     ),
 )
 NUMBER = st.one_of(
-    TEXT, st.integers(-(10**12), 10**12).map(str), st.sampled_from(["01", "-0", "٣", "²", "1.0", "-"])
+    TEXT,
+    st.integers(-(10**12), 10**12).map(str),
+    st.sampled_from(["01", "-0", "٣", "²", "1.0", "-", "1_000", "12 ", " 12", "+5", "12\n"]),
 )
 DATE = st.one_of(DATETIME, st.dates().map(str))
 PDF = st.one_of(
@@ -147,6 +158,30 @@ def test_the_column_wise_record_hashes_are_the_per_row_ones(records: list[dict])
         isinstance(v, str) and re.search("[\ud800-\udfff]", v) for r in records for v in r.values()
     )
     assert (rows.record_hashes(columns, len(frame)) is None) == surrogate
+
+
+def _reference(f: spec.Field, v: str | None) -> object:
+    try:
+        return rows.to_store_value(f, v)
+    except (ValueError, TypeError, AttributeError):
+        return rows.BAD
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_a_typed_column_is_to_store_value_of_each_value(data: st.DataObject) -> None:
+    """The loader types whole columns: the same values, of the same types, as ``to_store_value``
+    gives each (near misses of the strict forms included), and BAD exactly where it fails."""
+    f = data.draw(
+        st.sampled_from(
+            [f for e in (LAB, PACS) for f in e.fields if f.type in ("datetime", "date", "number")]
+        )
+    )
+    values = data.draw(st.lists(_value(f), max_size=12))
+    typed, bad = rows.typed_column(f, pd.Series(values, dtype=object))
+    reference = [_reference(f, v) for v in values]
+    assert [(type(t), t) for t in typed] == [(type(r), r) for r in reference]
+    assert bad.tolist() == [r is rows.BAD for r in reference]
 
 
 def test_a_surrogate_and_a_non_bmp_character_hash_as_before() -> None:

@@ -53,29 +53,33 @@ _COPY_ESCAPES = (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r"))  #
 
 
 def copy_text(
-    master: spec.Entity, frame: pd.DataFrame, typed: Mapping[str, np.ndarray], hashes: list[str], run_id: str
+    master: spec.Entity,
+    texts: Mapping[str, pa.Array],
+    typed: Mapping[str, np.ndarray],
+    hashes: list[str],
+    run_id: str,
 ) -> bytes | None:
-    """The rows of ``frame`` (``typed``: their typed columns, all clean) as COPY text, built by Arrow column by
-    column: what ``write_row`` sends for the typed values. Datetimes and dates are their canonical
-    text (the strict form they were typed from), whole numbers their typed value; text escaped,
-    null as ``\\N``. None when Arrow cannot take a value (a lone surrogate, a number beyond 64 bits,
-    a value that is not text): the caller writes row by row then, as before."""
+    """Rows (``texts``: their canonical text columns by field, :func:`hurren.rows.arrow_texts`;
+    ``typed``: their typed columns, all clean) as COPY text, built by Arrow column by column: what
+    ``write_row`` sends for the typed values. Datetimes and dates are their canonical text (the
+    strict form they were typed from), whole numbers their typed value; text escaped, null as
+    ``\\N``. None when Arrow cannot take a value (a number beyond 64 bits): the caller writes row
+    by row then, as before."""
     try:
         columns = []
         for column, f in _stored_fields(master):
             if f.type == "number":
                 arr = pa.array(typed[column], type=pa.int64()).cast(pa.string())
             else:
-                arr = pa.array(
-                    _column(frame, f.name).to_numpy(dtype=object), type=pa.string(), from_pandas=True
-                )
+                arr = texts[f.name]
                 if f.type == "date":
                     arr = pc.utf8_slice_codeunits(arr, 0, 10)
                 elif f.type != "datetime":
                     for old, new in _COPY_ESCAPES:
                         arr = pc.replace_substring(arr, old, new)
             columns.append(pc.fill_null(arr, "\\N"))
-        columns += [pa.array(hashes, type=pa.string()), pa.array([run_id] * len(frame), type=pa.string())]
+        n = len(hashes)
+        columns += [pa.array(hashes, type=pa.string()), pa.array([run_id] * n, type=pa.string())]
         lines = pc.binary_join_element_wise(pc.binary_join_element_wise(*columns, "\t"), "", "\n")
     except (pa.ArrowException, UnicodeError, OverflowError, TypeError, ValueError):
         return None
@@ -91,11 +95,14 @@ def _text_bytes(strings: pa.Array) -> bytes:
     return data[offsets[0] : offsets[-1]].tobytes()
 
 
-def content_hashes(master: spec.Entity, frame: pd.DataFrame) -> list[str]:
+def content_hashes(
+    master: spec.Entity, frame: pd.DataFrame, texts: Mapping[str, pa.Array] | None = None
+) -> list[str]:
     """``hurren.rows.content_hash`` of each row of a canonical frame of records (no sub-items, no
-    PDF), column by column: the key-sorted JSON of the row under "master", "items" empty."""
+    PDF), column by column: the key-sorted JSON of the row under "master", "items" empty.
+    ``texts``: the frame's columns already in Arrow (:func:`hurren.rows.arrow_texts`)."""
     columns = {f: _column(frame, f).to_numpy(dtype=object) for f in master.names}
-    hashes = rows.record_hashes(columns, len(frame))
+    hashes = rows.record_hashes(columns, len(frame), texts)
     if hashes is not None:
         return hashes
     master_json = rows.json_rows({f: rows.json_column(v) for f, v in columns.items()}, len(frame))
@@ -178,11 +185,12 @@ def load_frame(
     held = [u for u in units if u.hold is not None]
     clean = np.flatnonzero(~suspect)
     ok = frame.iloc[clean]
-    hashes = content_hashes(master, ok)
+    texts = rows.arrow_texts({f: _column(ok, f).to_numpy(dtype=object) for f in master.names})
+    hashes = content_hashes(master, ok, texts)
     clean_typed = {c: v[clean] for c, v in typed.columns.items()}
     names = [*clean_typed, "etl_content_hash", "etl_run_id"]
     columns = [*clean_typed.values(), hashes, [run_id] * len(clean)]
-    text = copy_text(master, ok, clean_typed, hashes, run_id)
+    text = copy_text(master, texts, clean_typed, hashes, run_id) if texts is not None else None
     extra = [u.typed_master | {"etl_run_id": run_id} for u in units if u.hold is None]  # none expected
     counts = LoadCounts(extracted=n, quarantined=len(held))
     with engine.begin() as conn:
