@@ -35,8 +35,8 @@ from hurren import spec
 
 __all__ = [
     "BAD",
-    "arrow_texts",
     "DATETIME_FORMAT",
+    "arrow_texts",
     "canonical_json",
     "content_hash",
     "json_column",

@@ -125,8 +125,9 @@ def _as_if_raced(st: Staging) -> Any:
     another run between it and the upsert (the load then sorts them out after the upsert)."""
     from psycopg import sql
 
-    keys = sql.SQL(", ").join(sql.SQL("{}.{}").format(st.stage, sql.Identifier(k)) for k in st.keys)
-    return sql.SQL("DELETE FROM {s} WHERE false RETURNING {keys}, true").format(s=st.stage, keys=keys)
+    return sql.SQL("DELETE FROM {s} WHERE false RETURNING {keys}, true").format(
+        s=st.stage, keys=st.stage_keys
+    )
 
 
 @pytest.mark.parametrize("raced", [False, True], ids=["", "raced"])

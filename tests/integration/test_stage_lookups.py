@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from contextlib import nullcontext
 from typing import Any
 
 import pytest
@@ -55,13 +56,8 @@ def _plans(conn: Any, st: Staging, statements: list[Any], *, looked_up: bool) ->
     plans = []
     with raw.cursor() as cur:
         for stmt in statements:
-            explain = sql.SQL("EXPLAIN (FORMAT JSON) ") + stmt
-            if looked_up:
-                with st.lookups(cur):
-                    cur.execute(explain)
-                    plans.append(_scans(cur.fetchone()[0][0]["Plan"]))
-            else:
-                cur.execute(explain)
+            with st.lookups(cur) if looked_up else nullcontext():
+                cur.execute(sql.SQL("EXPLAIN (FORMAT JSON) ") + stmt)
                 plans.append(_scans(cur.fetchone()[0][0]["Plan"]))
     return plans
 

@@ -104,6 +104,7 @@ class Staging:
         self.table, self.stage = ident(table.name), ident(f"etl_stage_{table.name}")
         self.col_list = sql.SQL(", ").join(map(ident, self.cols))
         self.key_list = sql.SQL(", ").join(map(ident, self.keys))
+        self.stage_keys = sql.SQL(", ").join(sql.SQL("{}.{}").format(self.stage, ident(k)) for k in self.keys)
         self.same = _same(self.table, self.stage, self.keys)
         self.ct = ident(store.column_name(master, cursor))
 
@@ -138,11 +139,10 @@ class Staging:
         leave the stage, in one pass, returning their keys and whether they were unchanged."""
         from psycopg import sql
 
-        keys = sql.SQL(", ").join(sql.SQL("{}.{}").format(self.stage, sql.Identifier(k)) for k in self.keys)
         return sql.SQL(
             "DELETE FROM {s} USING {t} WHERE {same} AND ({t}.etl_content_hash = {s}.etl_content_hash "
             "OR {t}.{ct} > {s}.{ct}) RETURNING {keys}, {t}.etl_content_hash = {s}.etl_content_hash"
-        ).format(s=self.stage, t=self.table, same=self.same, ct=self.ct, keys=keys)
+        ).format(s=self.stage, t=self.table, same=self.same, ct=self.ct, keys=self.stage_keys)
 
     def drop_items_sql(self, master: spec.Entity, item: spec.Entity) -> Any:
         """The stored sub-items of the staged reports go (the new ones are COPYed after)."""

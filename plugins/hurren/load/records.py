@@ -233,7 +233,6 @@ def _write(
 
     st = Staging(master, names, change_time)
     staged = len(columns[0]) + len(extra)
-    keys = sql.SQL(", ").join(sql.SQL("{}.{}").format(st.stage, sql.Identifier(k)) for k in st.keys)
     with conn.connection.driver_connection.cursor() as cur:
         st.create(cur)
         with cur.copy(st.copy_sql()) as copy:
@@ -257,7 +256,7 @@ def _write(
                 sql.SQL(
                     "SELECT {keys} FROM {s} JOIN {t} ON {same} "
                     "WHERE {t}.etl_content_hash <> {s}.etl_content_hash"
-                ).format(s=st.stage, t=st.table, same=st.same, keys=keys)
+                ).format(s=st.stage, t=st.table, same=st.same, keys=st.stage_keys)
             )  # what this batch wrote is stored with its own hash: these are the newer versions
             late = {tuple(r) for r in cur.fetchall()}
             stale |= late
