@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from sqlalchemy.engine import Connection, Engine
@@ -138,12 +140,12 @@ def run_stream(
         run.details = summary.as_dict  # etl_run's details when the run ends, however it ends
         conn = _connect(stack, source_engine, source, stream)
         gx_day = stack.enter_context(validation.GxDay(rulebook)) if validator == "gx" else None
-        for batch in _read(conn, source, stream, run.window):
-            summary.batches += 1
-            summary.counts += _load_batch(batch, d, codes, summary, options, rulebook, gx_day, store_engine,
-                                          source=source, run_id=run_id, pdfs=pdfs, run_pk=run.pk, cursor=run.cursor,
-                                          clock=run.clock)  # fmt: skip
-            del batch
+        with _InTurn(summary) as in_turn:
+            for batch in _read(conn, source, stream, run.window):
+                in_turn.hand(_load_batch(batch, d, codes, summary, options, rulebook, gx_day, store_engine,
+                                         source=source, run_id=run_id, pdfs=pdfs, run_pk=run.pk,
+                                         cursor=run.cursor, clock=run.clock))  # fmt: skip
+                del batch
         if run.future is not None:  # a scheduled run: the rows beyond the source's clock, quarantined
             for batch in _read(conn, source, stream, run.future):
                 summary.batches += 1
@@ -249,7 +251,9 @@ def _load_batch(
     gx_day: validation.GxDay | None,
     store_engine: Engine,
     **load_args: Any,
-) -> load.LoadCounts:
+) -> Callable[[], load.LoadCounts]:
+    """Map and validate one batch, stage it for the store; returns the store's part (the load,
+    then the batch's validation results and rule counts), for :class:`_InTurn`."""
     if isinstance(batch, extract.ReportBatch):
         batch = replace(
             batch,  # the PDFs decoded and checked once, here; the frames carry no Base64 text from now on
@@ -266,7 +270,7 @@ def _load_batch(
             gx_day=gx_day,
         )
         holds = load.holds_from_verdicts(verdicts)
-        counts = load.load_reports(store_engine, batch, holds=holds, options=options, **load_args)
+        load_step = partial(load.load_reports, store_engine, batch, holds=holds, options=options, **load_args)
     else:
         batch = replace(batch, records=_map(batch.records, d.master, codes, summary))
         verdicts = validation.validate_records(
@@ -274,11 +278,55 @@ def _load_batch(
         )
         holds = load.holds_from_verdicts(verdicts)
         load_args.pop("pdfs")
-        counts = load.load_records(store_engine, batch, holds=holds, **load_args)
-    reports.keep_validation(
-        store_engine, verdicts, summary, source=load_args["source"], run_id=load_args["run_id"]
-    )
-    errors, warnings = _rule_counts(verdicts)
-    summary.errors_by_rule.update(errors)
-    summary.warnings_by_rule.update(warnings)
-    return counts
+        load_step = load.stage_records(store_engine, batch, holds=holds, **load_args)
+
+    def store_part() -> load.LoadCounts:
+        counts = load_step()
+        reports.keep_validation(
+            store_engine, verdicts, summary, source=load_args["source"], run_id=load_args["run_id"]
+        )
+        errors, warnings = _rule_counts(verdicts)
+        summary.errors_by_rule.update(errors)
+        summary.warnings_by_rule.update(warnings)
+        return counts
+
+    return store_part
+
+
+class _InTurn:
+    """The store's part of each batch, in one thread and in the batches' order, while the caller
+    reads and validates the next batch: PostgreSQL's share of one batch (the upsert) overlaps our
+    CPU's share of the next. At most one batch is in the store's hands: its counts (or its error)
+    are taken before the next is handed over, so no batch commits after one that failed (the
+    watermark)."""
+
+    def __init__(self, summary: RunSummary) -> None:
+        self._summary = summary
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="hurren-store")
+        self._pending: Future[load.LoadCounts] | None = None
+
+    def hand(self, store_part: Callable[[], load.LoadCounts]) -> None:
+        self.wait()
+        self._summary.batches += 1
+        self._pending = self._thread.submit(store_part)
+
+    def wait(self) -> None:
+        """Until the batch handed over is in the store; its error, if it failed, is raised here."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            self._summary.counts += pending.result()
+
+    def __enter__(self) -> _InTurn:
+        return self
+
+    def __exit__(self, exc_type: Any, *_: Any) -> None:
+        try:
+            if exc_type is None:
+                self.wait()
+            elif self._pending is not None:  # the caller's error goes on; the batch handed over ends whole
+                try:
+                    self.wait()
+                except Exception as exc:  # noqa: BLE001 - the caller's error is the one raised
+                    log.warning("the batch before also failed: %s: %s", type(exc).__name__, str(exc)[:200])
+        finally:
+            self._thread.shutdown(wait=True)

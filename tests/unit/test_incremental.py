@@ -367,22 +367,26 @@ def test_a_failed_run_is_logged_failed_and_keeps_the_watermark_of_its_committed_
     hospital: Any, db: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _, s, times = hospital
-    real, calls = load.load_records, {"n": 0}
+    real, calls = load.stage_records, {"n": 0}
 
     def fail_third(*args: Any, **kwargs: Any) -> Any:
         calls["n"] += 1
-        if calls["n"] == 3:
-            raise RuntimeError("the worker died in batch 3")
-        return real(*args, **kwargs)
+        if calls["n"] != 3:
+            return real(*args, **kwargs)
 
-    monkeypatch.setattr(load, "load_records", fail_third)
+        def died() -> Any:  # the store's part, in its thread, while batch 4 is read
+            raise RuntimeError("the worker died in batch 3")
+
+        return died
+
+    monkeypatch.setattr(load, "stage_records", fail_third)
     with pytest.raises(RuntimeError, match="batch 3"):
         _run(hospital, db, "broken")
     row = _etl_run(db, "broken")
     assert (row.status, row.extracted) == ("failed", 20)  # two committed batches of 10
     assert json.loads(row.details)["batches"] == 3
     assert _last_value(db, s, STREAM) == times[19]
-    monkeypatch.setattr(load, "load_records", real)
+    monkeypatch.setattr(load, "stage_records", real)
     retry = _run(hospital, db, "broken")  # the task's retry: the same run, a second try
     row = _etl_run(db, "broken")
     assert row.status == "success" and [t["status"] for t in json.loads(row.details)["tries"]] == [

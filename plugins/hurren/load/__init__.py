@@ -66,9 +66,10 @@ Exceptions::
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any, Literal
 
 import pandas as pd
@@ -129,6 +130,7 @@ __all__ = [
     "holds_from_verdicts",
     "key_segment",
     "load_records",
+    "stage_records",
     "load_reports",
     "pdf_object_key",
     "SourceClock",
@@ -300,17 +302,6 @@ def _load(
 ) -> LoadCounts:
     how = _method(engine, method)
     change_time = STREAMS[stream].cursor
-    if records.columnwise(how, master, item):  # PACS rows: column by column, no object per row
-        try:
-            counts = records.load_frame(
-                engine, master=master, frame=masters, change_time=change_time, stream=stream,
-                max_cursor=max_cursor, source=source, run_id=run_id, holds=holds, run_pk=run_pk,
-                cursor=cursor, clock=clock,
-            )  # fmt: skip
-        except db_errors() as exc:
-            raise _write_error(exc, source, stream, len(masters), master) from None
-        _log_counts(source, stream, counts)
-        return counts
     units = _units(master, item, masters, items)
     _prepare(
         units, master, item, holds or {}, source.org_code, masters=masters, cursor=change_time, clock=clock
@@ -429,7 +420,15 @@ def load_reports(
     )
 
 
-def load_records(
+def load_records(engine: Engine, batch: RecordBatch, **kwargs: Any) -> LoadCounts:
+    """Load one batch of PACS rows or accept/quote records, upserted by the spec key; the same
+    rules as :func:`load_reports` without sub-items and PDFs. Accept/quote rows written are queued
+    for the platform in the same transaction (``hurren.push.outbox.enqueue``), PACS rows are not.
+    The arguments are :func:`stage_records`'."""
+    return stage_records(engine, batch, **kwargs)()
+
+
+def stage_records(
     engine: Engine,
     batch: RecordBatch,
     *,
@@ -440,26 +439,30 @@ def load_records(
     cursor: CursorState | None = None,
     method: Method = "auto",
     clock: SourceClock | None = None,
-) -> LoadCounts:
-    """Load one batch of PACS rows or accept/quote records, upserted by the spec key; the same
-    rules as :func:`load_reports` without sub-items and PDFs. Accept/quote rows written are queued
-    for the platform in the same transaction (``hurren.push.outbox.enqueue``), PACS rows are not."""
+) -> Callable[[], LoadCounts]:
+    """:func:`load_records` in two steps: what needs no store is done now, and the store's part is
+    returned, to be called later (``hurren.pipeline`` calls it in another thread while it reads
+    the next batch). PACS rows on the ``copy`` engine are typed, hashed and written as COPY text
+    now (:func:`hurren.load.records.stage_frame`); any other batch is loaded whole when called.
+    Batches of a stream must be called in their order (the watermark)."""
     d = STREAMS[batch.stream]
-    return _load(
-        engine,
-        master=spec.entity(d.master),
-        item=None,
-        masters=batch.records,
-        items=None,
-        stream=batch.stream,
-        max_cursor=batch.max_cursor,
-        source=source,
-        run_id=run_id,
-        pdfs=None,
-        holds=holds,
-        run_pk=run_pk,
-        cursor=cursor,
-        method=method,
-        void_data_status=(),  # records carry no data_status: none is a void
-        clock=clock,
-    )
+    master = spec.entity(d.master)
+    if not records.columnwise(_method(engine, method), master, None):
+        return partial(_load, engine, master=master, item=None, masters=batch.records, items=None,
+                       stream=batch.stream, max_cursor=batch.max_cursor, source=source, run_id=run_id, pdfs=None,
+                       holds=holds, run_pk=run_pk, cursor=cursor, method=method,
+                       void_data_status=(),  # records carry no data_status: none is a void
+                       clock=clock)  # fmt: skip
+    staged = records.stage_frame(master=master, frame=batch.records, change_time=d.cursor, stream=batch.stream,
+                                 max_cursor=batch.max_cursor, source=source, run_id=run_id, holds=holds,
+                                 run_pk=run_pk, cursor=cursor, clock=clock)  # fmt: skip
+
+    def commit() -> LoadCounts:
+        try:
+            counts = staged.commit(engine)
+        except db_errors() as exc:
+            raise _write_error(exc, source, batch.stream, len(batch.records), master) from None
+        _log_counts(source, batch.stream, counts)
+        return counts
+
+    return commit

@@ -13,11 +13,16 @@ built column by column with :mod:`hurren.rows`), the same holds and reasons, the
   one transaction: rows stored with the same hash leave the stage (unchanged), rows whose stored
   version is newer leave it (stale), the rest is upserted (the upsert compares again, so a run
   racing this one never stores an older version). No read of the stored hashes before.
+
+A batch is staged first (:func:`stage_frame`: CPU only, no store read) and committed after
+(:meth:`StagedFrame.commit`: the store's transaction), so the pipeline can commit one batch while
+it reads and stages the next.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -152,8 +157,66 @@ def _suspects(
     return out
 
 
-def load_frame(
-    engine: Engine,
+@dataclass(slots=True)
+class StagedFrame:
+    """A batch of records made ready for the store without touching it: its typed columns, hashes
+    and COPY text, its held rows. :meth:`commit` is the store's part, in one transaction."""
+
+    master: spec.Entity
+    change_time: str
+    keys: np.ndarray  # each row's record key
+    clean: np.ndarray  # the rows COPYed (positions)
+    units: list[Any]  # the suspects, per unit: held, or (rarely) written row by row
+    names: list[str]
+    columns: list[Any]
+    text: bytes | None
+    counts: LoadCounts
+    # the batch's place in its run
+    source: Source
+    run_id: str
+    stream: str
+    max_cursor: datetime | None
+    run_pk: int | None
+    cursor: CursorState | None
+
+    def commit(self, engine: Engine) -> LoadCounts:
+        """Write the batch, its quarantine and its counts, and move the watermark, in one
+        transaction. Database errors pass through (the caller words them)."""
+        master, counts, names, columns = self.master, self.counts, self.names, self.columns
+        source, run_id = self.source, self.run_id
+        held = [u for u in self.units if u.hold is not None]
+        extra = [
+            u.typed_master | {"etl_run_id": run_id} for u in self.units if u.hold is None
+        ]  # none expected
+        with engine.begin() as conn:
+            stale = (
+                _write(conn, master, self.change_time, names, columns, self.text, extra, counts)
+                if len(self.clean) or extra
+                else set()
+            )
+
+            def valid_keys() -> tuple[set[str], set[str]]:
+                valid = set(self.keys[self.clean]) | {u.key for u in self.units if u.hold is None}
+                if stale:
+                    key_at = [names.index(store.column_name(master, k)) for k in master.key]
+                    by_typed = dict(
+                        zip(
+                            zip(*(columns[i] for i in key_at), strict=True),
+                            self.keys[self.clean],
+                            strict=True,
+                        )
+                    )
+                    valid -= {by_typed[k] for k in stale if k in by_typed}
+                return valid, set()
+
+            counts.quarantine_written = _quarantine(conn, master, held, source=source, run_id=run_id)
+            counts.resolved = _resolve_keys(conn, master, valid_keys, source=source)
+            settle_batch(conn, run_pk=self.run_pk, counts=counts, cursor=self.cursor, max_cursor=self.max_cursor,
+                         source=source.id, stream=self.stream, run_id=run_id)  # fmt: skip
+        return counts
+
+
+def stage_frame(
     *,
     master: spec.Entity,
     frame: pd.DataFrame,
@@ -166,10 +229,10 @@ def load_frame(
     run_pk: int | None,
     cursor: CursorState | None,
     clock: SourceClock | None,
-) -> LoadCounts:
-    """Load one batch of records (a canonical frame) in one transaction; what ``hurren.load._load``
-    does for the same batch, with the same counts. Database errors pass through (the caller words
-    them)."""
+) -> StagedFrame:
+    """One batch of records (a canonical frame) made ready for :meth:`StagedFrame.commit`; with
+    it, what ``hurren.load._load`` does for the same batch, with the same counts. Reads no store:
+    the store's part can run later, in another thread (``hurren.pipeline``)."""
     holds = holds or {}
     frame = frame.reset_index(drop=True)
     n = len(frame)
@@ -182,39 +245,28 @@ def load_frame(
         some = frame.iloc[np.flatnonzero(suspect)].reset_index(drop=True)
         units = _units(master, None, some, None)
         _prepare(units, master, None, holds, source.org_code, masters=some, cursor=change_time, clock=clock)
-    held = [u for u in units if u.hold is not None]
     clean = np.flatnonzero(~suspect)
     ok = frame.iloc[clean]
     texts = rows.arrow_texts({f: _column(ok, f).to_numpy(dtype=object) for f in master.names})
     hashes = content_hashes(master, ok, texts)
     clean_typed = {c: v[clean] for c, v in typed.columns.items()}
-    names = [*clean_typed, "etl_content_hash", "etl_run_id"]
-    columns = [*clean_typed.values(), hashes, [run_id] * len(clean)]
-    text = copy_text(master, texts, clean_typed, hashes, run_id) if texts is not None else None
-    extra = [u.typed_master | {"etl_run_id": run_id} for u in units if u.hold is None]  # none expected
-    counts = LoadCounts(extracted=n, quarantined=len(held))
-    with engine.begin() as conn:
-        stale = (
-            _write(conn, master, change_time, names, columns, text, extra, counts)
-            if len(clean) or extra
-            else set()
-        )
-
-        def valid_keys() -> tuple[set[str], set[str]]:
-            valid = set(keys[clean]) | {u.key for u in units if u.hold is None}
-            if stale:
-                key_at = [names.index(store.column_name(master, k)) for k in master.key]
-                by_typed = dict(
-                    zip(zip(*(columns[i] for i in key_at), strict=True), keys[clean], strict=True)
-                )
-                valid -= {by_typed[k] for k in stale if k in by_typed}
-            return valid, set()
-
-        counts.quarantine_written = _quarantine(conn, master, held, source=source, run_id=run_id)
-        counts.resolved = _resolve_keys(conn, master, valid_keys, source=source)
-        settle_batch(conn, run_pk=run_pk, counts=counts, cursor=cursor, max_cursor=max_cursor,
-                     source=source.id, stream=stream, run_id=run_id)  # fmt: skip
-    return counts
+    return StagedFrame(
+        master=master,
+        change_time=change_time,
+        keys=keys,
+        clean=clean,
+        units=units,
+        names=[*clean_typed, "etl_content_hash", "etl_run_id"],
+        columns=[*clean_typed.values(), hashes, [run_id] * len(clean)],
+        text=copy_text(master, texts, clean_typed, hashes, run_id) if texts is not None else None,
+        counts=LoadCounts(extracted=n, quarantined=sum(u.hold is not None for u in units)),
+        source=source,
+        run_id=run_id,
+        stream=stream,
+        max_cursor=max_cursor,
+        run_pk=run_pk,
+        cursor=cursor,
+    )
 
 
 def _write(
