@@ -12,7 +12,10 @@ opens the run's ``etl_run`` row; each batch :mod:`hurren.extract` reads from the
 whose transaction also adds the batch's counts to the run's row and moves the watermark (a
 scheduled run's window only); a scheduled run then reads the future range, the rows beyond the
 source's clock, and quarantines them (rule ``future_dtime``, naming the value and the source's
-now; counted in ``future_rows``); the run's row ends with its summary. The windows, the overlap,
+now; counted in ``future_rows``); the run's row ends with its summary. A batch's store part (its
+transaction, then its validation results) runs in a thread of its own while the next batch is
+read and validated (:class:`_InTurn`): one batch at a time and in their order, so the watermark
+moves as before and no batch commits after one that failed. The windows, the overlap,
 backfills and the clock are explained in :mod:`hurren.incremental`.
 """
 

@@ -99,14 +99,25 @@ def _assert_partial_load(w: harness.World, ctx: Ctx, *, batches: int, status: st
 
 
 def hospital_db_lost(ctx: Ctx) -> None:
-    """The hospital database's connections are cut (RST) after batch 2 and it stays unreachable."""
+    """The hospital database's connections are cut (RST) once batch 2 is read, and it stays
+    unreachable: reading batch 3 fails while batch 2 is still in the store's hands (the pipeline's
+    store thread), which must commit it whole. (Cut on a commit instead, and whether batch 3 was
+    already read would be a race.)"""
     proxy = ctx.fixture("hospital_proxy")
     w = ctx.world()
     cut: list[int] = []
-    ctx.hooks.arm(lambda n, b: cut.append(proxy.down()) if n == 2 else None)
+    real = extract.read_reports
+
+    def read_then_cut(*args: Any, **kwargs: Any) -> Any:
+        for n, batch in enumerate(real(*args, **kwargs), 1):
+            yield batch
+            if n == 2:  # the pipeline asks for batch 3
+                cut.append(proxy.down())
+
+    ctx.monkeypatch.setattr(extract, "read_reports", read_then_cut)
     with pytest.raises(extract.SourceReadError) as failed:
         w.run("lab", RUN)
-    ctx.hooks.disarm()
+    ctx.monkeypatch.setattr(extract, "read_reports", real)
     assert cut and cut[0] >= 1, "the proxy cut no connection: the fault did not happen"
     assert LOST_CONNECTION.search(str(failed.value)), str(failed.value)[:500]
     assert str(failed.value).startswith(f"{w.source.id}/lab: reading the hospital database")
