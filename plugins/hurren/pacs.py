@@ -345,6 +345,7 @@ def reconcile(
     now = (now or datetime.now()).replace(microsecond=0)  # noqa: DTZ005 - store times are naive Beijing
     summary = ReconSummary(org_code, first_day.isoformat(), last_day.isoformat())
     recon = store.pacs_recon
+    store.analyze_stale(engine, (_study, _inst, _exam))  # the day's instances may have been loaded just now
     with engine.begin() as conn:
         uids = _uids_of_days(conn, org_code, since, until)
         facts = study_facts(conn, org_code, uids)

@@ -24,6 +24,7 @@ Choices, and why:
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -50,6 +51,8 @@ from sqlalchemy.schema import CreateColumn
 from sqlalchemy.types import TypeEngine
 
 from hurren import spec
+
+log = logging.getLogger(__name__)
 
 metadata = MetaData()
 
@@ -412,3 +415,28 @@ def create_reconciliation(engine: Engine) -> None:
     with _schema_change(engine) as conn:
         for ix in RECON_INDEXES:
             ix.create(conn, checkfirst=True)
+
+
+_STALE_STATISTICS = text(
+    "SELECT s.n_mod_since_analyze FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid "
+    "WHERE s.relid = to_regclass(:name) AND s.n_mod_since_analyze > 50 + 0.1 * greatest(c.reltuples, 0)"
+)  # autovacuum's own rule (threshold 50, scale factor 0.1): what it would analyze next
+
+
+def analyze_stale(engine: Engine, tables: Sequence[Table]) -> list[str]:
+    """ANALYZE those of ``tables`` that autovacuum has not analyzed since a bulk load (PostgreSQL;
+    elsewhere nothing). A reader right after a large load would otherwise be planned without
+    statistics: PostgreSQL then scans a 2M-row table once per ``IN`` list of study UIDs instead of
+    using the index. Returns the names analyzed."""
+    if engine.dialect.name != "postgresql":
+        return []
+    analyzed = []
+    with engine.connect() as conn:
+        conn = conn.execution_options(isolation_level="AUTOCOMMIT")  # no lock held past the ANALYZE
+        for t in tables:
+            changed = conn.execute(_STALE_STATISTICS, {"name": t.name}).scalar()
+            if changed is not None:
+                conn.execute(text(f"ANALYZE {conn.dialect.identifier_preparer.format_table(t)}"))
+                log.info("analyzed %s: %s row(s) changed since its last statistics", t.name, changed)
+                analyzed.append(t.name)
+    return analyzed
