@@ -133,8 +133,13 @@ def typed_column(f: spec.Field, values: pd.Series) -> tuple[np.ndarray, np.ndarr
             return BAD
 
     present = ~missing
-    out[present] = [convert(v) for v in out[present]]
-    return out, np.fromiter((v is BAD for v in out), dtype=bool, count=len(out))
+    codes, distinct = pd.factorize(out[present])  # a day's times and numbers repeat: each converted once
+    converted = np.empty(len(distinct), dtype=object)
+    converted[:] = [convert(v) for v in distinct]
+    out[present] = converted[codes]
+    bad = np.zeros(len(out), dtype=bool)
+    bad[present] = np.fromiter((v is BAD for v in converted), dtype=bool, count=len(converted))[codes]
+    return out, bad
 
 
 def _json_str(v: str) -> str:
