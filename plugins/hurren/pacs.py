@@ -46,6 +46,7 @@ from hurren import store
 
 __all__ = [
     "ISSUES",
+    "READ_TABLES",
     "ReconSummary",
     "StudyFacts",
     "assess",
@@ -189,6 +190,7 @@ def days_ending(last_day: date, days: int) -> tuple[date, date]:
 _study = store.SPEC_TABLES["v_web_jctj"]
 _inst = store.SPEC_TABLES["v_web_jcjg"]
 _exam = store.SPEC_TABLES["exammaster"]
+READ_TABLES = (_study, _inst, _exam)  # what the reconciliation reads (and analyzes first when stale)
 
 
 def _uids_of_days(conn: Connection, org_code: str, since: datetime, until: datetime) -> set[str]:
@@ -345,7 +347,7 @@ def reconcile(
     now = (now or datetime.now()).replace(microsecond=0)  # noqa: DTZ005 - store times are naive Beijing
     summary = ReconSummary(org_code, first_day.isoformat(), last_day.isoformat())
     recon = store.pacs_recon
-    store.analyze_stale(engine, (_study, _inst, _exam))  # the day's instances may have been loaded just now
+    store.analyze_stale(engine, READ_TABLES)  # the day's instances may have been loaded just now
     with engine.begin() as conn:
         uids = _uids_of_days(conn, org_code, since, until)
         facts = study_facts(conn, org_code, uids)

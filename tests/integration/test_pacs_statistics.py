@@ -61,10 +61,10 @@ def test_a_freshly_loaded_instance_table_is_analyzed_once_and_then_read_by_its_i
         # table's rows: a 2M-row table read once per IN list, 0.9 s each)
         assert _instance_indexes(engine) == ["ix_pacs_instance_day"]
 
-        assert store.analyze_stale(engine, (pacs._study, pacs._inst, pacs._exam)) == ["pacs_instance"]
+        assert store.analyze_stale(engine, pacs.READ_TABLES) == ["pacs_instance"]
         assert _instance_indexes(engine) == ["ix_pacs_instance_study"]  # the UIDs' rows only
         # analyzed now: the next reconciliation does not analyze again
-        assert store.analyze_stale(engine, (pacs._study, pacs._inst, pacs._exam)) == []
+        assert store.analyze_stale(engine, pacs.READ_TABLES) == []
         summary = pacs.reconcile(
             engine, org_code=ORG, first_day=date(2024, 3, 11), last_day=date(2024, 3, 11)
         )
