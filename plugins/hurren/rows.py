@@ -9,11 +9,16 @@ Two forms of the same definitions:
 * per row: :func:`to_store_value` and :func:`content_hash` — the reference, and what a caller
   with one record uses;
 * per column: :func:`typed_column`, :func:`json_column`, :func:`json_rows`,
-  :func:`sha256_hex` and :func:`record_keys` (``store.record_key`` of every row) — what the loader uses on whole frames (no dict, no ``json.dumps`` per
-  row: each value goes through one C call, rows are joined by numpy). They give byte for byte
-  what the per-row functions give (``tests/unit/test_rows.py`` proves it on generated values,
-  hostile strings included): a changed hash would make every stored report look changed, and
-  be pushed again.
+  :func:`sha256_hex` and :func:`record_keys` (``store.record_key`` of every row) — what the
+  loader uses on whole frames (no dict, no ``json.dumps`` per row: each value goes through one C
+  call, rows are joined by numpy);
+* by Arrow, where it holds a batch's text (:func:`arrow_texts`; a lone surrogate it cannot):
+  :func:`record_hashes`, :func:`stored_texts`, :func:`row_hashes` and :func:`copy_text` — no
+  Python object per value at all (the PACS views' millions of rows, the sub-items).
+
+All give byte for byte what the per-row functions give (``tests/unit/test_rows.py`` proves it on
+generated values, hostile strings included): a changed hash would make every stored report look
+changed, and be pushed again.
 """
 
 from __future__ import annotations
@@ -39,12 +44,18 @@ __all__ = [
     "arrow_texts",
     "canonical_json",
     "content_hash",
+    "copy_text",
     "json_column",
+    "json_objects",
     "json_rows",
+    "json_text",
     "record_hashes",
     "record_keys",
     "row_hash",
+    "row_hashes",
     "sha256_hex",
+    "sha256_spans",
+    "stored_texts",
     "text_spans",
     "to_store_value",
     "typed_column",
@@ -183,6 +194,24 @@ def json_rows(columns: Mapping[str, np.ndarray], n: int) -> np.ndarray:
 _JSON_ESCAPED = r'["\\\x00-\x1f]'  # what encode_basestring escapes (ensure_ascii=False); RE2 syntax
 
 
+def _byte_set(chars: str) -> np.ndarray:
+    table = np.zeros(256, dtype=bool)
+    table[[ord(c) for c in chars]] = True
+    return table
+
+
+_JSON_ESCAPED_BYTES = _byte_set('"\\' + "".join(map(chr, range(0x20))))
+_COPY_ESCAPED_BYTES = _byte_set("\\\t\n\r")
+
+
+def _holds_any(arr: pa.Array, table: np.ndarray) -> bool:
+    """Whether a string array's data holds one of the ASCII bytes of ``table`` (one pass over its
+    buffer: UTF-8 never uses an ASCII byte inside another character). May say yes for bytes of a
+    slice's neighbours: callers then look value by value."""
+    data = arr.buffers()[2]
+    return data is not None and bool(table[np.frombuffer(data, dtype=np.uint8)].any())
+
+
 def arrow_texts(columns: Mapping[str, np.ndarray]) -> dict[str, pa.Array] | None:
     """Text columns (str or missing: a canonical frame's) as Arrow strings, converted once for
     whatever reads them next (the content hashes, COPY's text); None when Arrow cannot hold a
@@ -193,10 +222,34 @@ def arrow_texts(columns: Mapping[str, np.ndarray]) -> dict[str, pa.Array] | None
         return None
 
 
-def _json_text(arr: pa.Array) -> pa.Array:
+def record_hashes(
+    columns: Mapping[str, np.ndarray], n: int, texts: Mapping[str, pa.Array] | None = None
+) -> list[str] | None:
+    """:func:`content_hash` of ``n`` records without sub-items or PDF, from their text columns
+    (str or missing: a canonical frame's; or ``texts``, the same as :func:`arrow_texts`), by Arrow:
+    each row's JSON is joined column by column and hashed straight from Arrow's buffer, no Python
+    string per value or row. None when Arrow cannot hold a value (a lone surrogate):
+    :func:`json_column`'s path takes it then."""
+    if n == 0 or not columns:
+        return [content_hash({})] * n
+    texts = texts if texts is not None else arrow_texts(columns)
+    if texts is None:
+        return None
+    try:
+        joined = json_objects(
+            {name: json_text(texts[name]) for name in columns}, '{"items":[],"master":', "}"
+        )
+    except pa.ArrowException:  # beyond what one string array holds
+        return None
+    return sha256_spans(joined)
+
+
+def json_text(arr: pa.Array) -> pa.Array:
     """:func:`json_column` of an Arrow text column: quoted by Arrow, the few values with something
     to escape through ``encode_basestring``."""
     out = pc.fill_null(pc.binary_join_element_wise('"', arr, '"', ""), "null")
+    if not _holds_any(arr, _JSON_ESCAPED_BYTES):  # the usual column: nothing to look for row by row
+        return out
     escape = pc.fill_null(pc.match_substring_regex(arr, _JSON_ESCAPED), False)
     if pc.any(escape).as_py():
         rows_ = np.flatnonzero(escape.to_numpy(zero_copy_only=False))
@@ -206,33 +259,93 @@ def _json_text(arr: pa.Array) -> pa.Array:
     return out
 
 
-def record_hashes(
-    columns: Mapping[str, np.ndarray], n: int, texts: Mapping[str, pa.Array] | None = None
-) -> list[str] | None:
-    """:func:`content_hash` of ``n`` records without sub-items or PDF, from their text columns
-    (str or missing: a canonical frame's; or ``texts``, the same as :func:`arrow_texts`), by Arrow:
-    each row's JSON is joined column by column and hashed straight from Arrow's buffer, no Python
-    string per value or row. None when Arrow cannot hold a value (a lone surrogate):
-    :func:`json_column`'s path takes it then."""
-    names = sorted(columns)
-    if n == 0 or not names:
-        return [content_hash({})] * n
-    texts = texts if texts is not None else arrow_texts(columns)
-    if texts is None:
-        return None
-    try:
-        pieces: list[Any] = []
-        for i, name in enumerate(names):
-            pieces += (
-                ("," if i else '{"items":[],"master":{') + encode_basestring(name) + ":",
-                _json_text(texts[name]),
-            )
-        joined = pc.binary_join_element_wise(*pieces, "}}", "")
-    except pa.ArrowException:  # beyond what one string array holds
-        return None
-    data, offsets = text_spans(joined)
+def json_objects(columns: Mapping[str, pa.Array], prefix: str = "", suffix: str = "") -> pa.Array:
+    """Each row's JSON object, by Arrow, given each key's values already encoded (:func:`json_text`):
+    keys sorted as ``sort_keys`` sorts them, what :func:`json_rows` gives; each between ``prefix``
+    and ``suffix``. Raises ``pa.ArrowException`` beyond what one string array holds."""
+    pieces: list[Any] = []
+    for i, name in enumerate(sorted(columns)):
+        pieces += (("," if i else prefix + "{") + encode_basestring(name) + ":", columns[name])
+    return pc.binary_join_element_wise(*pieces, "}" + suffix, "")
+
+
+def sha256_spans(strings: pa.Array) -> list[str]:
+    """SHA-256 (hex) of each value of a string array without nulls, read from Arrow's buffer."""
+    if not len(strings):
+        return []
+    data, offsets = text_spans(strings)
     sha = hashlib.sha256
     return [sha(data[a:b]).hexdigest() for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
+
+
+def stored_texts(
+    fields: Sequence[tuple[str, spec.Field]], texts: Mapping[str, pa.Array], typed: Mapping[str, np.ndarray]
+) -> dict[str, pa.Array] | None:
+    """Clean typed rows' values as text, by store column (``fields``: (column, field)), as ``str()``
+    writes them (COPY's text, the row hashes), from the canonical text they were typed from
+    (``texts``, by field: :func:`arrow_texts`): a datetime is that text (the strict form), a date
+    its first ten characters, a whole number its typed value (``typed``, by column). None where
+    Arrow cannot take a value (a number beyond 64 bits): the caller goes row by row then."""
+    out = {}
+    try:
+        for column, f in fields:
+            if f.type == "number":
+                out[column] = pa.array(typed[column], type=pa.int64()).cast(pa.string())
+            elif f.type == "date":
+                out[column] = pc.utf8_slice_codeunits(texts[f.name], 0, 10)
+            else:
+                out[column] = texts[f.name]
+    except (pa.ArrowException, OverflowError, TypeError, ValueError):
+        return None
+    return out
+
+
+def row_hashes(fields: Sequence[tuple[str, spec.Field]], stored: Mapping[str, pa.Array]) -> list[str]:
+    """:func:`row_hash` of each typed row, from its :func:`stored_texts`, by Arrow."""
+    encoded = {}
+    for column, f in fields:
+        arr = stored[column]
+        if f.type in ("datetime", "date"):  # json.dumps(default=str): the text, quoted
+            arr = pc.binary_join_element_wise('"', arr, '"', "")
+        elif f.type != "number":
+            arr = json_text(arr)
+        encoded[column] = pc.fill_null(arr, "null")
+    return sha256_spans(json_objects(encoded))
+
+
+_COPY_ESCAPES = (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r"))  # backslash first
+
+
+def copy_text(
+    fields: Sequence[tuple[str, spec.Field]],
+    stored: Mapping[str, pa.Array],
+    hashes: list[str],
+    run_id: str | None,
+) -> bytes | None:
+    """Clean typed rows as COPY text (their :func:`stored_texts` by ``fields``, then
+    their hash and run id), built by Arrow column by column: what ``write_row`` sends for the typed
+    values, text escaped, null as ``\\N``. None when Arrow cannot (beyond what one array holds):
+    the caller writes row by row then (``hurren.load.engines.copy_in``)."""
+    try:
+        columns = []
+        for column, f in fields:
+            arr = stored[column]
+            if f.type not in ("datetime", "date", "number") and _holds_any(arr, _COPY_ESCAPED_BYTES):
+                for old, new in _COPY_ESCAPES:
+                    arr = pc.replace_substring(arr, old, new)
+            columns.append(pc.fill_null(arr, "\\N"))
+        n = len(hashes)
+        columns += [
+            pa.array(hashes, type=pa.string()),
+            pa.array([run_id] * n, type=pa.string()).fill_null("\\N"),
+        ]
+        lines = pc.binary_join_element_wise(pc.binary_join_element_wise(*columns, "\t"), "", "\n")
+    except pa.ArrowException:
+        return None
+    if not len(lines):
+        return b""
+    data, offsets = text_spans(lines)
+    return data[offsets[0] : offsets[-1]].tobytes()
 
 
 def text_spans(strings: pa.Array) -> tuple[memoryview, list[int]]:

@@ -19,7 +19,7 @@ from minio.error import S3Error
 from sqlalchemy import create_engine, func, select, text, update
 from sqlalchemy.engine import Engine
 
-from hurren import extract, incremental, load, sources, spec, store, validation
+from hurren import extract, incremental, load, rows, sources, spec, store, validation
 from hurren import pdf as pdf_
 from hurren.extract import Chunk, ReportBatch, canonical_frame
 from hurren.incremental import CursorState
@@ -347,6 +347,41 @@ def test_empty_string_and_null_stay_apart_through_copy(db: Engine, pdfs: Pdfs) -
     got = dict(org_rows(db, "labmaster", h.h.org_code, "report_form_no", "card_no"))
     assert got[reps[0].master["report_form_no"]] == ""
     assert got[reps[1].master["report_form_no"]] is None
+
+
+HOSTILE_TEXTS = ["a\tb", "c\nd\r", "\\", "\\N", "\\t", "", None, "\x01\x1f", '"q"', "𠀀😀", "N/A"]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_sub_items_are_stored_as_typed_whatever_their_text(db: Engine, pdfs: Pdfs, method: str) -> None:
+    """The sub-items' COPY text is built by Arrow (``hurren.rows.copy_text``), not by psycopg:
+    hostile text, empty and null, odd but valid numbers and dates arrive in the store as the
+    per-row reference types them, each with the per-row reference's ``etl_content_hash``."""
+    h = Hospital(2)
+    reps = copy.deepcopy(h.reports)
+    item = spec.entity("lab_subitem")
+    texts = [f.name for f in item.fields if f.type == "text" and not f.key]
+    for i, it in enumerate(reps[0].items):
+        for j, name in enumerate(texts):
+            it[name] = HOSTILE_TEXTS[(i + j) % len(HOSTILE_TEXTS)]
+        it["recognition"] = ["-0", "٣", "007", None][i % 4]
+        it["effective_dtime"] = [None, "2024-03-11 00:00:00"][i % 2]
+    counts = h.load(db, pdfs, h.batch(reps), method=method)
+    assert (counts.loaded, counts.quarantined) == (2, 0), counts
+    fields = load.units._stored_fields(item)
+    t = store.SPEC_TABLES["lab_subitem"]
+    with db.connect() as conn:
+        got = {
+            (r.report_form_no, r.serial_no): r._mapping
+            for r in conn.execute(select(t).where(t.c.org_code == h.h.org_code))
+        }
+    assert len(got) == sum(len(r.items) for r in reps)
+    for r in reps:
+        for it in r.items:
+            want = {c: rows.to_store_value(f, extract.canonical(it.get(f.name))) for c, f in fields}
+            row = got[(want["report_form_no"], want["serial_no"])]
+            assert {c: row[c] for c in want} == want
+            assert row["etl_content_hash"] == rows.row_hash(want)
 
 
 def watermark(db: Engine, source: sources.Source) -> datetime | None:

@@ -76,10 +76,22 @@ def _write_portable(
         units = [u for u in (*new, *changed) if u.item_pos]
         if units:
             sub = units[0].sub
-            names, rows = sub.store_rows(
+            names, columns, _ = sub.store_rows(
                 [p for u in units for p in u.item_pos], units[0].typed_master.get("etl_run_id")
             )
-            conn.execute(insert(itable), [dict(zip(names, r, strict=True)) for r in rows])
+            conn.execute(
+                insert(itable), [dict(zip(names, r, strict=True)) for r in zip(*columns, strict=True)]
+            )
+
+
+def copy_in(copy: Any, text: bytes | None, columns: Sequence[Sequence[Any]]) -> None:
+    """Into an open COPY: ``text`` (:func:`hurren.rows.copy_text`), or, without it, the typed ``columns`` row
+    by row."""
+    if text is not None:
+        copy.write(text)
+    else:
+        for row in zip(*columns, strict=True):
+            copy.write_row(row)
 
 
 def _same(a: Any, b: Any, names: Iterable[str]) -> Any:
@@ -228,11 +240,10 @@ def _write_copy(
         done = set(written)
         mine = [u for u in units if u.item_pos and tuple(u.typed_master[k] for k in keys) in done]
         if mine:
-            icols, rows = mine[0].sub.store_rows([p for u in mine for p in u.item_pos],
-                                                 mine[0].typed_master.get("etl_run_id"))  # fmt: skip
+            icols, columns, text = mine[0].sub.store_rows([p for u in mine for p in u.item_pos],
+                                                          mine[0].typed_master.get("etl_run_id"))  # fmt: skip
             with cur.copy(
                 sql.SQL("COPY {} ({}) FROM STDIN").format(itable, sql.SQL(", ").join(map(ident, icols)))
             ) as copy:
-                for r in rows:
-                    copy.write_row(r)
+                copy_in(copy, text, columns)
     return written, stale

@@ -204,11 +204,11 @@ def _note_puts(engine: Engine, units: Sequence[_Unit], pdfs: Pdfs, master: spec.
         if conn.dialect.name in _UPSERT:
             upsert = _UPSERT[conn.dialect.name](p)
             refresh = {c: upsert.excluded[c] for c in ("source", "entity", "run_id", "put_at")}
-            for i in range(0, len(values), _IN_GROUP):
-                stmt = upsert.values(values[i : i + _IN_GROUP])
-                conn.execute(
-                    stmt.on_conflict_do_update(index_elements=[p.c.bucket, p.c.object_key], set_=refresh)
-                )
+            # executemany: one statement compiled once (and cached), its rows sent in batches
+            conn.execute(
+                upsert.on_conflict_do_update(index_elements=[p.c.bucket, p.c.object_key], set_=refresh),
+                values,
+            )
         else:
             _forget_puts(conn, pdfs.bucket, list(rows))
             conn.execute(insert(p), values)

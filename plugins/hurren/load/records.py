@@ -29,13 +29,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 from sqlalchemy.engine import Engine
 
 from hurren import rows, spec, store
 from hurren.incremental import CursorState, settle_batch
 from hurren.load.common import Hold, LoadCounts, SourceClock
-from hurren.load.engines import Staging
+from hurren.load.engines import Staging, copy_in
 from hurren.load.quarantine import _quarantine, _resolve_keys
 from hurren.load.units import _change_time, _column, _prepare, _stored_fields, _Typed, _units
 from hurren.push import outbox as push_outbox
@@ -52,52 +51,6 @@ def columnwise(how: str, master: spec.Entity, item: spec.Entity | None) -> bool:
         and master.name not in push_outbox.RECORD_ENTITIES
         and master.name not in push_outbox.REPORT_ENTITIES
     )
-
-
-_COPY_ESCAPES = (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r"))  # backslash first
-
-
-def copy_text(
-    master: spec.Entity,
-    texts: Mapping[str, pa.Array],
-    typed: Mapping[str, np.ndarray],
-    hashes: list[str],
-    run_id: str,
-) -> bytes | None:
-    """Rows (``texts``: their canonical text columns by field, :func:`hurren.rows.arrow_texts`;
-    ``typed``: their typed columns, all clean) as COPY text, built by Arrow column by column: what
-    ``write_row`` sends for the typed values. Datetimes and dates are their canonical text (the
-    strict form they were typed from), whole numbers their typed value; text escaped, null as
-    ``\\N``. None when Arrow cannot take a value (a number beyond 64 bits): the caller writes row
-    by row then, as before."""
-    try:
-        columns = []
-        for column, f in _stored_fields(master):
-            if f.type == "number":
-                arr = pa.array(typed[column], type=pa.int64()).cast(pa.string())
-            else:
-                arr = texts[f.name]
-                if f.type == "date":
-                    arr = pc.utf8_slice_codeunits(arr, 0, 10)
-                elif f.type != "datetime":
-                    for old, new in _COPY_ESCAPES:
-                        arr = pc.replace_substring(arr, old, new)
-            columns.append(pc.fill_null(arr, "\\N"))
-        n = len(hashes)
-        columns += [pa.array(hashes, type=pa.string()), pa.array([run_id] * n, type=pa.string())]
-        lines = pc.binary_join_element_wise(pc.binary_join_element_wise(*columns, "\t"), "", "\n")
-    except (pa.ArrowException, UnicodeError, OverflowError, TypeError, ValueError):
-        return None
-    return _text_bytes(lines)
-
-
-def _text_bytes(strings: pa.Array) -> bytes:
-    """The values of a string array without nulls, one after the other (its data buffer between
-    the first and the last offset)."""
-    if not len(strings):
-        return b""
-    data, offsets = rows.text_spans(strings)
-    return data[offsets[0] : offsets[-1]].tobytes()
 
 
 def content_hashes(
@@ -250,6 +203,7 @@ def stage_frame(
     texts = rows.arrow_texts({f: _column(ok, f).to_numpy(dtype=object) for f in master.names})
     hashes = content_hashes(master, ok, texts)
     clean_typed = {c: v[clean] for c, v in typed.columns.items()}
+    stored = rows.stored_texts(_stored_fields(master), texts, clean_typed) if texts is not None else None
     return StagedFrame(
         master=master,
         change_time=change_time,
@@ -258,7 +212,7 @@ def stage_frame(
         units=units,
         names=[*clean_typed, "etl_content_hash", "etl_run_id"],
         columns=[*clean_typed.values(), hashes, [run_id] * len(clean)],
-        text=copy_text(master, texts, clean_typed, hashes, run_id) if texts is not None else None,
+        text=rows.copy_text(_stored_fields(master), stored, hashes, run_id) if stored is not None else None,
         counts=LoadCounts(extracted=n, quarantined=sum(u.hold is not None for u in units)),
         source=source,
         run_id=run_id,
@@ -288,11 +242,7 @@ def _write(
     with conn.connection.driver_connection.cursor() as cur:
         st.create(cur)
         with cur.copy(st.copy_sql()) as copy:
-            if text is not None:
-                copy.write(text)
-            else:
-                for row in zip(*columns, strict=True):
-                    copy.write_row(row)
+            copy_in(copy, text, columns)
             for r in extra:
                 copy.write_row([r[c] for c in names])
         with st.lookups(cur):  # unchanged or stale (never replaced by this older version): out of the stage

@@ -13,12 +13,25 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from hurren import spec, store
 from hurren.load.common import Hold, SourceClock, _rule_text
 from hurren.load.pdfs import _decode_pdf, pdf_object_key
 from hurren.pdf import Pdf
-from hurren.rows import DATETIME_FORMAT, json_column, json_rows, sha256_hex, typed_column
+from hurren.rows import (
+    DATETIME_FORMAT,
+    arrow_texts,
+    copy_text,
+    json_column,
+    json_objects,
+    json_rows,
+    json_text,
+    row_hashes,
+    sha256_hex,
+    stored_texts,
+    typed_column,
+)
 
 _PDF_SLOT = (
     "\x01"  # stands for the PDF in a master's JSON: JSON escapes it in any value (np.full drops a NUL)
@@ -81,29 +94,49 @@ class _Typed:
 
 class _Items:
     """A batch's sub-items, kept as columns: canonical JSON of each row (for the report's content
-    hash), the typed columns, and each row's own ``etl_content_hash``. Never a dict per row,
-    except for the few rows a quarantine entry carries."""
+    hash), the typed columns, and, for the rows written, their own ``etl_content_hash`` and COPY
+    text. By Arrow where it holds the batch's text (:func:`hurren.rows.arrow_texts`), else value by
+    value in Python; never a dict per row, except for the few rows a quarantine entry carries."""
 
     def __init__(self, entity: spec.Entity, frame: pd.DataFrame) -> None:
         self.entity = entity
         self.frame = frame.reset_index(drop=True)
         n = len(self.frame)
-        self.json = json_rows({c: json_column(self.frame[c]) for c in self.frame.columns}, n)
+        names = list(dict.fromkeys([*self.frame.columns, *entity.names]))
+        self.texts = arrow_texts({c: _column(self.frame, c).to_numpy(dtype=object) for c in names})
+        encoded = None
+        if self.texts is not None and n:
+            try:
+                encoded = json_objects({c: json_text(self.texts[c]) for c in self.frame.columns}).to_pylist()
+            except pa.ArrowException:  # beyond what one string array holds
+                pass
+        if encoded is None:
+            encoded = json_rows({c: json_column(self.frame[c]) for c in self.frame.columns}, n)
+        self.json = encoded
         self.typed = _Typed.of(entity, self.frame)
-        self.hashes = np.array(sha256_hex(json_rows({c: json_column(v) for c, v in self.typed.columns.items()}, n)),
-                               dtype=object)  # fmt: skip
         keys = [self.typed.columns[store.column_name(entity, k)] for k in entity.key]
         self.key_of = list(zip(*keys, strict=True)) if keys else [()] * n
 
     def records(self, pos: Sequence[int]) -> list[dict[str, Any]]:
         return _records(self.frame.iloc[list(pos)])
 
-    def store_rows(self, pos: Sequence[int], run_id: str | None) -> tuple[list[str], list[tuple[Any, ...]]]:
-        """(store columns, typed rows) of the sub-items at ``pos``, with their hash and run id."""
+    def store_rows(self, pos: Sequence[int], run_id: str | None) -> tuple[list[str], list[Any], bytes | None]:
+        """(store columns, typed columns, COPY text or None) of the sub-items at ``pos`` (clean
+        rows: typed without failure), with their ``etl_content_hash`` and run id."""
         idx = np.asarray(pos, dtype=np.int64)
-        names = [*self.typed.columns, "etl_content_hash", "etl_run_id"]
-        cols = [v[idx] for v in self.typed.columns.values()] + [self.hashes[idx], [run_id] * len(idx)]
-        return names, list(zip(*cols, strict=True))
+        fields = _stored_fields(self.entity)
+        typed = {c: v[idx] for c, v in self.typed.columns.items()}
+        stored = None
+        if self.texts is not None:
+            taken = pa.array(idx)
+            stored = stored_texts(fields, {f.name: self.texts[f.name].take(taken) for _, f in fields}, typed)
+        if stored is not None:
+            hashes = row_hashes(fields, stored)
+        else:
+            hashes = sha256_hex(json_rows({c: json_column(v) for c, v in typed.items()}, len(idx)))
+        names = [*typed, "etl_content_hash", "etl_run_id"]
+        text = copy_text(fields, stored, hashes, run_id) if stored is not None else None
+        return names, [*typed.values(), hashes, [run_id] * len(idx)], text
 
 
 @dataclass(slots=True)
