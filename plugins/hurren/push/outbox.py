@@ -223,27 +223,34 @@ def _supersede(conn: Connection, entity: str, keys: Iterable[str], now: datetime
 def _groups(
     conn: Connection, entity: str, forms: set[tuple[str, str]]
 ) -> dict[tuple[str, str], dict[str, dict[str, Any]]]:
-    """The latest entry of every key of these reports: ``{(org_code, report_form_no): {key: entry}}``."""
+    """The latest entry of every key of these reports: ``{(org_code, report_form_no): {key: entry}}``.
+    Read per hospital by a list of report numbers, along ``ix_push_outbox_form`` (a list of
+    (org, number) pairs is no index condition to PostgreSQL: it tested every pair on every row)."""
     out: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
-    for part in _chunks(sorted(forms)):
-        rows = conn.execute(
-            select(
-                ob.c.org_code,
-                ob.c.report_form_no,
-                ob.c.record_key,
-                ob.c.content_hash,
-                ob.c.action,
-                ob.c.status,
-            )
-            .where(
-                ob.c.entity == entity,
-                tuple_(ob.c.org_code, ob.c.report_form_no).in_(part),
-                ob.c.cause != "update",
-            )
-            .order_by(ob.c.id)
-        ).mappings()
-        for r in rows:
-            out.setdefault((r["org_code"], r["report_form_no"]), {})[r["record_key"]] = dict(r)
+    by_org: dict[str, list[str]] = {}
+    for org, form in sorted(forms):
+        by_org.setdefault(org, []).append(form)
+    for org, numbers in by_org.items():
+        for part in _chunks(numbers):
+            rows = conn.execute(
+                select(
+                    ob.c.org_code,
+                    ob.c.report_form_no,
+                    ob.c.record_key,
+                    ob.c.content_hash,
+                    ob.c.action,
+                    ob.c.status,
+                )
+                .where(
+                    ob.c.entity == entity,
+                    ob.c.org_code == org,
+                    ob.c.report_form_no.in_(part),
+                    ob.c.cause != "update",
+                )
+                .order_by(ob.c.id)
+            ).mappings()
+            for r in rows:
+                out.setdefault((r["org_code"], r["report_form_no"]), {})[r["record_key"]] = dict(r)
     return out
 
 
