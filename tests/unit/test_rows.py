@@ -104,6 +104,8 @@ def test_report_hashes_are_the_per_row_ones(masters: list[dict], items: list[dic
                 + __import__("hashlib").sha256(u.master["pdf"].encode("utf-8", "surrogatepass")).hexdigest()
             )
         assert u.hash == rows.content_hash(u.master, u.items, pdf)
+        if not u.orphan:
+            assert u.key == store.record_key(LAB, u.master)
         if u.typed_master:  # typed only when every field converts: each as the per-row function types it
             for column, f in load.units._stored_fields(LAB):
                 assert u.typed_master[column] == rows.to_store_value(f, u.master.get(f.name)), column

@@ -27,6 +27,7 @@ from hurren.rows import (
     json_objects,
     json_rows,
     json_text,
+    record_keys,
     row_hashes,
     sha256_hex,
     stored_texts,
@@ -188,7 +189,9 @@ def _link(master: spec.Entity, item: spec.Entity) -> tuple[str, ...]:
 def _units(
     master: spec.Entity, item: spec.Entity | None, masters: pd.DataFrame, items: pd.DataFrame | None
 ) -> list[_Unit]:
-    rows = _records(masters)
+    names = master.names
+    columns = [_plain(_column(masters, n)) for n in names]
+    rows = [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
     by_link: dict[tuple[Any, ...], list[int]] = {}
     link: tuple[str, ...] = ()
     sub: _Items | None = None
@@ -199,12 +202,12 @@ def _units(
             by_link.setdefault(k, []).append(pos)
     units = [
         _Unit(
-            key=store.record_key(master, r),
-            master={n: r.get(n) for n in master.names},
+            key=key,
+            master=r,
             sub=sub,
             item_pos=by_link.pop(tuple(r[k] for k in link), []) if item is not None else [],
         )
-        for r in rows
+        for key, r in zip(record_keys(master, masters), rows, strict=True)
     ]
     # sub-items whose master is not in the batch: held under the key their master would have
     # (the link values, null for the rest), as hurren.validation files them
