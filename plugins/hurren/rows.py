@@ -201,7 +201,6 @@ def _byte_set(chars: str) -> np.ndarray:
 
 
 _JSON_ESCAPED_BYTES = _byte_set('"\\' + "".join(map(chr, range(0x20))))
-_COPY_ESCAPED_BYTES = _byte_set("\\\t\n\r")
 
 
 def _holds_any(arr: pa.Array, table: np.ndarray) -> bool:
@@ -314,6 +313,7 @@ def row_hashes(fields: Sequence[tuple[str, spec.Field]], stored: Mapping[str, pa
 
 
 _COPY_ESCAPES = (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r"))  # backslash first
+_COPY_ESCAPED_BYTES = _byte_set("".join(old for old, _ in _COPY_ESCAPES))
 
 
 def copy_text(

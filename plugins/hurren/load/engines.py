@@ -85,8 +85,8 @@ def _write_portable(
 
 
 def copy_in(copy: Any, text: bytes | None, columns: Sequence[Sequence[Any]]) -> None:
-    """Into an open COPY: ``text`` (:func:`hurren.rows.copy_text`), or, without it, the typed ``columns`` row
-    by row."""
+    """Into an open COPY: ``text`` (:func:`hurren.rows.copy_text`), or, without it, the typed
+    ``columns`` row by row."""
     if text is not None:
         copy.write(text)
     else:
@@ -202,8 +202,9 @@ def _write_copy(
     the keys found stale (a newer version stored meanwhile). The upsert itself compares the change
     times (column ``cursor``): a stored row is only ever replaced by a version at least as new.
 
-    Typed rows go through psycopg's ``write_row`` (not CSV), so an empty string stays an empty
-    string and only None becomes NULL."""
+    Masters go through psycopg's ``write_row``, sub-items as the COPY text Arrow built for them
+    (:func:`hurren.rows.copy_text`, else ``write_row``): text format, not CSV, so an empty string
+    stays an empty string and only None becomes NULL."""
     from psycopg import sql  # the copy path is taken only with psycopg
 
     raw = conn.connection.driver_connection
