@@ -151,9 +151,10 @@ def db(tmp_path: Any) -> Iterator[Engine]:
 
 
 def row(
-    form: str, *, version: str = "v1", status: int = 1, patient: str = "P1", at: str = "2024-03-11 09:00:00"
-) -> dict[str, Any]:
-    return {"org_code": "457759922", "report_form_no": form, "patient_id": patient, "event_type": 1,
+    form: str, *, version: str = "v1", status: int = 1, patient: str = "P1", at: str = "2024-03-11 09:00:00",
+    org: str = "457759922",
+) -> dict[str, Any]:  # fmt: skip
+    return {"org_code": org, "report_form_no": form, "patient_id": patient, "event_type": 1,
             "event_no": "E1", "data_status": status, "last_update_dtime": at,
             "etl_content_hash": hashlib.sha256(f"{form}{version}{patient}{status}".encode()).hexdigest()}  # fmt: skip
 
@@ -206,6 +207,25 @@ def test_a_changed_key_voids_the_old_key(db: Engine) -> None:
     )
     f9 = [(json.loads(x["record_key"])[2], x["action"]) for x in entries(db) if x["report_form_no"] == "F9"]
     assert sorted(f9) == [("A", "void"), ("B", "register")]
+
+
+def test_earlier_entries_are_found_per_hospital_across_read_lists(db: Engine) -> None:
+    """A batch's earlier entries are read per hospital by lists of report numbers
+    (``outbox._groups``): two hospitals with the same report number never see each other's
+    entries, and a batch larger than one list finds all of its own."""
+    forms = [f"F{i:04d}" for i in range(outbox._IN + 3)]
+    assert enqueue(db, *(row(f) for f in forms), row("F0001", org="OTHER")) == len(forms) + 1
+    assert enqueue(db, *(row(f) for f in forms), row("F0001", org="OTHER")) == 0  # all found again
+    with db.begin() as conn:
+        conn.execute(update(ob).values(status="acked"))
+    # a key change in one hospital voids its old key there only
+    assert enqueue(db, row("F0001", patient="P2", at="2024-03-11 10:00:00")) == 2
+    queued = [
+        (x["org_code"], x["action"], json.loads(x["record_key"])[2])
+        for x in entries(db)
+        if x["status"] == "queued"
+    ]
+    assert sorted(queued) == [("457759922", "register", "P2"), ("457759922", "void", "P1")]
 
 
 def claim(db: Engine, limit: int = 10, who: str = "run-1") -> list[outbox.Entry]:
