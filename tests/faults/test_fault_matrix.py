@@ -459,12 +459,13 @@ def platform_http500(ctx: Ctx) -> None:
     w.platform.faults(http500_rate=0.4, seed=5)
     total = w.push("http500", **harness.ONE_PASS)["total"]
     failed = w.platform.injected().get("http500", 0)
-    assert failed > 0 and (total["acked"], total["retried"], total["sent"]) == (n - failed, failed, n), (
-        total,
-        failed,
-    )
-    assert w.outbox_statuses() == {"acked": n - failed, "queued": failed}
-    assert _stored_on_platform(w) == n - failed
+    acked = total["acked"]
+    # every 500 is a retry, and only a retry; a pass that outlasts the 6 s backoff (a slow machine)
+    # may already send some of them again, and those count once more as sent (and maybe acked)
+    assert failed > 0 and total["retried"] == failed and total["sent"] == acked + failed, (total, failed)
+    assert n - failed <= acked < n, (total, failed)
+    assert w.outbox_statuses() == {"acked": acked, "queued": n - acked}
+    assert _stored_on_platform(w) == acked
     assert all("HTTP 500" in e for e in _transport_errors(w)), _transport_errors(w)[:3]
     w.platform.faults(http500_rate=0)
 

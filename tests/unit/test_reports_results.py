@@ -242,4 +242,6 @@ def test_the_site_index_stays_fast_with_thousands_of_results(tmp_path):
     elapsed = _time.perf_counter() - start
     assert len(hdays) == 3000 and hdays[0].records == 500 and hdays[0].held == 7
     assert html.count("datadocs/") == 3000
-    assert elapsed < 2.0, f"site index took {elapsed:.2f} s"
+    # a guard against work that grows with the square of the results, not a benchmark: ~1 s here,
+    # 2.7 s once on a busy day of this shared machine
+    assert elapsed < 5.0, f"site index took {elapsed:.2f} s"
