@@ -16,9 +16,10 @@ auth_manager=${AIRFLOW__CORE__AUTH_MANAGER:-$(airflow config get-value core auth
 if [[ $auth_manager == *FabAuthManager* ]]; then
   : "${_AIRFLOW_WWW_USER_USERNAME:?set AIRFLOW_ADMIN_USER in .env}"
   : "${_AIRFLOW_WWW_USER_PASSWORD:?set AIRFLOW_ADMIN_PASSWORD in .env}"
-  # `users create` leaves an existing user alone (and says so)
+  # `users create` leaves an existing user alone (and says so); `--option=value`, so that a value
+  # starting with "-" (one generated password in 64) is not taken for an option
   airflow users create --role Admin \
-    --username "$_AIRFLOW_WWW_USER_USERNAME" --password "$_AIRFLOW_WWW_USER_PASSWORD" \
+    --username="$_AIRFLOW_WWW_USER_USERNAME" --password="$_AIRFLOW_WWW_USER_PASSWORD" \
     --firstname "${_AIRFLOW_WWW_USER_FIRSTNAME:-Admin}" --lastname "${_AIRFLOW_WWW_USER_LASTNAME:-hurren}" \
     --email "${_AIRFLOW_WWW_USER_EMAIL:-admin@example.invalid}"
 else

@@ -15,6 +15,7 @@ About 4-6 minutes on 2 cores.
 from __future__ import annotations
 
 import json
+import secrets
 import signal
 import time
 from datetime import date
@@ -67,8 +68,12 @@ def _kill_tree(pid: int) -> list[int]:
 def killed(region, make_database, tmp_path_factory):
     """The hospitals' DAGs on the Celery stack; the worker running the victim's extraction is
     killed once two of its batches are committed; every run then completes."""
-    stack = AirflowStack(tmp_path_factory.mktemp("celery"), make_database("airflow_celery"), env=HEARTBEAT,
-                         retry_delay_s=2)  # fmt: skip
+    home = tmp_path_factory.mktemp("celery")
+    # an admin password starting with "-", as one generated password in 64 does: `up` must still
+    # create the user with it (every API call below signs in with it)
+    (home / "admin-password").write_text(f"-{secrets.token_urlsafe(18)}\n")
+    (home / "admin-password").chmod(0o600)
+    stack = AirflowStack(home, make_database("airflow_celery"), env=HEARTBEAT, retry_delay_s=2)
     dag_ids = [f"{stream}_reports__{sid}" for sid in IDS for stream in ("lab", "exam")]
     store_engine = create_engine(region.store_url)
     with running(stack, celery=True):
